@@ -1,0 +1,91 @@
+"""Pure formatters for nxrctl output: plain data in, text out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nxrd.plan.model import Plan, WorkloadPlan
+from nxrd.plan.topology import Topology
+from nxrd.profile.units import format_cpu_list, format_size
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [list(headers), *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _memory(wl: WorkloadPlan) -> str:
+    def show(v: str) -> str:
+        return v if v == "max" else format_size(int(v))
+
+    low = wl.files.get("memory.min", "0")
+    guard = f"min {show(low)}, " if low != "0" else ""
+    return f"{guard}max {show(wl.files.get('memory.max', 'max'))}"
+
+
+def plan_text(plan: Plan) -> str:
+    """The plan as a person reads it: a summary table, then each workload's exact values."""
+    host = plan.hostname or "host"
+    usable = plan.memory - plan.reserved_memory
+    out = [
+        f"{host}: CPUs {plan.online_cpus}, reserved {plan.reserved_cpus or 'none'}, "
+        f"shared pool {plan.shared_cpus or 'none'}",
+        f"memory {format_size(plan.memory)}, reserved {format_size(plan.reserved_memory)}, "
+        f"guaranteed {format_size(plan.guaranteed_memory)} of {format_size(usable)}",
+        "",
+    ]
+    rows = [
+        [
+            w.name,
+            w.workload_class,
+            w.cpus,
+            str(w.cpu_count),
+            "yes" if w.exclusive else "no",
+            _memory(w),
+            ",".join(str(g.index) for g in w.gpus) or "-",
+            str(w.threads) if w.threads is not None else "-",
+        ]
+        for w in plan.workloads
+    ]
+    out.append(table(["WORKLOAD", "CLASS", "CPUS", "N", "EXCL", "MEMORY", "GPUS", "THREADS"], rows))
+    for w in plan.workloads:
+        out += ["", f"{w.name} -> {w.cgroup}"]
+        out += [f"  {k} = {v}" for k, v in w.files.items()]
+        for k, v in w.env.items():
+            out.append(f"  env {k}={v}")
+        out += [f"  note: {n}" for n in w.notes]
+    parents = [plan.root, *plan.classes]
+    out += ["", "parents:"]
+    out += [
+        f"  {p.path or '(subtree root)'}: " + ", ".join(f"{k} = {v}" for k, v in p.files.items())
+        for p in parents
+    ]
+    if plan.warnings:
+        out += [""] + [f"warning: {w}" for w in plan.warnings]
+    return "\n".join(out)
+
+
+def topology_text(topo: Topology) -> str:
+    """A short human summary of discovered topology."""
+    cores = topo.cores()
+    smt = max((len(c) for c in cores), default=1)
+    lines = [
+        f"CPUs {format_cpu_list([c.id for c in topo.cpus])}: {len(cores)} cores, "
+        f"{smt} thread(s) per core, {len(topo.nodes)} NUMA node(s)",
+        f"memory {format_size(topo.memory)}",
+    ]
+    if topo.gpus:
+        lines += [
+            f"GPU {g.index}: {g.name} {format_size(g.memory)} {g.uuid} node {g.node}"
+            for g in topo.gpus
+        ]
+    else:
+        lines.append(f"GPUs: none ({topo.gpu_note or 'none found'})")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""nxrd: the composition root, the one place that wires the real implementations."""
+
+from __future__ import annotations
+
+import click
+
+from nxrd import __version__
+from nxrd.cli.errors import reported
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nxrd")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+def cli(debug: bool) -> None:
+    """nxrd: runs ML workloads in isolated cgroup v2 leaves."""
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the JSON to this file instead of stdout.",
+)
+@click.option("--summary", is_flag=True, help="Print a short human summary instead of JSON.")
+@click.option("--no-gpus", is_flag=True, help="Skip NVML discovery.")
+@reported
+def topology(output: str | None, summary: bool, no_gpus: bool) -> None:
+    """Capture this host's topology (CPUs, cores, NUMA, memory, GPUs, cgroup v2) as JSON."""
+    from nxrd.cli.format import topology_text
+    from nxrd.kernel.discovery import discover
+
+    topo = discover(gpus=not no_gpus)
+    if summary:
+        click.echo(topology_text(topo))
+    elif output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(topo.to_json())
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(topo.to_json(), nl=False)
+
+
+def main() -> None:
+    cli(prog_name="nxrd")

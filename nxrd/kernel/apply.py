@@ -1,0 +1,89 @@
+"""Write a plan's cgroup tree: all of it, or (on any failure) none of it."""
+
+from __future__ import annotations
+
+import contextlib
+
+from nxrd.errors import KernelError
+from nxrd.kernel.cgroupfs import CgroupFS, controller_of
+from nxrd.plan.model import Plan
+
+
+def controllers_needed(plan: Plan) -> list[str]:
+    """Controllers the plan's files belong to, in the order the kernel lists them."""
+    names = {controller_of(f) for w in plan.workloads for f in w.files}
+    names |= {controller_of(f) for c in plan.classes for f in c.files}
+    names |= {controller_of(f) for f in plan.root.files}
+    order = ["cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"]
+    return sorted((n for n in names if n), key=lambda n: order.index(n) if n in order else 99)
+
+
+class _Undo:
+    """Remembers what was created and overwritten so a failed apply leaves nothing behind."""
+
+    def __init__(self, fs: CgroupFS) -> None:
+        self.fs = fs
+        self.created: list[str] = []
+        self.old: list[tuple[str, str, str]] = []
+
+    def mkdir(self, rel: str) -> None:
+        if not self.fs.exists(rel):
+            self.fs.mkdir(rel)
+            self.created.append(rel)
+
+    def write(self, rel: str, filename: str, value: str) -> None:
+        if rel not in self.created:
+            self.old.append((rel, filename, self.fs.read(rel, filename)))
+        self.fs.write(rel, filename, value)
+
+    def rollback(self) -> None:
+        for rel, filename, value in reversed(self.old):
+            # Best effort: the error that started the rollback is the one to report.
+            with contextlib.suppress(KernelError):
+                self.fs.write(rel, filename, value)
+        for rel in reversed(self.created):
+            with contextlib.suppress(KernelError):
+                self.fs.rmdir(rel)
+
+
+def apply_plan(plan: Plan, fs: CgroupFS) -> None:
+    """Create the class parents and workload leaves and write every planned value."""
+    needed = controllers_needed(plan)
+    available = fs.controllers("")
+    missing = [c for c in needed if c not in available]
+    if missing:
+        raise KernelError(
+            f"cgroup v2 controllers {', '.join(missing)} are not available in {fs.describe('')}; "
+            "enable them in its parent's cgroup.subtree_control (under systemd: Delegate=yes)"
+        )
+    undo = _Undo(fs)
+    try:
+        fs.enable("", needed)
+        for cls in plan.classes:
+            undo.mkdir(cls.path)
+            fs.enable(cls.path, needed)
+        # Parents first: a child's memory protection is capped by its parent's.
+        for filename, value in plan.root.files.items():
+            undo.write("", filename, value)
+        for cls in plan.classes:
+            for filename, value in cls.files.items():
+                undo.write(cls.path, filename, value)
+        for wl in plan.workloads:
+            undo.mkdir(wl.cgroup)
+            for filename, value in wl.files.items():
+                undo.write(wl.cgroup, filename, value)
+    except KernelError:
+        undo.rollback()
+        raise
+
+
+def read_back(plan: Plan, fs: CgroupFS) -> dict[str, dict[str, str]]:
+    """Every planned file's current value, by cgroup path."""
+    out: dict[str, dict[str, str]] = {}
+    for path, files in (
+        [(plan.root.path, plan.root.files)]
+        + [(c.path, c.files) for c in plan.classes]
+        + [(w.cgroup, w.files) for w in plan.workloads]
+    ):
+        out[path] = {f: fs.read(path, f) for f in files}
+    return out

@@ -1,0 +1,232 @@
+"""The one narrow interface to cgroup v2 files, a Linux implementation and an in-memory fake.
+
+Paths are relative to nxrd's subtree root ("" is the root itself); nothing
+outside that subtree is ever named, so nothing outside it can be written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path, PurePosixPath
+
+from nxrd.errors import KernelError
+
+
+def _check_rel(rel: str) -> str:
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts:
+        raise KernelError(f"cgroup path {rel!r} leaves nxrd's subtree")
+    return "" if str(p) == "." else str(p)
+
+
+def controller_of(filename: str) -> str | None:
+    """'cpuset.cpus' -> 'cpuset'; core files ('cgroup.*') need no controller."""
+    prefix = filename.split(".", 1)[0]
+    return None if prefix == "cgroup" else prefix
+
+
+class CgroupFS(ABC):
+    """cgroupfs operations nxrd needs, relative to its subtree root."""
+
+    @abstractmethod
+    def describe(self, rel: str = "") -> str:
+        """Where rel is, for messages."""
+
+    @abstractmethod
+    def exists(self, rel: str) -> bool: ...
+
+    @abstractmethod
+    def mkdir(self, rel: str) -> None: ...
+
+    @abstractmethod
+    def rmdir(self, rel: str) -> None: ...
+
+    @abstractmethod
+    def read(self, rel: str, filename: str) -> str: ...
+
+    @abstractmethod
+    def write(self, rel: str, filename: str, value: str) -> None: ...
+
+    def controllers(self, rel: str = "") -> list[str]:
+        """Controllers available in rel (cgroup.controllers)."""
+        return self.read(rel, "cgroup.controllers").split()
+
+    def subtree_control(self, rel: str = "") -> list[str]:
+        return self.read(rel, "cgroup.subtree_control").split()
+
+    def enable(self, rel: str, controllers: list[str]) -> None:
+        """Enable controllers for rel's children (cgroup.subtree_control)."""
+        missing = [c for c in controllers if c not in self.subtree_control(rel)]
+        if missing:
+            self.write(rel, "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+    def procs(self, rel: str) -> list[int]:
+        text = self.read(rel, "cgroup.procs")
+        return [int(x) for x in text.split()]
+
+    def move(self, rel: str, pid: int) -> None:
+        """Move a process (all its threads) into rel."""
+        self.write(rel, "cgroup.procs", str(pid))
+
+
+class LinuxCgroupFS(CgroupFS):
+    """The real cgroup2 filesystem, rooted at nxrd's subtree (e.g. /sys/fs/cgroup/nxr)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, rel: str) -> Path:
+        rel = _check_rel(rel)
+        return self.root / rel if rel else self.root
+
+    def describe(self, rel: str = "") -> str:
+        return str(self._path(rel))
+
+    def exists(self, rel: str) -> bool:
+        return self._path(rel).is_dir()
+
+    def mkdir(self, rel: str) -> None:
+        try:
+            self._path(rel).mkdir()
+        except OSError as e:
+            raise KernelError(f"cannot create cgroup {self._path(rel)}: {_reason(e)}") from None
+
+    def rmdir(self, rel: str) -> None:
+        try:
+            self._path(rel).rmdir()
+        except OSError as e:
+            raise KernelError(f"cannot remove cgroup {self._path(rel)}: {_reason(e)}") from None
+
+    def read(self, rel: str, filename: str) -> str:
+        path = self._path(rel) / filename
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise KernelError(f"cannot read {path}: {_reason(e)}") from None
+
+    def write(self, rel: str, filename: str, value: str) -> None:
+        path = self._path(rel) / filename
+        try:
+            # One write(2) per value: cgroup files parse each write separately.
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            hint = ""
+            if e.errno == errno.ENOENT and controller_of(filename):
+                hint = f" (is the {controller_of(filename)} controller enabled for it?)"
+            raise KernelError(
+                f"cannot write {filename} = {value!r} in {self._path(rel)}: {_reason(e)}{hint}"
+            ) from None
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+# Files every cgroup has, and the ones each controller adds (with their defaults).
+_CORE_FILES = {
+    "cgroup.procs": "",
+    "cgroup.subtree_control": "",
+    "cgroup.events": "populated 0\nfrozen 0",
+    "cgroup.freeze": "0",
+}
+_CONTROLLER_FILES = {
+    "cpuset": {"cpuset.cpus": "", "cpuset.mems": "", "cpuset.cpus.effective": ""},
+    "cpu": {
+        "cpu.weight": "100",
+        "cpu.max": "max 100000",
+        "cpu.idle": "0",
+        "cpu.stat": "usage_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0",
+    },
+    "memory": {
+        "memory.min": "0",
+        "memory.low": "0",
+        "memory.high": "max",
+        "memory.max": "max",
+        "memory.swap.max": "max",
+        "memory.oom.group": "0",
+        "memory.current": "0",
+        "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0",
+    },
+    "pids": {"pids.max": "max", "pids.current": "0"},
+    "io": {"io.weight": "default 100"},
+}
+
+
+class FakeCgroupFS(CgroupFS):
+    """In-memory cgroupfs for unit tests: files appear as controllers are enabled."""
+
+    def __init__(self, controllers: tuple[str, ...] = ("cpuset", "cpu", "io", "memory", "pids")):
+        self.dirs: dict[str, dict[str, str]] = {"": self._files(list(controllers))}
+        self.dirs[""]["cgroup.controllers"] = " ".join(controllers)
+        self.writes: list[tuple[str, str, str]] = []
+        self.fail_on: set[tuple[str, str]] = set()  # (rel, file) pairs whose write fails
+
+    @staticmethod
+    def _files(controllers: list[str]) -> dict[str, str]:
+        files = dict(_CORE_FILES)
+        for c in controllers:
+            files.update(_CONTROLLER_FILES.get(c, {}))
+        return files
+
+    def _dir(self, rel: str) -> dict[str, str]:
+        rel = _check_rel(rel)
+        if rel not in self.dirs:
+            raise KernelError(f"cannot use cgroup fake:/{rel}: No such file or directory")
+        return self.dirs[rel]
+
+    def describe(self, rel: str = "") -> str:
+        return f"fake:/{_check_rel(rel)}"
+
+    def exists(self, rel: str) -> bool:
+        return _check_rel(rel) in self.dirs
+
+    def mkdir(self, rel: str) -> None:
+        rel = _check_rel(rel)
+        parent = str(PurePosixPath(rel).parent) if "/" in rel else ""
+        if rel in self.dirs:
+            raise KernelError(f"cannot create cgroup fake:/{rel}: File exists")
+        enabled = self._dir(parent)["cgroup.subtree_control"].split()
+        self.dirs[rel] = self._files(enabled)
+        self.dirs[rel]["cgroup.controllers"] = " ".join(enabled)
+
+    def rmdir(self, rel: str) -> None:
+        rel = _check_rel(rel)
+        if any(d.startswith(rel + "/") for d in self.dirs) or self._dir(rel)["cgroup.procs"]:
+            raise KernelError(f"cannot remove cgroup fake:/{rel}: Device or resource busy")
+        del self.dirs[rel]
+
+    def read(self, rel: str, filename: str) -> str:
+        files = self._dir(rel)
+        if filename not in files:
+            raise KernelError(f"cannot read fake:/{rel}/{filename}: No such file or directory")
+        return files[filename]
+
+    def write(self, rel: str, filename: str, value: str) -> None:
+        files = self._dir(rel)
+        if filename not in files or (rel, filename) in self.fail_on:
+            raise KernelError(
+                f"cannot write {filename} = {value!r} in fake:/{rel}: "
+                + ("Invalid argument" if filename in files else "No such file or directory")
+            )
+        self.writes.append((rel, filename, value))
+        if filename == "cgroup.subtree_control":
+            have = set(files[filename].split())
+            available = files["cgroup.controllers"].split()
+            for token in value.split():
+                name = token[1:]
+                if name not in available:
+                    raise KernelError(
+                        f"cannot enable {name} in fake:/{rel}: No such file or directory"
+                    )
+                (have.add if token[0] == "+" else have.discard)(name)
+            files[filename] = " ".join(c for c in available if c in have)
+        elif filename == "cgroup.procs":
+            files[filename] = "\n".join([*files[filename].split(), value])
+        else:
+            files[filename] = value

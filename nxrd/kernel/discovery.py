@@ -1,0 +1,130 @@
+"""Host discovery from sysfs, procfs and NVML, returned as plain Topology data.
+
+Every reader takes the filesystem root so captured trees can stand in for a host.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from nxrd.kernel.gpu import discover_gpus
+from nxrd.plan.topology import CgroupInfo, Cpu, Node, Topology
+from nxrd.profile.units import parse_cpu_list
+
+
+def discover(root: str | Path = "/", *, gpus: bool = True) -> Topology:
+    """The host's topology; GPUs through NVML (0 GPUs plus a note without a driver)."""
+    root = Path(root)
+    cpus = _cpus(root)
+    nodes = _nodes(root, cpus)
+    node_of = {cpu: n.id for n in nodes for cpu in _node_cpus(root, n.id)}
+    cpus = [c.model_copy(update={"node": node_of.get(c.id, 0)}) for c in cpus]
+    found, note = discover_gpus(root) if gpus else ([], "GPU discovery disabled")
+    return Topology(
+        hostname=socket.gethostname() if root == Path("/") else "",
+        cpus=cpus,
+        nodes=nodes,
+        memory=_meminfo_total(root / "proc/meminfo"),
+        gpus=found,
+        gpu_note=note,
+        cgroup=cgroup_info(root),
+    )
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="ascii").strip()
+
+
+def _cpus(root: Path) -> list[Cpu]:
+    base = root / "sys/devices/system/cpu"
+    online = sorted(parse_cpu_list(_read(base / "online")))
+    out = []
+    for cpu in online:
+        topo = base / f"cpu{cpu}/topology"
+        try:
+            core = int(_read(topo / "core_id"))
+            package = int(_read(topo / "physical_package_id"))
+        except (OSError, ValueError):
+            # No topology directory (some VMs): every CPU is its own core.
+            core, package = cpu, 0
+        out.append(Cpu(id=cpu, core=core, package=max(package, 0)))
+    return out
+
+
+def _node_cpus(root: Path, node: int) -> frozenset[int]:
+    try:
+        text = _read(root / f"sys/devices/system/node/node{node}/cpulist")
+    except OSError:
+        return frozenset()
+    return parse_cpu_list(text) if text else frozenset()
+
+
+def _nodes(root: Path, cpus: list[Cpu]) -> list[Node]:
+    base = root / "sys/devices/system/node"
+    try:
+        ids = sorted(parse_cpu_list(_read(base / "online")))
+    except OSError:
+        ids = []
+    if not ids:
+        return [Node(id=0, memory=_meminfo_total(root / "proc/meminfo"))]
+    return [Node(id=i, memory=_meminfo_total(base / f"node{i}/meminfo")) for i in ids]
+
+
+def _meminfo_total(path: Path) -> int:
+    """MemTotal in bytes, from /proc/meminfo or a node's meminfo ("Node 0 MemTotal: ...")."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        parts = line.split()
+        if "MemTotal:" in parts:
+            i = parts.index("MemTotal:")
+            return int(parts[i + 1]) * 1024
+    return 0
+
+
+def cgroup_info(root: Path = Path("/")) -> CgroupInfo:
+    """Where cgroup v2 is mounted, our own cgroup, its controllers and whether we can write it."""
+    mount = None
+    v1: list[str] = []
+    try:
+        mountinfo = (root / "proc/self/mountinfo").read_text(encoding="utf-8")
+    except OSError:
+        mountinfo = ""
+    for line in mountinfo.splitlines():
+        # mountinfo(5): fields ... mount-point ... " - " fstype source super-options
+        pre, _, post = line.partition(" - ")
+        fields, post_fields = pre.split(), post.split()
+        if len(fields) < 5 or not post_fields:
+            continue
+        if post_fields[0] == "cgroup2" and mount is None:
+            mount = fields[4]
+        elif post_fields[0] == "cgroup" and len(post_fields) > 2:
+            opts = post_fields[2].split(",")
+            v1 += [c for c in ("cpu", "cpuset", "memory", "pids", "io", "blkio") if c in opts]
+    own = None
+    try:
+        for line in (root / "proc/self/cgroup").read_text(encoding="utf-8").splitlines():
+            if line.startswith("0::"):
+                own = line[3:]
+    except OSError:
+        pass
+    controllers: list[str] = []
+    writable = False
+    if mount is not None and own is not None:
+        path = root / mount.lstrip("/") / own.lstrip("/")
+        try:
+            controllers = _read(path / "cgroup.controllers").split()
+        except OSError:
+            controllers = []
+        writable = os.access(path, os.W_OK)
+    return CgroupInfo(
+        mount=mount,
+        own_path=own,
+        controllers=controllers,
+        writable=writable,
+        v1_controllers=sorted(set(v1)),
+    )

@@ -1,0 +1,490 @@
+"""The planner: profile + host topology -> plan. Pure: no file, process or clock access."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from nxrd.errors import PlanError, Problem
+from nxrd.plan.classes import (
+    CLASS_DEFAULTS,
+    CPU_PERIOD_US,
+    DEFAULT_WORKLOAD_WEIGHT,
+    THREAD_VARS,
+)
+from nxrd.plan.model import CgroupPlan, GpuAssignment, Plan, WorkloadPlan
+from nxrd.plan.topology import Gpu, Topology
+from nxrd.profile.model import Profile, Workload
+from nxrd.profile.units import PAGE_SIZE, format_cpu_list, format_size
+
+
+@dataclass
+class _State:
+    """Bookkeeping while allocating; discarded once the plan is built."""
+
+    topo: Topology
+    reserved: frozenset[int]
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    core_owner: dict[tuple[int, ...], str] = field(default_factory=dict)
+    cpus: dict[str, frozenset[int]] = field(default_factory=dict)
+    gpus: dict[str, list[GpuAssignment]] = field(default_factory=dict)
+    gpu_users: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+    def problem(self, name: str, key: str, message: str) -> None:
+        self.problems.append(Problem(f"workloads.{name}.{key}", message))
+
+    def note(self, name: str, message: str) -> None:
+        self.notes.setdefault(name, []).append(message)
+
+
+def make_plan(profile: Profile, topo: Topology, source: str | None = None) -> Plan:
+    """Allocate cores, memory and GPUs; raises PlanError listing everything that does not fit."""
+    online = frozenset(c.id for c in topo.cpus)
+    st = _State(topo, _reserved_cpus(profile, topo, online))
+    if profile.host.reserved_cpus is not None and not profile.host.reserved_cpus <= online:
+        missing = format_cpu_list(profile.host.reserved_cpus - online)
+        st.problems.append(
+            Problem(
+                "host.reserved_cpus",
+                f"CPUs {missing} do not exist on this host (online: {format_cpu_list(online)})",
+            )
+        )
+    order = sorted(
+        profile.workloads.items(),
+        key=lambda kv: (CLASS_DEFAULTS[kv[1].workload_class].rank, -kv[1].priority, kv[0]),
+    )
+    _assign_gpus(st, order)
+    _assign_exclusive(st, order, online)
+    shared = online - st.reserved - frozenset(c for core in st.core_owner for c in core)
+    _assign_shared(st, order, online, shared)
+    guaranteed = _check_memory(st, profile, topo)
+    _check_gpu_memory(st, profile)
+    if st.problems:
+        raise PlanError(source, st.problems)
+
+    workloads = [_workload_plan(st, name, wl, topo) for name, wl in profile.workloads.items()]
+    return Plan(
+        hostname=topo.hostname,
+        online_cpus=format_cpu_list(online),
+        reserved_cpus=format_cpu_list(st.reserved),
+        shared_cpus=format_cpu_list(shared),
+        memory=topo.memory,
+        reserved_memory=profile.host.reserved_memory,
+        guaranteed_memory=guaranteed,
+        root=_parent_plan("", workloads),
+        classes=[
+            _parent_plan(cls, [w for w in workloads if w.workload_class == cls])
+            for cls in CLASS_DEFAULTS
+            if any(w.workload_class == cls for w in workloads)
+        ],
+        workloads=workloads,
+        warnings=st.warnings,
+    )
+
+
+def _reserved_cpus(profile: Profile, topo: Topology, online: frozenset[int]) -> frozenset[int]:
+    if profile.host.reserved_cpus is not None:
+        return profile.host.reserved_cpus & online
+    if len(online) < 4:
+        return frozenset()
+    # The whole core of the lowest CPU, so the system shares no core with an exclusive workload.
+    first = min(online)
+    return next(frozenset(core) for core in topo.cores() if first in core)
+
+
+def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
+    by_index = {g.index: g for g in st.topo.gpus}
+    by_uuid = {g.uuid: g for g in st.topo.gpus}
+    have = _gpu_summary(st.topo)
+
+    def take(name: str, wl: Workload, gpu: Gpu) -> None:
+        st.gpus.setdefault(name, []).append(
+            GpuAssignment(index=gpu.index, uuid=gpu.uuid, node=gpu.node, shared=wl.gpu_shared)
+        )
+        st.gpu_users.setdefault(gpu.index, []).append((name, wl.gpu_shared))
+
+    # Explicit GPUs first, so counts take what is left.
+    for name, wl in order:
+        if not isinstance(wl.gpus, tuple):
+            continue
+        for ref in wl.gpus:
+            gpu = by_index.get(ref) if isinstance(ref, int) else by_uuid.get(ref)
+            if gpu is None:
+                st.problem(name, "gpus", f"GPU {ref} does not exist ({have})")
+                continue
+            users = st.gpu_users.get(gpu.index, [])
+            if users and not (wl.gpu_shared and all(s for _, s in users)):
+                owner = users[0][0]
+                st.problem(
+                    name,
+                    "gpus",
+                    f"GPU {gpu.index} is already given to {owner!r} "
+                    "(set gpu_shared = true on both to share it)",
+                )
+                continue
+            take(name, wl, gpu)
+
+    for name, wl in order:
+        if not isinstance(wl.gpus, int) or wl.gpus == 0:
+            continue
+        free = [g for g in st.topo.gpus if g.index not in st.gpu_users]
+        if wl.gpu_shared and len(free) < wl.gpus:
+            free += [
+                g
+                for g in st.topo.gpus
+                if g.index in st.gpu_users and all(s for _, s in st.gpu_users[g.index])
+            ]
+        if len(free) < wl.gpus:
+            if not st.topo.gpus:
+                st.problem(name, "gpus", f"needs {wl.gpus} GPU(s); {have}")
+            else:
+                taken = sorted(st.gpu_users)
+                st.problem(
+                    name,
+                    "gpus",
+                    f"needs {wl.gpus} GPU(s); {len(free)} free of {len(st.topo.gpus)}"
+                    + (f" (GPUs {format_cpu_list(taken)} are taken)" if taken else ""),
+                )
+            continue
+        for gpu in _pick_gpus(free, wl.gpus):
+            take(name, wl, gpu)
+
+
+def _gpu_summary(topo: Topology) -> str:
+    if not topo.gpus:
+        return "no GPUs on this host" + (f": {topo.gpu_note}" if topo.gpu_note else "")
+    return "host GPUs: " + ", ".join(f"{g.index} ({g.uuid})" for g in topo.gpus)
+
+
+def _pick_gpus(free: list[Gpu], count: int) -> list[Gpu]:
+    """Prefer GPUs on one NUMA node, so the workload's cores can be local to all of them."""
+    by_node: dict[int | None, list[Gpu]] = {}
+    for g in free:
+        by_node.setdefault(g.node, []).append(g)
+    fitting = [gs for gs in by_node.values() if len(gs) >= count]
+    pool = min(fitting, key=lambda gs: (len(gs), gs[0].index)) if fitting else free
+    return sorted(pool, key=lambda g: g.index)[:count]
+
+
+def _assign_exclusive(
+    st: _State, order: list[tuple[str, Workload]], online: frozenset[int]
+) -> None:
+    cores = st.topo.cores()
+    core_of = {cpu: core for core in cores for cpu in core}
+    # Explicit cpusets first: they are fixed, the counted ones fit around them.
+    for name, wl in order:
+        if not wl.is_exclusive or wl.cpuset is None:
+            continue
+        if not _cpus_exist(st, name, wl.cpuset, online):
+            continue
+        if wl.cpuset & st.reserved:
+            st.problem(
+                name,
+                "cpuset",
+                f"CPUs {format_cpu_list(wl.cpuset & st.reserved)} are reserved for the system "
+                f"(host.reserved_cpus defaults to {format_cpu_list(st.reserved)} on this host)",
+            )
+            continue
+        owned = {core_of[c] for c in wl.cpuset}
+        clash = {st.core_owner[c] for c in owned if c in st.core_owner}
+        if clash:
+            st.problem(
+                name, "cpuset", f"shares a core with exclusive workload {sorted(clash)[0]!r}"
+            )
+            continue
+        for core in owned:
+            st.core_owner[core] = name
+        st.cpus[name] = wl.cpuset
+        idle = frozenset(c for core in owned for c in core) - wl.cpuset
+        if idle:
+            st.note(
+                name, f"SMT siblings {format_cpu_list(idle)} left idle (whole cores are exclusive)"
+            )
+
+    for name, wl in order:
+        if not wl.is_exclusive or wl.cpus is None:
+            continue
+        free = [c for c in cores if c not in st.core_owner and not set(c) & st.reserved]
+        local_nodes = {g.node for g in st.gpus.get(name, []) if g.node is not None}
+        chosen = _pick_cores(st.topo, free, wl.cpus, local_nodes)
+        if chosen is None:
+            free_cpus = sum(len(c) for c in free)
+            unit = "cores" if any(len(c) > 1 for c in cores) else "CPUs"
+            need = _cores_needed(free or cores, wl.cpus)
+            context = [f"reserving {format_cpu_list(st.reserved)}"] if st.reserved else []
+            others = sorted(set(st.core_owner.values()))
+            if others:
+                context.append("giving cores to " + ", ".join(others))
+            after = f" after {' and '.join(context)}" if context else ""
+            have = len(free) if unit == "cores" else free_cpus
+            st.problem(
+                name,
+                "cpus",
+                f"{name} needs {need} exclusive {unit}; {have} {'is' if have == 1 else 'are'} "
+                f"free{after} ({need - have} short)",
+            )
+            continue
+        for core in chosen:
+            st.core_owner[core] = name
+        got = frozenset(c for core in chosen for c in core)
+        st.cpus[name] = got
+        if len(got) > wl.cpus:
+            st.note(
+                name, f"{wl.cpus} CPUs rounded up to {len(chosen)} whole cores ({len(got)} CPUs)"
+            )
+        if local_nodes:
+            nodes = {st.topo.node_of(c) for c in got}
+            if not nodes <= local_nodes:
+                st.note(
+                    name,
+                    "not all cores are NUMA-local to its GPUs (not enough free cores on node "
+                    f"{format_cpu_list(sorted(local_nodes))})",
+                )
+
+
+def _cores_needed(cores: list[tuple[int, ...]], cpus: int) -> int:
+    width = max((len(c) for c in cores), default=1)
+    return math.ceil(cpus / width)
+
+
+def _pick_cores(
+    topo: Topology, free: list[tuple[int, ...]], cpus: int, local_nodes: set[int]
+) -> list[tuple[int, ...]] | None:
+    """Whole cores giving at least ``cpus`` CPUs: GPU-local first, else one node if it fits."""
+    if sum(len(c) for c in free) < cpus:
+        return None
+    node_of = {c.id: c.node for c in topo.cpus}
+
+    def fits(cores: list[tuple[int, ...]]) -> list[tuple[int, ...]] | None:
+        out, got = [], 0
+        for core in cores:
+            if got >= cpus:
+                break
+            out.append(core)
+            got += len(core)
+        return out if got >= cpus else None
+
+    if local_nodes:
+        local = [c for c in free if node_of[c[0]] in local_nodes]
+        rest = [c for c in free if node_of[c[0]] not in local_nodes]
+        return fits(local) or fits(local + rest)
+    by_node: dict[int, list[tuple[int, ...]]] = {}
+    for core in free:
+        by_node.setdefault(node_of[core[0]], []).append(core)
+    # Stay on one NUMA node when possible; pick the node that leaves the fewest cores stranded.
+    options = [(len(cs), n, fits(cs)) for n, cs in sorted(by_node.items())]
+    single = [(size, n, pick) for size, n, pick in options if pick is not None]
+    if single:
+        return min(single, key=lambda o: (o[0], o[1]))[2]
+    return fits(free)
+
+
+def _cpus_exist(st: _State, name: str, cpus: frozenset[int], online: frozenset[int]) -> bool:
+    if cpus <= online:
+        return True
+    st.problem(
+        name,
+        "cpuset",
+        f"CPUs {format_cpu_list(cpus - online)} do not exist on this host "
+        f"(online: {format_cpu_list(online)})",
+    )
+    return False
+
+
+def _assign_shared(
+    st: _State, order: list[tuple[str, Workload]], online: frozenset[int], shared: frozenset[int]
+) -> None:
+    load = dict.fromkeys(shared, 0)
+    node_of = {c.id: c.node for c in st.topo.cpus}
+    exclusive_cpus = {c: st.core_owner[core] for core in st.core_owner for c in core}
+    for name, wl in order:
+        if wl.is_exclusive:
+            continue
+        if not shared and wl.cpuset is None:
+            taken = format_cpu_list(frozenset(exclusive_cpus))
+            st.problem(
+                name,
+                "cpus" if wl.cpus else "class",
+                f"no CPUs are left for shared workloads: {format_cpu_list(st.reserved) or 'none'} "
+                f"reserved, {taken or 'none'} exclusive",
+            )
+            continue
+        if wl.cpuset is not None:
+            if not _cpus_exist(st, name, wl.cpuset, online):
+                continue
+            clash = wl.cpuset & frozenset(exclusive_cpus)
+            if clash:
+                owner = exclusive_cpus[min(clash)]
+                st.problem(
+                    name,
+                    "cpuset",
+                    f"CPUs {format_cpu_list(clash)} belong to exclusive workload {owner!r}",
+                )
+                continue
+            if wl.cpuset & st.reserved:
+                st.problem(
+                    name,
+                    "cpuset",
+                    f"CPUs {format_cpu_list(wl.cpuset & st.reserved)} are reserved for the system",
+                )
+                continue
+            got = wl.cpuset
+        elif wl.cpus is not None:
+            if wl.cpus > len(shared):
+                st.problem(
+                    name,
+                    "cpus",
+                    f"{name} needs {wl.cpus} CPUs; the shared pool has {len(shared)} "
+                    f"({format_cpu_list(shared)})",
+                )
+                continue
+            local = {g.node for g in st.gpus.get(name, []) if g.node is not None}
+            ranked = sorted(shared, key=lambda c: (node_of[c] not in local, load[c], c))
+            got = frozenset(ranked[: wl.cpus])
+        else:
+            got = shared
+        for c in got & shared:
+            load[c] += 1
+        st.cpus[name] = got
+
+
+def _check_memory(st: _State, profile: Profile, topo: Topology) -> int:
+    reserved = profile.host.reserved_memory
+    usable = topo.memory - reserved
+    if usable <= 0:
+        st.problems.append(
+            Problem(
+                "host.reserved_memory",
+                f"{format_size(reserved)} is not less than the host's memory "
+                f"({format_size(topo.memory)})",
+            )
+        )
+        return 0
+    mins = {n: w.memory_min for n, w in profile.workloads.items() if w.memory_min}
+    total = sum(_pages(v) for v in mins.values())
+    if total > usable:
+        biggest = max(mins, key=lambda n: mins[n] or 0)
+        parts = ", ".join(f"{n} {format_size(v or 0)}" for n, v in mins.items())
+        st.problem(
+            biggest,
+            "memory_min",
+            f"memory_min guarantees add up to {format_size(total)} ({parts}); the host has "
+            f"{format_size(usable)} after reserving {format_size(reserved)} "
+            f"({format_size(total - usable)} short)",
+        )
+    for name, wl in profile.workloads.items():
+        if wl.memory_max is not None and wl.memory_max > usable:
+            st.warnings.append(
+                f"workloads.{name}.memory_max: {format_size(wl.memory_max)} is more than the "
+                f"{format_size(usable)} the host has for workloads"
+            )
+    return total
+
+
+def _check_gpu_memory(st: _State, profile: Profile) -> None:
+    memory = {g.index: g.memory for g in st.topo.gpus}
+    per_gpu: dict[int, int] = {}
+    for name, wl in profile.workloads.items():
+        if wl.gpu_memory is None:
+            continue
+        for g in st.gpus.get(name, []):
+            per_gpu[g.index] = per_gpu.get(g.index, 0) + wl.gpu_memory
+            if memory.get(g.index) and per_gpu[g.index] > memory[g.index]:
+                st.problem(
+                    name,
+                    "gpu_memory",
+                    f"GPU {g.index} has {format_size(memory[g.index])}; gpu_memory asked of it "
+                    f"adds up to {format_size(per_gpu[g.index])}",
+                )
+
+
+def _pages(n: int) -> int:
+    # The kernel keeps memory limits in pages and reads them back rounded down.
+    return n // PAGE_SIZE * PAGE_SIZE
+
+
+def _workload_plan(st: _State, name: str, wl: Workload, topo: Topology) -> WorkloadPlan:
+    cpus = st.cpus[name]
+    mems = format_cpu_list({st.topo.node_of(c) for c in cpus})
+    files: dict[str, str] = {"cpuset.cpus": format_cpu_list(cpus), "cpuset.mems": mems}
+    if wl.is_idle:
+        files["cpu.idle"] = "1"
+    else:
+        files["cpu.weight"] = str(wl.cpu_weight or DEFAULT_WORKLOAD_WEIGHT)
+    if wl.cpu_max is None:
+        files["cpu.max"] = f"max {CPU_PERIOD_US}"
+    else:
+        quota = max(1000, round(wl.cpu_max * CPU_PERIOD_US))
+        files["cpu.max"] = f"{quota} {CPU_PERIOD_US}"
+        if wl.cpu_max >= len(cpus):
+            st.warnings.append(
+                f"workloads.{name}.cpu_max: {wl.cpu_max:g} CPUs is not below its "
+                f"{len(cpus)} CPUs; the cap never binds"
+            )
+    low = wl.memory_low
+    if low is None and wl.workload_class == "latency-critical":
+        low = wl.memory_max  # protect its working set up to its own limit
+    files["memory.min"] = str(_pages(wl.memory_min or 0))
+    files["memory.low"] = str(_pages(low or 0))
+    files["memory.high"] = "max" if wl.memory_high is None else str(_pages(wl.memory_high))
+    files["memory.max"] = "max" if wl.memory_max is None else str(_pages(wl.memory_max))
+    if wl.swap_max is not None:
+        files["memory.swap.max"] = str(_pages(wl.swap_max))
+    # An OOM kill takes the whole workload, not a random thread of it: one clear exit cause.
+    files["memory.oom.group"] = "1"
+    files["pids.max"] = "max" if wl.pids_max is None else str(wl.pids_max)
+    if wl.io_weight is not None:
+        files["io.weight"] = f"default {wl.io_weight}"
+
+    env: dict[str, str] = {}
+    notes = list(st.notes.get(name, []))
+    gpus = st.gpus.get(name, [])
+    if gpus:
+        # UUIDs, so CUDA's device order (fastest first by default) cannot pick other GPUs.
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid or str(g.index) for g in gpus)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    elif topo.gpus and "CUDA_VISIBLE_DEVICES" not in wl.env:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # no GPUs asked for: none visible
+    threads: int | None = None
+    if wl.threads == "auto":
+        threads = len(cpus)
+        if wl.cpu_max is not None:
+            threads = max(1, min(threads, math.ceil(wl.cpu_max)))
+    elif wl.threads != "off":
+        threads = wl.threads
+    if threads is not None:
+        kept = [v for v in THREAD_VARS if v in wl.env]
+        env.update({v: str(threads) for v in THREAD_VARS if v not in wl.env})
+        if kept:
+            notes.append(f"profile env sets {', '.join(kept)}; kept as given")
+    return WorkloadPlan(
+        name=name,
+        workload_class=wl.workload_class,
+        cgroup=f"{wl.workload_class}/{name}",
+        exclusive=wl.is_exclusive,
+        cpus=format_cpu_list(cpus),
+        cpu_count=len(cpus),
+        cpus_requested=wl.cpus,
+        mems=mems,
+        gpus=gpus,
+        threads=threads,
+        files=files,
+        env=env,
+        notes=notes,
+    )
+
+
+def _parent_plan(cls: str, children: list[WorkloadPlan]) -> CgroupPlan:
+    """Parents carry their children's protection: memory.min/low only work top-down."""
+    files: dict[str, str] = {}
+    if cls:
+        weight = CLASS_DEFAULTS[cls].parent_weight
+        if weight is None:
+            files["cpu.idle"] = "1"
+        else:
+            files["cpu.weight"] = str(weight)
+    files["memory.min"] = str(sum(int(w.files["memory.min"]) for w in children))
+    files["memory.low"] = str(sum(int(w.files["memory.low"]) for w in children))
+    return CgroupPlan(path=cls, files=files)

@@ -1,0 +1,68 @@
+"""The plan: exact cgroup values, CPUs, GPUs and environment per workload.
+
+Its JSON form (``nxrctl plan -o json``) is stable and documented in docs/plan-json.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PLAN_FORMAT = 1
+
+
+class Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GpuAssignment(Data):
+    index: int
+    uuid: str
+    node: int | None = None
+    shared: bool = False
+
+
+class CgroupPlan(Data):
+    """A non-leaf cgroup: the subtree root ("") or a class parent."""
+
+    path: str
+    files: dict[str, str]
+
+
+class WorkloadPlan(Data):
+    name: str
+    workload_class: str = Field(alias="class", serialization_alias="class")
+    cgroup: str = Field(description="path relative to nxrd's subtree root")
+    exclusive: bool
+    cpus: str = Field(description="CPU list, as cpuset.cpus reads back")
+    cpu_count: int
+    cpus_requested: int | None = None
+    mems: str
+    gpus: list[GpuAssignment] = Field(default_factory=list)
+    threads: int | None = None
+    files: dict[str, str] = Field(description="cgroup file -> value, in write order")
+    env: dict[str, str] = Field(description="variables nxr injects on top of the profile's env")
+    notes: list[str] = Field(default_factory=list)
+
+
+class Plan(Data):
+    format: int = PLAN_FORMAT
+    hostname: str = ""
+    online_cpus: str
+    reserved_cpus: str
+    shared_cpus: str
+    memory: int
+    reserved_memory: int
+    guaranteed_memory: int
+    root: CgroupPlan
+    classes: list[CgroupPlan]
+    workloads: list[WorkloadPlan]
+    warnings: list[str] = Field(default_factory=list)
+
+    def workload(self, name: str) -> WorkloadPlan:
+        for wl in self.workloads:
+            if wl.name == name:
+                return wl
+        raise KeyError(name)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True) + "\n"

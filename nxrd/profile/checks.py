@@ -1,0 +1,198 @@
+"""Rules that relate several fields or workloads; each returns every problem it finds."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from nxrd.errors import Problem
+from nxrd.profile.model import Profile, Workload
+from nxrd.profile.units import format_cpu_list, format_size
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_profile(profile: Profile) -> list[Problem]:
+    """All cross-field problems of a structurally valid profile."""
+    problems: list[Problem] = []
+    for name, wl in profile.workloads.items():
+        problems += _check_workload(profile, name, wl)
+    problems += _check_after_cycles(profile)
+    problems += _check_explicit_overlaps(profile)
+    return problems
+
+
+def _check_workload(profile: Profile, name: str, wl: Workload) -> list[Problem]:
+    at = f"workloads.{name}"
+    out: list[Problem] = []
+
+    def bad(field: str, message: str) -> None:
+        out.append(Problem(f"{at}.{field}", message))
+
+    if wl.cpus is not None and wl.cpuset is not None:
+        bad("cpus", "set either cpus or cpuset, not both")
+    if wl.is_exclusive and wl.cpus is None and wl.cpuset is None:
+        why = "latency-critical workloads are exclusive by default" if wl.exclusive is None else ""
+        bad(
+            "cpus",
+            "an exclusive workload needs cpus or cpuset (how many cores it owns)"
+            + (f"; {why}, set exclusive = false to share" if why else ""),
+        )
+    reserved = profile.host.reserved_cpus or frozenset()
+    if wl.cpuset is not None and wl.cpuset & reserved:
+        bad(
+            "cpuset",
+            f"CPUs {format_cpu_list(wl.cpuset & reserved)} are in host.reserved_cpus "
+            f"({format_cpu_list(reserved)})",
+        )
+
+    # memory.max is the hard ceiling; the softer limits and guarantees sit below it.
+    if wl.memory_max is not None:
+        for field in ("memory_high", "memory_low", "memory_min"):
+            value = getattr(wl, field)
+            if value is not None and value > wl.memory_max:
+                bad(
+                    field,
+                    f"{format_size(value)} is above memory_max ({format_size(wl.memory_max)})",
+                )
+    if wl.memory_min is not None and wl.memory_low is not None and wl.memory_min > wl.memory_low:
+        bad(
+            "memory_min",
+            f"{format_size(wl.memory_min)} is above memory_low ({format_size(wl.memory_low)})",
+        )
+
+    if wl.cpu_max is not None and wl.workload_class == "latency-critical":
+        bad(
+            "cpu_max",
+            "latency-critical workloads are never capped (throttling stalls hurt the p99 they "
+            "protect); drop cpu_max or use another class",
+        )
+    if wl.cpu_idle and wl.cpu_weight is not None:
+        bad(
+            "cpu_weight",
+            "has no effect with cpu_idle = true (the kernel ignores weights of idle groups)",
+        )
+    if wl.cpu_idle and wl.workload_class == "latency-critical":
+        bad("cpu_idle", "a latency-critical workload cannot run at idle priority")
+
+    if wl.pool is None and wl.pool_slots is not None:
+        bad("pool_slots", "set without pool")
+    if wl.pool is not None:
+        pool = profile.pools.get(wl.pool)
+        if pool is None:
+            known = ", ".join(sorted(profile.pools)) or "none declared"
+            bad("pool", f"no pool named {wl.pool!r} (pools: {known})")
+        elif (wl.pool_slots or 1) > pool.slots:
+            bad("pool_slots", f"{wl.pool_slots} is more than pool {wl.pool!r} has ({pool.slots})")
+
+    for i, dep in enumerate(wl.after):
+        if dep == name:
+            bad(f"after[{i}]", "a workload cannot wait for itself")
+        elif dep not in profile.workloads:
+            bad(f"after[{i}]", f"no workload named {dep!r}")
+
+    gpu_list = wl.gpus if isinstance(wl.gpus, tuple) else ()
+    if len(set(gpu_list)) != len(gpu_list):
+        bad("gpus", "lists the same GPU twice")
+    has_gpus = bool(wl.gpus)
+    if wl.gpu_memory is not None and not has_gpus:
+        bad("gpu_memory", "set without gpus")
+    if wl.gpu_shared and not has_gpus:
+        bad("gpu_shared", "set without gpus")
+
+    for key in wl.env:
+        if not _ENV_NAME_RE.match(key):
+            bad("env", f"{key!r} is not a valid environment variable name")
+    if has_gpus and "CUDA_VISIBLE_DEVICES" in wl.env:
+        bad("env", "CUDA_VISIBLE_DEVICES is set by nxr from gpus; remove it from env")
+    if wl.cwd is not None and not os.path.isabs(wl.cwd):
+        bad("cwd", f"must be an absolute path (got {wl.cwd!r})")
+
+    if wl.ready is not None:
+        given = [k for k in ("http", "tcp", "exec") if getattr(wl.ready, k) is not None]
+        if len(given) != 1:
+            bad(
+                "ready",
+                "give exactly one of http, tcp, exec"
+                + (f" (got {', '.join(given)})" if given else ""),
+            )
+    if wl.slo is not None:
+        targets = [k for k in ("p50", "p90", "p95", "p99") if getattr(wl.slo, k) is not None]
+        if len(targets) != 1:
+            bad(
+                "slo",
+                "give exactly one target of p50, p90, p95, p99"
+                + (f" (got {', '.join(targets)})" if targets else ""),
+            )
+        src = wl.slo.source
+        sources = [
+            k for k in ("prometheus", "probe", "push") if getattr(src, k) not in (None, False)
+        ]
+        if len(sources) != 1:
+            bad("slo.source", "give exactly one of prometheus, probe, push = true")
+    if wl.restart.max_delay < wl.restart.delay:
+        bad("restart.max_delay", "is shorter than restart.delay")
+    return out
+
+
+def _check_after_cycles(profile: Profile) -> list[Problem]:
+    graph = {
+        n: [d for d in w.after if d in profile.workloads and d != n]
+        for n, w in profile.workloads.items()
+    }
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    problems: list[Problem] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in graph[node]:
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep]
+                problems.append(
+                    Problem(f"workloads.{node}.after", "dependency cycle: " + " -> ".join(cycle))
+                )
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return problems
+
+
+def _check_explicit_overlaps(profile: Profile) -> list[Problem]:
+    """Clashes visible without knowing the host: explicit exclusive cpusets and GPU ids."""
+    problems: list[Problem] = []
+    owners: dict[int, str] = {}
+    for name, wl in profile.workloads.items():
+        if wl.cpuset is None:
+            continue
+        for other_name, other in profile.workloads.items():
+            if other_name >= name or other.cpuset is None:
+                continue
+            common = wl.cpuset & other.cpuset
+            if common and (wl.is_exclusive or other.is_exclusive):
+                problems.append(
+                    Problem(
+                        f"workloads.{name}.cpuset",
+                        f"CPUs {format_cpu_list(common)} are also given to {other_name!r}, "
+                        "and one of the two is exclusive",
+                    )
+                )
+    gpu_owner: dict[int | str, tuple[str, bool]] = {}
+    for name, wl in profile.workloads.items():
+        if not isinstance(wl.gpus, tuple):
+            continue
+        for gpu in wl.gpus:
+            if gpu in gpu_owner and not (wl.gpu_shared and gpu_owner[gpu][1]):
+                problems.append(
+                    Problem(
+                        f"workloads.{name}.gpus",
+                        f"GPU {gpu} is also given to {gpu_owner[gpu][0]!r}; set gpu_shared = true "
+                        "on both to share it",
+                    )
+                )
+            gpu_owner.setdefault(gpu, (name, wl.gpu_shared))
+    del owners
+    return problems

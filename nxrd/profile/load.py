@@ -1,0 +1,147 @@
+"""TOML text -> validated Profile, with every problem translated to a one-line message."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from nxrd.errors import Problem, ProfileError
+from nxrd.profile.checks import check_profile
+from nxrd.profile.model import Profile
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile file; raises ProfileError naming the file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ProfileError(source, [Problem("", f"cannot read profile: {reason}")]) from None
+    return parse_profile(text, source)
+
+
+def parse_profile(text: str, source: str | None = None) -> Profile:
+    """Validate TOML text; raises ProfileError with every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(source, [Problem("", f"invalid TOML: {e}")]) from None
+    return validate_data(data, source)
+
+
+def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
+    """Validate an already-parsed document (structure first, then cross-field rules)."""
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(source, translate_errors(e)) from None
+    problems = check_profile(profile)
+    if problems:
+        raise ProfileError(source, problems)
+    return profile
+
+
+def dotted(loc: tuple[int | str, ...]) -> str:
+    """('workloads', 'chat', 'command', 0) -> 'workloads.chat.command[0]'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = part if _PLAIN_KEY.match(part) else '"' + part.replace('"', '\\"') + '"'
+        out += f".{text}" if out else text
+    return out
+
+
+def translate_errors(error: ValidationError) -> list[Problem]:
+    """Pydantic's errors as one sentence each, located by dotted field."""
+    problems: list[Problem] = []
+    for err in error.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p != "[key]")
+        kind, msg = err["type"], err["msg"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            valid = _keys_at(loc[:-1])
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if not close and valid:
+                hint = f" (valid keys: {', '.join(valid)})"
+            problems.append(Problem(dotted(loc), f"unknown key{hint}"))
+            continue
+        if kind == "missing":
+            problems.append(Problem(dotted(loc), "required key is missing"))
+            continue
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif msg.startswith("Assertion failed, "):
+            msg = msg[len("Assertion failed, ") :]
+        else:
+            msg = msg[0].lower() + msg[1:]
+            got = err.get("input")
+            if isinstance(got, str | int | float | bool) and not isinstance(got, dict):
+                shown = repr(got)
+                msg += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
+            elif isinstance(got, dict):
+                msg += " (got a table)"
+            elif isinstance(got, list):
+                msg += " (got a list)"
+        problems.append(Problem(dotted(loc), msg))
+    # One problem per field is enough: unions report once per alternative.
+    seen: set[str] = set()
+    unique = []
+    for p in problems:
+        if p.field not in seen:
+            seen.add(p.field)
+            unique.append(p)
+    return unique
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The valid keys of the table at loc, found by walking the model's annotations."""
+    model: Any = Profile
+    for part in loc:
+        model = _unwrap(model)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = _field_by_key(model, str(part))
+            if field is None:
+                return []
+            model = field.annotation
+        elif typing.get_origin(model) is dict:
+            model = typing.get_args(model)[1]
+        else:
+            return []
+    model = _unwrap(model)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _field_by_key(model: type[BaseModel], key: str) -> Any:
+    for name, field in model.model_fields.items():
+        if (field.alias or name) == key:
+            return field
+    return None
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional so the table's model shows."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            tp = models[0] if models else args[0]
+        else:
+            return tp

@@ -1,0 +1,365 @@
+"""The profile language: one pydantic declaration per key, used for validation and docs.
+
+Structure and single-field rules live here; rules that relate several fields or
+workloads live in ``checks.py`` so every problem of a file is reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from nxrd.profile.units import (
+    parse_cpu_list,
+    parse_cpu_quota,
+    parse_duration,
+    parse_size,
+)
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CLASSES = ("latency-critical", "interactive", "batch", "background")
+WorkloadClass = Literal["latency-critical", "interactive", "batch", "background"]
+
+
+class Syntax:
+    """Marks a field's value syntax for the generated docs ("size", "duration"...)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+
+def _size_or_max(value: object) -> int | None:
+    if value == "max" or value == "infinity":
+        return None
+    return parse_size(value)
+
+
+def _check_name(kind: str) -> Any:
+    def check(name: str) -> str:
+        if not NAME_RE.match(name):
+            raise ValueError(
+                f"invalid {kind} name {name!r}: use 1-63 characters from a-z, 0-9, '_' and '-', "
+                "starting with a letter or digit (it becomes a cgroup directory name)"
+            )
+        return name
+
+    return check
+
+
+def _signal_name(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return signal.Signals(value).name
+        except ValueError:
+            raise ValueError(f"no such signal number: {value}") from None
+    if not isinstance(value, str):
+        raise ValueError(f'expected a signal name such as "SIGTERM" (got {value!r})')
+    name = value.strip().upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
+        if name in ("SIGKILL", "SIGSTOP"):
+            raise ValueError(f"{name} cannot be the stop signal; nxr kills after stop.timeout")
+        raise ValueError(f'unknown signal {value!r} (examples: "SIGTERM", "SIGINT")')
+    return name
+
+
+def _gpus(value: object) -> int | tuple[int | str, ...]:
+    if isinstance(value, bool):
+        raise ValueError("expected a GPU count or a list of GPU indices/UUIDs, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"GPU count must not be negative (got {value})")
+        return value
+    if isinstance(value, list):
+        out: list[int | str] = []
+        for item in value:
+            if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+                out.append(item)
+            elif isinstance(item, str) and item.strip():
+                text = item.strip()
+                out.append(int(text) if text.isdigit() else text)
+            else:
+                raise ValueError(f"GPU list items are indices or UUIDs (got {item!r})")
+        if not out:
+            raise ValueError("GPU list is empty; omit gpus for a workload without GPUs")
+        return tuple(out)
+    raise ValueError(f"expected a GPU count or a list of GPU indices/UUIDs (got {value!r})")
+
+
+def _threads(value: object) -> int | Literal["auto", "off"]:
+    if value in ("auto", "off"):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f'threads is "auto", "off" or a positive integer (got {value!r})')
+
+
+def _argv(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ValueError(
+            f'must be a list of arguments, e.g. ["python", "serve.py"] (got the string {value!r})'
+        )
+    if not isinstance(value, list) or not value:
+        raise ValueError('must be a non-empty list of arguments, e.g. ["python", "serve.py"]')
+    if not all(isinstance(a, str) for a in value):
+        raise ValueError("every argument must be a string")
+    if not value[0]:
+        raise ValueError("the program (first argument) is empty")
+    return tuple(value)
+
+
+def _as_tuple(value: object) -> object:
+    # TOML arrays arrive as lists; frozen models keep them as tuples.
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"expected an http:// or https:// URL (got {value!r})")
+    return value
+
+
+def _host_port(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"127.0.0.1:{value}"
+    if not isinstance(value, str):
+        raise ValueError(f'expected "host:port" or a port number (got {value!r})')
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'expected "host:port" or a port number (got {value!r})')
+    return value
+
+
+Size = Annotated[int, BeforeValidator(parse_size), Syntax("size")]
+Limit = Annotated[int | None, BeforeValidator(_size_or_max), Syntax('size or "max"')]
+Duration = Annotated[float, BeforeValidator(parse_duration), Syntax("duration")]
+CpuList = Annotated[frozenset[int], BeforeValidator(parse_cpu_list), Syntax("CPU list")]
+CpuQuota = Annotated[float, BeforeValidator(parse_cpu_quota), Syntax("percent of one CPU")]
+Argv = Annotated[tuple[str, ...], BeforeValidator(_argv), Syntax("argv list")]
+Url = Annotated[str, AfterValidator(_url), Syntax("URL")]
+WorkloadName = Annotated[str, AfterValidator(_check_name("workload"))]
+PoolName = Annotated[str, AfterValidator(_check_name("pool"))]
+
+
+class Section(BaseModel):
+    """Base of every profile table: unknown keys are errors, TOML types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Host(Section):
+    """What nxr keeps for the host itself."""
+
+    reserved_cpus: CpuList | None = Field(
+        None,
+        description="CPUs kept for the system and nxrd; no workload is placed on them. "
+        "Default: none on hosts with fewer than 4 CPUs, else CPU 0 and its SMT siblings.",
+        examples=["0-1"],
+    )
+    reserved_memory: Size = Field(
+        0,
+        description="Memory kept for the system; memory_min guarantees must fit in what is left.",
+        examples=["2G"],
+    )
+
+
+class Pool(Section):
+    """A concurrency pool: workloads in it start only while slots are free."""
+
+    slots: int = Field(ge=1, description="Slots in the pool; each member takes pool_slots.")
+    max_starting: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many members starting (not yet ready) at once. "
+        "Default: no limit beyond slots.",
+    )
+
+
+class Restart(Section):
+    """What happens when a workload's process exits."""
+
+    policy: Literal["no", "on-failure", "always"] = Field(
+        "on-failure",
+        description='"no": leave it exited; "on-failure": restart after a non-zero exit, '
+        'a signal or an OOM kill; "always": restart after any exit.',
+    )
+    delay: Duration = Field(1.0, description="First restart delay; doubles after each failure.")
+    max_delay: Duration = Field(60.0, description="Upper bound of the doubling delay.")
+    max_restarts: int = Field(
+        5, ge=0, description="Give up (state failed) after this many restarts within window."
+    )
+    window: Duration = Field(300.0, description="Window in which max_restarts is counted.")
+
+
+class Stop(Section):
+    """How a workload is stopped."""
+
+    signal: Annotated[str, BeforeValidator(_signal_name), Syntax("signal name")] = Field(
+        "SIGTERM", description="Signal sent first, to the main process."
+    )
+    timeout: Duration = Field(
+        10.0, description="After this, every process left in the cgroup is killed."
+    )
+
+
+class Ready(Section):
+    """When a started workload counts as ready (exactly one of http, tcp, exec)."""
+
+    http: Url | None = Field(None, description="Ready when a GET of this URL answers 2xx.")
+    tcp: Annotated[str | None, BeforeValidator(_host_port), Syntax("host:port")] = Field(
+        None, description="Ready when this address accepts a TCP connection."
+    )
+    exec: Argv | None = Field(None, description="Ready when this command exits 0.")
+    timeout: Duration = Field(
+        60.0, description="Not ready after this long counts as a failed start."
+    )
+    interval: Duration = Field(1.0, description="Time between readiness checks.")
+
+
+class Prometheus(Section):
+    """Latency from a Prometheus histogram exposed by the serving framework."""
+
+    url: Url = Field(description="The /metrics endpoint to scrape.")
+    metric: str = Field(
+        min_length=1, description="Histogram name (without _bucket), e.g. request latency."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Label values that select the series."
+    )
+
+
+class Probe(Section):
+    """Latency measured by nxr sending a request at an interval."""
+
+    url: Url = Field(description="URL requested by the probe.")
+    interval: Duration = Field(1.0, description="Time between probes.")
+
+
+class SloSource(Section):
+    """Where observed latency comes from (exactly one)."""
+
+    prometheus: Prometheus | None = Field(None, description="Scrape a histogram.")
+    probe: Probe | None = Field(None, description="Time a request sent by nxr.")
+    push: bool | None = Field(
+        None, description="The workload pushes each request's latency to nxrd."
+    )
+
+
+class Slo(Section):
+    """A latency target kept by the controller (exactly one percentile)."""
+
+    p50: Duration | None = Field(None, description="Median latency target.")
+    p90: Duration | None = Field(None, description="90th percentile latency target.")
+    p95: Duration | None = Field(None, description="95th percentile latency target.")
+    p99: Duration | None = Field(None, description="99th percentile latency target.")
+    window: Duration = Field(30.0, description="Window over which the percentile is computed.")
+    source: SloSource = Field(description="Where the latency is observed.")
+
+
+class Workload(Section):
+    """One process tree nxr runs in its own cgroup."""
+
+    command: Argv = Field(description="Program and arguments (no shell).")
+    workload_class: WorkloadClass = Field(
+        "interactive",
+        alias="class",
+        description="latency-critical, interactive, batch or background; sets the defaults "
+        "for priority, cores, CPU share and memory protection.",
+    )
+    priority: int = Field(
+        500, ge=0, le=1000, description="0-1000; higher starts first when a pool has a queue."
+    )
+    cpus: int | None = Field(
+        None,
+        ge=1,
+        description="Number of CPUs. Exclusive workloads get whole cores (rounded up on SMT "
+        "hosts); shared ones get this many CPUs of the shared pool.",
+    )
+    cpuset: CpuList | None = Field(None, description="Explicit CPUs, instead of cpus.")
+    exclusive: bool | None = Field(
+        None,
+        description="Own whole cores that no other workload shares. "
+        "Default: true for latency-critical, else false.",
+    )
+    memory_max: Limit = Field(None, description="Hard limit (memory.max); above it, OOM kill.")
+    memory_high: Limit = Field(None, description="Throttle-and-reclaim limit (memory.high).")
+    memory_min: Size | None = Field(None, description="Guaranteed memory (memory.min).")
+    memory_low: Size | None = Field(
+        None,
+        description="Best-effort protection (memory.low). "
+        "Default: memory_max for latency-critical, else none.",
+    )
+    swap_max: Limit = Field(None, description="Swap limit (memory.swap.max).")
+    cpu_weight: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="cpu.weight against the other workloads of its class (classes are weighted "
+        "by class; see docs/planning.md). Default 100.",
+    )
+    cpu_max: CpuQuota | None = Field(
+        None, description='CPU bandwidth cap (cpu.max), e.g. "150%" = 1.5 CPUs.'
+    )
+    cpu_idle: bool | None = Field(
+        None,
+        description="Run at idle scheduling priority (cpu.idle). Default: true for background.",
+    )
+    pids_max: int | None = Field(None, ge=1, description="Process/thread limit (pids.max).")
+    io_weight: int | None = Field(None, ge=1, le=10000, description="io.weight (1-10000).")
+    gpus: Annotated[
+        int | tuple[int | str, ...] | None, BeforeValidator(_gpus), Syntax("count or list")
+    ] = Field(None, description="GPU count, or a list of GPU indices or UUIDs.")
+    gpu_shared: bool = Field(
+        False, description="Allow the listed GPUs to be given to other gpu_shared workloads too."
+    )
+    gpu_memory: Size | None = Field(None, description="GPU memory the workload may use.")
+    threads: Annotated[
+        int | Literal["auto", "off"], BeforeValidator(_threads), Syntax('"auto", "off" or int')
+    ] = Field(
+        "auto",
+        description='Thread-count variables (OMP_NUM_THREADS...): "auto" sizes them to the '
+        'CPUs given, an int sets them, "off" leaves them alone.',
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment; nxr's own variables are added on top."
+    )
+    user: str | None = Field(None, description="Run as this user (default: nxrd's user).")
+    group: str | None = Field(None, description="Run with this group (default: user's group).")
+    cwd: str | None = Field(None, description="Working directory (absolute).")
+    after: Annotated[tuple[WorkloadName, ...], BeforeValidator(_as_tuple)] = Field(
+        (), description="Start only once these workloads are ready."
+    )
+    pool: PoolName | None = Field(None, description="Concurrency pool this workload starts in.")
+    pool_slots: int | None = Field(None, ge=1, description="Slots taken in the pool (default 1).")
+    restart: Restart = Field(default_factory=Restart, description="Restart policy.")
+    stop: Stop = Field(default_factory=Stop, description="Stop behaviour.")
+    ready: Ready | None = Field(None, description="Readiness check.")
+    slo: Slo | None = Field(None, description="Latency target for the controller.")
+
+    @property
+    def is_exclusive(self) -> bool:
+        """Whether this workload owns whole cores (explicit, else by class)."""
+        if self.exclusive is not None:
+            return self.exclusive
+        return self.workload_class == "latency-critical"
+
+    @property
+    def is_idle(self) -> bool:
+        """Whether this workload runs at cpu.idle (explicit, else by class)."""
+        if self.cpu_idle is not None:
+            return self.cpu_idle
+        return self.workload_class == "background" and self.cpu_weight is None
+
+
+class Profile(Section):
+    """A host's declaration: host settings, pools and workloads."""
+
+    host: Host = Field(default_factory=Host, description="Host settings.")
+    pools: dict[PoolName, Pool] = Field(default_factory=dict, description="Concurrency pools.")
+    workloads: dict[WorkloadName, Workload] = Field(
+        default_factory=dict, description="Workloads, by name."
+    )
