@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from nxrd.plan.classes import THREAD_VARS
 from nxrd.plan.model import Plan, WorkloadPlan
 from nxrd.plan.topology import Topology
 from nxrd.profile.units import format_cpu_list, format_size
@@ -28,6 +29,13 @@ def _memory(wl: WorkloadPlan) -> str:
     low = wl.files.get("memory.min", "0")
     guard = f"min {show(low)}, " if low != "0" else ""
     return f"{guard}max {show(wl.files.get('memory.max', 'max'))}"
+
+
+def _readable(filename: str, value: str) -> str:
+    """Memory byte counts get their binary size beside them."""
+    if filename.startswith("memory.") and value.isdigit() and int(value) >= 1 << 20:
+        return f"{value} ({format_size(int(value))})"
+    return value
 
 
 def plan_text(plan: Plan) -> str:
@@ -57,14 +65,21 @@ def plan_text(plan: Plan) -> str:
     out.append(table(["WORKLOAD", "CLASS", "CPUS", "N", "EXCL", "MEMORY", "GPUS", "THREADS"], rows))
     for w in plan.workloads:
         out += ["", f"{w.name} -> {w.cgroup}"]
-        out += [f"  {k} = {v}" for k, v in w.files.items()]
+        out += [f"  {k} = {_readable(k, v)}" for k, v in w.files.items()]
+        thread_vars = [k for k in w.env if k in THREAD_VARS]
         for k, v in w.env.items():
-            out.append(f"  env {k}={v}")
+            if k not in THREAD_VARS:
+                out.append(f"  env {k}={v or chr(34) * 2}")
+        if thread_vars:
+            shown = ", ".join(thread_vars[:3])
+            more = f" and {len(thread_vars) - 3} more" if len(thread_vars) > 3 else ""
+            out.append(f"  env {shown}{more} = {w.env[thread_vars[0]]}")
         out += [f"  note: {n}" for n in w.notes]
     parents = [plan.root, *plan.classes]
     out += ["", "parents:"]
     out += [
-        f"  {p.path or '(subtree root)'}: " + ", ".join(f"{k} = {v}" for k, v in p.files.items())
+        f"  {p.path or '(subtree root)'}: "
+        + ", ".join(f"{k} = {_readable(k, v)}" for k, v in p.files.items())
         for p in parents
     ]
     if plan.warnings:

@@ -164,7 +164,6 @@ def _check_after_cycles(profile: Profile) -> list[Problem]:
 def _check_explicit_overlaps(profile: Profile) -> list[Problem]:
     """Clashes visible without knowing the host: explicit exclusive cpusets and GPU ids."""
     problems: list[Problem] = []
-    owners: dict[int, str] = {}
     for name, wl in profile.workloads.items():
         if wl.cpuset is None:
             continue
@@ -184,7 +183,7 @@ def _check_explicit_overlaps(profile: Profile) -> list[Problem]:
     for name, wl in profile.workloads.items():
         if not isinstance(wl.gpus, tuple):
             continue
-        for gpu in wl.gpus:
+        for gpu in dict.fromkeys(wl.gpus):  # a repeat within one workload is reported above
             if gpu in gpu_owner and not (wl.gpu_shared and gpu_owner[gpu][1]):
                 problems.append(
                     Problem(
@@ -194,5 +193,4 @@ def _check_explicit_overlaps(profile: Profile) -> list[Problem]:
                     )
                 )
             gpu_owner.setdefault(gpu, (name, wl.gpu_shared))
-    del owners
     return problems

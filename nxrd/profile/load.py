@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 import types
@@ -58,7 +59,7 @@ def dotted(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
             continue
-        text = part if _PLAIN_KEY.match(part) else '"' + part.replace('"', '\\"') + '"'
+        text = part if _PLAIN_KEY.match(part) else json.dumps(part)  # escapes newlines too
         out += f".{text}" if out else text
     return out
 

@@ -268,7 +268,7 @@ class Workload(Section):
         "interactive",
         alias="class",
         description="latency-critical, interactive, batch or background; sets the defaults "
-        "for priority, cores, CPU share and memory protection.",
+        "for cores, CPU share and memory protection (docs/planning.md).",
     )
     priority: int = Field(
         500, ge=0, le=1000, description="0-1000; higher starts first when a pool has a queue."
@@ -316,7 +316,11 @@ class Workload(Section):
     gpu_shared: bool = Field(
         False, description="Allow the listed GPUs to be given to other gpu_shared workloads too."
     )
-    gpu_memory: Size | None = Field(None, description="GPU memory the workload may use.")
+    gpu_memory: Size | None = Field(
+        None,
+        description="GPU memory it needs on each of its GPUs; planning refuses GPUs that "
+        "do not have that much (counting gpu_shared neighbours).",
+    )
     threads: Annotated[
         int | Literal["auto", "off"], BeforeValidator(_threads), Syntax('"auto", "off" or int')
     ] = Field(

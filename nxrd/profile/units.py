@@ -51,10 +51,16 @@ def parse_size(value: object) -> int:
 
 
 def format_size(n: int) -> str:
-    """Binary form with the largest unit: 4294967296 -> "4G", 1610612736 -> "1.5G"."""
-    for suffix, mult in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= mult:
-            return f"{n // mult}{suffix}" if n % mult == 0 else f"{n / mult:.1f}{suffix}"
+    """Short binary form: 4294967296 -> "4G", 2016 GiB -> "2016G", 1610612736 -> "1.5G"."""
+    units = (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
+    for i, (suffix, mult) in enumerate(units):
+        if n < mult:
+            continue
+        if n % mult == 0:
+            return f"{n // mult}{suffix}"
+        if i + 1 < len(units) and n % units[i + 1][1] == 0 and n // units[i + 1][1] < 100000:
+            return f"{n // units[i + 1][1]}{units[i + 1][0]}"
+        return f"{n / mult:.1f}{suffix}"
     return str(n)
 
 

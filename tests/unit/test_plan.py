@@ -1,0 +1,281 @@
+"""The planner on captured topologies: what each workload gets, and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nxrd.errors import PlanError
+from nxrd.plan import Plan, Topology, make_plan
+from nxrd.plan.classes import THREAD_VARS
+from nxrd.profile import parse_profile
+from nxrd.profile.units import parse_cpu_list
+
+
+def plan(text: str, topo: Topology) -> Plan:
+    return make_plan(parse_profile(text, "p.toml"), topo, "p.toml")
+
+
+def refused(text: str, topo: Topology) -> list[str]:
+    with pytest.raises(PlanError) as info:
+        plan(text, topo)
+    return info.value.lines()
+
+
+def cpus(p: Plan, name: str) -> frozenset[int]:
+    return parse_cpu_list(p.workload(name).cpus)
+
+
+def core_ids(topo: Topology, ids: frozenset[int]) -> set[tuple[int, ...]]:
+    return {core for core in topo.cores() if set(core) & ids}
+
+
+LC = '[workloads.{name}]\ncommand=["x"]\nclass="latency-critical"\ncpus={cpus}\n'
+
+
+def test_reserved_cpus_default(vm2: Topology, smt16: Topology) -> None:
+    assert plan(LC.format(name="a", cpus=1), vm2).reserved_cpus == ""  # fewer than 4 CPUs
+    p = plan(LC.format(name="a", cpus=2), smt16)
+    assert p.reserved_cpus == "0,16"  # CPU 0 and its SMT sibling
+    assert not cpus(p, "a") & {0, 16}
+
+
+def test_exclusive_workloads_get_disjoint_whole_cores_on_smt(smt16: Topology) -> None:
+    text = "".join(LC.format(name=n, cpus=c) for n, c in [("a", 4), ("b", 3), ("c", 2)])
+    text += '[workloads.batch]\ncommand=["x"]\nclass="batch"\n'
+    p = plan(text, smt16)
+    sets = {n: cpus(p, n) for n in "abc"}
+    assert sets["a"] & sets["b"] == sets["a"] & sets["c"] == sets["b"] & sets["c"] == set()
+    for n, got in sets.items():
+        # every core touched is owned whole: both siblings belong to the workload
+        assert {c for core in core_ids(smt16, got) for c in core} == got, n
+    assert len(sets["b"]) == 4  # 3 CPUs rounded up to 2 whole cores
+    assert any("rounded up" in note for note in p.workload("b").notes)
+    shared = cpus(p, "batch")
+    assert not shared & (sets["a"] | sets["b"] | sets["c"] | {0, 16})
+
+
+def test_gpu_workloads_get_cores_local_to_their_gpus(socket2: Topology) -> None:
+    text = (
+        '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ngpus=[6]\ncpus=8\n'
+        '[workloads.b]\ncommand=["x"]\nclass="latency-critical"\ngpus=2\ncpus=8\n'
+    )
+    p = plan(text, socket2)
+    node = {c.id: c.node for c in socket2.cpus}
+    assert {node[c] for c in cpus(p, "a")} == {1}  # GPU 6 is on node 1
+    b_gpus = p.workload("b").gpus
+    assert len({g.node for g in b_gpus}) == 1  # both GPUs on one node
+    assert {node[c] for c in cpus(p, "b")} == {b_gpus[0].node}
+    assert p.workload("a").mems == "1"
+
+
+def test_gpu_environment(socket2: Topology, smt16: Topology) -> None:
+    p = plan(
+        '[workloads.a]\ncommand=["x"]\ngpus=[1,"GPU-00000003-aaaa-bbbb-cccc-000000000003"]\n'
+        '[workloads.b]\ncommand=["x"]\n',
+        socket2,
+    )
+    env = p.workload("a").env
+    assert env["CUDA_VISIBLE_DEVICES"] == (
+        "GPU-00000001-aaaa-bbbb-cccc-000000000001,GPU-00000003-aaaa-bbbb-cccc-000000000003"
+    )
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert p.workload("b").env["CUDA_VISIBLE_DEVICES"] == ""  # a GPU host hides GPUs from b
+
+
+def test_gpus_are_not_given_twice_unless_shared(socket2: Topology) -> None:
+    (line,) = refused(
+        '[workloads.a]\ncommand=["x"]\ngpus=[2]\n'
+        '[workloads.b]\ncommand=["x"]\ngpus=["GPU-00000002-aaaa-bbbb-cccc-000000000002"]\n',
+        socket2,
+    )
+    assert "workloads.b.gpus: GPU 2 is already given to 'a'" in line
+    p = plan(
+        '[workloads.a]\ncommand=["x"]\ngpus=[2]\ngpu_shared=true\n'
+        '[workloads.b]\ncommand=["x"]\ngpus=[2]\ngpu_shared=true\n',
+        socket2,
+    )
+    assert p.workload("a").gpus[0].index == p.workload("b").gpus[0].index == 2
+    counted = plan("".join(f'[workloads.w{i}]\ncommand=["x"]\ngpus=1\n' for i in range(8)), socket2)
+    assert sorted(w.gpus[0].index for w in counted.workloads) == list(range(8))
+
+
+def test_gpu_refusals_say_why(smt16: Topology, vm2: Topology, socket2: Topology) -> None:
+    (line,) = refused('[workloads.a]\ncommand=["x"]\ngpus=2\n', smt16)
+    assert line == "p.toml: workloads.a.gpus: needs 2 GPU(s); 1 free of 1"
+    (line,) = refused('[workloads.a]\ncommand=["x"]\ngpus=[3]\n', smt16)
+    assert line.startswith("p.toml: workloads.a.gpus: GPU 3 does not exist (host GPUs: 0 (GPU-")
+    (line,) = refused('[workloads.a]\ncommand=["x"]\ngpus=1\n', vm2)
+    assert line.startswith("p.toml: workloads.a.gpus: needs 1 GPU(s); no GPUs on this host")
+    (line,) = refused('[workloads.a]\ncommand=["x"]\ngpus=[0]\ngpu_memory="81G"\n', socket2)
+    assert (
+        line
+        == "p.toml: workloads.a.gpu_memory: GPU 0 has 80G; gpu_memory asked of it adds up to 81G"
+    )
+
+
+def test_what_does_not_fit_is_refused_with_how_much(smt16: Topology, vm2: Topology) -> None:
+    (line,) = refused(LC.format(name="chat", cpus=40), smt16)
+    assert line == (
+        "p.toml: workloads.chat.cpus: chat needs 20 exclusive cores; 15 are free after "
+        "reserving 0,16 (5 short)"
+    )
+    (line,) = refused(LC.format(name="a", cpus=26) + LC.format(name="chat", cpus=6), smt16)
+    assert line == (
+        "p.toml: workloads.chat.cpus: chat needs 3 exclusive cores; 2 are free after "
+        "reserving 0,16 and giving cores to a (1 short)"
+    )
+    assert plan(LC.format(name="a", cpus=30), smt16).workload("a").cpu_count == 30  # exact fit
+    (line,) = refused(LC.format(name="a", cpus=2) + '[workloads.b]\ncommand=["x"]\n', vm2)
+    assert line == (
+        "p.toml: workloads.b.class: no CPUs are left for shared workloads: none reserved, "
+        "0-1 exclusive"
+    )
+    (line,) = refused('[workloads.b]\ncommand=["x"]\ncpus=3\n', vm2)
+    assert line == "p.toml: workloads.b.cpus: b needs 3 CPUs; the shared pool has 2 (0-1)"
+
+
+def test_every_problem_is_reported_together(smt16: Topology) -> None:
+    lines = refused(
+        LC.format(name="a", cpus=40)
+        + '[workloads.b]\ncommand=["x"]\ngpus=4\n[workloads.c]\ncommand=["x"]\ncpuset="99"\n',
+        smt16,
+    )
+    assert [line.split(": ")[1] for line in lines] == [
+        "workloads.b.gpus",
+        "workloads.a.cpus",
+        "workloads.c.cpuset",
+    ]
+
+
+def test_explicit_cpusets(smt16: Topology) -> None:
+    (line,) = refused('[workloads.a]\ncommand=["x"]\ncpuset="0-1"\n', smt16)
+    assert line == "p.toml: workloads.a.cpuset: CPUs 0 are reserved for the system"
+    p = plan(
+        '[workloads.a]\ncommand=["x"]\nexclusive=true\ncpuset="3"\n[workloads.b]\ncommand=["x"]\n',
+        smt16,
+    )
+    assert p.workload("a").cpus == "3"
+    assert not cpus(p, "b") & {3, 19}  # 3's sibling stays idle rather than shared
+    assert any("siblings 19 left idle" in n for n in p.workload("a").notes)
+    (line,) = refused(
+        '[workloads.a]\ncommand=["x"]\nexclusive=true\ncpuset="3"\n'
+        '[workloads.b]\ncommand=["x"]\ncpuset="19"\n',
+        smt16,
+    )
+    assert line == "p.toml: workloads.b.cpuset: CPUs 19 belong to exclusive workload 'a'"
+
+
+def test_memory_guarantees_must_fit(smt16: Topology) -> None:
+    text = (
+        '[host]\nreserved_memory="8G"\n'
+        '[workloads.a]\ncommand=["x"]\nmemory_min="100G"\n'
+        '[workloads.b]\ncommand=["x"]\nmemory_min="30G"\n'
+    )
+    (line,) = refused(text, smt16)
+    assert line == (
+        "p.toml: workloads.a.memory_min: memory_min guarantees add up to 130G (a 100G, b 30G); "
+        "the host has 120G after reserving 8G (10G short)"
+    )
+    (line,) = refused('[host]\nreserved_memory="1T"\n[workloads.a]\ncommand=["x"]\n', smt16)
+    assert line.startswith("p.toml: host.reserved_memory: 1T is not less than")
+
+
+def test_cgroup_values(smt16: Topology) -> None:
+    p = plan(
+        LC.format(name="chat", cpus=4) + 'memory_max="1000000"\nmemory_min="4097"\npids_max=99\n'
+        '[workloads.embed]\ncommand=["x"]\nclass="batch"\ncpu_max="150%"\ncpu_weight=20\n'
+        'io_weight=500\nswap_max="0"\n'
+        '[workloads.idx]\ncommand=["x"]\nclass="background"\n',
+        smt16,
+    )
+    chat = p.workload("chat").files
+    assert chat["cpu.max"] == "max 100000"  # latency-critical: never capped
+    assert chat["memory.max"] == str(1000000 // 4096 * 4096)  # whole pages, as the kernel keeps
+    assert chat["memory.min"] == "4096"
+    assert chat["memory.low"] == chat["memory.max"]  # latency-critical protects up to its limit
+    assert chat["pids.max"] == "99" and chat["memory.oom.group"] == "1"
+    embed = p.workload("embed").files
+    assert embed["cpu.max"] == "150000 100000" and embed["cpu.weight"] == "20"
+    assert embed["io.weight"] == "default 500" and embed["memory.swap.max"] == "0"
+    idx = p.workload("idx").files
+    assert idx["cpu.idle"] == "1" and "cpu.weight" not in idx  # idle groups take no weight
+    assert list(chat)[:2] == ["cpuset.cpus", "cpuset.mems"]
+    classes = {c.path: c.files for c in p.classes}
+    assert classes["latency-critical"]["cpu.weight"] == "1000"
+    assert classes["batch"]["cpu.weight"] == "50"
+    assert classes["background"]["cpu.idle"] == "1"
+    # Protection flows top-down: the parents carry the sum of their children's.
+    assert classes["latency-critical"]["memory.min"] == "4096"
+    assert p.root.files["memory.low"] == chat["memory.low"]
+
+
+def test_threads_follow_the_cpus_given(smt16: Topology) -> None:
+    p = plan(
+        LC.format(name="a", cpus=3) + '[workloads.b]\ncommand=["x"]\ncpus=6\ncpu_max="250%"\n'
+        '[workloads.c]\ncommand=["x"]\nthreads="off"\n'
+        '[workloads.d]\ncommand=["x"]\nthreads=3\nenv={OMP_NUM_THREADS="1"}\n',
+        smt16,
+    )
+    a = p.workload("a")
+    assert a.threads == 4 and all(a.env[v] == "4" for v in THREAD_VARS)  # 2 whole cores
+    assert p.workload("b").threads == 3  # 6 CPUs, but cpu.max allows 2.5 of them
+    assert not set(THREAD_VARS) & set(p.workload("c").env)
+    d = p.workload("d")
+    assert "OMP_NUM_THREADS" not in d.env and d.env["MKL_NUM_THREADS"] == "3"
+    assert any("kept as given" in n for n in d.notes)
+
+
+def test_shared_workloads_spread_over_the_pool(smt16: Topology) -> None:
+    p = plan("".join(f'[workloads.w{i}]\ncommand=["x"]\ncpus=10\n' for i in range(3)), smt16)
+    load: dict[int, int] = {}
+    for w in p.workloads:
+        for c in cpus(p, w.name):
+            load[c] = load.get(c, 0) + 1
+    assert max(load.values()) - min(load.values()) <= 1
+
+
+def test_plan_json_round_trips(socket2: Topology) -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    p = make_plan(parse_profile((root / "profiles/gpu-two-models.toml").read_text()), socket2)
+    again = Plan.model_validate_json(p.to_json())
+    assert again == p
+    assert '"class": "latency-critical"' in p.to_json()
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 20), st.booleans()), min_size=1, max_size=8), st.data())
+def test_any_plan_keeps_exclusive_cores_disjoint(
+    specs: list[tuple[int, bool]], data: st.DataObject
+) -> None:
+    from nxrd.plan import load_topology
+    from tests.unit.conftest import TOPOLOGIES
+
+    topo = load_topology(
+        TOPOLOGIES / data.draw(st.sampled_from(["smt16-1gpu.json", "2socket-8gpu.json"]))
+    )
+    text = "".join(
+        f'[workloads.w{i}]\ncommand=["x"]\ncpus={n}\nexclusive={str(ex).lower()}\n'
+        for i, (n, ex) in enumerate(specs)
+    )
+    try:
+        p = make_plan(parse_profile(text), topo)
+    except PlanError as e:
+        assert all("workloads.w" in line for line in e.lines())
+        return
+    reserved = parse_cpu_list(p.reserved_cpus) if p.reserved_cpus else frozenset()
+    owned: set[int] = set()
+    for w in p.workloads:
+        got = cpus(p, w.name)
+        assert not got & reserved
+        assert w.cpu_count >= (w.cpus_requested or 1)
+        if w.exclusive:
+            whole = {c for core in core_ids(topo, got) for c in core}
+            assert whole == got and not whole & owned
+            owned |= whole
+    for w in p.workloads:
+        if not w.exclusive:
+            assert not cpus(p, w.name) & owned

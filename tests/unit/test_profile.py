@@ -1,0 +1,166 @@
+"""Profiles: what a valid one gives, and what each mistake reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nxrd.errors import ProfileError
+from nxrd.profile import load_profile, parse_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = '[workloads.chat]\ncommand = ["serve"]\n'
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ProfileError) as info:
+        parse_profile(text, "p.toml")
+    return info.value.lines()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.toml")))
+def test_example_profiles_are_valid(path: Path) -> None:
+    profile = load_profile(path)
+    assert profile.workloads
+
+
+def test_defaults() -> None:
+    wl = parse_profile(MINIMAL).workloads["chat"]
+    assert wl.workload_class == "interactive"
+    assert not wl.is_exclusive
+    assert wl.threads == "auto"
+    assert wl.restart.policy == "on-failure" and wl.restart.delay == 1.0
+    assert wl.stop.signal == "SIGTERM"
+
+
+def test_latency_critical_defaults_to_exclusive() -> None:
+    p = parse_profile('[workloads.chat]\ncommand=["x"]\nclass="latency-critical"\ncpus=2\n')
+    assert p.workloads["chat"].is_exclusive
+
+
+def test_background_is_idle_unless_given_a_weight() -> None:
+    p = parse_profile(
+        '[workloads.a]\ncommand=["x"]\nclass="background"\n'
+        '[workloads.b]\ncommand=["x"]\nclass="background"\ncpu_weight=5\n'
+    )
+    assert p.workloads["a"].is_idle and not p.workloads["b"].is_idle
+
+
+def test_typo_suggests_the_closest_key() -> None:
+    assert errors(MINIMAL + 'memroy_max = "4G"\n') == [
+        "p.toml: workloads.chat.memroy_max: unknown key (did you mean 'memory_max'?)"
+    ]
+    assert errors('[workload.chat]\ncommand=["x"]\n') == [
+        "p.toml: workload: unknown key (did you mean 'workloads'?)"
+    ]
+    assert "did you mean 'policy'" in errors(MINIMAL + 'restart = {polcy = "no"}\n')[0]
+
+
+def test_wrong_units_name_the_field() -> None:
+    (line,) = errors(MINIMAL + 'memory_max = "4GB"\n')
+    assert line.startswith("p.toml: workloads.chat.memory_max: unknown size unit 'GB'")
+    (line,) = errors(MINIMAL + 'stop = {timeout = "10 sec"}\n')
+    assert line.startswith("p.toml: workloads.chat.stop.timeout: not a duration")
+
+
+def test_toml_types_are_not_coerced() -> None:
+    (line,) = errors(MINIMAL + 'cpus = "2"\n')
+    assert line == "p.toml: workloads.chat.cpus: input should be a valid integer (got '2')"
+
+
+def test_bad_names_are_refused_before_they_reach_a_path() -> None:
+    for name in ['"../x"', '"Chat"', '"a/b"', '"-x"', '"' + "a" * 64 + '"']:
+        (line,) = errors(f'[workloads.{name}]\ncommand=["x"]\n')
+        assert "invalid workload name" in line and "cgroup directory name" in line
+
+
+def test_every_problem_of_a_file_is_reported_at_once() -> None:
+    lines = errors(
+        '[workloads.a]\ncommand = "serve"\nclass = "realtime"\n'
+        '[workloads.b]\ncommand = ["x"]\ncpus = 0\n'
+    )
+    assert [line.split(": ")[1] for line in lines] == [
+        "workloads.a.command",
+        "workloads.a.class",
+        "workloads.b.cpus",
+    ]
+
+
+def test_cross_field_rules() -> None:
+    cases = {
+        'cpus = 2\ncpuset = "2-3"': "workloads.chat.cpus: set either cpus or cpuset, not both",
+        'memory_max = "1G"\nmemory_high = "2G"': "workloads.chat.memory_high: 2G is above memory_max (1G)",
+        'pool = "gpu"': "workloads.chat.pool: no pool named 'gpu' (pools: none declared)",
+        "pool_slots = 2": "workloads.chat.pool_slots: set without pool",
+        'after = ["chat"]': "workloads.chat.after[0]: a workload cannot wait for itself",
+        'after = ["nope"]': "workloads.chat.after[0]: no workload named 'nope'",
+        'gpu_memory = "4G"': "workloads.chat.gpu_memory: set without gpus",
+        'cwd = "srv"': "workloads.chat.cwd: must be an absolute path (got 'srv')",
+        'ready = {timeout = "5s"}': "workloads.chat.ready: give exactly one of http, tcp, exec",
+        "gpus = [0, 0]": "workloads.chat.gpus: lists the same GPU twice",
+        'gpus = 1\nenv = {CUDA_VISIBLE_DEVICES = "0"}': "workloads.chat.env: CUDA_VISIBLE_DEVICES is set by nxr from gpus; remove it from env",
+    }
+    for body, expected in cases.items():
+        assert errors(MINIMAL + body + "\n") == [f"p.toml: {expected}"], body
+
+
+def test_latency_critical_is_never_capped() -> None:
+    (line,) = errors(
+        '[workloads.chat]\ncommand=["x"]\nclass="latency-critical"\ncpus=2\ncpu_max="150%"\n'
+    )
+    assert line.startswith("p.toml: workloads.chat.cpu_max: latency-critical workloads are never")
+
+
+def test_exclusive_needs_a_size() -> None:
+    (line,) = errors('[workloads.chat]\ncommand=["x"]\nclass="latency-critical"\n')
+    assert "an exclusive workload needs cpus or cpuset" in line
+
+
+def test_after_cycles_are_named() -> None:
+    lines = errors(
+        '[workloads.a]\ncommand=["x"]\nafter=["b"]\n[workloads.b]\ncommand=["x"]\nafter=["c"]\n'
+        '[workloads.c]\ncommand=["x"]\nafter=["a"]\n'
+    )
+    assert lines == ["p.toml: workloads.c.after: dependency cycle: a -> b -> c -> a"]
+
+
+def test_slo_needs_exactly_one_source_and_target() -> None:
+    assert errors(MINIMAL + '[workloads.chat.slo]\np99 = "200ms"\n') == [
+        "p.toml: workloads.chat.slo.source: required key is missing"
+    ]
+    lines = errors(MINIMAL + '[workloads.chat.slo]\np99 = "200ms"\nsource = {}\n')
+    assert lines == [
+        "p.toml: workloads.chat.slo.source: give exactly one of prometheus, probe, push = true"
+    ]
+    lines = errors(MINIMAL + "[workloads.chat.slo]\nsource = {push = true}\n")
+    assert "give exactly one target of p50, p90, p95, p99" in lines[0]
+
+
+def test_explicit_exclusive_cpusets_must_not_overlap() -> None:
+    lines = errors(
+        '[workloads.a]\ncommand=["x"]\nexclusive=true\ncpuset="2-3"\n'
+        '[workloads.b]\ncommand=["x"]\ncpuset="3-4"\n'
+    )
+    assert lines == [
+        "p.toml: workloads.b.cpuset: CPUs 3 are also given to 'a', and one of the two is exclusive"
+    ]
+
+
+def test_stop_signal_names() -> None:
+    p = parse_profile(MINIMAL + 'stop = {signal = "int"}\n')
+    assert p.workloads["chat"].stop.signal == "SIGINT"
+    assert "cannot be the stop signal" in errors(MINIMAL + 'stop = {signal = "KILL"}\n')[0]
+
+
+def test_toml_syntax_error_has_a_line_number() -> None:
+    (line,) = errors("[workloads.chat\n")
+    assert line.startswith("p.toml: invalid TOML:") and "line 1" in line
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError) as info:
+        load_profile(tmp_path / "missing.toml")
+    assert info.value.lines() == [
+        f"{tmp_path}/missing.toml: cannot read profile: No such file or directory"
+    ]
