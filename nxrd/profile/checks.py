@@ -12,17 +12,21 @@ from nxrd.profile.units import format_cpu_list, format_size
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def check_profile(profile: Profile) -> list[Problem]:
-    """All cross-field problems of a structurally valid profile."""
+def check_profile(profile: Profile, declared: set[str] | None = None) -> list[Problem]:
+    """All cross-field problems of a profile.
+
+    ``declared`` holds every workload name (and "pool:NAME") of a file whose other
+    parts failed validation: references to those are not reported as missing.
+    """
     problems: list[Problem] = []
     for name, wl in profile.workloads.items():
-        problems += _check_workload(profile, name, wl)
+        problems += _check_workload(profile, name, wl, declared or set())
     problems += _check_after_cycles(profile)
     problems += _check_explicit_overlaps(profile)
     return problems
 
 
-def _check_workload(profile: Profile, name: str, wl: Workload) -> list[Problem]:
+def _check_workload(profile: Profile, name: str, wl: Workload, declared: set[str]) -> list[Problem]:
     at = f"workloads.{name}"
     out: list[Problem] = []
 
@@ -79,7 +83,9 @@ def _check_workload(profile: Profile, name: str, wl: Workload) -> list[Problem]:
         bad("pool_slots", "set without pool")
     if wl.pool is not None:
         pool = profile.pools.get(wl.pool)
-        if pool is None:
+        if pool is None and f"pool:{wl.pool}" in declared:
+            pass  # declared but invalid: reported where it is declared
+        elif pool is None:
             known = ", ".join(sorted(profile.pools)) or "none declared"
             bad("pool", f"no pool named {wl.pool!r} (pools: {known})")
         elif (wl.pool_slots or 1) > pool.slots:
@@ -88,7 +94,7 @@ def _check_workload(profile: Profile, name: str, wl: Workload) -> list[Problem]:
     for i, dep in enumerate(wl.after):
         if dep == name:
             bad(f"after[{i}]", "a workload cannot wait for itself")
-        elif dep not in profile.workloads:
+        elif dep not in profile.workloads and dep not in declared:
             bad(f"after[{i}]", f"no workload named {dep!r}")
 
     gpu_list = wl.gpus if isinstance(wl.gpus, tuple) else ()

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nxrd.errors import Problem, ProfileError
 from nxrd.profile.checks import check_profile
-from nxrd.profile.model import Profile
+from nxrd.profile.model import NAME_RE, Host, Pool, Profile, Workload
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -45,11 +45,42 @@ def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
     try:
         profile = Profile.model_validate(data)
     except ValidationError as e:
-        raise ProfileError(source, translate_errors(e)) from None
+        problems = translate_errors(e)
+        # Cross-field rules still run on the parts that are valid, so one pass shows all.
+        partial, declared = _valid_parts(data)
+        if partial is not None:
+            problems += check_profile(partial, declared)
+        raise ProfileError(source, problems) from None
     problems = check_profile(profile)
     if problems:
         raise ProfileError(source, problems)
     return profile
+
+
+def _valid_parts(data: Any) -> tuple[Profile | None, set[str]]:
+    """The host, pools and workloads that validate on their own, and every declared name."""
+    if not isinstance(data, dict):
+        return None, set()
+
+    def table(key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        return value if isinstance(value, dict) else {}
+
+    def valid(model: type[BaseModel], raw: Any) -> Any:
+        try:
+            return model.model_validate(raw)
+        except ValidationError:
+            return None
+
+    host = valid(Host, data.get("host", {})) or Host()
+    pools = {k: p for k, v in table("pools").items() if NAME_RE.match(k) and (p := valid(Pool, v))}
+    workloads = {
+        k: w
+        for k, v in table("workloads").items()
+        if NAME_RE.match(k) and (w := valid(Workload, v))
+    }
+    declared = set(table("workloads")) | {f"pool:{k}" for k in table("pools")}
+    return Profile.model_construct(host=host, pools=pools, workloads=workloads), declared
 
 
 def dotted(loc: tuple[int | str, ...]) -> str:

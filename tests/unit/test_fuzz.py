@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,8 @@ def _only_profile_errors(data: Any) -> None:
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300))
 def test_arbitrary_text(text: str) -> None:
-    try:
+    with contextlib.suppress(ProfileError):
         parse_profile(text, "fuzz.toml")
-    except ProfileError:
-        pass
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

@@ -164,3 +164,18 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert info.value.lines() == [
         f"{tmp_path}/missing.toml: cannot read profile: No such file or directory"
     ]
+
+
+def test_cross_field_problems_show_alongside_structural_ones() -> None:
+    lines = errors(
+        '[workloads.a]\ncommand = "oops"\n'
+        '[workloads.b]\ncommand = ["x"]\nafter = ["a", "c"]\npool = "nope"\n'
+        '[workloads.c]\ncommand = ["x"]\nafter = ["b"]\n'
+    )
+    assert lines == [
+        "p.toml: workloads.a.command: must be a list of arguments, e.g. "
+        "[\"python\", \"serve.py\"] (got the string 'oops')",
+        "p.toml: workloads.b.pool: no pool named 'nope' (pools: none declared)",
+        # 'a' is declared (only invalid), so b's after = ["a"] is not reported as missing
+        "p.toml: workloads.c.after: dependency cycle: b -> c -> b",
+    ]

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# All tests: lint, types, the unit tier on this machine, then the kernel tier
+# inside a qemu VM booting a Debian kernel with cgroup v2. Sets itself up first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --vm
+
+echo "== lint (ruff) and types (mypy; strict on the pure modules)"
+.venv/bin/ruff check nxrd tests
+.venv/bin/ruff format --check nxrd tests
+.venv/bin/mypy nxrd
+
+echo "== unit tier (no root, fakes, captured topologies)"
+.venv/bin/python -m pytest tests/unit
+
+echo "== kernel tier (real cgroup v2, in the VM)"
+bash scripts/vm-test.sh

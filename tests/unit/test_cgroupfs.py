@@ -1,0 +1,87 @@
+"""Applying a plan through the kernel interface: order, controllers, all-or-nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nxrd.errors import KernelError
+from nxrd.kernel.apply import apply_plan, controllers_needed, read_back
+from nxrd.kernel.cgroupfs import FakeCgroupFS, LinuxCgroupFS
+from nxrd.plan import Plan, Topology, make_plan
+from nxrd.profile import parse_profile
+
+PROFILE = (
+    '[workloads.chat]\ncommand=["x"]\nclass="latency-critical"\ncpus=4\nmemory_min="1G"\n'
+    '[workloads.embed]\ncommand=["x"]\nclass="batch"\ncpu_max="200%"\nio_weight=50\n'
+    '[workloads.idx]\ncommand=["x"]\nclass="background"\n'
+)
+
+
+@pytest.fixture
+def the_plan(smt16: Topology) -> Plan:
+    return make_plan(parse_profile(PROFILE), smt16)
+
+
+def test_apply_writes_every_value(the_plan: Plan) -> None:
+    fs = FakeCgroupFS()
+    apply_plan(the_plan, fs)
+    got = read_back(the_plan, fs)
+    assert got["latency-critical/chat"] == the_plan.workload("chat").files
+    assert got["batch/embed"]["io.weight"] == "default 50"
+    assert fs.subtree_control("") == ["cpuset", "cpu", "io", "memory", "pids"]
+    assert fs.subtree_control("batch") == ["cpuset", "cpu", "io", "memory", "pids"]
+
+
+def test_parents_are_written_before_their_children(the_plan: Plan) -> None:
+    fs = FakeCgroupFS()
+    apply_plan(the_plan, fs)
+    order = [rel for rel, f, _ in fs.writes if f == "memory.min"]
+    assert order.index("") < order.index("latency-critical") < order.index("latency-critical/chat")
+
+
+def test_missing_controllers_are_named(the_plan: Plan) -> None:
+    fs = FakeCgroupFS(controllers=("cpu", "memory"))
+    with pytest.raises(KernelError, match=r"controllers cpuset, io, pids are not available"):
+        apply_plan(the_plan, fs)
+    assert list(fs.dirs) == [""]
+
+
+def test_a_failing_write_rolls_everything_back(the_plan: Plan) -> None:
+    fs = FakeCgroupFS()
+    fs.write("", "cgroup.subtree_control", "+cpu +memory +cpuset +io +pids")
+    fs.mkdir("batch")  # exists beforehand: must survive, with its old values
+    fs.fail_on.add(("background/idx", "memory.max"))
+    with pytest.raises(KernelError, match=r"memory\.max"):
+        apply_plan(the_plan, fs)
+    assert sorted(fs.dirs) == ["", "batch"]
+    assert fs.read("", "memory.min") == "0"
+    assert fs.read("batch", "cpu.weight") == "100"
+
+
+def test_controllers_needed(the_plan: Plan) -> None:
+    assert controllers_needed(the_plan) == ["cpuset", "cpu", "io", "memory", "pids"]
+
+
+def test_linux_cgroupfs_never_leaves_its_subtree(tmp_path: Path) -> None:
+    fs = LinuxCgroupFS(tmp_path)
+    for bad in ["../etc", "/sys/fs/cgroup", "a/../../b"]:
+        with pytest.raises(KernelError, match="leaves nxrd's subtree"):
+            fs.read(bad, "cpu.max")
+
+
+def test_linux_cgroupfs_errors_are_sentences(tmp_path: Path) -> None:
+    fs = LinuxCgroupFS(tmp_path)
+    fs.mkdir("leaf")
+    with pytest.raises(KernelError) as info:
+        fs.write("leaf", "cpu.max", "max")
+    assert str(info.value) == (
+        f"cannot write cpu.max = 'max' in {tmp_path}/leaf: No such file or directory "
+        "(is the cpu controller enabled for it?)"
+    )
+    (tmp_path / "leaf" / "cpu.weight").write_text("100\n")
+    fs.write("leaf", "cpu.weight", "300")
+    assert fs.read("leaf", "cpu.weight") == "300"
+    with pytest.raises(KernelError, match="cannot create cgroup"):
+        fs.mkdir("leaf")

@@ -1,0 +1,128 @@
+"""nxrctl and nxrd as a user runs them: real processes, exit codes, stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TOPO = ROOT / "tests/fixtures/topologies"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+
+
+def test_validate_examples() -> None:
+    r = run("nxrctl", "validate", *sorted(str(p) for p in (ROOT / "profiles").glob("*.toml")))
+    assert r.returncode == 0, r.stderr
+    assert "profiles/cpu-inference.toml: ok (3 workloads)" in r.stdout
+
+
+def test_validate_reports_every_problem_one_line_each(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[workloads.chat]\ncommand = ["x"]\nmemroy_max = "4G"\ncpus = "two"\n')
+    good = ROOT / "profiles/cpu-inference.toml"
+    r = run("nxrctl", "validate", str(good), str(bad))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"{bad}: workloads.chat.cpus: input should be a valid integer (got 'two')",
+        f"{bad}: workloads.chat.memroy_max: unknown key (did you mean 'memory_max'?)",
+    ]
+    assert "ok" in r.stdout  # the good file is still reported
+
+
+def test_validate_against_a_topology_catches_overcommit(tmp_path: Path) -> None:
+    r = run(
+        "nxrctl",
+        "validate",
+        "profiles/gpu-two-models.toml",
+        "--topology",
+        str(TOPO / "smt16-1gpu.json"),
+    )
+    assert r.returncode == 1
+    assert (
+        "profiles/gpu-two-models.toml: workloads.chat.gpus: needs 2 GPU(s); 1 free of 1" in r.stderr
+    )
+    assert "Traceback" not in r.stderr
+
+
+def test_plan_table_and_json() -> None:
+    r = run(
+        "nxrctl",
+        "plan",
+        "profiles/gpu-two-models.toml",
+        "--topology",
+        str(TOPO / "2socket-8gpu.json"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[3].split() == [
+        "WORKLOAD",
+        "CLASS",
+        "CPUS",
+        "N",
+        "EXCL",
+        "MEMORY",
+        "GPUS",
+        "THREADS",
+    ]
+    r = run(
+        "nxrctl",
+        "plan",
+        "profiles/gpu-two-models.toml",
+        "--topology",
+        str(TOPO / "2socket-8gpu.json"),
+        "-o",
+        "json",
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["format"] == 1
+    assert [w["name"] for w in doc["workloads"]] == ["chat", "embed", "eval"]
+    chat = doc["workloads"][0]
+    assert set(chat) >= {"class", "cgroup", "cpus", "mems", "gpus", "threads", "files", "env"}
+    assert chat["files"]["cpu.max"] == "max 100000"
+
+
+def test_plan_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    r = run(
+        "nxrctl", "plan", "profiles/cpu-inference.toml", "--topology", str(TOPO / "vm-2cpu.json")
+    )
+    assert r.returncode == 1
+    assert r.stderr.startswith(
+        "profiles/cpu-inference.toml: workloads.chat.cpus: chat needs 8 exclusive CPUs; 2 are free"
+    )
+    r = run(
+        "nxrctl", "plan", "profiles/cpu-inference.toml", "--topology", str(tmp_path / "nope.json")
+    )
+    assert r.returncode == 1
+    assert (
+        r.stderr
+        == f"error: {tmp_path}/nope.json: cannot read topology: No such file or directory\n"
+    )
+    (tmp_path / "t.json").write_text('{"cpus": []}')
+    r = run("nxrctl", "plan", "profiles/cpu-inference.toml", "--topology", str(tmp_path / "t.json"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "invalid topology" in r.stderr
+
+
+def test_captured_topology_plans_like_the_host(tmp_path: Path) -> None:
+    out = tmp_path / "host.json"
+    r = run("nxrd", "topology", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    r = run(
+        "nxrctl", "plan", "-o", "json", "--topology", str(out), "tests/fixtures/profiles/small.toml"
+    )
+    here = run("nxrctl", "plan", "-o", "json", "tests/fixtures/profiles/small.toml")
+    assert r.returncode == here.returncode == 0, r.stderr + here.stderr
+    assert json.loads(r.stdout) == json.loads(here.stdout)
+
+
+def test_versions_and_help() -> None:
+    assert run("nxrd", "--version").stdout.startswith("nxrd, version ")
+    assert run("nxrctl", "--version").stdout.startswith("nxrctl, version ")
+    assert "validate" in run("nxrctl", "--help").stdout

@@ -1,0 +1,137 @@
+"""Discovery reads sysfs/procfs trees and NVML into plain topology data."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from nxrd.kernel import gpu
+from nxrd.kernel.discovery import cgroup_info, discover
+
+V2_MOUNTINFO = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
+HYBRID_MOUNTINFO = (
+    "25 23 0:22 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+    "26 23 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+    "27 23 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+)
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def fake_host(root: Path, mountinfo: str = V2_MOUNTINFO, own: str = "/nxr") -> Path:
+    """2 nodes x 2 cores x 2 threads; siblings are i and i+4."""
+    cpu = "sys/devices/system/cpu"
+    write(root, f"{cpu}/online", "0-7\n")
+    for i in range(8):
+        core = i % 4
+        write(root, f"{cpu}/cpu{i}/topology/core_id", f"{core % 2}\n")
+        write(root, f"{cpu}/cpu{i}/topology/physical_package_id", f"{core // 2}\n")
+    node = "sys/devices/system/node"
+    write(root, f"{node}/online", "0-1\n")
+    write(root, f"{node}/node0/cpulist", "0-1,4-5\n")
+    write(root, f"{node}/node1/cpulist", "2-3,6-7\n")
+    write(root, f"{node}/node0/meminfo", "Node 0 MemTotal:       8000000 kB\n")
+    write(root, f"{node}/node1/meminfo", "Node 1 MemTotal:       8000000 kB\n")
+    write(root, "proc/meminfo", "MemTotal:       16000000 kB\nMemFree: 1 kB\n")
+    write(root, "proc/self/mountinfo", mountinfo)
+    write(root, "proc/self/cgroup", f"0::{own}\n")
+    write(root, f"sys/fs/cgroup{own}/cgroup.controllers", "cpuset cpu io memory pids\n")
+    return root
+
+
+def test_cpus_cores_and_nodes(tmp_path: Path) -> None:
+    topo = discover(fake_host(tmp_path), gpus=False)
+    assert [c.id for c in topo.cpus] == list(range(8))
+    assert topo.cores() == [(0, 4), (1, 5), (2, 6), (3, 7)]
+    assert {c.id: c.node for c in topo.cpus} == {0: 0, 1: 0, 4: 0, 5: 0, 2: 1, 3: 1, 6: 1, 7: 1}
+    assert [n.memory for n in topo.nodes] == [8000000 * 1024] * 2
+    assert topo.memory == 16000000 * 1024
+
+
+def test_no_topology_files_means_one_core_per_cpu(tmp_path: Path) -> None:
+    write(tmp_path, "sys/devices/system/cpu/online", "0-1\n")
+    write(tmp_path, "proc/meminfo", "MemTotal: 1000 kB\n")
+    topo = discover(tmp_path, gpus=False)
+    assert topo.cores() == [(0,), (1,)]
+    assert topo.nodes[0].memory == 1000 * 1024
+
+
+def test_cgroup_v2_host(tmp_path: Path) -> None:
+    info = cgroup_info(fake_host(tmp_path))
+    assert info.mount == "/sys/fs/cgroup" and info.own_path == "/nxr"
+    assert info.controllers == ["cpuset", "cpu", "io", "memory", "pids"]
+    assert info.v1_controllers == []
+
+
+def test_hybrid_host_reports_v1_controllers(tmp_path: Path) -> None:
+    info = cgroup_info(fake_host(tmp_path, HYBRID_MOUNTINFO, own="/"))
+    assert info.mount == "/sys/fs/cgroup/unified"
+    assert info.v1_controllers == ["cpu", "memory"]
+
+
+def test_no_driver_means_no_gpus_and_a_reason(tmp_path: Path) -> None:
+    topo = discover(fake_host(tmp_path))  # this machine has no NVIDIA driver
+    assert topo.gpus == [] and topo.gpu_note
+
+
+class FakeNVML(types.ModuleType):
+    """Just enough of pynvml for discovery: two GPUs on PCI buses 0x41 and 0xc1."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, fail_init: bool = False) -> None:
+        super().__init__("pynvml")
+        self.fail_init = fail_init
+        self.shutdown = False
+
+    def nvmlInit(self) -> None:
+        if self.fail_init:
+            raise self.NVMLError("Driver Not Loaded")
+
+    def nvmlShutdown(self) -> None:
+        self.shutdown = True
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetPciInfo(self, h: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(busId=[b"00000000:41:00.0", "00000000:C1:00.0"][h])
+
+    def nvmlDeviceGetUUID(self, h: int) -> str:
+        return f"GPU-{h}"
+
+    def nvmlDeviceGetName(self, h: int) -> bytes:
+        return b"NVIDIA L4"
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(total=24 << 30)
+
+
+def test_gpus_from_nvml_with_numa_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = FakeNVML()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    write(tmp_path, "sys/bus/pci/devices/0000:41:00.0/numa_node", "0\n")
+    write(tmp_path, "sys/bus/pci/devices/0000:c1:00.0/numa_node", "-1\n")
+    gpus, note = gpu.discover_gpus(tmp_path)
+    assert note is None and nvml.shutdown
+    assert [(g.index, g.uuid, g.name, g.memory, g.node) for g in gpus] == [
+        (0, "GPU-0", "NVIDIA L4", 24 << 30, 0),
+        (1, "GPU-1", "NVIDIA L4", 24 << 30, None),  # -1: the platform does not say
+    ]
+
+
+def test_nvml_init_failure_is_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML(fail_init=True))
+    gpus, note = gpu.discover_gpus(tmp_path)
+    assert gpus == [] and note is not None and "Driver Not Loaded" in note
