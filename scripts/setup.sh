@@ -41,7 +41,12 @@ if ((WANT_VM)); then
     VMDIR=$REPO/.cache/vm
     mkdir -p "$VMDIR"
     if [[ ! -f $VMDIR/kernel-version ]]; then
-        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+        find_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+        pkg=$(find_pkg)
+        if [[ -z $pkg ]]; then  # no package lists yet on this machine
+            apt-get update -qq
+            pkg=$(find_pkg)
+        fi
         [[ -n $pkg ]] || { echo "setup: cannot find the Debian kernel package (apt-get update?)" >&2; exit 1; }
         ver=${pkg#linux-image-}
         echo "setup: fetching $pkg for the test VM"
