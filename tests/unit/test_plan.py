@@ -279,3 +279,19 @@ def test_any_plan_keeps_exclusive_cores_disjoint(
     for w in p.workloads:
         if not w.exclusive:
             assert not cpus(p, w.name) & owned
+
+
+def test_real_h100_capture_plans_without_numa_information() -> None:
+    from nxrd.plan import load_topology
+    from tests.unit.conftest import TOPOLOGIES
+
+    topo = load_topology(TOPOLOGIES / "h100-vm.json")  # captured on a lent H100 machine
+    p = plan(
+        '[workloads.model]\ncommand=["x"]\nclass="latency-critical"\ngpus=1\ncpus=2\n'
+        '[workloads.cpu-only]\ncommand=["x"]\nclass="batch"\n',
+        topo,
+    )
+    model = p.workload("model")
+    assert model.gpus[0].uuid == "GPU-9ad9aab9-55cd-f074-e962-ff5878728e44"
+    assert model.gpus[0].node is None and model.cpus == "1-2"
+    assert p.workload("cpu-only").env["CUDA_VISIBLE_DEVICES"] == ""

@@ -174,7 +174,7 @@ def test_cross_field_problems_show_alongside_structural_ones() -> None:
     )
     assert lines == [
         "p.toml: workloads.a.command: must be a list of arguments, e.g. "
-        "[\"python\", \"serve.py\"] (got the string 'oops')",
+        '["python", "serve.py"] (got the string \'oops\')',
         "p.toml: workloads.b.pool: no pool named 'nope' (pools: none declared)",
         # 'a' is declared (only invalid), so b's after = ["a"] is not reported as missing
         "p.toml: workloads.c.after: dependency cycle: b -> c -> b",
