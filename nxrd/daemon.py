@@ -6,6 +6,7 @@ import click
 
 from nxrd import __version__
 from nxrd.cli.errors import reported
+from nxrd.errors import NxrError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +20,6 @@ def cli(debug: bool) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
     default=None,
     help="Write the JSON to this file instead of stdout.",
 )
@@ -35,8 +35,11 @@ def topology(output: str | None, summary: bool, no_gpus: bool) -> None:
     if summary:
         click.echo(topology_text(topo))
     elif output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(topo.to_json())
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(topo.to_json())
+        except OSError as e:
+            raise NxrError(f"cannot write {output}: {e.strerror}") from None
         click.echo(f"wrote {output}")
     else:
         click.echo(topo.to_json(), nl=False)

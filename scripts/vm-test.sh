@@ -10,7 +10,8 @@ KVER=$(cat .cache/vm/kernel-version)
 KERNEL=$REPO/.cache/vm/root/boot/vmlinuz-$KVER
 RES=$(mktemp -d /tmp/nxr-vm.XXXXXX)
 trap 'rm -rf "$RES"' EXIT
-ARGS=$(printf ' %q' "$@")
+ARGS=""
+(($#)) && ARGS=$(printf ' %q' "$@")  # with no arguments printf would still emit '' (= ".")
 
 echo "kernel tier: booting $KVER in qemu (software emulation, 2 vCPUs, 2G)"
 # /dev/kvm hangs under qemu on these machines: always emulate (shared/docs/real-kernel.md).

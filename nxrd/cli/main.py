@@ -31,11 +31,10 @@ def _topology(path: str | None) -> Topology:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True)
 @click.option(
     "--topology",
     "topology_file",
-    type=click.Path(dir_okay=False),
     help="Also check that each profile fits this captured host topology (JSON).",
 )
 @reported
@@ -60,11 +59,10 @@ def validate(files: tuple[str, ...], topology_file: str | None) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option(
     "--topology",
     "topology_file",
-    type=click.Path(dir_okay=False),
     help="Plan for this captured topology (from `nxrd topology`) instead of this host.",
 )
 @click.option(

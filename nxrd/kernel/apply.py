@@ -19,31 +19,43 @@ def controllers_needed(plan: Plan) -> list[str]:
 
 
 class _Undo:
-    """Remembers what was created and overwritten so a failed apply leaves nothing behind."""
+    """Every change made so far, so a failed apply can leave the tree as it found it."""
 
     def __init__(self, fs: CgroupFS) -> None:
         self.fs = fs
-        self.created: list[str] = []
-        self.old: list[tuple[str, str, str]] = []
+        self.created: set[str] = set()
+        self.log: list[tuple[str, str, str]] = []  # (kind, rel, detail), in the order done
 
     def mkdir(self, rel: str) -> None:
         if not self.fs.exists(rel):
             self.fs.mkdir(rel)
-            self.created.append(rel)
+            self.created.add(rel)
+            self.log.append(("mkdir", rel, ""))
+
+    def enable(self, rel: str, controllers: list[str]) -> None:
+        before = set(self.fs.subtree_control(rel))
+        self.fs.enable(rel, controllers)
+        for c in controllers:
+            if c not in before:
+                self.log.append(("enable", rel, c))
 
     def write(self, rel: str, filename: str, value: str) -> None:
-        if rel not in self.created:
-            self.old.append((rel, filename, self.fs.read(rel, filename)))
+        old = None if rel in self.created else self.fs.read(rel, filename)
         self.fs.write(rel, filename, value)
+        if old is not None:
+            self.log.append(("write", rel, f"{filename}={old}"))
 
     def rollback(self) -> None:
-        for rel, filename, value in reversed(self.old):
+        for kind, rel, detail in reversed(self.log):
             # Best effort: the error that started the rollback is the one to report.
             with contextlib.suppress(KernelError):
-                self.fs.write(rel, filename, value)
-        for rel in reversed(self.created):
-            with contextlib.suppress(KernelError):
-                self.fs.rmdir(rel)
+                if kind == "write":
+                    filename, _, old = detail.partition("=")
+                    self.fs.write(rel, filename, old)
+                elif kind == "mkdir":
+                    self.fs.rmdir(rel)
+                else:
+                    self.fs.write(rel, "cgroup.subtree_control", f"-{detail}")
 
 
 def apply_plan(plan: Plan, fs: CgroupFS) -> None:
@@ -58,10 +70,10 @@ def apply_plan(plan: Plan, fs: CgroupFS) -> None:
         )
     undo = _Undo(fs)
     try:
-        fs.enable("", needed)
+        undo.enable("", needed)
         for cls in plan.classes:
             undo.mkdir(cls.path)
-            fs.enable(cls.path, needed)
+            undo.enable(cls.path, needed)
         # Parents first: a child's memory protection is capped by its parent's.
         for filename, value in plan.root.files.items():
             undo.write("", filename, value)

@@ -27,6 +27,7 @@ def discover(root: str | Path = "/", *, gpus: bool = True) -> Topology:
         cpus=cpus,
         nodes=nodes,
         memory=_meminfo_total(root / "proc/meminfo"),
+        page_size=os.sysconf("SC_PAGE_SIZE") if root == Path("/") else 4096,
         gpus=found,
         gpu_note=note,
         cgroup=cgroup_info(root),
@@ -113,6 +114,7 @@ def cgroup_info(root: Path = Path("/")) -> CgroupInfo:
     except OSError:
         pass
     controllers: list[str] = []
+    subtree: list[str] = []
     writable = False
     if mount is not None and own is not None:
         path = root / mount.lstrip("/") / own.lstrip("/")
@@ -120,11 +122,17 @@ def cgroup_info(root: Path = Path("/")) -> CgroupInfo:
             controllers = _read(path / "cgroup.controllers").split()
         except OSError:
             controllers = []
-        writable = os.access(path, os.W_OK)
+        try:
+            subtree = _read(path / "cgroup.subtree_control").split()
+        except OSError:
+            subtree = []
+        # Delegation: we must be able to create children and move processes into them.
+        writable = os.access(path, os.W_OK) and os.access(path / "cgroup.procs", os.W_OK)
     return CgroupInfo(
         mount=mount,
         own_path=own,
         controllers=controllers,
+        subtree_control=subtree,
         writable=writable,
         v1_controllers=sorted(set(v1)),
     )

@@ -37,6 +37,7 @@ def discover_gpus(root: Path = Path("/")) -> tuple[list[Gpu], str | None]:
                     name=_text(pynvml.nvmlDeviceGetName(h)),
                     memory=int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
                     node=_pci_numa_node(root, bus),
+                    local_cpus=_pci_local_cpus(root, bus),
                     pci_bus_id=bus,
                 )
             )
@@ -48,12 +49,25 @@ def discover_gpus(root: Path = Path("/")) -> tuple[list[Gpu], str | None]:
             pynvml.nvmlShutdown()
 
 
-def _pci_numa_node(root: Path, bus_id: str) -> int | None:
-    """NUMA node of a PCI device; NVML's bus id has 8 domain digits, sysfs uses 4."""
+def _pci_dir(root: Path, bus_id: str) -> Path:
+    # NVML's bus id has 8 domain digits ("00000000:41:00.0"), sysfs uses 4 and lower case.
     domain, _, rest = bus_id.lower().partition(":")
-    name = f"{domain[-4:]}:{rest}"
+    return root / "sys/bus/pci/devices" / f"{domain[-4:]}:{rest}"
+
+
+def _pci_numa_node(root: Path, bus_id: str) -> int | None:
+    """NUMA node of a PCI device; -1 or no file means the platform does not say."""
     try:
-        node = int((root / "sys/bus/pci/devices" / name / "numa_node").read_text().strip())
+        node = int((_pci_dir(root, bus_id) / "numa_node").read_text().strip())
     except (OSError, ValueError):
         return None
     return node if node >= 0 else None
+
+
+def _pci_local_cpus(root: Path, bus_id: str) -> str | None:
+    """CPUs the platform calls local to a PCI device (its local_cpulist)."""
+    try:
+        text = (_pci_dir(root, bus_id) / "local_cpulist").read_text().strip()
+    except OSError:
+        return None
+    return text or None

@@ -109,18 +109,24 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
     for name, wl in order:
         if not isinstance(wl.gpus, tuple):
             continue
+        mine: dict[int, int | str] = {}
         for ref in wl.gpus:
             gpu = by_index.get(ref) if isinstance(ref, int) else by_uuid.get(ref)
             if gpu is None:
                 st.problem(name, "gpus", f"GPU {ref} does not exist ({have})")
                 continue
+            if gpu.index in mine:  # the same GPU by index and by UUID
+                st.problem(
+                    name, "gpus", f"lists GPU {gpu.index} twice (as {mine[gpu.index]} and {ref})"
+                )
+                continue
+            mine[gpu.index] = ref
             users = st.gpu_users.get(gpu.index, [])
             if users and not (wl.gpu_shared and all(s for _, s in users)):
-                owner = users[0][0]
                 st.problem(
                     name,
                     "gpus",
-                    f"GPU {gpu.index} is already given to {owner!r} "
+                    f"GPU {gpu.index} is already given to {users[0][0]!r} "
                     "(set gpu_shared = true on both to share it)",
                 )
                 continue
@@ -148,7 +154,18 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
                     + (f" (GPUs {format_cpu_list(taken)} are taken)" if taken else ""),
                 )
             continue
-        for gpu in _pick_gpus(free, wl.gpus):
+        # With gpu_memory, only GPUs that have that much (memory 0 = unknown: allowed).
+        need = wl.gpu_memory or 0
+        roomy = [g for g in free if not g.memory or g.memory >= need]
+        if len(roomy) < wl.gpus:
+            st.problem(
+                name,
+                "gpus",
+                f"needs {wl.gpus} GPU(s) with {format_size(need)} (gpu_memory); "
+                f"{len(roomy)} of the {len(free)} free GPUs have that much",
+            )
+            continue
+        for gpu in _pick_gpus(roomy, wl.gpus):
             take(name, wl, gpu)
 
 
@@ -188,6 +205,16 @@ def _assign_exclusive(
             )
             continue
         owned = {core_of[c] for c in wl.cpuset}
+        # An exclusive workload owns its cores whole, so no sibling may be reserved either.
+        siblings_reserved = {c for core in owned for c in core} & st.reserved
+        if siblings_reserved:
+            st.problem(
+                name,
+                "cpuset",
+                f"shares a core with reserved CPUs {format_cpu_list(siblings_reserved)}; "
+                "exclusive workloads own whole cores",
+            )
+            continue
         clash = {st.core_owner[c] for c in owned if c in st.core_owner}
         if clash:
             st.problem(
@@ -203,37 +230,23 @@ def _assign_exclusive(
                 name, f"SMT siblings {format_cpu_list(idle)} left idle (whole cores are exclusive)"
             )
 
-    for name, wl in order:
-        if not wl.is_exclusive or wl.cpus is None:
-            continue
+    # Workloads tied to GPUs choose first, while their GPUs' nodes still have free cores.
+    counted = [(n, w) for n, w in order if w.is_exclusive and w.cpus is not None]
+    counted.sort(key=lambda kv: not st.gpus.get(kv[0]))
+    for name, wl in counted:
+        want = wl.cpus or 0
         free = [c for c in cores if c not in st.core_owner and not set(c) & st.reserved]
         local_nodes = {g.node for g in st.gpus.get(name, []) if g.node is not None}
-        chosen = _pick_cores(st.topo, free, wl.cpus, local_nodes)
+        chosen = _pick_cores(st.topo, free, want, local_nodes)
         if chosen is None:
-            free_cpus = sum(len(c) for c in free)
-            unit = "cores" if any(len(c) > 1 for c in cores) else "CPUs"
-            need = _cores_needed(free or cores, wl.cpus)
-            context = [f"reserving {format_cpu_list(st.reserved)}"] if st.reserved else []
-            others = sorted(set(st.core_owner.values()))
-            if others:
-                context.append("giving cores to " + ", ".join(others))
-            after = f" after {' and '.join(context)}" if context else ""
-            have = len(free) if unit == "cores" else free_cpus
-            st.problem(
-                name,
-                "cpus",
-                f"{name} needs {need} exclusive {unit}; {have} {'is' if have == 1 else 'are'} "
-                f"free{after} ({need - have} short)",
-            )
+            st.problem(name, "cpus", _no_cores_message(st, name, want, cores, free))
             continue
         for core in chosen:
             st.core_owner[core] = name
         got = frozenset(c for core in chosen for c in core)
         st.cpus[name] = got
-        if len(got) > wl.cpus:
-            st.note(
-                name, f"{wl.cpus} CPUs rounded up to {len(chosen)} whole cores ({len(got)} CPUs)"
-            )
+        if len(got) > want:
+            st.note(name, f"{want} CPUs rounded up to {len(chosen)} whole cores ({len(got)} CPUs)")
         if local_nodes:
             nodes = {st.topo.node_of(c) for c in got}
             if not nodes <= local_nodes:
@@ -244,9 +257,24 @@ def _assign_exclusive(
                 )
 
 
-def _cores_needed(cores: list[tuple[int, ...]], cpus: int) -> int:
-    width = max((len(c) for c in cores), default=1)
-    return math.ceil(cpus / width)
+def _no_cores_message(
+    st: _State, name: str, want: int, cores: list[tuple[int, ...]], free: list[tuple[int, ...]]
+) -> str:
+    """'chat needs 4 exclusive cores; 2 are free after reserving 0-1 (2 short)'."""
+    widths = {len(c) for c in cores}
+    # Count in cores only when every core has the same number of threads (not on hybrid CPUs).
+    if len(widths) == 1 and widths != {1}:
+        need, have, unit = math.ceil(want / widths.pop()), len(free), "exclusive cores"
+    else:
+        need, have = want, sum(len(c) for c in free)
+        unit = "exclusive CPUs" + (" in whole cores" if len(widths) > 1 else "")
+    context = [f"reserving {format_cpu_list(st.reserved)}"] if st.reserved else []
+    others = sorted(set(st.core_owner.values()))
+    if others:
+        context.append("giving cores to " + ", ".join(others))
+    after = f" after {' and '.join(context)}" if context else ""
+    verb = "is" if have == 1 else "are"
+    return f"{name} needs {need} {unit}; {have} {verb} free{after} ({need - have} short)"
 
 
 def _pick_cores(
@@ -363,7 +391,7 @@ def _check_memory(st: _State, profile: Profile, topo: Topology) -> int:
         )
         return 0
     mins = {n: w.memory_min for n, w in profile.workloads.items() if w.memory_min}
-    total = sum(_pages(v) for v in mins.values())
+    total = sum(_pages(v, topo.page_size) for v in mins.values())
     if total > usable:
         biggest = max(mins, key=lambda n: mins[n] or 0)
         parts = ", ".join(f"{n} {format_size(v or 0)}" for n, v in mins.items())
@@ -400,18 +428,28 @@ def _check_gpu_memory(st: _State, profile: Profile) -> None:
                 )
 
 
-def _pages(n: int) -> int:
+def _pages(n: int, page: int = PAGE_SIZE) -> int:
     # The kernel keeps memory limits in pages and reads them back rounded down.
-    return n // PAGE_SIZE * PAGE_SIZE
+    return n // page * page
+
+
+def _mems(topo: Topology, cpus: frozenset[int]) -> str:
+    """NUMA nodes of these CPUs that have memory; the kernel refuses memoryless nodes."""
+    with_memory = {n.id for n in topo.nodes if n.memory > 0}
+    local = {topo.node_of(c) for c in cpus} & with_memory
+    return format_cpu_list(local or with_memory or {n.id for n in topo.nodes})
 
 
 def _workload_plan(st: _State, name: str, wl: Workload, topo: Topology) -> WorkloadPlan:
     cpus = st.cpus[name]
-    mems = format_cpu_list({st.topo.node_of(c) for c in cpus})
+    mems = _mems(topo, cpus)
     files: dict[str, str] = {"cpuset.cpus": format_cpu_list(cpus), "cpuset.mems": mems}
+    # Every file is written, defaults included, so a re-apply leaves no stale value behind.
+    # cpu.idle goes to 0 before the weight: the kernel refuses weights of idle groups.
     if wl.is_idle:
         files["cpu.idle"] = "1"
     else:
+        files["cpu.idle"] = "0"
         files["cpu.weight"] = str(wl.cpu_weight or DEFAULT_WORKLOAD_WEIGHT)
     if wl.cpu_max is None:
         files["cpu.max"] = f"max {CPU_PERIOD_US}"
@@ -426,17 +464,19 @@ def _workload_plan(st: _State, name: str, wl: Workload, topo: Topology) -> Workl
     low = wl.memory_low
     if low is None and wl.workload_class == "latency-critical":
         low = wl.memory_max  # protect its working set up to its own limit
-    files["memory.min"] = str(_pages(wl.memory_min or 0))
-    files["memory.low"] = str(_pages(low or 0))
-    files["memory.high"] = "max" if wl.memory_high is None else str(_pages(wl.memory_high))
-    files["memory.max"] = "max" if wl.memory_max is None else str(_pages(wl.memory_max))
-    if wl.swap_max is not None:
-        files["memory.swap.max"] = str(_pages(wl.swap_max))
+
+    def limit(value: int | None) -> str:
+        return "max" if value is None else str(_pages(value, topo.page_size))
+
+    files["memory.min"] = str(_pages(wl.memory_min or 0, topo.page_size))
+    files["memory.low"] = str(_pages(low or 0, topo.page_size))
+    files["memory.high"] = limit(wl.memory_high)
+    files["memory.max"] = limit(wl.memory_max)
+    files["memory.swap.max"] = limit(wl.swap_max)
     # An OOM kill takes the whole workload, not a random thread of it: one clear exit cause.
     files["memory.oom.group"] = "1"
     files["pids.max"] = "max" if wl.pids_max is None else str(wl.pids_max)
-    if wl.io_weight is not None:
-        files["io.weight"] = f"default {wl.io_weight}"
+    files["io.weight"] = f"default {wl.io_weight or DEFAULT_WORKLOAD_WEIGHT}"
 
     env: dict[str, str] = {}
     notes = list(st.notes.get(name, []))

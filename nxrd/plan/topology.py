@@ -6,9 +6,10 @@ Captured to JSON (``nxrd topology``) so plans can be made for other hosts and te
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nxrd.errors import TopologyError
 
@@ -20,7 +21,7 @@ class Data(BaseModel):
 class Cpu(Data):
     """One logical CPU (hardware thread)."""
 
-    id: int
+    id: int = Field(ge=0)
     core: int = Field(description="core_id within its package")
     package: int = 0
     node: int = 0
@@ -29,8 +30,8 @@ class Cpu(Data):
 class Node(Data):
     """A NUMA node."""
 
-    id: int
-    memory: int = Field(description="bytes")
+    id: int = Field(ge=0)
+    memory: int = Field(ge=0, description="bytes")
 
 
 class Gpu(Data):
@@ -41,6 +42,7 @@ class Gpu(Data):
     name: str = ""
     memory: int = Field(0, description="bytes")
     node: int | None = Field(None, description="NUMA node of its PCI slot, if known")
+    local_cpus: str | None = Field(None, description="CPUs local to its PCI slot, if known")
     pci_bus_id: str = ""
 
 
@@ -50,6 +52,7 @@ class CgroupInfo(Data):
     mount: str | None = None
     own_path: str | None = None
     controllers: list[str] = Field(default_factory=list)
+    subtree_control: list[str] = Field(default_factory=list)
     writable: bool = False
     v1_controllers: list[str] = Field(default_factory=list)
 
@@ -60,10 +63,32 @@ class Topology(Data):
     hostname: str = ""
     cpus: list[Cpu]
     nodes: list[Node]
-    memory: int = Field(description="total bytes")
+    memory: int = Field(ge=0, description="total bytes")
+    page_size: int = Field(4096, ge=1, description="bytes per page; memory limits round to it")
     gpus: list[Gpu] = Field(default_factory=list)
     gpu_note: str | None = Field(None, description="why no GPUs were found, if none were")
     cgroup: CgroupInfo = Field(default_factory=CgroupInfo)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        def dupes(values: Sequence[object]) -> list[object]:
+            return sorted({v for v in values if values.count(v) > 1}, key=str)
+
+        if not self.cpus:
+            raise ValueError("no CPUs")
+        for what, values in (
+            ("CPU ids", [c.id for c in self.cpus]),
+            ("node ids", [n.id for n in self.nodes]),
+            ("GPU indices", [g.index for g in self.gpus]),
+            ("GPU UUIDs", [g.uuid for g in self.gpus]),
+        ):
+            if dupes(values):
+                raise ValueError(f"duplicate {what}: {dupes(values)}")
+        nodes = {n.id for n in self.nodes}
+        stray = sorted({c.node for c in self.cpus} - nodes)
+        if stray:
+            raise ValueError(f"CPUs on NUMA nodes {stray} that are not in nodes")
+        return self
 
     def cores(self) -> list[tuple[int, ...]]:
         """Physical cores as sorted tuples of sibling CPU ids, in CPU order."""
@@ -94,7 +119,8 @@ def load_topology(path: str | Path) -> Topology:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise TopologyError(f"{path}: invalid topology: {where}: {first['msg']}") from None
-    if not topo.cpus:
-        raise TopologyError(f"{path}: invalid topology: no CPUs")
+        msg = first["msg"].removeprefix("Value error, ")
+        raise TopologyError(
+            f"{path}: invalid topology: {where + ': ' if where else ''}{msg}"
+        ) from None
     return topo

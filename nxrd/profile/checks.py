@@ -9,24 +9,31 @@ from nxrd.errors import Problem
 from nxrd.profile.model import Profile, Workload
 from nxrd.profile.units import format_cpu_list, format_size
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def check_profile(profile: Profile, declared: set[str] | None = None) -> list[Problem]:
+def check_profile(
+    profile: Profile, declared: set[str] | None = None, dropped: dict[str, set[str]] | None = None
+) -> list[Problem]:
     """All cross-field problems of a profile.
 
     ``declared`` holds every workload name (and "pool:NAME") of a file whose other
     parts failed validation: references to those are not reported as missing.
+    ``dropped`` holds, per workload, invalid keys left out: rules about their absence
+    are skipped, since the key is there, only wrong.
     """
     problems: list[Problem] = []
     for name, wl in profile.workloads.items():
-        problems += _check_workload(profile, name, wl, declared or set())
+        gone = (dropped or {}).get(name, set())
+        problems += _check_workload(profile, name, wl, declared or set(), gone)
     problems += _check_after_cycles(profile)
     problems += _check_explicit_overlaps(profile)
     return problems
 
 
-def _check_workload(profile: Profile, name: str, wl: Workload, declared: set[str]) -> list[Problem]:
+def _check_workload(
+    profile: Profile, name: str, wl: Workload, declared: set[str], gone: set[str]
+) -> list[Problem]:
     at = f"workloads.{name}"
     out: list[Problem] = []
 
@@ -35,7 +42,8 @@ def _check_workload(profile: Profile, name: str, wl: Workload, declared: set[str
 
     if wl.cpus is not None and wl.cpuset is not None:
         bad("cpus", "set either cpus or cpuset, not both")
-    if wl.is_exclusive and wl.cpus is None and wl.cpuset is None:
+    sizing = {"cpus", "cpuset", "class", "exclusive"}
+    if wl.is_exclusive and wl.cpus is None and wl.cpuset is None and not gone & sizing:
         why = "latency-critical workloads are exclusive by default" if wl.exclusive is None else ""
         bad(
             "cpus",
@@ -79,7 +87,7 @@ def _check_workload(profile: Profile, name: str, wl: Workload, declared: set[str
     if wl.cpu_idle and wl.workload_class == "latency-critical":
         bad("cpu_idle", "a latency-critical workload cannot run at idle priority")
 
-    if wl.pool is None and wl.pool_slots is not None:
+    if wl.pool is None and wl.pool_slots is not None and "pool" not in gone:
         bad("pool_slots", "set without pool")
     if wl.pool is not None:
         pool = profile.pools.get(wl.pool)
@@ -100,7 +108,7 @@ def _check_workload(profile: Profile, name: str, wl: Workload, declared: set[str
     gpu_list = wl.gpus if isinstance(wl.gpus, tuple) else ()
     if len(set(gpu_list)) != len(gpu_list):
         bad("gpus", "lists the same GPU twice")
-    has_gpus = bool(wl.gpus)
+    has_gpus = bool(wl.gpus) or "gpus" in gone
     if wl.gpu_memory is not None and not has_gpus:
         bad("gpu_memory", "set without gpus")
     if wl.gpu_shared and not has_gpus:

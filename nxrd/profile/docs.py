@@ -49,6 +49,12 @@ INTRO = """\
 A profile is a TOML file declaring what runs on a host. `nxrctl validate FILE` checks it;
 `nxrctl plan FILE` shows what nxr would allocate. Commented examples live in `profiles/`.
 
+Status: every key below is validated, and the planner turns the resource keys (CPUs,
+memory, CPU share, pids, I/O weight, GPUs, threads, environment) into cgroup values and
+environment (`docs/planning.md`). The keys that describe supervision (`command`, `user`,
+`group`, `cwd`, `after`, pools, `priority`, `restart`, `stop`, `ready`) and the latency target
+(`slo`) are validated only: the daemon that acts on them is not built yet.
+
 Unknown keys are errors (with the closest valid key suggested); values are not coerced
 between TOML types (`cpus = "2"` is an error, `cpus = 2` is right).
 

@@ -17,7 +17,7 @@ from nxrd.errors import Problem, ProfileError
 from nxrd.profile.checks import check_profile
 from nxrd.profile.model import NAME_RE, Host, Pool, Profile, Workload
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -25,7 +25,7 @@ def load_profile(path: str | Path) -> Profile:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ProfileError(source, [Problem("", f"cannot read profile: {reason}")]) from None
     return parse_profile(text, source)
@@ -47,9 +47,9 @@ def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
     except ValidationError as e:
         problems = translate_errors(e)
         # Cross-field rules still run on the parts that are valid, so one pass shows all.
-        partial, declared = _valid_parts(data)
+        partial, declared, dropped = _valid_parts(data)
         if partial is not None:
-            problems += check_profile(partial, declared)
+            problems += check_profile(partial, declared, dropped)
         raise ProfileError(source, problems) from None
     problems = check_profile(profile)
     if problems:
@@ -57,10 +57,14 @@ def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
     return profile
 
 
-def _valid_parts(data: Any) -> tuple[Profile | None, set[str]]:
-    """The host, pools and workloads that validate on their own, and every declared name."""
+def _valid_parts(data: Any) -> tuple[Profile | None, set[str], dict[str, set[str]]]:
+    """What validates on its own: host, pools, and each workload without its broken keys.
+
+    Returns that partial profile, every declared name ("pool:NAME" for pools) and, per
+    workload, the keys left out because they were invalid.
+    """
     if not isinstance(data, dict):
-        return None, set()
+        return None, set(), {}
 
     def table(key: str) -> dict[str, Any]:
         value = data.get(key, {})
@@ -74,13 +78,24 @@ def _valid_parts(data: Any) -> tuple[Profile | None, set[str]]:
 
     host = valid(Host, data.get("host", {})) or Host()
     pools = {k: p for k, v in table("pools").items() if NAME_RE.match(k) and (p := valid(Pool, v))}
-    workloads = {
-        k: w
-        for k, v in table("workloads").items()
-        if NAME_RE.match(k) and (w := valid(Workload, v))
-    }
+    workloads: dict[str, Workload] = {}
+    dropped: dict[str, set[str]] = {}
+    for name, raw in table("workloads").items():
+        if not NAME_RE.match(name) or not isinstance(raw, dict):
+            continue
+        try:
+            workloads[name] = Workload.model_validate(raw)
+            continue
+        except ValidationError as e:
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+        kept = {k: v for k, v in raw.items() if k not in bad}
+        kept.setdefault("command", ["-"])  # stands in for a missing or broken command
+        if (wl := valid(Workload, kept)) is not None:
+            workloads[name] = wl
+            dropped[name] = bad
     declared = set(table("workloads")) | {f"pool:{k}" for k in table("pools")}
-    return Profile.model_construct(host=host, pools=pools, workloads=workloads), declared
+    partial = Profile.model_construct(host=host, pools=pools, workloads=workloads)
+    return partial, declared, dropped
 
 
 def dotted(loc: tuple[int | str, ...]) -> str:

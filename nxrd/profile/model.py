@@ -19,7 +19,7 @@ from nxrd.profile.units import (
     parse_size,
 )
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would accept a trailing newline
 CLASSES = ("latency-critical", "interactive", "batch", "background")
 WorkloadClass = Literal["latency-critical", "interactive", "batch", "background"]
 
@@ -39,7 +39,7 @@ def _size_or_max(value: object) -> int | None:
 
 def _check_name(kind: str) -> Any:
     def check(name: str) -> str:
-        if not NAME_RE.match(name):
+        if not NAME_RE.match(name):  # anchored at the start by match(), at the end by \Z
             raise ValueError(
                 f"invalid {kind} name {name!r}: use 1-63 characters from a-z, 0-9, '_' and '-', "
                 "starting with a letter or digit (it becomes a cgroup directory name)"
@@ -109,6 +109,8 @@ def _argv(value: object) -> tuple[str, ...]:
         raise ValueError("every argument must be a string")
     if not value[0]:
         raise ValueError("the program (first argument) is empty")
+    if any("\x00" in a for a in value):
+        raise ValueError("an argument contains a NUL byte")
     return tuple(value)
 
 
@@ -308,7 +310,9 @@ class Workload(Section):
         None,
         description="Run at idle scheduling priority (cpu.idle). Default: true for background.",
     )
-    pids_max: int | None = Field(None, ge=1, description="Process/thread limit (pids.max).")
+    pids_max: int | None = Field(
+        None, ge=1, le=4194304, description="Process/thread limit (pids.max)."
+    )
     io_weight: int | None = Field(None, ge=1, le=10000, description="io.weight (1-10000).")
     gpus: Annotated[
         int | tuple[int | str, ...] | None, BeforeValidator(_gpus), Syntax("count or list")

@@ -32,7 +32,7 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"size must not be negative (got {value})")
-        return value
+        return _bounded(value, value)
     if not isinstance(value, str):
         raise ValueError(f'expected a size such as "4G" or "512MiB" (got {value!r})')
     m = _SIZE_RE.match(value)
@@ -47,7 +47,17 @@ def parse_size(value: object) -> int:
             f"unknown size unit {m.group(2)!r} in {value!r} (units are binary: K, M, G, T or "
             f"KiB, MiB, GiB, TiB{hint})"
         )
-    return int(float(number) * _SIZE_UNITS[unit])
+    return _bounded(float(number) * _SIZE_UNITS[unit], value)
+
+
+MAX_SIZE = 1 << 60
+
+
+def _bounded(n: float, value: object) -> int:
+    # Far above any host, and below where the kernel clamps limits to "max".
+    if not n < MAX_SIZE:
+        raise ValueError(f'size {value!r} is too large (at most 1024T; use "max" for no limit)')
+    return int(n)
 
 
 def format_size(n: int) -> str:
@@ -69,8 +79,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError('expected a duration such as "10s", not a boolean')
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration must not be negative (got {value})")
+        if not 0 <= value < 1e9:  # also rejects NaN and infinity
+            raise ValueError(f"duration must be a finite number of seconds >= 0 (got {value})")
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f'expected a duration such as "500ms" or "10s" (got {value!r})')
@@ -83,6 +93,8 @@ def parse_duration(value: object) -> float:
         pos = m.end()
     if not text or pos != len(text):
         raise ValueError(f'not a duration: {value!r} (examples: "500ms", "10s", "5m", "1h")')
+    if not total < 1e9:
+        raise ValueError(f"duration {value!r} is too long")
     return total
 
 

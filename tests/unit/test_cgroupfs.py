@@ -58,6 +58,15 @@ def test_a_failing_write_rolls_everything_back(the_plan: Plan) -> None:
     assert sorted(fs.dirs) == ["", "batch"]
     assert fs.read("", "memory.min") == "0"
     assert fs.read("batch", "cpu.weight") == "100"
+    assert fs.subtree_control("batch") == []  # controllers it enabled are disabled again
+
+
+def test_rollback_disables_the_controllers_it_enabled(the_plan: Plan) -> None:
+    fs = FakeCgroupFS()
+    fs.fail_on.add(("background/idx", "pids.max"))
+    with pytest.raises(KernelError):
+        apply_plan(the_plan, fs)
+    assert list(fs.dirs) == [""] and fs.subtree_control("") == []
 
 
 def test_controllers_needed(the_plan: Plan) -> None:

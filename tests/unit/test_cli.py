@@ -126,3 +126,14 @@ def test_versions_and_help() -> None:
     assert run("nxrd", "--version").stdout.startswith("nxrd, version ")
     assert run("nxrctl", "--version").stdout.startswith("nxrctl, version ")
     assert "validate" in run("nxrctl", "--help").stdout
+
+
+def test_unreadable_paths_are_one_line_errors(tmp_path: Path) -> None:
+    r = run("nxrctl", "validate", str(tmp_path))
+    assert r.returncode == 1 and r.stderr == f"{tmp_path}: cannot read profile: Is a directory\n"
+    r = run("nxrd", "topology", "-o", str(tmp_path / "no/such/dir.json"))
+    assert r.returncode == 1
+    assert (
+        r.stderr == f"error: cannot write {tmp_path}/no/such/dir.json: No such file or directory\n"
+    )
+    assert run("nxrctl", "plan").returncode == 2  # usage error

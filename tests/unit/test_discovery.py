@@ -43,6 +43,8 @@ def fake_host(root: Path, mountinfo: str = V2_MOUNTINFO, own: str = "/nxr") -> P
     write(root, "proc/self/mountinfo", mountinfo)
     write(root, "proc/self/cgroup", f"0::{own}\n")
     write(root, f"sys/fs/cgroup{own}/cgroup.controllers", "cpuset cpu io memory pids\n")
+    write(root, f"sys/fs/cgroup{own}/cgroup.subtree_control", "cpu memory\n")
+    write(root, f"sys/fs/cgroup{own}/cgroup.procs", "")
     return root
 
 
@@ -68,6 +70,7 @@ def test_cgroup_v2_host(tmp_path: Path) -> None:
     assert info.mount == "/sys/fs/cgroup" and info.own_path == "/nxr"
     assert info.controllers == ["cpuset", "cpu", "io", "memory", "pids"]
     assert info.v1_controllers == []
+    assert info.subtree_control == ["cpu", "memory"] and info.writable
 
 
 def test_hybrid_host_reports_v1_controllers(tmp_path: Path) -> None:
@@ -122,9 +125,11 @@ def test_gpus_from_nvml_with_numa_nodes(tmp_path: Path, monkeypatch: pytest.Monk
     nvml = FakeNVML()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     write(tmp_path, "sys/bus/pci/devices/0000:41:00.0/numa_node", "0\n")
+    write(tmp_path, "sys/bus/pci/devices/0000:41:00.0/local_cpulist", "0-15,32-47\n")
     write(tmp_path, "sys/bus/pci/devices/0000:c1:00.0/numa_node", "-1\n")
     gpus, note = gpu.discover_gpus(tmp_path)
     assert note is None and nvml.shutdown
+    assert [g.local_cpus for g in gpus] == ["0-15,32-47", None]
     assert [(g.index, g.uuid, g.name, g.memory, g.node) for g in gpus] == [
         (0, "GPU-0", "NVIDIA L4", 24 << 30, 0),
         (1, "GPU-1", "NVIDIA L4", 24 << 30, None),  # -1: the platform does not say
@@ -135,3 +140,27 @@ def test_nvml_init_failure_is_a_reason(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "pynvml", FakeNVML(fail_init=True))
     gpus, note = gpu.discover_gpus(tmp_path)
     assert gpus == [] and note is not None and "Driver Not Loaded" in note
+
+
+def test_inconsistent_topology_files_are_refused(tmp_path: Path) -> None:
+    import json
+
+    from nxrd.errors import TopologyError
+    from nxrd.plan.topology import load_topology
+
+    base = {"cpus": [{"id": 0, "core": 0}], "nodes": [{"id": 0, "memory": 1}], "memory": 1}
+    cases = {
+        "duplicate CPU ids": {**base, "cpus": [{"id": 0, "core": 0}, {"id": 0, "core": 1}]},
+        "not in nodes": {**base, "cpus": [{"id": 0, "core": 0, "node": 3}]},
+        "duplicate GPU indices": {
+            **base,
+            "gpus": [{"index": 0, "uuid": "a"}, {"index": 0, "uuid": "b"}],
+        },
+        "greater than or equal to 0": {**base, "memory": -1},
+        "no CPUs": {**base, "cpus": []},
+    }
+    for expected, doc in cases.items():
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps(doc))
+        with pytest.raises(TopologyError, match=expected):
+            load_topology(path)

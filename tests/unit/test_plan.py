@@ -295,3 +295,88 @@ def test_real_h100_capture_plans_without_numa_information() -> None:
     assert model.gpus[0].uuid == "GPU-9ad9aab9-55cd-f074-e962-ff5878728e44"
     assert model.gpus[0].node is None and model.cpus == "1-2"
     assert p.workload("cpu-only").env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_explicit_exclusive_cpuset_may_not_share_a_core_with_reserved_cpus(
+    smt16: Topology,
+) -> None:
+    (line,) = refused(
+        '[host]\nreserved_cpus = "0"\n'
+        '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ncpuset="16"\n',
+        smt16,
+    )
+    assert line == (
+        "p.toml: workloads.a.cpuset: shares a core with reserved CPUs 0; "
+        "exclusive workloads own whole cores"
+    )
+
+
+def test_gpu_workloads_choose_cores_first(socket2: Topology) -> None:
+    p = plan(
+        LC.format(name="a", cpus=40)
+        + '[workloads.chat]\ncommand=["x"]\nclass="latency-critical"\ncpus=32\ngpus=4\n',
+        socket2,
+    )
+    node = {c.id: c.node for c in socket2.cpus}
+    chat_gpu_node = p.workload("chat").gpus[0].node
+    assert {node[c] for c in cpus(p, "chat")} == {chat_gpu_node}
+    assert not p.workload("chat").notes
+
+
+def test_the_same_gpu_by_index_and_uuid(smt16: Topology) -> None:
+    (line,) = refused(
+        '[workloads.a]\ncommand=["x"]\ngpus=[0, "GPU-6f1c2a44-0b1e-4c3a-9d2e-1a2b3c4d5e6f"]\n'
+        "gpu_shared = true\n",
+        smt16,
+    )
+    assert line == (
+        "p.toml: workloads.a.gpus: lists GPU 0 twice (as 0 and GPU-6f1c2a44-0b1e-4c3a-9d2e-1a2b3c4d5e6f)"
+    )
+
+
+def _variant(topo: Topology, **changes: object) -> Topology:
+    return Topology.model_validate({**topo.model_dump(), **changes})
+
+
+def test_gpu_counts_pick_gpus_with_room_for_gpu_memory(socket2: Topology) -> None:
+    gpus = [g.model_dump() for g in socket2.gpus[:2]]
+    gpus[0]["memory"] = 8 << 30
+    topo = _variant(socket2, gpus=gpus)
+    p = plan('[workloads.a]\ncommand=["x"]\ngpus=1\ngpu_memory="40G"\n', topo)
+    assert [g.index for g in p.workload("a").gpus] == [1]
+    (line,) = refused('[workloads.a]\ncommand=["x"]\ngpus=2\ngpu_memory="40G"\n', topo)
+    assert line == (
+        "p.toml: workloads.a.gpus: needs 2 GPU(s) with 40G (gpu_memory); "
+        "1 of the 2 free GPUs have that much"
+    )
+
+
+def test_mixed_core_sizes_count_short_in_cpus(smt16: Topology) -> None:
+    cpus_ = [c.model_dump() for c in smt16.cpus if c.id < 8 or 16 <= c.id < 20]
+    topo = _variant(smt16, cpus=cpus_, gpus=[])  # 4 two-thread cores + 4 single-thread cores
+    (line,) = refused('[host]\nreserved_cpus="0,16"\n' + LC.format(name="a", cpus=11), topo)
+    assert line == (
+        "p.toml: workloads.a.cpus: a needs 11 exclusive CPUs in whole cores; 10 are free "
+        "after reserving 0,16 (1 short)"
+    )
+
+
+def test_memoryless_nodes_are_left_out_of_mems(socket2: Topology) -> None:
+    topo = _variant(socket2, nodes=[{"id": 0, "memory": 1 << 40}, {"id": 1, "memory": 0}])
+    p = plan('[workloads.a]\ncommand=["x"]\ngpus=[4]\ncpus=4\n', topo)
+    assert {socket2.node_of(c) for c in cpus(p, "a")} == {1}
+    assert p.workload("a").mems == "0"
+
+
+def test_every_file_is_written_explicitly(vm2: Topology) -> None:
+    files = plan('[workloads.a]\ncommand=["x"]\n', vm2).workload("a").files
+    assert files["cpu.idle"] == "0" and list(files).index("cpu.idle") < list(files).index(
+        "cpu.weight"
+    )
+    assert files["memory.swap.max"] == "max" and files["io.weight"] == "default 100"
+    assert (
+        plan('[workloads.a]\ncommand=["x"]\nmemory_max="6K"\n', _variant(vm2, page_size=65536))
+        .workload("a")
+        .files["memory.max"]
+        == "0"
+    )

@@ -179,3 +179,40 @@ def test_cross_field_problems_show_alongside_structural_ones() -> None:
         # 'a' is declared (only invalid), so b's after = ["a"] is not reported as missing
         "p.toml: workloads.c.after: dependency cycle: b -> c -> b",
     ]
+
+
+def test_a_trailing_newline_does_not_sneak_into_a_name() -> None:
+    (line,) = errors('[workloads."chat\\n"]\ncommand = ["x"]\n')
+    assert line.startswith('p.toml: workloads."chat\\n": invalid workload name')
+    (line,) = errors(MINIMAL + 'env = {"A\\n" = "1"}\n')
+    assert line == "p.toml: workloads.chat.env: 'A\\n' is not a valid environment variable name"
+
+
+def test_values_the_kernel_or_exec_would_refuse() -> None:
+    (line,) = errors(MINIMAL.replace('["serve"]', '["serve\\u0000x"]'))
+    assert line == "p.toml: workloads.chat.command: an argument contains a NUL byte"
+    (line,) = errors(MINIMAL + "pids_max = 4194305\n")
+    assert line.startswith(
+        "p.toml: workloads.chat.pids_max: input should be less than or equal to 4194304"
+    )
+    (line,) = errors(MINIMAL + 'memory_max = "' + "9" * 40 + 'T"\n')
+    assert "is too large" in line
+
+
+def test_cross_field_rules_still_run_on_a_workload_with_a_type_error() -> None:
+    lines = errors(
+        '[workloads.a]\ncommand = ["x"]\ncpus = "2"\nmemory_min = "2G"\nmemory_max = "1G"\n'
+        'after = ["b"]\n[workloads.b]\ncommand = ["x"]\ncpus = "2"\nafter = ["a"]\n'
+    )
+    assert [line.split(": ")[1] for line in lines] == [
+        "workloads.a.cpus",
+        "workloads.b.cpus",
+        "workloads.a.memory_min",
+        "workloads.b.after",
+    ]
+    # A key that is there but invalid is not reported as missing.
+    lines = errors(
+        '[workloads.a]\ncommand = ["x"]\nclass = "latency-critical"\ncpus = "2"\n'
+        'gpus = "x"\ngpu_memory = "1G"\n'
+    )
+    assert [line.split(": ")[1] for line in lines] == ["workloads.a.cpus", "workloads.a.gpus"]

@@ -97,3 +97,15 @@ def test_readable_forms() -> None:
     assert format_duration(0.5) == "500ms"
     assert format_duration(90) == "1m30s"
     assert format_duration(300) == "5m"
+
+
+@pytest.mark.parametrize("text", ["1" * 400 + "T", "2000P", 1 << 61, "1e400"])
+def test_absurd_sizes_are_refused_not_crashed_on(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300, "9" * 400 + "s"])
+def test_non_finite_durations_are_refused(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(value)
