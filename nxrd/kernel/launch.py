@@ -1,0 +1,334 @@
+"""Launching a workload: a per-workload shim, the process inside its cgroup before exec.
+
+nxrd forks a shim (no exec: fast) that starts its own session, forks the workload,
+waits for it and writes how it ended to a status file. The workload joins its cgroup
+between fork and exec, so it and everything it forks run under the limits from its first
+instruction. Because the shim, not nxrd, is the workload's parent, exit statuses survive
+an nxrd crash or upgrade: the next nxrd reads them from the status file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import json
+import os
+import pwd
+import selectors
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nxrd.errors import KernelError
+
+LOG_MAX_BYTES = 10 << 20
+LOG_BACKUPS = 3
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    name: str
+    argv: tuple[str, ...]
+    cgroup_dir: Path
+    env: dict[str, str]
+    status_file: Path
+    log_file: Path
+    user: str | None = None
+    group: str | None = None
+    cwd: str | None = None
+    log_max_bytes: int = LOG_MAX_BYTES
+    log_backups: int = LOG_BACKUPS
+    journal: bool = False  # also send each output line to journald
+
+
+@dataclass(frozen=True)
+class Launched:
+    pid: int  # the workload's main process
+    shim_pid: int
+    started: float  # wall clock
+
+
+@dataclass
+class ExitStatus:
+    code: int | None = None
+    signal: int | None = None
+    time: float = field(default_factory=time.time)
+
+
+def _ids(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:
+    """uid, gid and supplementary groups to switch to, resolved before forking."""
+    uid = gid = None
+    groups: list[int] | None = None
+    if spec.user is not None:
+        try:
+            pw = pwd.getpwnam(spec.user)
+        except KeyError:
+            raise KernelError(f"cannot start {spec.name}: no user named {spec.user!r}") from None
+        uid, gid = pw.pw_uid, pw.pw_gid
+        groups = os.getgrouplist(spec.user, pw.pw_gid)
+    if spec.group is not None:
+        try:
+            gid = grp.getgrnam(spec.group).gr_gid
+        except KeyError:
+            raise KernelError(f"cannot start {spec.name}: no group named {spec.group!r}") from None
+    return uid, gid, groups
+
+
+def launch(spec: LaunchSpec) -> Launched:
+    """Start the workload through its shim; raises KernelError if it cannot be exec'd."""
+    procs = spec.cgroup_dir / "cgroup.procs"
+    if not procs.exists():
+        raise KernelError(f"cannot start {spec.name}: no cgroup at {spec.cgroup_dir}")
+    program = spec.argv[0]
+    if "/" not in program and shutil.which(program, path=spec.env.get("PATH")) is None:
+        raise KernelError(f"cannot start {spec.name}: program {program!r} not found in PATH")
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise KernelError(f"cannot start {spec.name}: cwd {spec.cwd} is not a directory")
+    ids = _ids(spec)
+    spec.status_file.parent.mkdir(parents=True, exist_ok=True)
+    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    shim_pid = os.fork()
+    if shim_pid == 0:  # the shim
+        code = 1
+        try:
+            os.close(report_r)
+            code = _shim(spec, ids, report_w)
+        finally:
+            os._exit(code)
+    os.close(report_w)
+    with os.fdopen(report_r, "rb") as f:
+        report = f.read()
+    if not report.startswith(b"pid "):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(shim_pid, 0)
+        reason = report.decode(errors="replace").strip() or "the shim died"
+        raise KernelError(f"cannot start {spec.name}: {reason}")
+    return Launched(int(report.split()[1]), shim_pid, time.time())
+
+
+def _shim(
+    spec: LaunchSpec, ids: tuple[int | None, int | None, list[int] | None], report: int
+) -> int:
+    # Own session: a signal to nxrd's process group never reaches the shim or the workload.
+    os.setsid()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)  # closes on a successful exec, else carries errno
+    keep = {report, out_r, out_w, err_r, err_w}
+    for fd in range(3, _max_fd()):
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    pid = os.fork()
+    if pid == 0:
+        _exec_workload(spec, ids, out_w, err_w)  # never returns
+    os.close(out_w)
+    os.close(err_w)
+    with os.fdopen(err_r, "rb") as f:
+        failure = f.read()
+    if failure:
+        os.waitpid(pid, 0)
+        os.write(report, failure)
+        return 1
+    _write_status(
+        spec.status_file,
+        {
+            "name": spec.name,
+            "pid": pid,
+            "shim_pid": os.getpid(),
+            "started": time.time(),
+            "exit": None,
+        },
+    )
+    os.write(report, f"pid {pid}\n".encode())
+    os.close(report)
+    status = _pump(spec, pid, out_r)
+    _write_status(
+        spec.status_file,
+        {"name": spec.name, "pid": pid, "shim_pid": os.getpid(), "exit": status.__dict__},
+    )
+    return 0
+
+
+def _exec_workload(
+    spec: LaunchSpec, ids: tuple[int | None, int | None, list[int] | None], out: int, err: int
+) -> None:
+    step = "join cgroup"
+    try:
+        # Join the cgroup before anything else runs: "0" means the writing process.
+        fd = os.open(spec.cgroup_dir / "cgroup.procs", os.O_WRONLY)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.setsid()  # its own process group: stop signals reach its children too
+        uid, gid, groups = ids
+        step = "switch user"
+        if groups is not None:
+            os.setgroups(groups)
+        if gid is not None:
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+        step = "change directory"
+        if spec.cwd is not None:
+            os.chdir(spec.cwd)
+        step = "exec"
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.execvpe(spec.argv[0], list(spec.argv), spec.env)
+    except OSError as e:
+        os.write(err, f"{step}: {e.strerror or e}".encode())
+    except BaseException as e:  # anything at all: the child must never return into nxrd
+        os.write(err, f"{step}: {e}".encode())
+    os._exit(127)
+
+
+DRAIN_AFTER_EXIT = 0.5  # seconds: children that inherited stdout may keep it open for ever
+
+
+def _pump(spec: LaunchSpec, pid: int, out: int) -> ExitStatus:
+    """Copy the workload's output to its log until it exits; return how it exited."""
+    log = RotatingLog(spec.log_file, spec.log_max_bytes, spec.log_backups, _journal_sender(spec))
+    pidfd = os.pidfd_open(pid)
+    sel = selectors.DefaultSelector()
+    sel.register(out, selectors.EVENT_READ, "out")
+    sel.register(pidfd, selectors.EVENT_READ, "exit")
+    os.set_blocking(out, False)
+    status: ExitStatus | None = None
+    deadline = 0.0
+    out_open = True
+    while status is None or (out_open and time.monotonic() < deadline):
+        timeout = None if status is None else max(0.0, deadline - time.monotonic())
+        for key, _ in sel.select(timeout):
+            if key.data == "exit":
+                _, raw = os.waitpid(pid, 0)
+                status = _decode(raw)
+                deadline = time.monotonic() + DRAIN_AFTER_EXIT
+                sel.unregister(pidfd)
+                os.close(pidfd)
+            else:
+                data = _read(out)
+                if data == b"":  # every writer closed
+                    sel.unregister(out)
+                    out_open = False
+                elif data:
+                    log.write(data)
+    log.close()
+    return status
+
+
+def _read(fd: int) -> bytes | None:
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    except OSError as e:
+        if e.errno == errno.EIO:
+            return b""
+        raise
+
+
+def _decode(raw: int) -> ExitStatus:
+    if os.WIFSIGNALED(raw):
+        return ExitStatus(signal=os.WTERMSIG(raw))
+    return ExitStatus(code=os.waitstatus_to_exitcode(raw))
+
+
+def _max_fd() -> int:
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 65536)
+    except (ValueError, OSError):
+        return 1024
+
+
+def _write_status(path: Path, data: dict[str, object]) -> None:
+    # Written whole then renamed: a reader never sees half a status.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, object] | None:
+    """The shim's status file, or None if there is none (never started, or cleaned up)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _journal_sender(spec: LaunchSpec) -> Callable[[str], None] | None:
+    if not spec.journal:
+        return None
+    try:
+        from systemd import journal
+    except ImportError:
+        return None
+
+    def send(line: str) -> None:
+        with contextlib.suppress(OSError):
+            journal.send(line, SYSLOG_IDENTIFIER=spec.name, NXR_WORKLOAD=spec.name)
+
+    return send
+
+
+class RotatingLog:
+    """Output lines with a timestamp, rotated by size: name.log, name.log.1, ..."""
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        backups: int,
+        journal: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path, self.max_bytes, self.backups, self.journal = path, max_bytes, backups, journal
+        self._partial = b""
+        self._f = open(path, "ab")  # noqa: SIM115 - held open for the workload's life
+        self._size = self._f.tell()
+
+    def write(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > 65536:  # a line without end: write it in pieces
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()).encode()
+        record = stamp + b" " + line + b"\n"
+        if self._size + len(record) > self.max_bytes and self._size > 0:
+            self._rotate()
+        self._f.write(record)
+        self._f.flush()
+        self._size += len(record)
+        if self.journal is not None:
+            self.journal(line.decode(errors="replace"))
+
+    def _rotate(self) -> None:
+        self._f.close()
+        for i in range(self.backups - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{i}")
+            if src.exists():
+                os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.backups > 0:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        self._f = open(self.path, "ab")  # noqa: SIM115
+        self._size = 0
+
+    def close(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+        self._f.close()

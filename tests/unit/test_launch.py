@@ -1,0 +1,142 @@
+"""The launcher on a plain directory standing in for a cgroup (its cgroup.procs is a file).
+
+What the kernel does with the cgroup write is proven in tests/kernel; here: the shim, the
+exec, environment, directory, stdin, output capture, exit statuses and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nxrd.errors import KernelError
+from nxrd.kernel.launch import LaunchSpec, Launched, RotatingLog, launch, read_status
+
+
+def spec(tmp_path: Path, *argv: str, **kw: object) -> LaunchSpec:
+    cg = tmp_path / "cg"
+    cg.mkdir(exist_ok=True)
+    (cg / "cgroup.procs").touch()
+    env = {"PATH": os.environ["PATH"], "NXR_TEST": "hello"}
+    return LaunchSpec(
+        name="w",
+        argv=argv,
+        cgroup_dir=cg,
+        env=env,
+        status_file=tmp_path / "run/w.json",
+        log_file=tmp_path / "logs/w.log",
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def wait_exit(s: LaunchSpec, timeout: float = 10) -> dict[str, object]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = read_status(s.status_file)
+        if st and st.get("exit"):
+            return st
+        time.sleep(0.02)
+    raise AssertionError("no exit recorded")
+
+
+def reap(l: Launched) -> None:
+    os.waitpid(l.shim_pid, 0)
+
+
+def test_runs_with_env_cwd_null_stdin_and_captures_output(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; print(os.environ['NXR_TEST'], os.getcwd()); "
+        "print('err', file=sys.stderr); print(repr(sys.stdin.read()))"
+    )
+    s = spec(tmp_path, sys.executable, "-u", "-c", code, cwd="/tmp")
+    l = launch(s)
+    st = wait_exit(s)
+    reap(l)
+    assert st["pid"] == l.pid and st["exit"]["code"] == 0  # type: ignore[index]
+    lines = [line.split(" ", 1)[1] for line in s.log_file.read_text().splitlines()]
+    assert lines == ["hello /tmp", "err", "''"]
+    # The workload wrote its own pid into the stand-in cgroup.procs before exec.
+    assert (s.cgroup_dir / "cgroup.procs").read_text() == "0"
+
+
+def test_exit_codes_and_signals_are_recorded(tmp_path: Path) -> None:
+    s = spec(tmp_path, sys.executable, "-c", "import sys; sys.exit(3)")
+    l = launch(s)
+    assert wait_exit(s)["exit"]["code"] == 3  # type: ignore[index]
+    reap(l)
+    s = spec(tmp_path, "sleep", "30")
+    l = launch(s)
+    os.kill(l.pid, signal.SIGKILL)
+    assert wait_exit(s)["exit"]["signal"] == signal.SIGKILL  # type: ignore[index]
+    reap(l)
+
+
+def test_the_workload_is_in_its_own_session_apart_from_nxrd(tmp_path: Path) -> None:
+    s = spec(tmp_path, "sleep", "30")
+    l = launch(s)
+    try:
+        assert os.getsid(l.pid) == l.pid != os.getsid(0)
+        assert os.getsid(l.shim_pid) == l.shim_pid
+    finally:
+        os.kill(l.pid, signal.SIGKILL)
+        wait_exit(s)
+        reap(l)
+
+
+def test_exec_failures_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(KernelError, match=r"^cannot start w: program 'no-such-prog' not found"):
+        launch(spec(tmp_path, "no-such-prog"))
+    (tmp_path / "notexec").write_text("x")
+    with pytest.raises(KernelError, match=r"^cannot start w: exec: Permission denied$"):
+        launch(spec(tmp_path, str(tmp_path / "notexec")))
+    with pytest.raises(KernelError, match=r"no user named 'nobody-here'"):
+        launch(spec(tmp_path, "true", user="nobody-here"))
+    with pytest.raises(KernelError, match=r"cwd /nonexistent is not a directory"):
+        launch(spec(tmp_path, "true", cwd="/nonexistent"))
+    s = spec(tmp_path, "true")
+    (s.cgroup_dir / "cgroup.procs").unlink()
+    with pytest.raises(KernelError, match=r"no cgroup at"):
+        launch(s)
+
+
+def test_drops_to_the_configured_user(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test runs as root (the developer and CI machines are root)")
+    tmp_path.chmod(0o755)
+    s = spec(tmp_path, "sh", "-c", "id -u; id -g", user="nobody", cwd="/")
+    l = launch(s)
+    wait_exit(s)
+    reap(l)
+    import pwd
+
+    pw = pwd.getpwnam("nobody")
+    lines = [line.split(" ", 1)[1] for line in s.log_file.read_text().splitlines()]
+    assert lines == [str(pw.pw_uid), str(pw.pw_gid)]
+
+
+def test_logs_rotate_by_size(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "w.log", max_bytes=200, backups=2)
+    for i in range(30):
+        log.write(f"line {i:02d}\n".encode())
+    log.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["w.log", "w.log.1", "w.log.2"]
+    newest = (tmp_path / "w.log").read_text().splitlines()[-1]
+    assert newest.endswith("line 29")
+    assert all(p.stat().st_size <= 200 for p in tmp_path.iterdir())
+
+
+def test_partial_lines_are_joined(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "w.log", max_bytes=1 << 20, backups=1)
+    log.write(b"hel")
+    log.write(b"lo\nwor")  # the unfinished last line is flushed on close
+    log.close()
+    assert [l.split(" ", 1)[1] for l in (tmp_path / "w.log").read_text().splitlines()] == [
+        "hello",
+        "wor",
+    ]
