@@ -45,5 +45,23 @@ def topology(output: str | None, summary: bool, no_gpus: bool) -> None:
         click.echo(topo.to_json(), nl=False)
 
 
+@cli.command()
+@reported
+def check() -> None:
+    """Check that this host can isolate workloads: cgroup v2, controllers, a writable subtree."""
+    import sys
+
+    from nxrd.kernel.discovery import cgroup_info
+    from nxrd.kernel.requirements import check as requirements
+    from nxrd.kernel.requirements import usable
+
+    reqs = requirements(cgroup_info())
+    for req in reqs:
+        click.echo(req.line())
+    if not usable(reqs):
+        click.echo("nxrd cannot isolate workloads on this host; it will refuse to start.", err=True)
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="nxrd")

@@ -35,7 +35,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.BACKOFF: frozenset({S.PENDING, S.STOPPED}),
     # an operator starts a failed or stopped workload again
     S.FAILED: frozenset({S.PENDING, S.STOPPED}),
-    S.STOPPING: frozenset({S.STOPPED}),
+    # STOPPING -> EXITED only when nxr stopped a start that never became ready:
+    # that counts as a failed start, and the restart policy decides what follows
+    S.STOPPING: frozenset({S.STOPPED, S.EXITED}),
     S.STOPPED: frozenset({S.PENDING}),
 }
 

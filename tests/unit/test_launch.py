@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nxrd.errors import KernelError
-from nxrd.kernel.launch import LaunchSpec, Launched, RotatingLog, launch, read_status
+from nxrd.kernel.launch import Launched, LaunchSpec, RotatingLog, launch, read_status
 
 
 def spec(tmp_path: Path, *argv: str, **kw: object) -> LaunchSpec:
@@ -44,8 +44,8 @@ def wait_exit(s: LaunchSpec, timeout: float = 10) -> dict[str, object]:
     raise AssertionError("no exit recorded")
 
 
-def reap(l: Launched) -> None:
-    os.waitpid(l.shim_pid, 0)
+def reap(run_: Launched) -> None:
+    os.waitpid(run_.shim_pid, 0)
 
 
 def test_runs_with_env_cwd_null_stdin_and_captures_output(tmp_path: Path) -> None:
@@ -54,10 +54,10 @@ def test_runs_with_env_cwd_null_stdin_and_captures_output(tmp_path: Path) -> Non
         "print('err', file=sys.stderr); print(repr(sys.stdin.read()))"
     )
     s = spec(tmp_path, sys.executable, "-u", "-c", code, cwd="/tmp")
-    l = launch(s)
+    run_ = launch(s)
     st = wait_exit(s)
-    reap(l)
-    assert st["pid"] == l.pid and st["exit"]["code"] == 0  # type: ignore[index]
+    reap(run_)
+    assert st["pid"] == run_.pid and st["exit"]["code"] == 0  # type: ignore[index]
     lines = [line.split(" ", 1)[1] for line in s.log_file.read_text().splitlines()]
     assert lines == ["hello /tmp", "err", "''"]
     # The workload wrote its own pid into the stand-in cgroup.procs before exec.
@@ -66,26 +66,26 @@ def test_runs_with_env_cwd_null_stdin_and_captures_output(tmp_path: Path) -> Non
 
 def test_exit_codes_and_signals_are_recorded(tmp_path: Path) -> None:
     s = spec(tmp_path, sys.executable, "-c", "import sys; sys.exit(3)")
-    l = launch(s)
+    run_ = launch(s)
     assert wait_exit(s)["exit"]["code"] == 3  # type: ignore[index]
-    reap(l)
+    reap(run_)
     s = spec(tmp_path, "sleep", "30")
-    l = launch(s)
-    os.kill(l.pid, signal.SIGKILL)
+    run_ = launch(s)
+    os.kill(run_.pid, signal.SIGKILL)
     assert wait_exit(s)["exit"]["signal"] == signal.SIGKILL  # type: ignore[index]
-    reap(l)
+    reap(run_)
 
 
 def test_the_workload_is_in_its_own_session_apart_from_nxrd(tmp_path: Path) -> None:
     s = spec(tmp_path, "sleep", "30")
-    l = launch(s)
+    run_ = launch(s)
     try:
-        assert os.getsid(l.pid) == l.pid != os.getsid(0)
-        assert os.getsid(l.shim_pid) == l.shim_pid
+        assert os.getsid(run_.pid) == run_.pid != os.getsid(0)
+        assert os.getsid(run_.shim_pid) == run_.shim_pid
     finally:
-        os.kill(l.pid, signal.SIGKILL)
+        os.kill(run_.pid, signal.SIGKILL)
         wait_exit(s)
-        reap(l)
+        reap(run_)
 
 
 def test_exec_failures_are_one_line_errors(tmp_path: Path) -> None:
@@ -109,9 +109,9 @@ def test_drops_to_the_configured_user(tmp_path: Path) -> None:
         pytest.fail("this test runs as root (the developer and CI machines are root)")
     tmp_path.chmod(0o755)
     s = spec(tmp_path, "sh", "-c", "id -u; id -g", user="nobody", cwd="/")
-    l = launch(s)
+    run_ = launch(s)
     wait_exit(s)
-    reap(l)
+    reap(run_)
     import pwd
 
     pw = pwd.getpwnam("nobody")
@@ -136,7 +136,7 @@ def test_partial_lines_are_joined(tmp_path: Path) -> None:
     log.write(b"hel")
     log.write(b"lo\nwor")  # the unfinished last line is flushed on close
     log.close()
-    assert [l.split(" ", 1)[1] for l in (tmp_path / "w.log").read_text().splitlines()] == [
+    assert [line.split(" ", 1)[1] for line in (tmp_path / "w.log").read_text().splitlines()] == [
         "hello",
         "wor",
     ]

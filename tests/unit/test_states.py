@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -41,7 +43,7 @@ def test_a_normal_life_is_allowed() -> None:
         State.STOPPED,
         State.PENDING,
     ]
-    for old, new in zip(life, life[1:], strict=False):
+    for old, new in itertools.pairwise(life):
         check_transition(old, new)
 
 

@@ -1,0 +1,147 @@
+"""The real Runtime: cgroupfs, the launcher's shims and their status files, probes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import time
+from pathlib import Path
+
+from nxrd.errors import KernelError
+from nxrd.kernel import probes
+from nxrd.kernel.cgroupfs import LinuxCgroupFS
+from nxrd.kernel.launch import LaunchSpec, launch, read_status
+from nxrd.plan.model import WorkloadPlan
+from nxrd.profile.model import Workload
+from nxrd.supervisor.runtime import Ended, Runtime, Started
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class LinuxRuntime(Runtime):
+    def __init__(self, fs: LinuxCgroupFS, state_dir: Path, journal: bool = False) -> None:
+        self.fs, self.state_dir, self.journal = fs, state_dir, journal
+        self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
+
+    def status_file(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.json"
+
+    def ensure_cgroup(self, wl: WorkloadPlan) -> None:
+        if not self.fs.exists(wl.cgroup):
+            self.fs.mkdir(wl.cgroup)
+        for filename, value in wl.files.items():
+            self.fs.write(wl.cgroup, filename, value)
+
+    def base_env(self, spec: Workload) -> dict[str, str]:
+        """A clean environment: nothing of nxrd's own (NOTIFY_SOCKET, INVOCATION_ID...) leaks."""
+        env = {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
+        for key in ("LANG", "LC_ALL", "TZ"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        if spec.user is not None:
+            with contextlib.suppress(KeyError):
+                pw = pwd.getpwnam(spec.user)
+                env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+        return env
+
+    def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
+        # The plan's variables win over the profile's env, which wins over the base.
+        env = {**self.base_env(spec), **spec.env, **wl.env}
+        launched = launch(
+            LaunchSpec(
+                name=wl.name,
+                argv=spec.command,
+                cgroup_dir=Path(self.fs.describe(wl.cgroup)),
+                env=env,
+                status_file=self.status_file(wl.name),
+                log_file=self.state_dir / "logs" / f"{wl.name}.log",
+                user=spec.user,
+                group=spec.group,
+                cwd=spec.cwd,
+                journal=self.journal,
+            )
+        )
+        self.watch(launched.shim_pid)
+        return Started(launched.pid, launched.shim_pid)
+
+    def watch(self, shim_pid: int) -> None:
+        """Open a pidfd on a shim so the loop wakes when it exits (no PID-reuse races)."""
+        if shim_pid not in self.pidfds:
+            with contextlib.suppress(ProcessLookupError):
+                self.pidfds[shim_pid] = os.pidfd_open(shim_pid)
+
+    def ended(self, name: str, shim_pid: int) -> Ended | None:
+        status = read_status(self.status_file(name))
+        exit_ = status.get("exit") if status else None
+        if isinstance(exit_, dict):
+            self._forget(shim_pid)
+            return Ended(exit_.get("code"), exit_.get("signal"))
+        if self._alive(shim_pid):
+            return None
+        # The shim is gone without a recorded exit (it was killed): status unknown.
+        status = read_status(self.status_file(name))  # it may have written just now
+        exit_ = status.get("exit") if status else None
+        self._forget(shim_pid)
+        if isinstance(exit_, dict):
+            return Ended(exit_.get("code"), exit_.get("signal"))
+        return Ended(None, None)
+
+    def _alive(self, shim_pid: int) -> bool:
+        fd = self.pidfds.get(shim_pid)
+        if fd is not None:
+            import select
+
+            readable, _, _ = select.select([fd], [], [], 0)
+            return not readable
+        try:
+            os.kill(shim_pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _forget(self, shim_pid: int) -> None:
+        fd = self.pidfds.pop(shim_pid, None)
+        if fd is not None:
+            os.close(fd)
+        # Reap it if it is our child (it is not after nxrd restarted).
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(shim_pid, os.WNOHANG)
+
+    def signal(self, pid: int, sig: int) -> None:
+        try:
+            os.killpg(pid, sig)  # the workload leads its own process group
+        except ProcessLookupError:
+            pass
+        except PermissionError as e:
+            raise KernelError(f"cannot signal process group {pid}: {e.strerror}") from None
+
+    def kill_all(self, wl: WorkloadPlan) -> None:
+        if self.fs.exists(wl.cgroup):
+            self.fs.write(wl.cgroup, "cgroup.kill", "1")
+
+    def populated(self, wl: WorkloadPlan) -> bool:
+        if not self.fs.exists(wl.cgroup):
+            return False
+        events = self.fs.read(wl.cgroup, "cgroup.events").split()
+        return "populated" in events and events[events.index("populated") + 1] == "1"
+
+    def oom_kills(self, wl: WorkloadPlan) -> int:
+        if not self.fs.exists(wl.cgroup):
+            return 0
+        fields = self.fs.read(wl.cgroup, "memory.events").split()
+        return int(fields[fields.index("oom_kill") + 1]) if "oom_kill" in fields else 0
+
+    def remove_cgroup(self, wl: WorkloadPlan) -> None:
+        if not self.fs.exists(wl.cgroup):
+            return
+        for _ in range(50):  # killed tasks leave the cgroup asynchronously
+            try:
+                self.fs.rmdir(wl.cgroup)
+                return
+            except KernelError:
+                time.sleep(0.02)
+        self.fs.rmdir(wl.cgroup)
+
+    def ready(self, spec: Workload) -> bool:
+        return spec.ready is None or probes.check(spec.ready)

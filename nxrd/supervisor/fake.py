@@ -1,0 +1,79 @@
+"""An in-memory Runtime for unit tests: processes that exit when the test says so."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nxrd.errors import KernelError
+from nxrd.plan.model import WorkloadPlan
+from nxrd.profile.model import Workload
+from nxrd.supervisor.runtime import Ended, Runtime, Started
+
+
+@dataclass
+class FakeProcess:
+    name: str
+    pid: int
+    ended: Ended | None = None
+    signals: list[int] = field(default_factory=list)
+    ignores_signals: bool = False
+
+
+class FakeRuntime(Runtime):
+    def __init__(self) -> None:
+        self.next_pid = 1000
+        self.procs: dict[str, FakeProcess] = {}  # the current process of each workload
+        self.launches: list[str] = []
+        self.cgroups: set[str] = set()
+        self.oom: dict[str, int] = {}
+        self.fail_launch: set[str] = set()
+        self.ready_now: set[str] = set()
+        self.leftovers: set[str] = set()  # cgroups that still hold processes
+        self.killed: list[str] = []
+
+    def ensure_cgroup(self, wl: WorkloadPlan) -> None:
+        self.cgroups.add(wl.name)
+
+    def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
+        if wl.name in self.fail_launch:
+            raise KernelError(f"cannot start {wl.name}: program {spec.command[0]!r} not found")
+        self.next_pid += 2
+        self.procs[wl.name] = FakeProcess(wl.name, self.next_pid)
+        self.launches.append(wl.name)
+        return Started(self.next_pid, self.next_pid + 1)
+
+    def ended(self, name: str, shim_pid: int) -> Ended | None:
+        return self.procs[name].ended
+
+    def signal(self, pid: int, sig: int) -> None:
+        for p in self.procs.values():
+            if p.pid == pid:
+                p.signals.append(sig)
+                if not p.ignores_signals and p.ended is None:
+                    p.ended = Ended(None, sig)
+
+    def kill_all(self, wl: WorkloadPlan) -> None:
+        self.killed.append(wl.name)
+        self.leftovers.discard(wl.name)
+        p = self.procs.get(wl.name)
+        if p is not None and p.ended is None:
+            p.ended = Ended(None, 9)
+
+    def populated(self, wl: WorkloadPlan) -> bool:
+        p = self.procs.get(wl.name)
+        return wl.name in self.leftovers or (p is not None and p.ended is None)
+
+    def oom_kills(self, wl: WorkloadPlan) -> int:
+        return self.oom.get(wl.name, 0)
+
+    def remove_cgroup(self, wl: WorkloadPlan) -> None:
+        self.cgroups.discard(wl.name)
+
+    def ready(self, spec: Workload) -> bool:
+        return spec.ready is None or any(
+            self.procs.get(n) is not None and n in self.ready_now for n in self.procs
+        )
+
+    # test helpers
+    def exit(self, name: str, code: int | None = None, sig: int | None = None) -> None:
+        self.procs[name].ended = Ended(code, sig)

@@ -1,0 +1,61 @@
+"""The kernel operations the supervisor needs, as one interface (real one in kernel/runtime.py)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from nxrd.plan.model import WorkloadPlan
+from nxrd.profile.model import Workload
+
+
+@dataclass(frozen=True)
+class Started:
+    pid: int
+    shim_pid: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a process ended, as its shim recorded it (None/None: unknown)."""
+
+    code: int | None
+    signal: int | None
+
+
+class Runtime(ABC):
+    @abstractmethod
+    def ensure_cgroup(self, wl: WorkloadPlan) -> None:
+        """Create the workload's leaf if missing and write its planned values."""
+
+    @abstractmethod
+    def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
+        """Start the workload in its leaf; raises NxrError when it cannot be started."""
+
+    @abstractmethod
+    def ended(self, name: str, shim_pid: int) -> Ended | None:
+        """How the workload ended, or None while it (its shim) is still running."""
+
+    @abstractmethod
+    def signal(self, pid: int, sig: int) -> None:
+        """Send sig to the workload's process group (it leads its own session)."""
+
+    @abstractmethod
+    def kill_all(self, wl: WorkloadPlan) -> None:
+        """Kill every process left in the workload's cgroup (cgroup.kill)."""
+
+    @abstractmethod
+    def populated(self, wl: WorkloadPlan) -> bool:
+        """Whether any process is left in the workload's cgroup."""
+
+    @abstractmethod
+    def oom_kills(self, wl: WorkloadPlan) -> int:
+        """memory.events oom_kill of the workload's cgroup (0 if it has none)."""
+
+    @abstractmethod
+    def remove_cgroup(self, wl: WorkloadPlan) -> None:
+        """Remove the workload's (empty) leaf."""
+
+    def ready(self, spec: Workload) -> bool:
+        """One readiness check of spec.ready (True when it has none)."""
+        return spec.ready is None

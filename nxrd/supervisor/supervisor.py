@@ -1,0 +1,316 @@
+"""The supervisor: workload records, their state transitions and the actions each one takes.
+
+Driven by tick(now) with an injected clock and a Runtime for every kernel operation,
+so its whole behaviour is unit-tested with a fake runtime and a fake clock.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nxrd.errors import NxrError
+from nxrd.plan.model import Plan, WorkloadPlan
+from nxrd.profile.model import Profile, Workload
+from nxrd.supervisor.events import EventLog
+from nxrd.supervisor.pools import Candidate, Holder, PoolSpec, schedule
+from nxrd.supervisor.restart import Exit, History, decide
+from nxrd.supervisor.runtime import Ended, Runtime
+from nxrd.supervisor.states import State, check_transition
+
+
+@dataclass
+class Record:
+    """Everything the supervisor knows about one workload."""
+
+    name: str
+    plan: WorkloadPlan
+    spec: Workload
+    state: State = State.PENDING
+    reason: str = "declared in the profile"
+    pid: int | None = None
+    shim_pid: int | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    waiting_since: float = 0.0
+    history: History = field(default_factory=History)
+    restarts: int = 0
+    backoff_until: float | None = None
+    stop_deadline: float | None = None
+    stop_cause: str | None = None  # set when nxr itself stops it
+    next_probe: float = 0.0
+    oom_before: int = 0
+    last_exit: str | None = None
+    start_after_stop: bool = False  # a restart: start again once stopped
+
+
+class Supervisor:
+    def __init__(
+        self,
+        profile: Profile,
+        plan: Plan,
+        runtime: Runtime,
+        events: EventLog,
+        wall: Callable[[], float],
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.profile, self.runtime, self.events = profile, runtime, events
+        self.wall, self.jitter = wall, jitter
+        # Dependencies first, so a chain of `after` advances within one tick.
+        plans = {wl.name: wl for wl in plan.workloads}
+        self.records = {
+            name: Record(name, plans[name], profile.workloads[name])
+            for name in _dependency_order(profile)
+        }
+        self.pools = {n: PoolSpec(n, p.slots, p.max_starting) for n, p in profile.pools.items()}
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _move(self, rec: Record, new: State, cause: str) -> None:
+        check_transition(rec.state, new)
+        old, rec.state, rec.reason = rec.state, new, cause
+        self.events.record(self.wall(), rec.name, old.value, new.value, cause)
+
+    # -- operator actions --------------------------------------------------------------
+
+    def start(self, name: str, now: float) -> None:
+        """Start a stopped or failed workload again (an operator's request)."""
+        rec = self.records[name]
+        if rec.state in (State.STOPPED, State.FAILED):
+            rec.history, rec.waiting_since = History(), now
+            self._move(rec, State.PENDING, "started by operator")
+            rec.stop_cause = rec.stop_deadline = None
+
+    def stop(self, name: str, now: float, cause: str = "stopped-by-operator") -> None:
+        """Stop a workload: stop.signal, then after stop.timeout kill its whole cgroup."""
+        rec = self.records[name]
+        rec.stop_cause = cause
+        if rec.state in (State.STARTING, State.READY):
+            self._move(rec, State.STOPPING, cause.replace("-", " "))
+            if rec.pid is not None:
+                sig = signal.Signals[rec.spec.stop.signal]
+                self._quietly(lambda: self.runtime.signal(rec.pid or 0, sig))
+            rec.stop_deadline = now + rec.spec.stop.timeout
+        elif (
+            rec.state in (State.PENDING, State.WAITING_FOR_POOL, State.BACKOFF, State.FAILED)
+            or rec.state == State.EXITED
+        ):
+            self._move(rec, State.STOPPED, cause.replace("-", " "))
+
+    def restart(self, name: str, now: float, cause: str = "restarted-by-operator") -> None:
+        """Stop the workload if it runs, then start it again."""
+        rec = self.records[name]
+        if rec.state in (State.STARTING, State.READY, State.STOPPING):
+            rec.start_after_stop = True
+            self.stop(name, now, cause)
+        else:
+            if rec.state not in (State.STOPPED, State.FAILED):
+                self.stop(name, now, cause)
+            self.start(name, now)
+
+    def adopt(self, name: str, pid: int, shim_pid: int, started_at: float, now: float) -> None:
+        """Take over a workload a previous nxrd started: same process, no restart."""
+        rec = self.records[name]
+        rec.pid, rec.shim_pid, rec.started_at = pid, shim_pid, started_at
+        rec.oom_before = self.runtime.oom_kills(rec.plan)
+        self._move(rec, State.STARTING, f"adopted from the previous nxrd; pid {pid}")
+        rec.ready_at = now
+        self._move(rec, State.READY, "was running under the previous nxrd")
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """What the next nxrd needs to adopt the running workloads."""
+        return {
+            r.name: {
+                "state": r.state.value,
+                "pid": r.pid,
+                "shim_pid": r.shim_pid,
+                "started_at": r.started_at,
+                "cgroup": r.plan.cgroup,
+                "restarts": r.restarts,
+            }
+            for r in self.records.values()
+        }
+
+    def stop_all(self, now: float) -> None:
+        for name in self.records:
+            self.stop(name, now)
+
+    def all_stopped(self) -> bool:
+        return all(r.state in (State.STOPPED, State.FAILED) for r in self.records.values())
+
+    # -- the loop's step ---------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Advance every workload as far as it can go at time now."""
+        for rec in self.records.values():
+            self._watch(rec, now)
+        for rec in self.records.values():
+            if rec.state == State.BACKOFF and now >= (rec.backoff_until or 0):
+                rec.waiting_since = now
+                self._move(rec, State.PENDING, "restart delay over")
+            if rec.state == State.PENDING and self._deps_ready(rec):
+                if rec.spec.pool is None:
+                    self._launch(rec, now)
+                else:
+                    self._move(rec, State.WAITING_FOR_POOL, f"waiting for pool {rec.spec.pool}")
+        self._schedule_pools(now)
+        for rec in self.records.values():
+            if rec.state == State.STARTING:
+                self._probe(rec, now)
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until a timer of some workload is due (backoff, stop timeout, probe)."""
+        due = [now + 1.0]
+        for rec in self.records.values():
+            if rec.state == State.BACKOFF and rec.backoff_until is not None:
+                due.append(rec.backoff_until)
+            if rec.state == State.STOPPING and rec.stop_deadline is not None:
+                due.append(rec.stop_deadline)
+            if rec.state == State.STARTING:
+                due.append(rec.next_probe)
+        return max(0.0, min(due) - now)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _deps_ready(self, rec: Record) -> bool:
+        waiting = [d for d in rec.spec.after if self.records[d].state != State.READY]
+        if waiting:
+            rec.reason = "waiting for " + ", ".join(waiting) + " to be ready"
+        return not waiting
+
+    def _schedule_pools(self, now: float) -> None:
+        slots = {n: r.spec.pool_slots or 1 for n, r in self.records.items()}
+        holders = [
+            Holder(r.name, r.spec.pool, slots[r.name], r.state == State.STARTING)
+            for r in self.records.values()
+            if r.spec.pool is not None and r.state in (State.STARTING, State.READY, State.STOPPING)
+        ]
+        candidates = [
+            Candidate(r.name, r.spec.pool, slots[r.name], r.spec.priority, r.waiting_since)
+            for r in self.records.values()
+            if r.spec.pool is not None and r.state == State.WAITING_FOR_POOL
+        ]
+        if not candidates:
+            return
+        result = schedule(self.pools, holders, candidates)
+        for name, why in result.waiting.items():
+            self.records[name].reason = why
+        for name in result.start:
+            self._launch(
+                self.records[name], now, cause=f"slot free in pool {self.records[name].spec.pool}"
+            )
+
+    def _launch(self, rec: Record, now: float, cause: str = "dependencies ready") -> None:
+        try:
+            self.runtime.ensure_cgroup(rec.plan)
+            if self.runtime.populated(rec.plan):  # leftovers of an earlier run
+                self.runtime.kill_all(rec.plan)
+            rec.oom_before = self.runtime.oom_kills(rec.plan)
+            started = self.runtime.launch(rec.plan, rec.spec)
+        except NxrError as e:
+            self._move(rec, State.STARTING, cause)
+            rec.pid = rec.shim_pid = None
+            self._exited(rec, Exit("spawn-failed"), now, str(e))
+            return
+        rec.pid, rec.shim_pid = started.pid, started.shim_pid
+        rec.started_at, rec.stop_cause, rec.next_probe = now, None, now
+        self._move(rec, State.STARTING, f"{cause}; pid {started.pid}")
+        self._probe(rec, now)
+
+    def _probe(self, rec: Record, now: float) -> None:
+        if now < rec.next_probe:
+            return
+        ready = rec.spec.ready
+        if self.runtime.ready(rec.spec):
+            rec.ready_at = now
+            self._move(
+                rec, State.READY, "no readiness check" if ready is None else "ready check passed"
+            )
+            return
+        assert ready is not None
+        if now - (rec.started_at or now) >= ready.timeout:
+            self.stop(rec.name, now, cause="not-ready")
+            return
+        rec.next_probe = now + ready.interval
+
+    def _watch(self, rec: Record, now: float) -> None:
+        if rec.state not in (State.STARTING, State.READY, State.STOPPING) or rec.shim_pid is None:
+            return
+        ended = self.runtime.ended(rec.name, rec.shim_pid)
+        if rec.state == State.STOPPING:
+            if ended is None and now >= (rec.stop_deadline or now):
+                self._quietly(lambda: self.runtime.kill_all(rec.plan))
+            if ended is not None:
+                self._quietly(lambda: self.runtime.kill_all(rec.plan))
+                if not self.runtime.populated(rec.plan):
+                    cause = rec.stop_cause or "stopped-by-operator"
+                    if cause == "not-ready":
+                        self._exited(rec, Exit("not-ready"), now, "not ready in time")
+                        return
+                    rec.pid = rec.shim_pid = None
+                    self._quietly(lambda: self.runtime.remove_cgroup(rec.plan))
+                    self._move(rec, State.STOPPED, _describe(ended, cause))
+                    if rec.start_after_stop:
+                        rec.start_after_stop = False
+                        self.start(rec.name, now)
+            return
+        if ended is not None:
+            self._exited(rec, self._cause(rec, ended), now)
+
+    def _cause(self, rec: Record, ended: Ended) -> Exit:
+        if ended.signal == signal.SIGKILL and self.runtime.oom_kills(rec.plan) > rec.oom_before:
+            return Exit("oom", signal=ended.signal)
+        if ended.signal is not None:
+            return Exit("signal", signal=ended.signal)
+        if ended.code is None:
+            return Exit("lost")
+        return Exit("exit-code", code=ended.code)
+
+    def _exited(self, rec: Record, exit: Exit, now: float, detail: str = "") -> None:
+        ran = now - (rec.started_at or now)
+        rec.last_exit = exit.describe()
+        self._move(rec, State.EXITED, exit.describe() + (f": {detail}" if detail else ""))
+        rec.pid = rec.shim_pid = None
+        # The workload's children die with it: a restart starts from an empty cgroup.
+        self._quietly(lambda: self.runtime.kill_all(rec.plan))
+        d = decide(rec.spec.restart, rec.history, exit, now, ran, self.jitter())
+        rec.history = d.history
+        if d.action == "restart":
+            rec.restarts += 1
+            rec.backoff_until = now + d.delay
+            self._move(rec, State.BACKOFF, d.reason)
+        elif d.action == "give-up":
+            self._move(rec, State.FAILED, d.reason)
+        else:
+            self._move(rec, State.STOPPED, d.reason)
+
+    def _quietly(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except NxrError as e:
+            # The process or cgroup is already gone: nothing left to do, but say so.
+            self.events.record(self.wall(), "-", "-", "-", f"ignored: {e}")
+
+
+def _dependency_order(profile: Profile) -> list[str]:
+    """Workload names with every `after` dependency before its dependents (no cycles: checked)."""
+    done: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in done:
+            for dep in profile.workloads[name].after:
+                visit(dep)
+            done.append(name)
+
+    for name in profile.workloads:
+        visit(name)
+    return done
+
+
+def _describe(ended: Ended, cause: str) -> str:
+    how = (
+        Exit("signal", signal=ended.signal) if ended.signal else Exit("exit-code", code=ended.code)
+    )
+    return f"{cause.replace('-', ' ')} ({how.describe()})"

@@ -1,0 +1,229 @@
+"""The supervisor with a fake runtime and a hand-driven clock."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+
+import pytest
+
+from nxrd.plan import make_plan
+from nxrd.plan.topology import load_topology
+from nxrd.profile import parse_profile
+from nxrd.supervisor.events import EventLog
+from nxrd.supervisor.fake import FakeProcess, FakeRuntime
+from nxrd.supervisor.states import State
+from nxrd.supervisor.supervisor import Supervisor
+from tests.unit.conftest import TOPOLOGIES
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(text: str) -> tuple[Supervisor, FakeRuntime, Clock, EventLog]:
+    profile = parse_profile(text)
+    plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
+    rt, clock, log = FakeRuntime(), Clock(), EventLog()
+    return Supervisor(profile, plan, rt, log, clock, jitter=lambda: 0.5), rt, clock, log
+
+
+def run(sup: Supervisor, clock: Clock, seconds: float, step: float = 0.1) -> None:
+    end = clock.now + seconds
+    while clock.now < end:
+        sup.tick(clock.now)
+        clock.now = round(clock.now + step, 6)
+
+
+def states(sup: Supervisor) -> dict[str, str]:
+    return {n: r.state.value for n, r in sup.records.items()}
+
+
+def trail(log: EventLog, name: str) -> list[str]:
+    return [e.new for e in log.since(0, name)]
+
+
+def test_starts_in_dependency_order() -> None:
+    sup, rt, clock, log = make(
+        '[workloads.api]\ncommand=["x"]\nafter=["db"]\n[workloads.db]\ncommand=["x"]\n'
+    )
+    sup.tick(clock.now)
+    assert rt.launches == ["db", "api"]  # db ready at once (no check), then api
+    assert states(sup) == {"api": "ready", "db": "ready"}
+    assert trail(log, "api") == ["starting", "ready"]
+
+
+def test_after_waits_for_readiness() -> None:
+    sup, rt, clock, _log = make(
+        '[workloads.api]\ncommand=["x"]\nafter=["db"]\n'
+        '[workloads.db]\ncommand=["x"]\nready={tcp=5432, interval="1s", timeout="30s"}\n'
+    )
+    run(sup, clock, 3)
+    assert states(sup) == {"api": "pending", "db": "starting"}
+    assert sup.records["api"].reason == "waiting for db to be ready"
+    rt.ready_now.add("db")
+    run(sup, clock, 1.5)
+    assert states(sup) == {"api": "ready", "db": "ready"}
+
+
+def test_oom_kill_is_the_recorded_cause_and_it_restarts() -> None:
+    sup, rt, clock, log = make('[workloads.w]\ncommand=["x"]\nmemory_max="64M"\n')
+    sup.tick(clock.now)
+    rt.oom["w"] = 1
+    rt.exit("w", sig=signal.SIGKILL)
+    run(sup, clock, 1.5)
+    exited = next(e for e in log.since(0, "w") if e.new == "exited")
+    assert exited.cause == "oom"
+    assert trail(log, "w") == [
+        "starting",
+        "ready",
+        "exited",
+        "backoff",
+        "pending",
+        "starting",
+        "ready",
+    ]
+    assert rt.launches == ["w", "w"]
+
+
+def test_crash_loop_backs_off_growing_then_fails() -> None:
+    sup, rt, clock, log = make(
+        '[workloads.w]\ncommand=["x"]\nrestart={delay="1s", max_delay="8s", max_restarts=3}\n'
+    )
+    launched_at = []
+    for _ in range(200):
+        sup.tick(clock.now)
+        rec = sup.records["w"]
+        if rec.state == State.READY:
+            launched_at.append(clock.now)
+            rt.exit("w", code=1)
+        if rec.state == State.FAILED:
+            break
+        clock.now = round(clock.now + 0.1, 6)
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(launched_at)]
+    # doubling delays (jitter fixed at the midpoint), plus the 0.1 s tick that sees the exit
+    assert gaps == [1.1, 2.1, 4.1]
+    assert sup.records["w"].state == State.FAILED
+    assert log.since(0, "w")[-1].cause == "exit code 1; 3 restarts within 5m, max_restarts is 3"
+    run(sup, clock, 30)
+    assert len(rt.launches) == 4  # failed stays failed...
+    sup.start("w", clock.now)
+    sup.tick(clock.now)
+    assert len(rt.launches) == 5 and sup.records["w"].state == State.READY  # ...until started
+
+
+def test_stop_escalates_to_killing_the_cgroup_after_the_timeout() -> None:
+    sup, rt, clock, log = make('[workloads.w]\ncommand=["x"]\nstop={timeout="5s"}\n')
+    sup.tick(clock.now)
+    rt.procs["w"].ignores_signals = True
+    rt.leftovers.add("w")  # a child it forked
+    sup.stop("w", clock.now)
+    run(sup, clock, 4.9)
+    assert rt.procs["w"].signals == [signal.SIGTERM] and rt.killed == []
+    run(sup, clock, 0.3)
+    assert rt.killed and not rt.populated(sup.records["w"].plan)
+    assert sup.records["w"].state == State.STOPPED and "w" not in rt.cgroups
+    assert log.since(0, "w")[-1].cause == "stopped by operator (signal SIGKILL)"
+
+
+def test_a_failed_spawn_is_an_exit_with_its_reason() -> None:
+    sup, rt, clock, log = make('[workloads.w]\ncommand=["nope"]\nrestart={policy="no"}\n')
+    rt.fail_launch.add("w")
+    sup.tick(clock.now)
+    assert trail(log, "w") == ["starting", "exited", "stopped"]
+    assert log.since(0, "w")[1].cause == ("spawn failed: cannot start w: program 'nope' not found")
+
+
+def test_not_ready_in_time_is_a_failed_start() -> None:
+    sup, _rt, clock, log = make(
+        '[workloads.w]\ncommand=["x"]\nready={tcp=1, timeout="3s"}\nrestart={policy="on-failure"}\n'
+    )
+    run(sup, clock, 3.3)
+    assert trail(log, "w")[:4] == ["starting", "stopping", "exited", "backoff"]
+    assert log.since(0, "w")[2].cause == "not ready: not ready in time"
+
+
+def test_pool_of_one_runs_workloads_one_at_a_time_by_priority() -> None:
+    sup, rt, clock, _log = make(
+        "[pools.gpu]\nslots=1\n"
+        '[workloads.low]\ncommand=["x"]\npool="gpu"\npriority=10\nrestart={policy="no"}\n'
+        '[workloads.high]\ncommand=["x"]\npool="gpu"\npriority=900\nrestart={policy="no"}\n'
+        '[workloads.mid]\ncommand=["x"]\npool="gpu"\npriority=500\nrestart={policy="no"}\n'
+    )
+    order = []
+    for _ in range(10):
+        sup.tick(clock.now)
+        running = [n for n, r in sup.records.items() if r.state == State.READY]
+        assert len(running) <= 1
+        if running:
+            order.append(running[0])
+            rt.exit(running[0], code=0)
+        clock.now += 0.1
+    assert order == ["high", "mid", "low"]
+    assert sup.records["low"].state == State.STOPPED
+
+
+def test_waiting_workloads_say_why() -> None:
+    sup, _rt, clock, _log = make(
+        "[pools.gpu]\nslots=1\n"
+        '[workloads.a]\ncommand=["x"]\npool="gpu"\npriority=900\n'
+        '[workloads.b]\ncommand=["x"]\npool="gpu"\n'
+    )
+    sup.tick(clock.now)
+    sup.tick(clock.now)  # holders are those started before this tick
+    assert sup.records["b"].state == State.WAITING_FOR_POOL
+    assert (
+        sup.records["b"].reason == "waiting for pool gpu: needs 1 slot(s), 0 of 1 free (held by a)"
+    )
+
+
+@pytest.mark.parametrize("policy", ["no", "on-failure"])
+def test_clean_exit_stays_stopped_unless_always(policy: str) -> None:
+    sup, rt, clock, _log = make(f'[workloads.w]\ncommand=["x"]\nrestart={{policy="{policy}"}}\n')
+    sup.tick(clock.now)
+    rt.exit("w", code=0)
+    run(sup, clock, 5)
+    assert sup.records["w"].state == State.STOPPED and rt.launches == ["w"]
+
+
+def test_leftover_children_are_killed_before_a_restart() -> None:
+    sup, rt, clock, _log = make('[workloads.w]\ncommand=["x"]\nrestart={policy="always"}\n')
+    sup.tick(clock.now)
+    rt.leftovers.add("w")
+    rt.exit("w", code=0)
+    run(sup, clock, 2)
+    assert rt.killed[0] == "w" and rt.launches == ["w", "w"]
+
+
+def test_restart_stops_then_starts_again() -> None:
+    sup, rt, clock, log = make('[workloads.w]\ncommand=["x"]\n')
+    sup.tick(clock.now)
+    sup.restart("w", clock.now)
+    run(sup, clock, 1)
+    assert trail(log, "w") == [
+        "starting",
+        "ready",
+        "stopping",
+        "stopped",
+        "pending",
+        "starting",
+        "ready",
+    ]
+    assert rt.launches == ["w", "w"]
+
+
+def test_adopted_workloads_keep_their_process_and_are_still_supervised() -> None:
+    sup, rt, clock, log = make('[workloads.w]\ncommand=["x"]\nrestart={policy="always"}\n')
+    rt.procs["w"] = FakeProcess("w", 4242)
+    sup.adopt("w", 4242, 4243, clock.now - 50, clock.now)
+    run(sup, clock, 1)
+    assert rt.launches == [] and sup.records["w"].pid == 4242
+    assert trail(log, "w") == ["starting", "ready"]
+    rt.exit("w", sig=signal.SIGSEGV)
+    run(sup, clock, 2)
+    assert rt.launches == ["w"]
+    assert [e.cause for e in log.since(0, "w") if e.new == "exited"] == ["signal SIGSEGV"]
