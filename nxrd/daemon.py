@@ -2,18 +2,69 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from nxrd import __version__
 from nxrd.cli.errors import reported
 from nxrd.errors import NxrError
+from nxrd.service_defaults import DEFAULT_STATE_DIR
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nxrd")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
-def cli(debug: bool) -> None:
-    """nxrd: runs ML workloads in isolated cgroup v2 leaves."""
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    help="Profile file or directory of *.toml files (repeatable). Runs the daemon.",
+)
+@click.option(
+    "--state-dir",
+    default=lambda: os.environ.get("STATE_DIRECTORY", DEFAULT_STATE_DIR),
+    show_default="$STATE_DIRECTORY or /var/lib/nxr",
+    help="Where workload status files, logs and the adoption state live.",
+)
+@click.option(
+    "--cgroup-root",
+    default=None,
+    help="Absolute path of the cgroup to own (default: the systemd unit's, else <cgroup2>/nxr).",
+)
+@click.option(
+    "--on-stop",
+    type=click.Choice(["stop", "leave"]),
+    default="stop",
+    show_default=True,
+    help="On SIGTERM/SIGINT: stop every workload first, or leave them running for the next "
+    "nxrd to adopt.",
+)
+@click.pass_context
+@reported
+def cli(
+    ctx: click.Context,
+    debug: bool,
+    profiles: tuple[str, ...],
+    state_dir: str,
+    cgroup_root: str | None,
+    on_stop: str,
+) -> None:
+    """nxrd: runs ML workloads in isolated cgroup v2 leaves.
+
+    With --profile, runs in the foreground until SIGTERM.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not profiles:
+        click.echo(ctx.get_help())
+        sys.exit(2)
+    from nxrd.service import Daemon
+
+    daemon = Daemon(list(profiles), state_dir, cgroup_root, on_stop)
+    daemon.start()
+    sys.exit(daemon.loop())
 
 
 @cli.command()

@@ -192,3 +192,48 @@ def _unwrap(tp: Any) -> Any:
             tp = models[0] if models else args[0]
         else:
             return tp
+
+
+def load_profiles(paths: list[str]) -> tuple[Profile, str]:
+    """One profile from files and directories of *.toml (merged); returns it and its source name.
+
+    Workloads and pools may not be declared twice; [host] keys may not conflict.
+    """
+    files: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(path.glob("*.toml"))
+            if not found:
+                raise ProfileError(str(path), [Problem("", "no *.toml profiles in this directory")])
+            files += found
+        else:
+            files.append(path)
+    if len(files) == 1:
+        return load_profile(files[0]), str(files[0])
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    problems: list[Problem] = []
+    for f in files:
+        try:
+            data = tomllib.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ProfileError(str(f), [Problem("", f"cannot read profile: {e}")]) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ProfileError(str(f), [Problem("", f"invalid TOML: {e}")]) from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                merged[section] = table
+                continue
+            target = merged.setdefault(section, {})
+            for key, value in table.items():
+                where = f"{section}.{key}"
+                if key in target and (section != "host" or target[key] != value):
+                    problems.append(Problem(where, f"declared in both {origin[where]} and {f}"))
+                    continue
+                target[key] = value
+                origin[where] = str(f)
+    source = ", ".join(str(f) for f in files)
+    if problems:
+        raise ProfileError(source, problems)
+    return validate_data(merged, source), source

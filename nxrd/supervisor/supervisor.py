@@ -167,7 +167,8 @@ class Supervisor:
             if rec.state == State.BACKOFF and rec.backoff_until is not None:
                 due.append(rec.backoff_until)
             if rec.state == State.STOPPING and rec.stop_deadline is not None:
-                due.append(rec.stop_deadline)
+                # Past the deadline the kernel is emptying the cgroup: look again soon, no spin.
+                due.append(max(rec.stop_deadline, now + 0.05))
             if rec.state == State.STARTING:
                 due.append(rec.next_probe)
         return max(0.0, min(due) - now)

@@ -1,0 +1,178 @@
+"""Running nxrd: check the host, own the subtree, apply the plan, adopt, supervise, stop.
+
+The loop is single-threaded: signal handlers only record the signal; the loop wakes on
+them, on shim pidfds (a workload ended) and on the supervisor's next timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+from pathlib import Path
+
+from nxrd.errors import KernelError, NxrError
+from nxrd.kernel.apply import apply_plan
+from nxrd.kernel.cgroupfs import LinuxCgroupFS
+from nxrd.kernel.discovery import discover
+from nxrd.kernel.launch import read_status
+from nxrd.kernel.requirements import check, subtree_path, usable
+from nxrd.kernel.runtime import LinuxRuntime
+from nxrd.kernel.subtree import take_subtree
+from nxrd.plan import make_plan
+from nxrd.profile.load import load_profiles
+from nxrd.service_defaults import DEFAULT_STATE_DIR
+from nxrd.supervisor.events import Event, EventLog
+from nxrd.supervisor.states import State
+from nxrd.supervisor.supervisor import Supervisor
+
+RUNNING = (State.STARTING.value, State.READY.value, State.STOPPING.value)
+
+
+def journald() -> bool:
+    return os.path.exists("/run/systemd/journal/socket")
+
+
+def _print_event(e: Event) -> None:
+    stamp = (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.time))
+        + f".{int(e.time * 1000) % 1000:03d}"
+    )
+    print(f"{stamp} {e.workload}: {e.old} -> {e.new} ({e.cause})", file=sys.stderr, flush=True)
+
+
+def _journal_event(e: Event) -> None:
+    from systemd import journal
+
+    with contextlib.suppress(OSError):
+        journal.send(
+            f"{e.workload}: {e.old} -> {e.new} ({e.cause})",
+            NXR_WORKLOAD=e.workload,
+            NXR_EVENT=e.new,
+            NXR_CAUSE=e.cause,
+            NXR_OLD_STATE=e.old,
+        )
+
+
+class Daemon:
+    def __init__(
+        self,
+        profiles: list[str],
+        state_dir: str = DEFAULT_STATE_DIR,
+        cgroup_root: str | None = None,
+        on_stop: str = "stop",
+    ) -> None:
+        self.profile, self.source = load_profiles(profiles)
+        self.topology = discover()
+        self.plan = make_plan(self.profile, self.topology, self.source)
+        self.state_dir = Path(state_dir)
+        self.on_stop = on_stop
+        reqs = check(self.topology.cgroup)
+        if not usable(reqs):
+            missing = "; ".join(f"{r.detail} ({r.fix})" for r in reqs if not r.ok)
+            raise NxrError(f"refusing to start without isolation: {missing}")
+        root = cgroup_root or subtree_path(self.topology.cgroup)
+        assert root is not None
+        self.root = Path(root)
+        self.signals: list[int] = []
+
+    def start(self) -> Supervisor:
+        """Own the subtree, write the plan's tree, adopt what a previous nxrd left running."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.fs: LinuxCgroupFS = take_subtree(self.root)
+        apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted workloads too
+        self.runtime = LinuxRuntime(self.fs, self.state_dir, journal=journald())
+        self.events = EventLog()
+        self.events.sinks.append(_journal_event if journald() else _print_event)
+        self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
+        self._adopt(time.monotonic())
+        return self.sup
+
+    def _state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def _adopt(self, now: float) -> None:
+        try:
+            saved = json.loads(self._state_file().read_text()).get("workloads", {})
+        except (OSError, ValueError):
+            saved = {}
+        for name, entry in saved.items():
+            pid, shim = entry.get("pid"), entry.get("shim_pid")
+            if entry.get("state") not in RUNNING or not pid or not shim:
+                continue
+            if name not in self.sup.records:
+                self._remove_leftover(name, entry)
+                continue
+            if read_status(self.runtime.status_file(name)) is None:
+                continue
+            self.runtime.watch(shim)
+            self.sup.adopt(name, pid, shim, entry.get("started_at") or now, now)
+
+    def _remove_leftover(self, name: str, entry: dict[str, object]) -> None:
+        """A workload the profile no longer declares: kill it and remove its cgroup."""
+        cgroup = str(entry.get("cgroup") or "")
+        if cgroup and self.fs.exists(cgroup):
+            self.fs.write(cgroup, "cgroup.kill", "1")
+            for _ in range(100):
+                with contextlib.suppress(KernelError):
+                    self.fs.rmdir(cgroup)
+                    break
+                time.sleep(0.02)
+        self.events.record(time.time(), name, "ready", "stopped", "no longer in the profile")
+
+    def _save(self, last: str) -> str:
+        text = json.dumps({"workloads": self.sup.snapshot()}, sort_keys=True)
+        if text != last:
+            tmp = self._state_file().with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self._state_file())
+        return text
+
+    def loop(self) -> int:
+        """Supervise until SIGTERM/SIGINT; returns the exit code."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda s, _f: self.signals.append(s))
+        sel = selectors.DefaultSelector()
+        sel.register(wake_r, selectors.EVENT_READ)
+        stopping = False
+        last = ""
+        while True:
+            now = time.monotonic()
+            for got in self.signals:
+                if got == signal.SIGHUP:
+                    self.events.record(
+                        time.time(),
+                        "nxrd",
+                        "-",
+                        "-",
+                        "SIGHUP ignored: restart nxrd to apply a changed profile "
+                        "(running workloads are adopted, not restarted)",
+                    )
+                elif not stopping:
+                    stopping = True
+                    if self.on_stop == "leave":
+                        self._save(last)
+                        return 0
+                    self.sup.stop_all(now)
+            self.signals.clear()
+            self.sup.tick(now)
+            last = self._save(last)
+            if stopping and self.sup.all_stopped():
+                return 0
+            watched = set(self.runtime.pidfds.values())
+            for key in list(sel.get_map().values()):
+                if key.fd != wake_r and key.fd not in watched:
+                    sel.unregister(key.fd)
+            for fd in watched:
+                if fd not in sel.get_map():
+                    sel.register(fd, selectors.EVENT_READ)
+            for key, _ in sel.select(min(self.sup.next_wakeup(now), 1.0)):
+                if key.fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
