@@ -111,6 +111,9 @@ class Daemon:
                 continue
             self.runtime.watch(shim)
             self.sup.adopt(name, pid, shim, entry.get("started_at") or now, now)
+            if entry.get("launch") != self.sup.launch_key(name):
+                # Its cgroup values were updated live by apply_plan; command or env need a restart.
+                self.sup.restart(name, now, cause="profile-changed")
 
     def _remove_leftover(self, name: str, entry: dict[str, object]) -> None:
         """A workload the profile no longer declares: kill it and remove its cgroup."""

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vm
 
 echo "== lint (ruff) and types (mypy; strict on the pure modules)"
-.venv/bin/ruff check nxrd tests scripts
-.venv/bin/ruff format --check nxrd tests scripts
+.venv/bin/ruff check nxrd tests scripts bench
+.venv/bin/ruff format --check nxrd tests scripts bench
 .venv/bin/mypy nxrd
 
 echo "== unit tier (no root, fakes, captured topologies)"

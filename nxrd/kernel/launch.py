@@ -84,8 +84,12 @@ def launch(spec: LaunchSpec) -> Launched:
     if not procs.exists():
         raise KernelError(f"cannot start {spec.name}: no cgroup at {spec.cgroup_dir}")
     program = spec.argv[0]
-    if "/" not in program and shutil.which(program, path=spec.env.get("PATH")) is None:
-        raise KernelError(f"cannot start {spec.name}: program {program!r} not found in PATH")
+    if "/" not in program:
+        # Resolved once here: execve of the full path skips the PATH walk in the child.
+        found = shutil.which(program, path=spec.env.get("PATH"))
+        if found is None:
+            raise KernelError(f"cannot start {spec.name}: program {program!r} not found in PATH")
+        program = found
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         raise KernelError(f"cannot start {spec.name}: cwd {spec.cwd} is not a directory")
     ids = _ids(spec)
@@ -97,7 +101,7 @@ def launch(spec: LaunchSpec) -> Launched:
         code = 1
         try:
             os.close(report_r)
-            code = _shim(spec, ids, report_w)
+            code = _shim(spec, program, ids, report_w)
         finally:
             os._exit(code)
     os.close(report_w)
@@ -112,7 +116,10 @@ def launch(spec: LaunchSpec) -> Launched:
 
 
 def _shim(
-    spec: LaunchSpec, ids: tuple[int | None, int | None, list[int] | None], report: int
+    spec: LaunchSpec,
+    program: str,
+    ids: tuple[int | None, int | None, list[int] | None],
+    report: int,
 ) -> int:
     # Own session: a signal to nxrd's process group never reaches the shim or the workload.
     os.setsid()
@@ -120,14 +127,16 @@ def _shim(
         signal.signal(sig, signal.SIG_DFL)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)  # closes on a successful exec, else carries errno
-    keep = {report, out_r, out_w, err_r, err_w}
-    for fd in range(3, _max_fd()):
-        if fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    # nxrd's own descriptors (its socket, pidfds, logs) must not leak into the workload.
+    # closerange between the kept ones: one C loop, not 65536 Python calls (60 ms per spawn).
+    low = 3
+    for fd in sorted({report, out_r, out_w, err_r, err_w}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
     pid = os.fork()
     if pid == 0:
-        _exec_workload(spec, ids, out_w, err_w)  # never returns
+        _exec_workload(spec, program, ids, out_w, err_w)  # never returns
     os.close(out_w)
     os.close(err_w)
     with os.fdopen(err_r, "rb") as f:
@@ -136,6 +145,9 @@ def _shim(
         os.waitpid(pid, 0)
         os.write(report, failure)
         return 1
+    # The pid first: nxrd waits on it; the status file is for a later nxrd to adopt from.
+    os.write(report, f"pid {pid}\n".encode())
+    os.close(report)
     _write_status(
         spec.status_file,
         {
@@ -146,8 +158,6 @@ def _shim(
             "exit": None,
         },
     )
-    os.write(report, f"pid {pid}\n".encode())
-    os.close(report)
     status = _pump(spec, pid, out_r)
     _write_status(
         spec.status_file,
@@ -157,7 +167,11 @@ def _shim(
 
 
 def _exec_workload(
-    spec: LaunchSpec, ids: tuple[int | None, int | None, list[int] | None], out: int, err: int
+    spec: LaunchSpec,
+    program: str,
+    ids: tuple[int | None, int | None, list[int] | None],
+    out: int,
+    err: int,
 ) -> None:
     step = "join cgroup"
     try:
@@ -182,7 +196,7 @@ def _exec_workload(
         os.dup2(null, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)
-        os.execvpe(spec.argv[0], list(spec.argv), spec.env)
+        os.execve(program, list(spec.argv), spec.env)
     except OSError as e:
         os.write(err, f"{step}: {e.strerror or e}".encode())
     except BaseException as e:  # anything at all: the child must never return into nxrd

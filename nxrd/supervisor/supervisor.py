@@ -6,6 +6,8 @@ so its whole behaviour is unit-tested with a fake runtime and a fake clock.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import signal
 from collections.abc import Callable
@@ -119,6 +121,13 @@ class Supervisor:
         rec.ready_at = now
         self._move(rec, State.READY, "was running under the previous nxrd")
 
+    def launch_key(self, name: str) -> str:
+        """Fingerprint of what a restart would change: command, environment, user, directory."""
+        rec = self.records[name]
+        s = rec.spec
+        what = [list(s.command), sorted({**s.env, **rec.plan.env}.items()), s.user, s.group, s.cwd]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
     def snapshot(self) -> dict[str, dict[str, object]]:
         """What the next nxrd needs to adopt the running workloads."""
         return {
@@ -129,6 +138,7 @@ class Supervisor:
                 "started_at": r.started_at,
                 "cgroup": r.plan.cgroup,
                 "restarts": r.restarts,
+                "launch": self.launch_key(r.name),
             }
             for r in self.records.values()
         }

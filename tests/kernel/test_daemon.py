@@ -274,3 +274,35 @@ def test_a_profile_that_does_not_fit_changes_nothing(tmp_path: Path, cgroup_root
     lines = d.log.read_text().splitlines()
     assert len(lines) == 1 and "workloads.big.cpus: big needs 64 exclusive CPUs" in lines[0]
     assert not cgroup_root.exists()
+
+
+def test_a_new_nxrd_reconciles_with_a_changed_profile(tmp_path: Path, cgroup_root: Path) -> None:
+    keep = '[workloads.keep]\ncommand = ["sleep", "600"]\nmemory_max = "100M"\n'
+    gone = '[workloads.gone]\ncommand = ["sleep", "600"]\n'
+    change = '[workloads.change]\ncommand = ["sleep", "600"]\n'
+    first = Nxrd(tmp_path, keep + gone + change, cgroup_root).start()
+    names = ("keep", "gone", "change")
+    first.wait_for(lambda: all(first.state_of(n).get("state") == "ready" for n in names))
+    before = {n: first.state_of(n)["pid"] for n in names}
+    first.stop(signal.SIGKILL)
+    # memory_max changes live; change's command changes (restart); gone is removed; new is added
+    first.profile_file.write_text(
+        keep.replace("100M", "200M")
+        + change.replace('"600"', '"601"')
+        + '[workloads.new]\ncommand = ["sleep", "600"]\n'
+    )
+    second = first.start()
+    try:
+        second.wait_for(
+            lambda: (
+                all(second.state_of(n).get("state") == "ready" for n in ("keep", "change", "new"))
+                and second.state_of("change").get("pid") != before["change"]
+            )
+        )
+        assert second.state_of("keep")["pid"] == before["keep"]
+        assert (cgroup_root / "interactive/keep/memory.max").read_text().strip() == str(200 << 20)
+        assert not alive(int(before["gone"])) and not (cgroup_root / "interactive/gone").exists()  # type: ignore[call-overload]
+        assert not alive(int(before["change"]))  # type: ignore[call-overload]
+        assert ("change", "stopping", "profile changed") in second.events("change")
+    finally:
+        second.stop()

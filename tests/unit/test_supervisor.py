@@ -227,3 +227,13 @@ def test_adopted_workloads_keep_their_process_and_are_still_supervised() -> None
     run(sup, clock, 2)
     assert rt.launches == ["w"]
     assert [e.cause for e in log.since(0, "w") if e.new == "exited"] == ["signal SIGSEGV"]
+
+
+def test_launch_key_changes_with_what_needs_a_restart() -> None:
+    a, *_ = make('[workloads.w]\ncommand=["x"]\nmemory_max="1G"\n')
+    b, *_ = make('[workloads.w]\ncommand=["x"]\nmemory_max="2G"\n')  # live cgroup change only
+    c, *_ = make('[workloads.w]\ncommand=["x", "--v2"]\n')
+    d, *_ = make('[workloads.w]\ncommand=["x"]\nenv={A="1"}\n')
+    assert a.launch_key("w") == b.launch_key("w")
+    assert len({a.launch_key("w"), c.launch_key("w"), d.launch_key("w")}) == 3
+    assert a.snapshot()["w"]["launch"] == a.launch_key("w")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Boot a Debian kernel with a pure cgroup v2 hierarchy in qemu (virtme-ng) and run one
+# shell command inside as root, from the repository root. Prints its output and exits
+# with its status; exits 1 when the VM does not start or finish.
+#   scripts/vm-run.sh 'COMMAND'
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+bash scripts/setup.sh --vm
+KVER=$(cat .cache/vm/kernel-version)
+KERNEL=$REPO/.cache/vm/root/boot/vmlinuz-$KVER
+RES=$(mktemp -d /tmp/nxr-vm.XXXXXX)
+trap 'rm -rf "$RES"' EXIT
+
+echo "vm: booting $KVER in qemu (software emulation, 2 vCPUs, 2G)" >&2
+# /dev/kvm hangs under qemu on these machines: always emulate (shared/docs/real-kernel.md).
+# vng's own exit status is unreliable (255 on success): the result comes from $RES.
+PATH=$REPO/.venv/bin:$PATH timeout "${NXR_VM_TIMEOUT:-2400}" vng --disable-kvm \
+    --run "$KERNEL" --memory 2G --cpus 2 --rwdir "$RES" \
+    --exec "cd $REPO && NXR_VM_RESULTS=$RES bash -c $(printf %q "$1") > $RES/out.txt 2>&1; echo \$? > $RES/rc" \
+    </dev/null >"$RES/vng.log" 2>&1 || true
+
+if [[ ! -s $RES/rc ]]; then
+    echo "vm: FAILED: the VM did not start or did not finish; vng said:" >&2
+    tail -n 40 "$RES/vng.log" >&2
+    [[ -f $RES/out.txt ]] && tail -n 40 "$RES/out.txt" >&2
+    exit 1
+fi
+cat "$RES/out.txt"
+exit "$(cat "$RES/rc")"
