@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
+import select
 import signal
 import sys
 import time
@@ -98,20 +98,34 @@ class Daemon:
     def _adopt(self, now: float) -> None:
         try:
             saved = json.loads(self._state_file().read_text()).get("workloads", {})
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             saved = {}
         for name, entry in saved.items():
-            pid, shim = entry.get("pid"), entry.get("shim_pid")
-            if entry.get("state") not in RUNNING or not pid or not shim:
+            if not isinstance(entry, dict) or entry.get("state") not in RUNNING:
                 continue
-            if name not in self.sup.records:
+            rec = self.sup.records.get(name)
+            if rec is None or entry.get("cgroup") != rec.plan.cgroup:
+                # Gone from the profile, or moved to another class: its old leaf must go.
                 self._remove_leftover(name, entry)
                 continue
-            if read_status(self.runtime.status_file(name)) is None:
+            pid, shim = entry.get("pid"), entry.get("shim_pid")
+            status = read_status(self.runtime.status_file(name)) or {}
+            # Trust state.json only as far as the kernel and the shim's record confirm it
+            # (after a reboot its PIDs may belong to unrelated processes).
+            if (
+                not isinstance(pid, int)
+                or status.get("pid") != pid
+                or status.get("shim_pid") != shim
+                or pid not in self.fs.procs(rec.plan.cgroup)
+            ):
+                if self.runtime.populated(rec.plan):
+                    self.runtime.kill_all(rec.plan)
                 continue
+            assert isinstance(shim, int)
             self.runtime.watch(shim)
-            self.sup.adopt(name, pid, shim, entry.get("started_at") or now, now)
-            if entry.get("launch") != self.sup.launch_key(name):
+            self.sup.adopt(name, pid, shim, entry.get("started_at") or now, now, entry["state"])
+            launched_with = entry.get("launch")
+            if launched_with is not None and launched_with != self.sup.launch_key(name):
                 # Its cgroup values were updated live by apply_plan; command or env need a restart.
                 self.sup.restart(name, now, cause="profile-changed")
 
@@ -141,13 +155,13 @@ class Daemon:
         signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda s, _f: self.signals.append(s))
-        sel = selectors.DefaultSelector()
-        sel.register(wake_r, selectors.EVENT_READ)
         stopping = False
         last = ""
         while True:
             now = time.monotonic()
-            for got in self.signals:
+            # Swap, not iterate-then-clear: a signal landing in between is not lost.
+            pending, self.signals = self.signals, []
+            for got in pending:
                 if got == signal.SIGHUP:
                     self.events.record(
                         time.time(),
@@ -163,19 +177,18 @@ class Daemon:
                         self._save(last)
                         return 0
                     self.sup.stop_all(now)
-            self.signals.clear()
             self.sup.tick(now)
             last = self._save(last)
             if stopping and self.sup.all_stopped():
                 return 0
-            watched = set(self.runtime.pidfds.values())
-            for key in list(sel.get_map().values()):
-                if key.fd != wake_r and key.fd not in watched:
-                    sel.unregister(key.fd)
-            for fd in watched:
-                if fd not in sel.get_map():
-                    sel.register(fd, selectors.EVENT_READ)
-            for key, _ in sel.select(min(self.sup.next_wakeup(now), 1.0)):
-                if key.fd == wake_r:
+            # A fresh poll set each pass: a closed pidfd whose number was reused would
+            # otherwise stay silently unwatched.
+            poller = select.poll()
+            poller.register(wake_r, select.POLLIN)
+            for fd in self.runtime.pidfds.values():
+                poller.register(fd, select.POLLIN)
+            timeout_ms = int(min(self.sup.next_wakeup(now), 1.0) * 1000)
+            for fd, _ in poller.poll(timeout_ms):
+                if fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)

@@ -93,10 +93,15 @@ def launch(spec: LaunchSpec) -> Launched:
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         raise KernelError(f"cannot start {spec.name}: cwd {spec.cwd} is not a directory")
     ids = _ids(spec)
-    spec.status_file.parent.mkdir(parents=True, exist_ok=True)
-    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    shim_pid = os.fork()
+    try:
+        spec.status_file.parent.mkdir(parents=True, exist_ok=True)
+        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # A previous run's record must not pass for this run's exit.
+        spec.status_file.unlink(missing_ok=True)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        shim_pid = os.fork()
+    except OSError as e:
+        raise KernelError(f"cannot start {spec.name}: {e.strerror or e}") from None
     if shim_pid == 0:  # the shim
         code = 1
         try:

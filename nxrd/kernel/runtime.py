@@ -23,6 +23,7 @@ class LinuxRuntime(Runtime):
     def __init__(self, fs: LinuxCgroupFS, state_dir: Path, journal: bool = False) -> None:
         self.fs, self.state_dir, self.journal = fs, state_dir, journal
         self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
+        self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
 
     def status_file(self, name: str) -> Path:
         return self.state_dir / "run" / f"{name}.json"
@@ -71,21 +72,35 @@ class LinuxRuntime(Runtime):
             with contextlib.suppress(ProcessLookupError):
                 self.pidfds[shim_pid] = os.pidfd_open(shim_pid)
 
-    def ended(self, name: str, shim_pid: int) -> Ended | None:
+    def _recorded_exit(self, name: str, shim_pid: int) -> Ended | None:
         status = read_status(self.status_file(name))
-        exit_ = status.get("exit") if status else None
-        if isinstance(exit_, dict):
-            self._forget(shim_pid)
-            return Ended(exit_.get("code"), exit_.get("signal"))
-        if self._alive(shim_pid):
+        # Only this shim's record counts: never a previous run's.
+        if not status or status.get("shim_pid") != shim_pid:
             return None
-        # The shim is gone without a recorded exit (it was killed): status unknown.
-        status = read_status(self.status_file(name))  # it may have written just now
-        exit_ = status.get("exit") if status else None
+        exit_ = status.get("exit")
+        if not isinstance(exit_, dict):
+            return None
+        return Ended(exit_.get("code"), exit_.get("signal"))
+
+    def ended(self, name: str, shim_pid: int) -> Ended | None:
+        found = self._recorded_exit(name, shim_pid)
+        if found is None and self._alive(shim_pid):
+            return None
+        if found is None:
+            # The shim is gone; it may have written its record just before exiting.
+            found = self._recorded_exit(name, shim_pid) or Ended(None, None)
         self._forget(shim_pid)
-        if isinstance(exit_, dict):
-            return Ended(exit_.get("code"), exit_.get("signal"))
-        return Ended(None, None)
+        return found
+
+    def reap(self) -> None:
+        """Collect shims that had recorded an exit but were still exiting when last seen."""
+        for pid in list(self.unreaped):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.unreaped.discard(pid)
 
     def _alive(self, shim_pid: int) -> bool:
         fd = self.pidfds.get(shim_pid)
@@ -104,9 +119,11 @@ class LinuxRuntime(Runtime):
         fd = self.pidfds.pop(shim_pid, None)
         if fd is not None:
             os.close(fd)
-        # Reap it if it is our child (it is not after nxrd restarted).
+        # Reap it if it is our child (it is not after nxrd restarted); if it is still
+        # between writing its record and exiting, reap() collects it later.
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(shim_pid, os.WNOHANG)
+            if os.waitpid(shim_pid, os.WNOHANG)[0] == 0:
+                self.unreaped.add(shim_pid)
 
     def signal(self, pid: int, sig: int) -> None:
         try:

@@ -189,12 +189,16 @@ class Restart(Section):
         description='"no": leave it exited; "on-failure": restart after a non-zero exit, '
         'a signal or an OOM kill; "always": restart after any exit.',
     )
-    delay: Duration = Field(1.0, description="First restart delay; doubles after each failure.")
+    delay: Duration = Field(
+        1.0, description="First restart delay; doubles after each failure (100ms at least)."
+    )
     max_delay: Duration = Field(60.0, description="Upper bound of the doubling delay.")
     max_restarts: int = Field(
         5, ge=0, description="Give up (state failed) after this many restarts within window."
     )
-    window: Duration = Field(300.0, description="Window in which max_restarts is counted.")
+    window: Duration = Field(
+        300.0, ge=1.0, description="Window in which max_restarts is counted (at least 1s)."
+    )
 
 
 class Stop(Section):
@@ -219,7 +223,9 @@ class Ready(Section):
     timeout: Duration = Field(
         60.0, description="Not ready after this long counts as a failed start."
     )
-    interval: Duration = Field(1.0, description="Time between readiness checks.")
+    interval: Duration = Field(
+        1.0, ge=0.1, description="Time between readiness checks (at least 100ms)."
+    )
 
 
 class Prometheus(Section):
@@ -238,7 +244,7 @@ class Probe(Section):
     """Latency measured by nxr sending a request at an interval."""
 
     url: Url = Field(description="URL requested by the probe.")
-    interval: Duration = Field(1.0, description="Time between probes.")
+    interval: Duration = Field(1.0, ge=0.1, description="Time between probes (at least 100ms).")
 
 
 class SloSource(Section):

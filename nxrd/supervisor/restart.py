@@ -62,6 +62,7 @@ class Decision:
     reason: str
 
 
+MIN_DELAY = 0.1
 JITTER = 0.2  # +-20%: workloads that failed together do not restart in lockstep
 
 
@@ -87,7 +88,8 @@ def decide(
             f"max_restarts is {spec.max_restarts}",
         )
     base = min(spec.delay * 2**failures, spec.max_delay)
-    delay = min(base * (1 + JITTER * (2 * jitter - 1)), spec.max_delay)
+    # Never below MIN_DELAY: a crash loop with delay 0 would otherwise spin a core.
+    delay = max(MIN_DELAY, min(base * (1 + JITTER * (2 * jitter - 1)), spec.max_delay))
     return Decision(
         "restart",
         delay,

@@ -56,6 +56,10 @@ class Runtime(ABC):
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         """Remove the workload's (empty) leaf."""
 
+    def reap(self) -> None:
+        """Collect finished helper processes (called every tick)."""
+        return None  # nothing to collect unless the runtime forks helpers
+
     def ready(self, spec: Workload) -> bool:
         """One readiness check of spec.ready (True when it has none)."""
         return spec.ready is None

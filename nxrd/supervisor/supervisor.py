@@ -80,6 +80,8 @@ class Supervisor:
     def start(self, name: str, now: float) -> None:
         """Start a stopped or failed workload again (an operator's request)."""
         rec = self.records[name]
+        if rec.state == State.STOPPING:
+            rec.start_after_stop = True
         if rec.state in (State.STOPPED, State.FAILED):
             rec.history, rec.waiting_since = History(), now
             self._move(rec, State.PENDING, "started by operator")
@@ -89,6 +91,7 @@ class Supervisor:
         """Stop a workload: stop.signal, then after stop.timeout kill its whole cgroup."""
         rec = self.records[name]
         rec.stop_cause = cause
+        rec.start_after_stop = False  # a stop wins over a restart or start still pending
         if rec.state in (State.STARTING, State.READY):
             self._move(rec, State.STOPPING, cause.replace("-", " "))
             if rec.pid is not None:
@@ -105,21 +108,33 @@ class Supervisor:
         """Stop the workload if it runs, then start it again."""
         rec = self.records[name]
         if rec.state in (State.STARTING, State.READY, State.STOPPING):
+            if rec.state != State.STOPPING:
+                self.stop(name, now, cause)
             rec.start_after_stop = True
-            self.stop(name, now, cause)
         else:
             if rec.state not in (State.STOPPED, State.FAILED):
                 self.stop(name, now, cause)
             self.start(name, now)
 
-    def adopt(self, name: str, pid: int, shim_pid: int, started_at: float, now: float) -> None:
-        """Take over a workload a previous nxrd started: same process, no restart."""
+    def adopt(
+        self, name: str, pid: int, shim_pid: int, started_at: float, now: float, was: str
+    ) -> None:
+        """Take over a workload a previous nxrd started: same process, no restart.
+
+        was: its state under that nxrd. A start still being checked for readiness goes on
+        being checked; a stop in progress is carried on.
+        """
         rec = self.records[name]
         rec.pid, rec.shim_pid, rec.started_at = pid, shim_pid, started_at
         rec.oom_before = self.runtime.oom_kills(rec.plan)
+        rec.next_probe = now
         self._move(rec, State.STARTING, f"adopted from the previous nxrd; pid {pid}")
+        if was == State.STARTING.value:
+            return
         rec.ready_at = now
         self._move(rec, State.READY, "was running under the previous nxrd")
+        if was == State.STOPPING.value:
+            self.stop(name, now)
 
     def launch_key(self, name: str) -> str:
         """Fingerprint of what a restart would change: command, environment, user, directory."""
@@ -154,12 +169,15 @@ class Supervisor:
 
     def tick(self, now: float) -> None:
         """Advance every workload as far as it can go at time now."""
+        self.runtime.reap()
         for rec in self.records.values():
             self._watch(rec, now)
         for rec in self.records.values():
             if rec.state == State.BACKOFF and now >= (rec.backoff_until or 0):
                 rec.waiting_since = now
                 self._move(rec, State.PENDING, "restart delay over")
+            if rec.state == State.WAITING_FOR_POOL and not self._deps_ready(rec):
+                self._move(rec, State.PENDING, rec.reason)
             if rec.state == State.PENDING and self._deps_ready(rec):
                 if rec.spec.pool is None:
                     self._launch(rec, now)
@@ -214,6 +232,7 @@ class Supervisor:
             )
 
     def _launch(self, rec: Record, now: float, cause: str = "dependencies ready") -> None:
+        rec.started_at = now
         try:
             self.runtime.ensure_cgroup(rec.plan)
             if self.runtime.populated(rec.plan):  # leftovers of an earlier run

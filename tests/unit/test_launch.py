@@ -140,3 +140,36 @@ def test_partial_lines_are_joined(tmp_path: Path) -> None:
         "hello",
         "wor",
     ]
+
+
+def test_a_previous_runs_record_never_passes_for_this_runs_exit(tmp_path: Path) -> None:
+    from nxrd.kernel.cgroupfs import LinuxCgroupFS
+    from nxrd.kernel.runtime import LinuxRuntime
+    from nxrd.supervisor.runtime import Ended
+
+    rt = LinuxRuntime(LinuxCgroupFS(tmp_path), tmp_path)
+    s = spec(tmp_path, "sh", "-c", "exit 3")
+    s = LaunchSpec(**{**s.__dict__, "status_file": rt.status_file("w")})
+    first = launch(s)
+    wait_exit(s)
+    assert rt.ended("w", first.shim_pid) == __import__(
+        "nxrd.supervisor.runtime", fromlist=["Ended"]
+    ).Ended(3, None)
+    s2 = LaunchSpec(**{**s.__dict__, "argv": ("sleep", "30")})
+    for _ in range(20):
+        second = launch(s2)
+        rt.watch(second.shim_pid)
+        assert rt.ended("w", second.shim_pid) is None  # running: not the old exit 3
+        os.killpg(second.pid, signal.SIGKILL)
+        while rt.ended("w", second.shim_pid) is None:
+            time.sleep(0.01)
+    rt.reap()
+    time.sleep(0.2)
+    rt.reap()
+    assert not rt.unreaped
+    zombies = [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and f") Z {os.getpid()} " in (p / "stat").read_text()
+    ]
+    assert zombies == []

@@ -219,7 +219,7 @@ def test_restart_stops_then_starts_again() -> None:
 def test_adopted_workloads_keep_their_process_and_are_still_supervised() -> None:
     sup, rt, clock, log = make('[workloads.w]\ncommand=["x"]\nrestart={policy="always"}\n')
     rt.procs["w"] = FakeProcess("w", 4242)
-    sup.adopt("w", 4242, 4243, clock.now - 50, clock.now)
+    sup.adopt("w", 4242, 4243, clock.now - 50, clock.now, "ready")
     run(sup, clock, 1)
     assert rt.launches == [] and sup.records["w"].pid == 4242
     assert trail(log, "w") == ["starting", "ready"]
@@ -237,3 +237,62 @@ def test_launch_key_changes_with_what_needs_a_restart() -> None:
     assert a.launch_key("w") == b.launch_key("w")
     assert len({a.launch_key("w"), c.launch_key("w"), d.launch_key("w")}) == 3
     assert a.snapshot()["w"]["launch"] == a.launch_key("w")
+
+
+def test_a_stop_cancels_a_pending_restart() -> None:
+    sup, rt, clock, _ = make('[workloads.w]\ncommand=["x"]\n')
+    sup.tick(clock.now)
+    rt.procs["w"].ignores_signals = True
+    sup.restart("w", clock.now, cause="profile-changed")
+    sup.stop_all(clock.now)  # SIGTERM to nxrd while the restart is under way
+    run(sup, clock, 15)
+    assert sup.all_stopped() and rt.launches == ["w"]
+
+
+def test_a_start_during_a_stop_starts_it_again() -> None:
+    sup, rt, clock, _log = make('[workloads.w]\ncommand=["x"]\n')
+    sup.tick(clock.now)
+    sup.stop("w", clock.now)
+    sup.start("w", clock.now)
+    run(sup, clock, 1)
+    assert sup.records["w"].state == State.READY and rt.launches == ["w", "w"]
+
+
+def test_waiting_for_a_pool_goes_back_to_pending_when_a_dependency_stops() -> None:
+    sup, rt, clock, _ = make(
+        "[pools.p]\nslots=1\n"
+        '[workloads.a]\ncommand=["x"]\n'
+        '[workloads.c]\ncommand=["x"]\npool="p"\npriority=900\n'
+        '[workloads.b]\ncommand=["x"]\npool="p"\nafter=["a"]\n'
+    )
+    run(sup, clock, 0.5)
+    assert states(sup) == {"a": "ready", "c": "ready", "b": "waiting-for-pool"}
+    sup.stop("a", clock.now)
+    run(sup, clock, 0.5)
+    sup.stop("c", clock.now)
+    run(sup, clock, 0.5)
+    assert states(sup)["b"] == "pending" and "b" not in rt.launches
+
+
+def test_an_adopted_start_is_still_checked_for_readiness() -> None:
+    sup, rt, clock, _ = make(
+        '[workloads.db]\ncommand=["x"]\nready={tcp=1, timeout="1m"}\n'
+        '[workloads.api]\ncommand=["x"]\nafter=["db"]\n'
+    )
+    rt.procs["db"] = FakeProcess("db", 4242)
+    sup.adopt("db", 4242, 4243, clock.now, clock.now, "starting")
+    run(sup, clock, 2)
+    assert states(sup) == {"db": "starting", "api": "pending"}
+
+
+def test_repeated_spawn_failures_back_off_even_after_a_healthy_run() -> None:
+    sup, rt, clock, log = make('[workloads.w]\ncommand=["x"]\nrestart={max_restarts=50}\n')
+    sup.tick(clock.now)
+    clock.now += 600  # a long healthy run
+    rt.fail_launch.add("w")
+    rt.exit("w", code=1)
+    run(sup, clock, 40)
+    delays = [
+        float(e.cause.rsplit(" in ", 1)[1][:-1]) for e in log.since(0, "w") if e.new == "backoff"
+    ]
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0]
