@@ -152,9 +152,7 @@ def test_a_previous_runs_record_never_passes_for_this_runs_exit(tmp_path: Path) 
     s = LaunchSpec(**{**s.__dict__, "status_file": rt.status_file("w")})
     first = launch(s)
     wait_exit(s)
-    assert rt.ended("w", first.shim_pid) == __import__(
-        "nxrd.supervisor.runtime", fromlist=["Ended"]
-    ).Ended(3, None)
+    assert rt.ended("w", first.shim_pid) == Ended(3, None)
     s2 = LaunchSpec(**{**s.__dict__, "argv": ("sleep", "30")})
     for _ in range(20):
         second = launch(s2)
