@@ -8,7 +8,7 @@ WANT_VM=0
 [[ "${1:-}" == "--vm" ]] && WANT_VM=1
 
 APT_PKGS=(python3-venv python3-dev gcc pkg-config libsystemd-dev)
-VM_PKGS=(qemu-system-x86 kmod busybox-static)
+VM_PKGS=(qemu-system-x86 kmod busybox-static systemd)  # systemd: journald for the kernel tier
 ((WANT_VM)) && APT_PKGS+=("${VM_PKGS[@]}")
 
 missing=()

@@ -12,12 +12,14 @@ KERNEL=$REPO/.cache/vm/root/boot/vmlinuz-$KVER
 RES=$(mktemp -d /tmp/nxr-vm.XXXXXX)
 trap 'rm -rf "$RES"' EXIT
 
+# Handed over as a file: vng runs --exec with sh, which would mangle quoting.
+printf '%s\n' "$1" > "$RES/cmd.sh"
 echo "vm: booting $KVER in qemu (software emulation, 2 vCPUs, 2G)" >&2
 # /dev/kvm hangs under qemu on these machines: always emulate (shared/docs/real-kernel.md).
 # vng's own exit status is unreliable (255 on success): the result comes from $RES.
 PATH=$REPO/.venv/bin:$PATH timeout "${NXR_VM_TIMEOUT:-2400}" vng --disable-kvm \
     --run "$KERNEL" --memory 2G --cpus 2 --rwdir "$RES" \
-    --exec "cd $REPO && NXR_VM_RESULTS=$RES bash -c $(printf %q "$1") > $RES/out.txt 2>&1; echo \$? > $RES/rc" \
+    --exec "cd $REPO && NXR_VM_RESULTS=$RES bash $RES/cmd.sh > $RES/out.txt 2>&1; echo \$? > $RES/rc" \
     </dev/null >"$RES/vng.log" 2>&1 || true
 
 if [[ ! -s $RES/rc ]]; then

@@ -7,6 +7,7 @@ These tests fail, never skip, when the kernel lacks what they check.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,33 @@ def in_test_vm() -> None:
     (CGROUP_ROOT / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in CONTROLLERS))
 
 
+def kill_tree(path: Path) -> None:
+    if not path.exists():
+        return
+    (path / "cgroup.kill").write_text("1")
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
+        for _ in range(100):
+            try:
+                child.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
+    for _ in range(100):
+        try:
+            path.rmdir()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def cgroup_root() -> Iterator[Path]:
+    """A path for nxrd's subtree (nxrd creates it); everything in it is killed afterwards."""
+    path = Path(f"/sys/fs/cgroup/nxr-test-{uuid.uuid4().hex[:8]}")
+    yield path
+    kill_tree(path)
+
+
 def _remove_tree(path: Path) -> None:
     if not path.exists():
         return
@@ -50,8 +78,6 @@ def _remove_tree(path: Path) -> None:
             path.rmdir()
             return
         except OSError:
-            import time
-
             time.sleep(0.05)
     path.rmdir()
 

@@ -11,12 +11,11 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from nxrd.kernel.discovery import discover
+from nxrd.kernel.spawn import spawn_in_cgroup
 from nxrd.plan import make_plan
 from nxrd.profile import parse_profile
 
@@ -41,7 +40,7 @@ FORKER = textwrap.dedent(
 class Nxrd:
     """One nxrd process with its own cgroup root, state directory and event log."""
 
-    def __init__(self, tmp: Path, profile: str, cgroup_root: Path) -> None:
+    def __init__(self, tmp: Path, profile: str, cgroup_root: Path | None) -> None:
         self.tmp, self.cgroup_root = tmp, cgroup_root
         self.profile_file = tmp / "profile.toml"
         self.profile_file.write_text(profile)
@@ -49,22 +48,17 @@ class Nxrd:
         self.log = tmp / f"nxrd-{uuid.uuid4().hex[:4]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> Nxrd:
+    def start(self, *extra: str, in_cgroup: Path | None = None) -> Nxrd:
+        """Run nxrd; in_cgroup starts it inside that cgroup, as systemd starts a unit."""
         self.log = self.tmp / f"nxrd-{uuid.uuid4().hex[:4]}.log"
-        self.proc = subprocess.Popen(
-            [
-                NXRD,
-                "--profile",
-                str(self.profile_file),
-                "--state-dir",
-                str(self.state),
-                "--cgroup-root",
-                str(self.cgroup_root),
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
-        )
+        argv = [NXRD, "--profile", str(self.profile_file), "--state-dir", str(self.state), *extra]
+        if self.cgroup_root is not None:
+            argv += ["--cgroup-root", str(self.cgroup_root)]
+        err = self.log.open("wb")
+        if in_cgroup is not None:
+            self.proc = spawn_in_cgroup(argv, in_cgroup, stdout=subprocess.DEVNULL, stderr=err)
+        else:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         return self
 
     def events(self, workload: str | None = None) -> list[tuple[str, str, str]]:
@@ -97,32 +91,6 @@ class Nxrd:
         assert self.proc is not None
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
-
-
-def _kill_tree(path: Path) -> None:
-    if not path.exists():
-        return
-    (path / "cgroup.kill").write_text("1")
-    for child in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
-        for _ in range(100):
-            try:
-                child.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)
-    for _ in range(100):
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def cgroup_root() -> Iterator[Path]:
-    path = Path(f"/sys/fs/cgroup/nxr-test-{uuid.uuid4().hex[:8]}")
-    yield path
-    _kill_tree(path)
 
 
 def pids_of(cgroup: Path) -> list[int]:

@@ -1,0 +1,114 @@
+"""nxrd with the pieces systemd provides: a delegated cgroup, and journald."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kernel.conftest import kill_tree
+from tests.kernel.test_daemon import Nxrd, pids_of
+
+CONTROLLERS = "+cpuset +cpu +io +memory +pids"
+
+
+@pytest.fixture
+def unit_cgroup() -> Iterator[Path]:
+    """<slice>/nxrd.service with the controllers delegated, as systemd's Delegate=yes does."""
+    slice_ = Path(f"/sys/fs/cgroup/nxr-test-{uuid.uuid4().hex[:6]}.slice")
+    slice_.mkdir()
+    (slice_ / "cgroup.subtree_control").write_text(CONTROLLERS)
+    unit = slice_ / "nxrd.service"
+    unit.mkdir()
+    yield unit
+    kill_tree(slice_)
+
+
+def test_under_delegation_nxrd_owns_its_units_cgroup(tmp_path: Path, unit_cgroup: Path) -> None:
+    d = Nxrd(tmp_path, '[workloads.w]\ncommand = ["sleep", "600"]\n', None)
+    d.start(in_cgroup=unit_cgroup)
+    leaf = unit_cgroup / "interactive/w"
+    try:
+        d.wait_for(lambda: leaf.exists() and pids_of(leaf))
+        assert d.proc is not None and pids_of(unit_cgroup / "nxrd")[0] == d.proc.pid
+        assert pids_of(unit_cgroup) == []  # no internal processes left in the unit's cgroup
+        assert set((unit_cgroup / "cgroup.subtree_control").read_text().split()) >= {
+            "cpuset",
+            "cpu",
+            "io",
+            "memory",
+            "pids",
+        }
+        assert not Path("/sys/fs/cgroup/nxr").exists()  # nothing outside the delegated tree
+    finally:
+        assert d.stop() == 0
+    assert not leaf.exists()
+
+
+@pytest.fixture
+def journald() -> Iterator[None]:
+    """systemd-journald running on its own, as on a host where nxrd runs under systemd."""
+    proc = subprocess.Popen(
+        ["/lib/systemd/systemd-journald"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(100):
+        if Path("/run/systemd/journal/socket").exists():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("systemd-journald did not start")
+    yield
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    # Other tests read nxrd's events from stderr: leave no journal socket behind.
+    subprocess.run(["rm", "-rf", "/run/systemd/journal"], check=True)
+
+
+def journal(*matches: str) -> list[dict[str, str]]:
+    out = subprocess.run(
+        ["journalctl", "-o", "json", "--no-pager", *matches],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_output_and_events_go_to_the_journal_with_the_workloads_name(
+    tmp_path: Path, cgroup_root: Path, journald: None
+) -> None:
+    name = f"talk{uuid.uuid4().hex[:4]}"
+    text = (
+        f'[workloads.{name}]\ncommand = ["sh", "-c", "echo hello from {name}; echo oops >&2"]\n'
+        'restart = {policy = "no"}\n'
+    )
+    d = Nxrd(tmp_path, text, cgroup_root).start()
+    try:
+        d.wait_for(
+            lambda: any(e.get("NXR_EVENT") == "stopped" for e in journal(f"NXR_WORKLOAD={name}"))
+        )
+        entries = journal(f"NXR_WORKLOAD={name}")
+        output = [e["MESSAGE"] for e in entries if "NXR_EVENT" not in e]
+        assert output == [f"hello from {name}", "oops"]
+        events = [(e["NXR_OLD_STATE"], e["NXR_EVENT"]) for e in entries if "NXR_EVENT" in e]
+        assert events == [
+            ("pending", "starting"),
+            ("starting", "ready"),
+            ("ready", "exited"),
+            ("exited", "stopped"),
+        ]
+        assert [e["NXR_CAUSE"] for e in entries if e.get("NXR_EVENT") == "exited"] == [
+            "exit code 0"
+        ]
+        # The log file gets the output too.
+        assert (d.state / "logs" / f"{name}.log").read_text().count("hello from") == 1
+    finally:
+        d.stop()
+    assert os.path.exists("/run/systemd/journal/socket")
