@@ -101,7 +101,17 @@ class Daemon:
         except (OSError, ValueError, AttributeError):
             saved = {}
         for name, entry in saved.items():
-            if not isinstance(entry, dict) or entry.get("state") not in RUNNING:
+            if not isinstance(entry, dict):
+                continue
+            if name in self.sup.records and entry.get("state") not in RUNNING:
+                self.sup.restore(
+                    name,
+                    str(entry.get("state")),
+                    str(entry.get("reason", "")),
+                    entry.get("stop_cause") if isinstance(entry.get("stop_cause"), str) else None,
+                )
+                continue
+            if entry.get("state") not in RUNNING:
                 continue
             rec = self.sup.records.get(name)
             if rec is None or entry.get("cgroup") != rec.plan.cgroup:

@@ -30,6 +30,7 @@ class FakeRuntime(Runtime):
         self.ready_now: set[str] = set()
         self.leftovers: set[str] = set()  # cgroups that still hold processes
         self.killed: list[str] = []
+        self.slow_kill: dict[str, int] = {}  # kills before a cgroup's leftovers are gone
 
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.add(wl.name)
@@ -54,7 +55,9 @@ class FakeRuntime(Runtime):
 
     def kill_all(self, wl: WorkloadPlan) -> None:
         self.killed.append(wl.name)
-        self.leftovers.discard(wl.name)
+        self.slow_kill[wl.name] = self.slow_kill.get(wl.name, 0) - 1
+        if self.slow_kill[wl.name] < 0:
+            self.leftovers.discard(wl.name)
         p = self.procs.get(wl.name)
         if p is not None and p.ended is None:
             p.ended = Ended(None, 9)

@@ -154,13 +154,33 @@ class Supervisor:
                 "cgroup": r.plan.cgroup,
                 "restarts": r.restarts,
                 "launch": self.launch_key(r.name),
+                "reason": r.reason,
+                "stop_cause": r.stop_cause,
             }
             for r in self.records.values()
         }
 
     def stop_all(self, now: float) -> None:
+        """Stop everything because nxrd is exiting (the next nxrd starts them again)."""
         for name in self.records:
-            self.stop(name, now)
+            self.stop(name, now, cause="nxrd-exiting")
+
+    def restore(self, name: str, state: str, reason: str, stop_cause: str | None) -> bool:
+        """Keep a workload failed, or stopped by an operator, across nxrd's own restarts.
+
+        This sets the initial state (no transition): only an operator's start ends it.
+        """
+        rec = self.records[name]
+        if state == State.FAILED.value:
+            restored = State.FAILED
+        elif state == State.STOPPED.value and stop_cause == "stopped-by-operator":
+            restored = State.STOPPED
+            rec.stop_cause = stop_cause
+        else:
+            return False
+        rec.state, rec.reason = restored, reason
+        self.events.record(self.wall(), name, "-", restored.value, f"kept from before: {reason}")
+        return True
 
     def all_stopped(self) -> bool:
         return all(r.state in (State.STOPPED, State.FAILED) for r in self.records.values())
@@ -231,12 +251,27 @@ class Supervisor:
                 self.records[name], now, cause=f"slot free in pool {self.records[name].spec.pool}"
             )
 
+    def _leftovers(self, rec: Record) -> bool:
+        """Kill what an earlier run left in the cgroup; True while any of it remains.
+
+        The old run counts as running until its cgroup is empty (cgroup.events), so a new
+        run never overlaps a dying one. cgroup.kill takes effect asynchronously.
+        """
+        try:
+            if not self.runtime.populated(rec.plan):
+                return False
+            self.runtime.kill_all(rec.plan)
+            return self.runtime.populated(rec.plan)
+        except NxrError:
+            return False  # no cgroup yet: nothing left over
+
     def _launch(self, rec: Record, now: float, cause: str = "dependencies ready") -> None:
+        if self._leftovers(rec):
+            rec.reason = "waiting for the previous run's processes to exit"
+            return  # still PENDING or WAITING_FOR_POOL; the next tick tries again
         rec.started_at = now
         try:
             self.runtime.ensure_cgroup(rec.plan)
-            if self.runtime.populated(rec.plan):  # leftovers of an earlier run
-                self.runtime.kill_all(rec.plan)
             rec.oom_before = self.runtime.oom_kills(rec.plan)
             started = self.runtime.launch(rec.plan, rec.spec)
         except NxrError as e:

@@ -161,6 +161,12 @@ def test_a_crash_loop_backs_off_then_fails(tmp_path: Path, cgroup_root: Path) ->
         ]
         assert len(delays) == 3 and delays[0] < delays[1] < delays[2]
         assert d.events("crash")[-1][2] == "exit code 1; 3 restarts within 5m, max_restarts is 3"
+        # failed is terminal until an operator starts it: a crash of nxrd does not end it
+        d.stop(signal.SIGKILL)
+        d.start()
+        d.wait_for(lambda: d.events("crash"))
+        time.sleep(2)
+        assert [e[1] for e in d.events("crash")] == ["failed"]
     finally:
         d.stop()
 
@@ -180,7 +186,7 @@ def test_stop_leaves_no_process_and_no_cgroup(tmp_path: Path, cgroup_root: Path)
     assert d.stop() == 0
     assert not any(alive(p) for p in pids)
     assert not leaf.exists()
-    assert d.events("stubborn")[-1][1:] == ("stopped", "stopped by operator (signal SIGKILL)")
+    assert d.events("stubborn")[-1][1:] == ("stopped", "nxrd exiting (signal SIGKILL)")
 
 
 def test_workloads_survive_sigkill_of_nxrd_and_are_adopted(

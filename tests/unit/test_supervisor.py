@@ -296,3 +296,43 @@ def test_repeated_spawn_failures_back_off_even_after_a_healthy_run() -> None:
         float(e.cause.rsplit(" in ", 1)[1][:-1]) for e in log.since(0, "w") if e.new == "backoff"
     ]
     assert delays[:4] == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_failed_and_operator_stopped_survive_a_restart_of_nxrd() -> None:
+    sup, rt, clock, _log = make(
+        '[workloads.f]\ncommand=["x"]\n[workloads.s]\ncommand=["x"]\n[workloads.n]\ncommand=["x"]\n'
+    )
+    assert sup.restore("f", "failed", "exit code 1; 5 restarts within 5m", None)
+    assert sup.restore("s", "stopped", "stopped by operator", "stopped-by-operator")
+    assert not sup.restore("n", "stopped", "nxrd exiting", "nxrd-exiting")  # starts again
+    run(sup, clock, 2)
+    assert rt.launches == ["n"]
+    assert states(sup) == {"f": "failed", "s": "stopped", "n": "ready"}
+    sup.start("f", clock.now)
+    sup.tick(clock.now)
+    assert sup.records["f"].state == State.READY  # an operator's start ends it
+
+
+def test_nxrd_exiting_is_not_an_operator_stop() -> None:
+    sup, _rt, clock, _ = make('[workloads.w]\ncommand=["x"]\n')
+    sup.tick(clock.now)
+    sup.stop_all(clock.now)
+    run(sup, clock, 1)
+    snap = sup.snapshot()["w"]
+    assert snap["state"] == "stopped" and snap["stop_cause"] == "nxrd-exiting"
+
+
+def test_a_restart_waits_until_the_previous_runs_processes_are_gone() -> None:
+    sup, rt, clock, _ = make(
+        '[workloads.w]\ncommand=["x"]\nrestart={policy="always", delay="100ms"}\n'
+    )
+    sup.tick(clock.now)
+    rt.leftovers.add("w")
+    rt.slow_kill["w"] = 4  # cgroup.kill takes effect over several looks
+    rt.exit("w", code=0)
+    run(sup, clock, 0.35)
+    assert rt.launches == ["w"] and sup.records["w"].reason == (
+        "waiting for the previous run's processes to exit"
+    )
+    run(sup, clock, 1)
+    assert rt.launches == ["w", "w"] and "w" not in rt.leftovers
