@@ -104,6 +104,8 @@ class Daemon:
             if not isinstance(entry, dict):
                 continue
             if name in self.sup.records and entry.get("state") not in RUNNING:
+                if entry.get("launch") != self.sup.launch_key(name):
+                    continue  # launched differently now: a fixed profile gets a fresh start
                 self.sup.restore(
                     name,
                     str(entry.get("state")),
