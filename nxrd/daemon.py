@@ -41,6 +41,27 @@ from nxrd.service_defaults import DEFAULT_STATE_DIR
     help="On SIGTERM/SIGINT: stop every workload first, or leave them running for the next "
     "nxrd to adopt.",
 )
+@click.option(
+    "--socket",
+    "socket_path",
+    default=lambda: os.path.join(os.environ.get("RUNTIME_DIRECTORY", "/run/nxr"), "nxrd.sock"),
+    show_default="$RUNTIME_DIRECTORY/nxrd.sock or /run/nxr/nxrd.sock",
+    help="The control API's unix socket.",
+)
+@click.option(
+    "--api-group",
+    default="nxr",
+    show_default=True,
+    help="Group whose members may start and stop workloads (besides root).",
+)
+@click.option(
+    "--api-read",
+    type=click.Choice(["group", "all"]),
+    default="group",
+    show_default=True,
+    help="Who may read status: root and the API group (socket 0660), or every local user "
+    "(socket 0666).",
+)
 @click.pass_context
 @reported
 def cli(
@@ -50,6 +71,9 @@ def cli(
     state_dir: str,
     cgroup_root: str | None,
     on_stop: str,
+    socket_path: str,
+    api_group: str,
+    api_read: str,
 ) -> None:
     """nxrd: runs ML workloads in isolated cgroup v2 leaves.
 
@@ -62,7 +86,9 @@ def cli(
         sys.exit(2)
     from nxrd.service import Daemon
 
-    daemon = Daemon(list(profiles), state_dir, cgroup_root, on_stop)
+    daemon = Daemon(
+        list(profiles), state_dir, cgroup_root, on_stop, socket_path, api_group, api_read
+    )
     daemon.start()
     sys.exit(daemon.loop())
 

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from nxrd.api.handlers import Handlers
+from nxrd.api.protocol import DEFAULT_SOCKET
+from nxrd.api.server import Access, ApiServer
 from nxrd.errors import KernelError, NxrError
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
@@ -28,7 +31,7 @@ from nxrd.profile.load import load_profiles
 from nxrd.service_defaults import DEFAULT_STATE_DIR
 from nxrd.supervisor.events import Event, EventLog
 from nxrd.supervisor.states import State
-from nxrd.supervisor.supervisor import Supervisor
+from nxrd.supervisor.supervisor import Record, Supervisor
 
 RUNNING = (State.STARTING.value, State.READY.value, State.STOPPING.value)
 
@@ -65,7 +68,11 @@ class Daemon:
         state_dir: str = DEFAULT_STATE_DIR,
         cgroup_root: str | None = None,
         on_stop: str = "stop",
+        socket_path: str = DEFAULT_SOCKET,
+        api_group: str | None = "nxr",
+        api_read: str = "group",
     ) -> None:
+        self.socket_path, self.api_group, self.api_read = socket_path, api_group, api_read
         self.profile, self.source = load_profiles(profiles)
         self.topology = discover()
         self.plan = make_plan(self.profile, self.topology, self.source)
@@ -83,14 +90,41 @@ class Daemon:
     def start(self) -> Supervisor:
         """Own the subtree, write the plan's tree, adopt what a previous nxrd left running."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.fs: LinuxCgroupFS = take_subtree(self.root)
-        apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted workloads too
+        # The socket first: if it cannot be bound, no cgroup has been touched yet.
+        self.api = ApiServer(self.socket_path, self._access(), on_error=self._api_error)
+        try:
+            self.fs: LinuxCgroupFS = take_subtree(self.root)
+            apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted ones too
+        except NxrError:
+            self.api.close()
+            raise
         self.runtime = LinuxRuntime(self.fs, self.state_dir, journal=journald())
         self.events = EventLog()
         self.events.sinks.append(_journal_event if journald() else _print_event)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
         self._adopt(time.monotonic())
+        self.api.handlers = Handlers(
+            self.sup, self.plan, self.topology, self._access().privileged, stats=self._stats
+        )
         return self.sup
+
+    def _access(self) -> Access:
+        return Access(self.api_group, self.api_read)
+
+    def _api_error(self, message: str) -> None:
+        print(f"nxrd: {message}", file=sys.stderr, flush=True)
+
+    def _stats(self, rec: Record) -> dict[str, object]:
+        """Live counters of a workload's leaf, for status."""
+        out: dict[str, object] = {}
+        cg = rec.plan.cgroup
+        with contextlib.suppress(KernelError, ValueError, IndexError):
+            if self.fs.exists(cg):
+                out["memory_current"] = int(self.fs.read(cg, "memory.current"))
+                stat = dict(line.split() for line in self.fs.read(cg, "cpu.stat").splitlines())
+                out["cpu_usage_usec"] = int(stat["usage_usec"])
+                out["cpu_throttled_usec"] = int(stat.get("throttled_usec", 0))
+        return out
 
     def _state_file(self) -> Path:
         return self.state_dir / "state.json"
@@ -187,20 +221,25 @@ class Daemon:
                     stopping = True
                     if self.on_stop == "leave":
                         self._save(last)
+                        self.api.close()
                         return 0
                     self.sup.stop_all(now)
             self.sup.tick(now)
             last = self._save(last)
             if stopping and self.sup.all_stopped():
+                self.api.close()
                 return 0
             # A fresh poll set each pass: a closed pidfd whose number was reused would
             # otherwise stay silently unwatched.
             poller = select.poll()
             poller.register(wake_r, select.POLLIN)
+            poller.register(self.api.fileno(), select.POLLIN)
             for fd in self.runtime.pidfds.values():
                 poller.register(fd, select.POLLIN)
             timeout_ms = int(min(self.sup.next_wakeup(now), 1.0) * 1000)
             for fd, _ in poller.poll(timeout_ms):
-                if fd == wake_r:
+                if fd == self.api.fileno():
+                    self.api.serve_ready()
+                elif fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nxrd.plan.classes import THREAD_VARS
 from nxrd.plan.model import Plan, WorkloadPlan
 from nxrd.plan.topology import Topology
-from nxrd.profile.units import format_cpu_list, format_size
+from nxrd.profile.units import format_cpu_list, format_duration, format_size
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -103,4 +104,56 @@ def topology_text(topo: Topology) -> str:
         ]
     else:
         lines.append(f"GPUs: none ({topo.gpu_note or 'none found'})")
+    return "\n".join(lines)
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(round(seconds))
+
+
+def status_table(workloads: Sequence[Mapping[str, Any]]) -> str:
+    """`nxrctl status`: one row per workload."""
+    rows = []
+    for w in workloads:
+        mem = w.get("memory_current")
+        limit = w.get("memory_max")
+        memory = "-" if mem is None else format_size(int(mem))
+        memory += "/" + ("max" if limit is None else format_size(int(limit)))
+        rows.append(
+            [
+                str(w["name"]),
+                str(w["class"]),
+                str(w["state"]),
+                "-" if w.get("pid") is None else str(w["pid"]),
+                str(w["cpus"]),
+                memory,
+                ",".join(str(g) for g in w.get("gpus", [])) or "-",
+                str(w.get("restarts", 0)),
+                str(w.get("reason", "")),
+            ]
+        )
+    headers = ["WORKLOAD", "CLASS", "STATE", "PID", "CPUS", "MEMORY", "GPUS", "RESTARTS", "WHY"]
+    return table(headers, rows)
+
+
+def event_line(e: Mapping[str, Any]) -> str:
+    """One event as `nxrctl events` prints it."""
+    import time
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(e["time"])))
+    return f"{stamp} {e['workload']}: {e['old']} -> {e['new']} ({e['cause']})"
+
+
+def show_text(w: Mapping[str, Any]) -> str:
+    """`nxrctl show NAME`."""
+    lines = [f"{w['name']} ({w['class']}): {w['state']} - {w.get('reason', '')}"]
+    lines.append(f"  command: {' '.join(w.get('command', []))}")
+    lines.append(
+        f"  pid: {w.get('pid') or '-'}  restarts: {w.get('restarts', 0)}  "
+        f"last exit: {w.get('last_exit') or '-'}"
+    )
+    lines.append(f"  cgroup: {w['cgroup']}  cpus: {w['cpus']}  threads: {w.get('threads')}")
+    lines += [f"  {k} = {v}" for k, v in dict(w.get("files", {})).items()]
+    lines += [f"  env {k}={v}" for k, v in dict(w.get("env", {})).items()]
+    lines += [f"  note: {n}" for n in w.get("notes", [])]
     return "\n".join(lines)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 
 import click
 
 from nxrd import __version__
+from nxrd.api.client import Client
+from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.cli.errors import EXIT_ERROR, reported
-from nxrd.cli.format import plan_text
+from nxrd.cli.format import event_line, plan_text, show_text, status_table
 from nxrd.errors import ProfileError
 from nxrd.plan import Topology, load_topology, make_plan
 from nxrd.profile import load_profile
@@ -17,8 +21,22 @@ from nxrd.profile import load_profile
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nxrctl")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
-def cli(debug: bool) -> None:
-    """Inspect and steer nxr, the resource supervisor for ML inference hosts."""
+@click.option(
+    "--socket",
+    "socket_path",
+    envvar="NXR_SOCKET",
+    default=DEFAULT_SOCKET,
+    show_default=True,
+    help="nxrd's control socket (or $NXR_SOCKET).",
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, socket_path: str) -> None:
+    """Inspect and steer nxr, the resource supervisor for ML inference hosts.
+
+    Exit codes: 0 ok; 1 error (invalid profile, nxrd unreachable, refused request);
+    2 usage error; 3 the workload asked about is not running.
+    """
+    ctx.obj = Client(socket_path)
 
 
 def _topology(path: str | None) -> Topology:
@@ -79,6 +97,72 @@ def plan(file: str, topology_file: str | None, output: str) -> None:
         click.echo(plan_text(result))
         for warning in result.warnings:
             click.echo(f"{file}: warning: {warning}", err=True)
+
+
+OUTPUT = click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+EXIT_NOT_RUNNING = 3
+
+
+@cli.command()
+@OUTPUT
+@click.pass_obj
+@reported
+def status(client: Client, output: str) -> None:
+    """Every workload: state, PID, CPUs, memory, GPUs, restarts and why."""
+    body = client.call("GET", "workloads")
+    if output == "json":
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        click.echo(status_table(body["workloads"]))
+
+
+@cli.command()
+@click.argument("name")
+@OUTPUT
+@click.pass_obj
+@reported
+def show(client: Client, name: str, output: str) -> None:
+    """One workload in detail. Exit 3 when it is not running."""
+    body = client.call("GET", f"workloads/{name}")
+    click.echo(json.dumps(body, indent=2, sort_keys=True) if output == "json" else show_text(body))
+    if body["state"] not in ("starting", "ready", "stopping"):
+        sys.exit(EXIT_NOT_RUNNING)
+
+
+def _mutation(verb: str) -> None:
+    @cli.command(name=verb, help=f"{verb.capitalize()} a workload.")
+    @click.argument("name")
+    @click.pass_obj
+    @reported
+    def command(client: Client, name: str) -> None:
+        body = client.call("POST", f"workloads/{name}/{verb}")
+        w = body["workload"]
+        click.echo(f"{w['name']}: {w['state']} ({w['reason']})")
+
+
+for _verb in ("start", "stop", "restart"):
+    _mutation(_verb)
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("--workload", default=None, help="Only this workload's events.")
+@OUTPUT
+@click.pass_obj
+@reported
+def events(client: Client, follow: bool, workload: str | None, output: str) -> None:
+    """State changes with their causes, oldest first."""
+    since = 0
+    while True:
+        body = client.call("GET", "events", since=since, workload=workload)
+        for e in body["events"]:
+            click.echo(json.dumps(e, sort_keys=True) if output == "json" else event_line(e))
+        since = body["last"]
+        if not follow:
+            return
+        time.sleep(0.5)
 
 
 def main() -> None:

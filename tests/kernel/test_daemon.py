@@ -51,7 +51,17 @@ class Nxrd:
     def start(self, *extra: str, in_cgroup: Path | None = None) -> Nxrd:
         """Run nxrd; in_cgroup starts it inside that cgroup, as systemd starts a unit."""
         self.log = self.tmp / f"nxrd-{uuid.uuid4().hex[:4]}.log"
-        argv = [NXRD, "--profile", str(self.profile_file), "--state-dir", str(self.state), *extra]
+        self.socket = self.tmp / "nxrd.sock"
+        argv = [
+            NXRD,
+            "--profile",
+            str(self.profile_file),
+            "--state-dir",
+            str(self.state),
+            "--socket",
+            str(self.socket),
+            *extra,
+        ]
         if self.cgroup_root is not None:
             argv += ["--cgroup-root", str(self.cgroup_root)]
         err = self.log.open("wb")

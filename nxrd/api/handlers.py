@@ -1,0 +1,112 @@
+"""One function per API command, over the supervisor's state. No sockets here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nxrd.api.protocol import ApiError, Request
+from nxrd.plan.model import Plan
+from nxrd.plan.topology import Topology
+from nxrd.supervisor.supervisor import Record, Supervisor
+
+MUTATIONS = ("start", "stop", "restart")
+
+
+def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What `nxrctl status` shows for one workload."""
+    files = rec.plan.files
+    out: dict[str, Any] = {
+        "name": rec.name,
+        "class": rec.plan.workload_class,
+        "state": rec.state.value,
+        "reason": rec.reason,
+        "pid": rec.pid,
+        "cpus": rec.plan.cpus,
+        "memory_max": None if files.get("memory.max", "max") == "max" else int(files["memory.max"]),
+        "gpus": [g.index for g in rec.plan.gpus],
+        "restarts": rec.restarts,
+        "last_exit": rec.last_exit,
+        "pool": rec.spec.pool,
+        "cgroup": rec.plan.cgroup,
+    }
+    out.update(stats or {})
+    return out
+
+
+class Handlers:
+    """Routes a parsed request to the command it names."""
+
+    def __init__(
+        self,
+        sup: Supervisor,
+        plan: Plan,
+        topology: Topology,
+        may_mutate: Callable[[Request], bool],
+        stats: Callable[[Record], dict[str, Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sup, self.plan, self.topology = sup, plan, topology
+        self.may_mutate, self.stats, self.clock = may_mutate, stats, clock
+
+    def handle(self, req: Request) -> dict[str, Any]:
+        """The response body for req; raises ApiError for anything else."""
+        p = req.path
+        if req.method == "GET":
+            if p == ("workloads",):
+                return {"workloads": [self._status(r) for r in self.sup.records.values()]}
+            if len(p) == 2 and p[0] == "workloads":
+                return self._show(self._record(p[1]))
+            if p == ("events",):
+                return self._events(req)
+            if p == ("plan",):
+                return self.plan.model_dump(mode="json", by_alias=True)
+            if p == ("host",):
+                return self.topology.model_dump(mode="json")
+        elif req.method == "POST" and len(p) == 3 and p[0] == "workloads" and p[2] in MUTATIONS:
+            rec = self._record(p[1])
+            if not self.may_mutate(req):
+                raise ApiError(
+                    "forbidden", f"uid {req.uid} may not {p[2]} workloads (root or the API group)"
+                )
+            now = self.clock()
+            getattr(self.sup, p[2])(rec.name, now)
+            return {"workload": self._status(rec)}
+        if self._known(p):
+            raise ApiError("method_not_allowed", f"{req.method} not allowed on /v1/{'/'.join(p)}")
+        raise ApiError("not_found", f"no such path /v1/{'/'.join(p)[:100]}")
+
+    def _known(self, p: tuple[str, ...]) -> bool:
+        return p in (("workloads",), ("events",), ("plan",), ("host",)) or (
+            p[:1] == ("workloads",) and (len(p) == 2 or (len(p) == 3 and p[2] in MUTATIONS))
+        )
+
+    def _record(self, name: str) -> Record:
+        rec = self.sup.records.get(name)
+        if rec is None:
+            raise ApiError("not_found", f"no workload named {name[:64]!r}")
+        return rec
+
+    def _status(self, rec: Record) -> dict[str, Any]:
+        return workload_status(rec, self.stats(rec) if self.stats else None)
+
+    def _show(self, rec: Record) -> dict[str, Any]:
+        out = self._status(rec)
+        out.update(
+            files=rec.plan.files,
+            env=rec.plan.env,
+            notes=rec.plan.notes,
+            command=list(rec.spec.command),
+            threads=rec.plan.threads,
+        )
+        return out
+
+    def _events(self, req: Request) -> dict[str, Any]:
+        since = req.query.get("since", "0")
+        if not since.isdigit():
+            raise ApiError("bad_request", "since must be a non-negative integer")
+        workload = req.query.get("workload")
+        events = self.sup.events.since(int(since), workload)
+        last = events[-1].seq if events else int(since)
+        return {"events": [e.to_dict() for e in events], "last": last}

@@ -1,0 +1,260 @@
+"""The control API over a real unix socket, backed by a supervisor on the fake runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nxrd.api.client import ApiCallError, Client
+from nxrd.api.handlers import Handlers
+from nxrd.api.server import Access, ApiServer
+from nxrd.errors import NxrError
+from nxrd.plan import make_plan
+from nxrd.plan.topology import load_topology
+from nxrd.profile import parse_profile
+from nxrd.supervisor.events import EventLog
+from nxrd.supervisor.fake import FakeRuntime
+from nxrd.supervisor.supervisor import Supervisor
+from tests.unit.conftest import TOPOLOGIES
+
+BIN = Path(sys.executable).parent
+PROFILE = (
+    '[workloads.chat]\ncommand=["serve"]\nclass="latency-critical"\ncpus=2\nmemory_max="4G"\n'
+    '[workloads.embed]\ncommand=["embed"]\nclass="batch"\n'
+)
+
+
+class Running:
+    def __init__(self, tmp: Path, read: str = "group") -> None:
+        profile = parse_profile(PROFILE)
+        topo = load_topology(TOPOLOGIES / "smt16-1gpu.json")
+        self.plan = make_plan(profile, topo)
+        self.rt = FakeRuntime()
+        self.sup = Supervisor(profile, self.plan, self.rt, EventLog(), lambda: 1000.0)
+        self.sup.tick(0.0)
+        access = Access(None, read)
+        self.path = str(tmp / "nxrd.sock")
+        self.errors: list[str] = []
+        self.server = ApiServer(self.path, access, on_error=self.errors.append)
+        self.server.handlers = Handlers(
+            self.sup, self.plan, topo, access.privileged, clock=lambda: 1.0
+        )
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            ready, _, _ = select.select([self.server.fileno()], [], [], 0.05)
+            if ready:
+                self.server.serve_ready()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.server.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Running]:
+    r = Running(tmp_path)
+    yield r
+    r.close()
+
+
+def test_read_calls(api: Running) -> None:
+    c = Client(api.path)
+    workloads = c.call("GET", "workloads")["workloads"]
+    assert [(w["name"], w["state"], w["cpus"]) for w in workloads] == [
+        ("chat", "ready", "1,17"),
+        ("embed", "ready", "2-15,18-31"),
+    ]
+    chat = c.call("GET", "workloads/chat")
+    assert chat["files"]["cpu.max"] == "max 100000" and chat["command"] == ["serve"]
+    events = c.call("GET", "events", since=0, workload="chat")
+    assert [e["new"] for e in events["events"]] == ["starting", "ready"]
+    assert c.call("GET", "events", since=events["last"], workload="chat")["events"] == []
+    assert c.call("GET", "plan")["format"] == 1
+    assert c.call("GET", "host")["hostname"] == "smt16-1gpu"
+
+
+def test_mutations_reach_the_supervisor(api: Running) -> None:
+    c = Client(api.path)
+    assert c.call("POST", "workloads/chat/stop")["workload"]["state"] == "stopping"
+    assert api.rt.procs["chat"].signals == [15]
+
+
+def test_errors_have_stable_codes(api: Running) -> None:
+    c = Client(api.path)
+    cases = [
+        (("GET", "workloads/nope"), "not_found"),
+        (("POST", "workloads/chat/explode"), "not_found"),
+        (("DELETE", "workloads/chat"), "method_not_allowed"),
+        (("GET", "events"), None),
+    ]
+    for (method, path), code in cases:
+        if code is None:
+            c.call(method, path)
+            continue
+        with pytest.raises(ApiCallError) as info:
+            c.call(method, path)
+        assert info.value.code == code
+    with pytest.raises(ApiCallError, match="since must be"):
+        c.call("GET", "events", since="x")
+
+
+def test_nxrctl_against_the_socket(api: Running) -> None:
+    env = {**os.environ, "NXR_SOCKET": api.path}
+
+    def nxrctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "nxrctl"), *args], capture_output=True, text=True, env=env, timeout=30
+        )
+
+    r = nxrctl("status")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].split() == [
+        "WORKLOAD",
+        "CLASS",
+        "STATE",
+        "PID",
+        "CPUS",
+        "MEMORY",
+        "GPUS",
+        "RESTARTS",
+        "WHY",
+    ]
+    assert "chat" in r.stdout and "4G" in r.stdout
+    assert json.loads(nxrctl("status", "-o", "json").stdout)["workloads"][0]["name"] == "chat"
+    assert nxrctl("show", "chat").returncode == 0
+    r = nxrctl("stop", "chat")
+    assert r.returncode == 0 and r.stdout.startswith("chat: stopping")
+    r = nxrctl("show", "nope")
+    assert r.returncode == 1 and r.stderr == "error: no workload named 'nope'\n"
+    r = nxrctl("events", "--workload", "chat")
+    assert r.returncode == 0 and "chat: ready -> stopping" in r.stdout
+
+
+def test_nxrctl_show_exits_3_when_not_running(api: Running) -> None:
+    api.sup.stop("embed", 0.0)
+    api.rt.exit("embed", code=0)
+    api.sup.tick(2.0)
+    r = subprocess.run(
+        [str(BIN / "nxrctl"), "--socket", api.path, "show", "embed"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 3
+
+
+def as_nobody(path: str, method: str, target: str) -> tuple[str, str]:
+    """(code or 'ok', message) of one call made by uid 65534."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setgid(65534)
+        os.setuid(65534)
+        try:
+            Client(path).call(method, target)
+            out = "ok\n"
+        except ApiCallError as e:
+            out = f"{e.code}\n{e}"
+        except NxrError as e:
+            out = f"nxr\n{e}"
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    code, _, message = text.partition("\n")
+    return code, message
+
+
+def test_unprivileged_users(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test runs as root (the developer and CI machines are root)")
+    shared = Path(tempfile.mkdtemp(prefix="nxr-api-"))  # pytest's tmp_path is 0700 all the way
+    shared.chmod(0o755)
+    tmp_path = shared
+    r = Running(tmp_path, read="all")
+    try:
+        assert oct(os.stat(r.path).st_mode & 0o777) == "0o666"
+        assert as_nobody(r.path, "GET", "workloads")[0] == "ok"
+        code, message = as_nobody(r.path, "POST", "workloads/chat/stop")
+        assert (
+            code == "forbidden"
+            and message == "uid 65534 may not stop workloads (root or the API group)"
+        )
+        assert r.rt.procs["chat"].signals == []  # refused, and nothing happened
+    finally:
+        r.close()
+    r = Running(tmp_path, read="group")
+    try:
+        assert oct(os.stat(r.path).st_mode & 0o777) == "0o660"
+        code, message = as_nobody(r.path, "GET", "workloads")
+        assert code == "nxr" and message.startswith("permission denied on")
+    finally:
+        r.close()
+        shared.rmdir()
+
+
+def raw(path: str, data: bytes) -> bytes:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    try:
+        # The server may answer and close before reading all of an oversized request.
+        with contextlib.suppress(OSError):
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+    finally:
+        s.close()
+
+
+def test_oversized_and_malformed_requests(api: Running) -> None:
+    assert raw(
+        api.path, b"GET /v1/workloads HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
+    ).startswith(b"HTTP/1.1 413")
+    big = b"POST /v1/workloads/chat/stop HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"
+    assert raw(api.path, big).startswith(b"HTTP/1.1 413")
+    assert raw(api.path, b"hello\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw(api.path, b"GET /v2/x HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404")
+    body = raw(api.path, b"GET /v1/workloads HTTP/1.1\r\n\r\n").split(b"\r\n\r\n", 1)[1]
+    assert json.loads(body)["workloads"]
+
+
+@settings(
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    deadline=None,
+)
+@given(
+    st.binary(max_size=2000)
+    | st.builds(lambda a, b: a + b"\r\n\r\n" + b, st.binary(max_size=300), st.binary(max_size=300))
+)
+def test_random_bytes_never_disturb_the_daemon(api: Running, data: bytes) -> None:
+    answer = raw(api.path, data)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 ")
+    assert api.errors == []  # no handler crashed
+    assert Client(api.path).call("GET", "workloads")["workloads"]
