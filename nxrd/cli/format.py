@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nxrd.plan.classes import THREAD_VARS
-from nxrd.plan.model import Plan, WorkloadPlan
-from nxrd.plan.topology import Topology
+
+if TYPE_CHECKING:  # only for annotations: status output must not load pydantic
+    from nxrd.plan.model import Plan, WorkloadPlan
+    from nxrd.plan.topology import Topology
 from nxrd.profile.units import format_cpu_list, format_duration, format_size
 
 

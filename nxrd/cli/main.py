@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,8 +15,9 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.cli.errors import EXIT_ERROR, reported
 from nxrd.cli.format import event_line, plan_text, show_text, status_table
 from nxrd.errors import ProfileError
-from nxrd.plan import Topology, load_topology, make_plan
-from nxrd.profile import load_profile
+
+if TYPE_CHECKING:
+    from nxrd.plan import Topology
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +42,8 @@ def cli(ctx: click.Context, debug: bool, socket_path: str) -> None:
 
 
 def _topology(path: str | None) -> Topology:
+    from nxrd.plan import load_topology
+
     if path is not None:
         return load_topology(path)
     # Only planning for this host needs discovery; other commands never import kernel code.
@@ -58,6 +62,9 @@ def _topology(path: str | None) -> Topology:
 @reported
 def validate(files: tuple[str, ...], topology_file: str | None) -> None:
     """Check profiles; print every problem, one line each. Exit 0 if all are valid."""
+    from nxrd.plan import load_topology, make_plan
+    from nxrd.profile import load_profile
+
     topo = load_topology(topology_file) if topology_file else None
     failed = False
     for path in files:
@@ -89,6 +96,9 @@ def validate(files: tuple[str, ...], topology_file: str | None) -> None:
 @reported
 def plan(file: str, topology_file: str | None, output: str) -> None:
     """Show exactly what nxr would allocate: cores, memory, GPUs, cgroup values, environment."""
+    from nxrd.plan import make_plan
+    from nxrd.profile import load_profile
+
     profile = load_profile(file)
     result = make_plan(profile, _topology(topology_file), source=file)
     if output == "json":

@@ -164,3 +164,10 @@ def test_nxrd_check_exit_code_matches_its_verdict() -> None:
     r = run("nxrd", "check")
     assert r.returncode in (0, 1)
     assert ("MISSING" in r.stdout) == (r.returncode == 1)
+
+
+def test_nxrctl_imports_no_kernel_code_and_no_pydantic() -> None:
+    # It must start fast and run unprivileged: the socket commands need neither.
+    code = "import sys, nxrd.cli.main; print(sorted(m for m in sys.modules if m.startswith(('nxrd.kernel', 'pydantic'))))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
