@@ -9,9 +9,9 @@ from typing import Any
 from nxrd.api.protocol import ApiError, Request
 from nxrd.plan.model import Plan
 from nxrd.plan.topology import Topology
-from nxrd.supervisor.supervisor import Record, Supervisor
+from nxrd.supervisor.supervisor import NotRunning, Record, Supervisor
 
-MUTATIONS = ("start", "stop", "restart")
+MUTATIONS = ("start", "stop", "restart", "freeze", "thaw")
 
 
 def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -21,6 +21,7 @@ def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[st
         "name": rec.name,
         "class": rec.plan.workload_class,
         "state": rec.state.value,
+        "frozen": rec.frozen,
         "reason": rec.reason,
         "pid": rec.pid,
         "cpus": rec.plan.cpus,
@@ -71,7 +72,10 @@ class Handlers:
                     "forbidden", f"uid {req.uid} may not {p[2]} workloads (root or the API group)"
                 )
             now = self.clock()
-            getattr(self.sup, p[2])(rec.name, now)
+            try:
+                getattr(self.sup, p[2])(rec.name, now)
+            except NotRunning as e:
+                raise ApiError("conflict", str(e)) from None
             return {"workload": self._status(rec)}
         if self._known(p):
             raise ApiError("method_not_allowed", f"{req.method} not allowed on /v1/{'/'.join(p)}")

@@ -152,7 +152,7 @@ def _mutation(verb: str) -> None:
         click.echo(f"{w['name']}: {w['state']} ({w['reason']})")
 
 
-for _verb in ("start", "stop", "restart"):
+for _verb in ("start", "stop", "restart", "freeze", "thaw"):
     _mutation(_verb)
 
 

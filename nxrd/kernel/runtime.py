@@ -137,6 +137,10 @@ class LinuxRuntime(Runtime):
         if self.fs.exists(wl.cgroup):
             self.fs.write(wl.cgroup, "cgroup.kill", "1")
 
+    def freeze(self, wl: WorkloadPlan, frozen: bool) -> None:
+        # Takes effect asynchronously: cgroup.events shows "frozen 1" once every task stopped.
+        self.fs.write(wl.cgroup, "cgroup.freeze", "1" if frozen else "0")
+
     def populated(self, wl: WorkloadPlan) -> bool:
         if not self.fs.exists(wl.cgroup):
             return False

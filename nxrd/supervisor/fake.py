@@ -30,7 +30,8 @@ class FakeRuntime(Runtime):
         self.ready_now: set[str] = set()
         self.leftovers: set[str] = set()  # cgroups that still hold processes
         self.killed: list[str] = []
-        self.slow_kill: dict[str, int] = {}  # kills before a cgroup's leftovers are gone
+        self.slow_kill: dict[str, int] = {}
+        self.frozen: dict[str, bool] = {}  # kills before a cgroup's leftovers are gone
 
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.add(wl.name)
@@ -68,6 +69,9 @@ class FakeRuntime(Runtime):
 
     def oom_kills(self, wl: WorkloadPlan) -> int:
         return self.oom.get(wl.name, 0)
+
+    def freeze(self, wl: WorkloadPlan, frozen: bool) -> None:
+        self.frozen[wl.name] = frozen
 
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.discard(wl.name)

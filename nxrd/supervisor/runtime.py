@@ -53,6 +53,10 @@ class Runtime(ABC):
         """memory.events oom_kill of the workload's cgroup (0 if it has none)."""
 
     @abstractmethod
+    def freeze(self, wl: WorkloadPlan, frozen: bool) -> None:
+        """Freeze (or thaw) every process in the workload's cgroup (cgroup.freeze)."""
+
+    @abstractmethod
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         """Remove the workload's (empty) leaf."""
 

@@ -23,6 +23,10 @@ from nxrd.supervisor.runtime import Ended, Runtime
 from nxrd.supervisor.states import State, check_transition
 
 
+class NotRunning(NxrError):
+    """An operation that needs a running workload was asked of one that is not."""
+
+
 @dataclass
 class Record:
     """Everything the supervisor knows about one workload."""
@@ -46,6 +50,7 @@ class Record:
     oom_before: int = 0
     last_exit: str | None = None
     start_after_stop: bool = False  # a restart: start again once stopped
+    frozen: bool = False
 
 
 class Supervisor:
@@ -93,6 +98,8 @@ class Supervisor:
         rec.stop_cause = cause
         rec.start_after_stop = False  # a stop wins over a restart or start still pending
         if rec.state in (State.STARTING, State.READY):
+            if rec.frozen:  # a frozen process cannot act on its stop signal
+                self._quietly(lambda: self._set_frozen(rec, False, "thawed to stop"))
             self._move(rec, State.STOPPING, cause.replace("-", " "))
             if rec.pid is not None:
                 sig = signal.Signals[rec.spec.stop.signal]
@@ -103,6 +110,25 @@ class Supervisor:
             or rec.state == State.EXITED
         ):
             self._move(rec, State.STOPPED, cause.replace("-", " "))
+
+    def freeze(self, name: str, now: float, cause: str = "frozen by operator") -> None:
+        """Freeze a ready workload: its processes stop running until thawed."""
+        self._set_frozen(self.records[name], True, cause)
+
+    def thaw(self, name: str, now: float, cause: str = "thawed by operator") -> None:
+        self._set_frozen(self.records[name], False, cause)
+
+    def _set_frozen(self, rec: Record, frozen: bool, cause: str) -> None:
+        if frozen and rec.state != State.READY:
+            raise NotRunning(
+                f"{rec.name} is {rec.state.value}; only a ready workload can be frozen"
+            )
+        if rec.frozen == frozen:
+            return
+        self.runtime.freeze(rec.plan, frozen)
+        rec.frozen = frozen
+        # Not a state change: the event keeps the state and says what happened.
+        self.events.record(self.wall(), rec.name, rec.state.value, rec.state.value, cause)
 
     def restart(self, name: str, now: float, cause: str = "restarted-by-operator") -> None:
         """Stop the workload if it runs, then start it again."""
@@ -338,6 +364,9 @@ class Supervisor:
         rec.last_exit = exit.describe()
         self._move(rec, State.EXITED, exit.describe() + (f": {detail}" if detail else ""))
         rec.pid = rec.shim_pid = None
+        if rec.frozen:
+            rec.frozen = False
+            self._quietly(lambda: self.runtime.freeze(rec.plan, False))
         # The workload's children die with it: a restart starts from an empty cgroup.
         self._quietly(lambda: self.runtime.kill_all(rec.plan))
         d = decide(rec.spec.restart, rec.history, exit, now, ran, self.jitter())

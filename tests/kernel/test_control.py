@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.kernel.test_daemon import Nxrd, pids_of
@@ -71,3 +72,35 @@ def test_status_stop_start_restart_events(tmp_path: Path, cgroup_root: Path) -> 
         assert r.returncode == 1 and r.stderr == "error: no workload named 'nope'\n"
     finally:
         d.stop()
+
+
+def test_freeze_stops_a_busy_workload_until_thawed(tmp_path: Path, cgroup_root: Path) -> None:
+    text = '[workloads.busy]\ncommand = ["sh", "-c", "while :; do :; done"]\n'
+    d = Nxrd(tmp_path, text, cgroup_root).start()
+    leaf = cgroup_root / "interactive/busy"
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NXRCTL, "--socket", str(d.socket), *args], capture_output=True, text=True, timeout=60
+        )
+
+    def usage() -> int:
+        stat = dict(line.split() for line in (leaf / "cpu.stat").read_text().splitlines())
+        return int(stat["usage_usec"])
+
+    try:
+        d.wait_for(lambda: leaf.exists() and pids_of(leaf))
+        assert ctl("freeze", "busy").returncode == 0
+        d.wait_for(lambda: "frozen 1" in (leaf / "cgroup.events").read_text())
+        before = usage()
+        time.sleep(1.5)
+        assert usage() - before < 50_000  # no CPU time while frozen
+        assert ctl("thaw", "busy").returncode == 0
+        d.wait_for(lambda: "frozen 0" in (leaf / "cgroup.events").read_text())
+        before = usage()
+        time.sleep(1.5)
+        assert usage() - before > 200_000  # running again
+        assert ctl("freeze", "busy").returncode == 0
+    finally:
+        assert d.stop() == 0  # a frozen workload still stops (nxr thaws it first)
+    assert not leaf.exists()

@@ -258,3 +258,14 @@ def test_random_bytes_never_disturb_the_daemon(api: Running, data: bytes) -> Non
     assert answer == b"" or answer.startswith(b"HTTP/1.1 ")
     assert api.errors == []  # no handler crashed
     assert Client(api.path).call("GET", "workloads")["workloads"]
+
+
+def test_freeze_and_thaw_through_the_api(api: Running) -> None:
+    c = Client(api.path)
+    assert c.call("POST", "workloads/chat/freeze")["workload"]["frozen"] is True
+    assert api.rt.frozen["chat"]
+    assert c.call("POST", "workloads/chat/thaw")["workload"]["frozen"] is False
+    api.sup.stop("embed", 0.0)
+    with pytest.raises(ApiCallError) as info:
+        c.call("POST", "workloads/embed/freeze")
+    assert info.value.code == "conflict"

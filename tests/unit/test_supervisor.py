@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from nxrd.errors import NxrError
 from nxrd.plan import make_plan
 from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
@@ -336,3 +337,26 @@ def test_a_restart_waits_until_the_previous_runs_processes_are_gone() -> None:
     )
     run(sup, clock, 1)
     assert rt.launches == ["w", "w"] and "w" not in rt.leftovers
+
+
+def test_freeze_and_thaw() -> None:
+    sup, rt, clock, log = make(
+        '[workloads.w]\ncommand=["x"]\n[workloads.p]\ncommand=["x"]\nready={tcp=1}\n'
+    )
+    sup.tick(clock.now)
+    sup.freeze("w", clock.now)
+    assert rt.frozen["w"] and sup.records["w"].frozen
+    assert log.since(0, "w")[-1].cause == "frozen by operator"
+    with pytest.raises(NxrError, match="p is starting; only a ready workload can be frozen"):
+        sup.freeze("p", clock.now)
+    sup.thaw("w", clock.now)
+    assert not rt.frozen["w"] and not sup.records["w"].frozen
+
+
+def test_a_stop_thaws_first_so_the_stop_signal_can_act() -> None:
+    sup, rt, clock, log = make('[workloads.w]\ncommand=["x"]\n')
+    sup.tick(clock.now)
+    sup.freeze("w", clock.now)
+    sup.stop("w", clock.now)
+    assert not rt.frozen["w"] and rt.procs["w"].signals == [15]
+    assert [e.cause for e in log.since(0, "w")][-2:] == ["thawed to stop", "stopped by operator"]
