@@ -61,13 +61,7 @@ class _Undo:
 def apply_plan(plan: Plan, fs: CgroupFS) -> None:
     """Create the class parents and workload leaves and write every planned value."""
     needed = controllers_needed(plan)
-    available = fs.controllers("")
-    missing = [c for c in needed if c not in available]
-    if missing:
-        raise KernelError(
-            f"cgroup v2 controllers {', '.join(missing)} are not available in {fs.describe('')}; "
-            "enable them in its parent's cgroup.subtree_control (under systemd: Delegate=yes)"
-        )
+    fs.require(needed)
     undo = _Undo(fs)
     try:
         undo.enable("", needed)

@@ -56,6 +56,17 @@ class CgroupFS(ABC):
     def subtree_control(self, rel: str = "") -> list[str]:
         return self.read(rel, "cgroup.subtree_control").split()
 
+    def require(self, controllers: list[str]) -> None:
+        """Raise KernelError naming every controller the subtree root cannot use."""
+        available = self.controllers("")
+        missing = [c for c in controllers if c not in available]
+        if missing:
+            raise KernelError(
+                f"cgroup v2 controllers {', '.join(missing)} are not available in "
+                f"{self.describe('')}; enable them in its parent's cgroup.subtree_control "
+                "(under systemd: Delegate=yes); `nxrd check` shows the fix"
+            )
+
     def enable(self, rel: str, controllers: list[str]) -> None:
         """Enable controllers for rel's children (cgroup.subtree_control)."""
         missing = [c for c in controllers if c not in self.subtree_control(rel)]

@@ -41,11 +41,5 @@ def prepare(fs: CgroupFS, pid: int) -> None:
         fs.move(DAEMON_LEAF, other)
     if pid not in fs.procs(DAEMON_LEAF):
         fs.move(DAEMON_LEAF, pid)
-    available = fs.controllers("")
-    missing = [c for c in NEEDED if c not in available]
-    if missing:
-        raise KernelError(
-            f"cgroup v2 controllers {', '.join(missing)} are not available in {fs.describe()}; "
-            "run `nxrd check` for the fix"
-        )
+    fs.require(list(NEEDED))
     fs.enable("", list(NEEDED))
