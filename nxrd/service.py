@@ -36,6 +36,16 @@ from nxrd.supervisor.supervisor import Record, Supervisor
 RUNNING = (State.STARTING.value, State.READY.value, State.STOPPING.value)
 
 
+def notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness, status and liveness; no-op elsewhere."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    from systemd import daemon
+
+    with contextlib.suppress(OSError):
+        daemon.notify(message)
+
+
 def journald() -> bool:
     return os.path.exists("/run/systemd/journal/socket")
 
@@ -187,6 +197,15 @@ class Daemon:
                 time.sleep(0.02)
         self.events.record(time.time(), name, "ready", "stopped", "no longer in the profile")
 
+    def _summary(self) -> str:
+        """One line for `systemctl status`: how many workloads are in each state."""
+        counts: dict[str, int] = {}
+        for rec in self.sup.records.values():
+            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        return f"{len(self.sup.records)} workloads: " + ", ".join(
+            f"{n} {s}" for s, n in sorted(counts.items())
+        )
+
     def _save(self, last: str) -> str:
         text = json.dumps({"workloads": self.sup.snapshot()}, sort_keys=True)
         if text != last:
@@ -203,8 +222,19 @@ class Daemon:
             signal.signal(sig, lambda s, _f: self.signals.append(s))
         stopping = False
         last = ""
+        watchdog = int(os.environ.get("WATCHDOG_USEC", "0") or 0) / 2e6  # ping at half the limit
+        last_ping = 0.0
+        status = ""
+        notify("READY=1")
         while True:
             now = time.monotonic()
+            if watchdog and now - last_ping >= watchdog:
+                notify("WATCHDOG=1")
+                last_ping = now
+            summary = self._summary()
+            if summary != status:
+                notify(f"STATUS={summary}")
+                status = summary
             # Swap, not iterate-then-clear: a signal landing in between is not lost.
             pending, self.signals = self.signals, []
             for got in pending:
@@ -219,6 +249,7 @@ class Daemon:
                     )
                 elif not stopping:
                     stopping = True
+                    notify("STOPPING=1")
                     if self.on_stop == "leave":
                         self._save(last)
                         self.api.close()

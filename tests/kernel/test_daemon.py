@@ -48,7 +48,9 @@ class Nxrd:
         self.log = tmp / f"nxrd-{uuid.uuid4().hex[:4]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str, in_cgroup: Path | None = None) -> Nxrd:
+    def start(
+        self, *extra: str, in_cgroup: Path | None = None, env: dict[str, str] | None = None
+    ) -> Nxrd:
         """Run nxrd; in_cgroup starts it inside that cgroup, as systemd starts a unit."""
         self.log = self.tmp / f"nxrd-{uuid.uuid4().hex[:4]}.log"
         self.socket = self.tmp / "nxrd.sock"
@@ -65,10 +67,13 @@ class Nxrd:
         if self.cgroup_root is not None:
             argv += ["--cgroup-root", str(self.cgroup_root)]
         err = self.log.open("wb")
+        full_env = {**os.environ, **(env or {})}
         if in_cgroup is not None:
-            self.proc = spawn_in_cgroup(argv, in_cgroup, stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = spawn_in_cgroup(
+                argv, in_cgroup, env=full_env, stdout=subprocess.DEVNULL, stderr=err
+            )
         else:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=err)
         return self
 
     def events(self, workload: str | None = None) -> list[tuple[str, str, str]]:

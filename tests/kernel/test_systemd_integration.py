@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ import pytest
 from tests.kernel.conftest import kill_tree
 from tests.kernel.test_daemon import Nxrd, pids_of
 
+ROOT = Path(__file__).resolve().parents[2]
 CONTROLLERS = "+cpuset +cpu +io +memory +pids"
 
 
@@ -112,3 +116,49 @@ def test_output_and_events_go_to_the_journal_with_the_workloads_name(
     finally:
         d.stop()
     assert os.path.exists("/run/systemd/journal/socket")
+
+
+def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path, cgroup_root: Path) -> None:
+    """What systemd's Type=notify and WatchdogSec= receive from nxrd."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    messages: list[str] = []
+
+    def drain() -> None:
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.extend(sock.recv(4096).decode().splitlines())
+
+    d = Nxrd(tmp_path, '[workloads.w]\ncommand = ["sleep", "600"]\n', cgroup_root)
+    d.start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
+    try:
+        d.wait_for(lambda: (drain(), "STATUS=1 workloads: 1 ready" in messages)[1])
+        assert messages[0] == "READY=1"
+        time.sleep(3)
+        drain()
+        assert messages.count("WATCHDOG=1") >= 2  # every second for a 2 s watchdog
+        leaf = cgroup_root / "interactive/w"
+        environ = Path(f"/proc/{pids_of(leaf)[0]}/environ").read_bytes()
+        assert b"NOTIFY_SOCKET" not in environ and b"WATCHDOG_USEC" not in environ
+    finally:
+        assert d.stop() == 0
+    drain()
+    assert "STOPPING=1" in messages
+    sock.close()
+
+
+def test_the_unit_file_verifies(tmp_path: Path) -> None:
+    unit = (ROOT / "units/nxrd.service").read_text()
+    # The packaged path of nxrd: here, the one in the virtualenv.
+    nxrd = str(Path(sys.executable).parent / "nxrd")
+    (tmp_path / "nxrd.service").write_text(unit.replace("/usr/bin/nxrd", nxrd))
+    r = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "nxrd.service")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    problems = [line for line in (r.stdout + r.stderr).splitlines() if "nxrd.service" in line]
+    assert r.returncode == 0 and problems == [], r.stdout + r.stderr
