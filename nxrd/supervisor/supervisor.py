@@ -39,7 +39,6 @@ class Record:
     pid: int | None = None
     shim_pid: int | None = None
     started_at: float | None = None
-    ready_at: float | None = None
     waiting_since: float = 0.0
     history: History = field(default_factory=History)
     restarts: int = 0
@@ -51,6 +50,7 @@ class Record:
     last_exit: str | None = None
     start_after_stop: bool = False  # a restart: start again once stopped
     frozen: bool = False
+    launch_key: str = ""  # fingerprint of what a restart would change; fixed per profile
 
 
 class Supervisor:
@@ -68,7 +68,12 @@ class Supervisor:
         # Dependencies first, so a chain of `after` advances within one tick.
         plans = {wl.name: wl for wl in plan.workloads}
         self.records = {
-            name: Record(name, plans[name], profile.workloads[name])
+            name: Record(
+                name,
+                plans[name],
+                profile.workloads[name],
+                launch_key=_launch_key(plans[name], profile.workloads[name]),
+            )
             for name in _dependency_order(profile)
         }
         self.pools = {n: PoolSpec(n, p.slots, p.max_starting) for n, p in profile.pools.items()}
@@ -105,9 +110,12 @@ class Supervisor:
                 sig = signal.Signals[rec.spec.stop.signal]
                 self._quietly(lambda: self.runtime.signal(rec.pid or 0, sig))
             rec.stop_deadline = now + rec.spec.stop.timeout
-        elif (
-            rec.state in (State.PENDING, State.WAITING_FOR_POOL, State.BACKOFF, State.FAILED)
-            or rec.state == State.EXITED
+        elif rec.state in (
+            State.PENDING,
+            State.WAITING_FOR_POOL,
+            State.BACKOFF,
+            State.FAILED,
+            State.EXITED,
         ):
             self._move(rec, State.STOPPED, cause.replace("-", " "))
 
@@ -157,17 +165,13 @@ class Supervisor:
         self._move(rec, State.STARTING, f"adopted from the previous nxrd; pid {pid}")
         if was == State.STARTING.value:
             return
-        rec.ready_at = now
         self._move(rec, State.READY, "was running under the previous nxrd")
         if was == State.STOPPING.value:
             self.stop(name, now)
 
     def launch_key(self, name: str) -> str:
         """Fingerprint of what a restart would change: command, environment, user, directory."""
-        rec = self.records[name]
-        s = rec.spec
-        what = [list(s.command), sorted({**s.env, **rec.plan.env}.items()), s.user, s.group, s.cwd]
-        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+        return self.records[name].launch_key
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         """What the next nxrd needs to adopt the running workloads."""
@@ -179,7 +183,7 @@ class Supervisor:
                 "started_at": r.started_at,
                 "cgroup": r.plan.cgroup,
                 "restarts": r.restarts,
-                "launch": self.launch_key(r.name),
+                "launch": r.launch_key,
                 "reason": r.reason,
                 "stop_cause": r.stop_cause,
             }
@@ -295,7 +299,7 @@ class Supervisor:
         if self._leftovers(rec):
             rec.reason = "waiting for the previous run's processes to exit"
             return  # still PENDING or WAITING_FOR_POOL; the next tick tries again
-        rec.started_at = now
+        rec.started_at = now  # also for a failed spawn: its run lasted nothing
         try:
             self.runtime.ensure_cgroup(rec.plan)
             rec.oom_before = self.runtime.oom_kills(rec.plan)
@@ -306,7 +310,7 @@ class Supervisor:
             self._exited(rec, Exit("spawn-failed"), now, str(e))
             return
         rec.pid, rec.shim_pid = started.pid, started.shim_pid
-        rec.started_at, rec.stop_cause, rec.next_probe = now, None, now
+        rec.stop_cause, rec.next_probe = None, now
         self._move(rec, State.STARTING, f"{cause}; pid {started.pid}")
         self._probe(rec, now)
 
@@ -315,7 +319,6 @@ class Supervisor:
             return
         ready = rec.spec.ready
         if self.runtime.ready(rec.spec):
-            rec.ready_at = now
             self._move(
                 rec, State.READY, "no readiness check" if ready is None else "ready check passed"
             )
@@ -331,21 +334,21 @@ class Supervisor:
             return
         ended = self.runtime.ended(rec.name, rec.shim_pid)
         if rec.state == State.STOPPING:
-            if ended is None and now >= (rec.stop_deadline or now):
+            # Past stop.timeout, or once the main process is gone, nothing may stay behind.
+            if ended is not None or now >= (rec.stop_deadline or now):
                 self._quietly(lambda: self.runtime.kill_all(rec.plan))
-            if ended is not None:
-                self._quietly(lambda: self.runtime.kill_all(rec.plan))
-                if not self.runtime.populated(rec.plan):
-                    cause = rec.stop_cause or "stopped-by-operator"
-                    if cause == "not-ready":
-                        self._exited(rec, Exit("not-ready"), now, "not ready in time")
-                        return
-                    rec.pid = rec.shim_pid = None
-                    self._quietly(lambda: self.runtime.remove_cgroup(rec.plan))
-                    self._move(rec, State.STOPPED, _describe(ended, cause))
-                    if rec.start_after_stop:
-                        rec.start_after_stop = False
-                        self.start(rec.name, now)
+            if ended is None or self.runtime.populated(rec.plan):
+                return  # stopped only once the main process ended and the cgroup is empty
+            cause = rec.stop_cause or "stopped-by-operator"
+            if cause == "not-ready":
+                self._exited(rec, Exit("not-ready"), now, "not ready in time")
+                return
+            rec.pid = rec.shim_pid = None
+            self._quietly(lambda: self.runtime.remove_cgroup(rec.plan))
+            self._move(rec, State.STOPPED, _describe(ended, cause))
+            if rec.start_after_stop:
+                rec.start_after_stop = False
+                self.start(rec.name, now)
             return
         if ended is not None:
             self._exited(rec, self._cause(rec, ended), now)
@@ -386,6 +389,12 @@ class Supervisor:
         except NxrError as e:
             # The process or cgroup is already gone: nothing left to do, but say so.
             self.events.record(self.wall(), "-", "-", "-", f"ignored: {e}")
+
+
+def _launch_key(plan: WorkloadPlan, spec: Workload) -> str:
+    what = [list(spec.command), sorted({**spec.env, **plan.env}.items())]
+    what += [spec.user, spec.group, spec.cwd]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def _dependency_order(profile: Profile) -> list[str]:
