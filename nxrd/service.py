@@ -82,7 +82,8 @@ class Daemon:
         api_group: str | None = "nxr",
         api_read: str = "group",
     ) -> None:
-        self.socket_path, self.api_group, self.api_read = socket_path, api_group, api_read
+        self.socket_path = socket_path
+        self.access = Access(api_group, api_read)
         self.profile, self.source = load_profiles(profiles)
         self.topology = discover()
         self.plan = make_plan(self.profile, self.topology, self.source)
@@ -101,25 +102,23 @@ class Daemon:
         """Own the subtree, write the plan's tree, adopt what a previous nxrd left running."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # The socket first: if it cannot be bound, no cgroup has been touched yet.
-        self.api = ApiServer(self.socket_path, self._access(), on_error=self._api_error)
+        self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
         try:
             self.fs: LinuxCgroupFS = take_subtree(self.root)
             apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted ones too
         except NxrError:
             self.api.close()
             raise
-        self.runtime = LinuxRuntime(self.fs, self.state_dir, journal=journald())
+        to_journal = journald()
+        self.runtime = LinuxRuntime(self.fs, self.state_dir, journal=to_journal)
         self.events = EventLog()
-        self.events.sinks.append(_journal_event if journald() else _print_event)
+        self.events.sinks.append(_journal_event if to_journal else _print_event)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
         self._adopt(time.monotonic())
         self.api.handlers = Handlers(
-            self.sup, self.plan, self.topology, self._access().privileged, stats=self._stats
+            self.sup, self.plan, self.topology, self.access.privileged, stats=self._stats
         )
         return self.sup
-
-    def _access(self) -> Access:
-        return Access(self.api_group, self.api_read)
 
     def _api_error(self, message: str) -> None:
         print(f"nxrd: {message}", file=sys.stderr, flush=True)
@@ -131,7 +130,7 @@ class Daemon:
         with contextlib.suppress(KernelError, ValueError, IndexError):
             if self.fs.exists(cg):
                 out["memory_current"] = int(self.fs.read(cg, "memory.current"))
-                stat = dict(line.split() for line in self.fs.read(cg, "cpu.stat").splitlines())
+                stat = self.fs.read_keyed(cg, "cpu.stat")
                 out["cpu_usage_usec"] = int(stat["usage_usec"])
                 out["cpu_throttled_usec"] = int(stat.get("throttled_usec", 0))
         return out
@@ -190,11 +189,8 @@ class Daemon:
         cgroup = str(entry.get("cgroup") or "")
         if cgroup and self.fs.exists(cgroup):
             self.fs.write(cgroup, "cgroup.kill", "1")
-            for _ in range(100):
-                with contextlib.suppress(KernelError):
-                    self.fs.rmdir(cgroup)
-                    break
-                time.sleep(0.02)
+            with contextlib.suppress(KernelError):
+                self.fs.rmdir_when_empty(cgroup, wait=2.0)
         self.events.record(time.time(), name, "ready", "stopped", "no longer in the profile")
 
     def _summary(self) -> str:

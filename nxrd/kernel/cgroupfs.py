@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
@@ -48,6 +49,24 @@ class CgroupFS(ABC):
 
     @abstractmethod
     def write(self, rel: str, filename: str, value: str) -> None: ...
+
+    def read_keyed(self, rel: str, filename: str) -> dict[str, str]:
+        """A flat-keyed file ("key value" per line: cgroup.events, cpu.stat, memory.events)."""
+        return dict(
+            line.split(maxsplit=1) for line in self.read(rel, filename).splitlines() if " " in line
+        )
+
+    def rmdir_when_empty(self, rel: str, wait: float = 1.0) -> None:
+        """Remove rel, retrying while killed tasks are still leaving it (that is asynchronous)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.rmdir(rel)
+                return
+            except KernelError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def controllers(self, rel: str = "") -> list[str]:
         """Controllers available in rel (cgroup.controllers)."""

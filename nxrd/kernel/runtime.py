@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import time
+import select
 from pathlib import Path
 
 from nxrd.errors import KernelError
@@ -105,8 +105,6 @@ class LinuxRuntime(Runtime):
     def _alive(self, shim_pid: int) -> bool:
         fd = self.pidfds.get(shim_pid)
         if fd is not None:
-            import select
-
             readable, _, _ = select.select([fd], [], [], 0)
             return not readable
         try:
@@ -144,25 +142,16 @@ class LinuxRuntime(Runtime):
     def populated(self, wl: WorkloadPlan) -> bool:
         if not self.fs.exists(wl.cgroup):
             return False
-        events = self.fs.read(wl.cgroup, "cgroup.events").split()
-        return "populated" in events and events[events.index("populated") + 1] == "1"
+        return self.fs.read_keyed(wl.cgroup, "cgroup.events").get("populated") == "1"
 
     def oom_kills(self, wl: WorkloadPlan) -> int:
         if not self.fs.exists(wl.cgroup):
             return 0
-        fields = self.fs.read(wl.cgroup, "memory.events").split()
-        return int(fields[fields.index("oom_kill") + 1]) if "oom_kill" in fields else 0
+        return int(self.fs.read_keyed(wl.cgroup, "memory.events").get("oom_kill", "0"))
 
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
-        if not self.fs.exists(wl.cgroup):
-            return
-        for _ in range(50):  # killed tasks leave the cgroup asynchronously
-            try:
-                self.fs.rmdir(wl.cgroup)
-                return
-            except KernelError:
-                time.sleep(0.02)
-        self.fs.rmdir(wl.cgroup)
+        if self.fs.exists(wl.cgroup):
+            self.fs.rmdir_when_empty(wl.cgroup)
 
     def ready(self, spec: Workload) -> bool:
         return spec.ready is None or probes.check(spec.ready)

@@ -94,3 +94,17 @@ def test_linux_cgroupfs_errors_are_sentences(tmp_path: Path) -> None:
     assert fs.read("leaf", "cpu.weight") == "300"
     with pytest.raises(KernelError, match="cannot create cgroup"):
         fs.mkdir("leaf")
+
+
+def test_flat_keyed_files_and_removal_retries(tmp_path: Path) -> None:
+    fs = LinuxCgroupFS(tmp_path)
+    fs.mkdir("leaf")
+    (tmp_path / "leaf" / "cpu.stat").write_text("usage_usec 42\nnr_throttled 3\n")
+    assert fs.read_keyed("leaf", "cpu.stat") == {"usage_usec": "42", "nr_throttled": "3"}
+    (tmp_path / "leaf" / "busy").touch()  # a directory that cannot be removed yet
+    with pytest.raises(KernelError, match="cannot remove cgroup"):
+        fs.rmdir_when_empty("leaf", wait=0.1)
+    (tmp_path / "leaf" / "busy").unlink()
+    (tmp_path / "leaf" / "cpu.stat").unlink()
+    fs.rmdir_when_empty("leaf")
+    assert not fs.exists("leaf")
