@@ -59,6 +59,15 @@ class ExitStatus:
     time: float = field(default_factory=time.time)
 
 
+def join_cgroup(cgroup_dir: str | Path) -> None:
+    """Move the calling process into cgroup_dir; called between fork and exec."""
+    fd = os.open(os.path.join(cgroup_dir, "cgroup.procs"), os.O_WRONLY)
+    try:
+        os.write(fd, b"0")  # "0" means the writing process itself
+    finally:
+        os.close(fd)
+
+
 def _ids(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:
     """uid, gid and supplementary groups to switch to, resolved before forking."""
     uid = gid = None
@@ -180,10 +189,7 @@ def _exec_workload(
 ) -> None:
     step = "join cgroup"
     try:
-        # Join the cgroup before anything else runs: "0" means the writing process.
-        fd = os.open(spec.cgroup_dir / "cgroup.procs", os.O_WRONLY)
-        os.write(fd, b"0")
-        os.close(fd)
+        join_cgroup(spec.cgroup_dir)  # before anything else of the workload runs
         os.setsid()  # its own process group: stop signals reach its children too
         uid, gid, groups = ids
         step = "switch user"

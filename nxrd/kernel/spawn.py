@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from nxrd.errors import KernelError
+from nxrd.kernel.launch import join_cgroup
 
 
 def spawn_in_cgroup(
@@ -21,19 +22,11 @@ def spawn_in_cgroup(
     if not os.path.exists(procs):
         raise KernelError(f"cannot start {argv[0]}: no cgroup at {cgroup_dir}")
 
-    def join() -> None:
-        # Runs in the child between fork and exec; "0" means the writing process itself.
-        fd = os.open(procs, os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
-
     try:
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             list(argv),
             env=dict(env) if env is not None else None,
-            preexec_fn=join,
+            preexec_fn=lambda: join_cgroup(cgroup_dir),
             stdin=subprocess.DEVNULL,
             **popen,
         )

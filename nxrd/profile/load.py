@@ -22,22 +22,28 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile file; raises ProfileError naming the file."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ProfileError(source, [Problem("", f"cannot read profile: {reason}")]) from None
-    return parse_profile(text, source)
+    return validate_data(_read_toml(Path(path)), str(path))
 
 
 def parse_profile(text: str, source: str | None = None) -> Profile:
     """Validate TOML text; raises ProfileError with every problem found."""
+    return validate_data(_parse_toml(text, source), source)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ProfileError(str(path), [Problem("", f"cannot read profile: {reason}")]) from None
+    return _parse_toml(text, str(path))
+
+
+def _parse_toml(text: str, source: str | None) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(source, [Problem("", f"invalid TOML: {e}")]) from None
-    return validate_data(data, source)
 
 
 def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
@@ -215,12 +221,7 @@ def load_profiles(paths: list[str]) -> tuple[Profile, str]:
     origin: dict[str, str] = {}
     problems: list[Problem] = []
     for f in files:
-        try:
-            data = tomllib.loads(f.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise ProfileError(str(f), [Problem("", f"cannot read profile: {e}")]) from None
-        except tomllib.TOMLDecodeError as e:
-            raise ProfileError(str(f), [Problem("", f"invalid TOML: {e}")]) from None
+        data = _read_toml(f)
         for section, table in data.items():
             if not isinstance(table, dict):
                 merged[section] = table
