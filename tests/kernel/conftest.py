@@ -40,22 +40,20 @@ def in_test_vm() -> None:
 
 
 def kill_tree(path: Path) -> None:
+    """Kill everything in the cgroup tree at path, then remove it, leaves first."""
     if not path.exists():
         return
-    (path / "cgroup.kill").write_text("1")
-    for child in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
-        for _ in range(100):
-            try:
-                child.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)
-    for _ in range(100):
+    if (path / "cgroup.kill").exists():
+        (path / "cgroup.kill").write_text("1")
+    for child in sorted((p for p in path.iterdir() if p.is_dir()), reverse=True):
+        kill_tree(child)
+    for _ in range(200):  # killed tasks leave the cgroup asynchronously
         try:
             path.rmdir()
             return
         except OSError:
             time.sleep(0.05)
+    path.rmdir()
 
 
 @pytest.fixture
@@ -64,22 +62,6 @@ def cgroup_root() -> Iterator[Path]:
     path = Path(f"/sys/fs/cgroup/nxr-test-{uuid.uuid4().hex[:8]}")
     yield path
     kill_tree(path)
-
-
-def _remove_tree(path: Path) -> None:
-    if not path.exists():
-        return
-    if (path / "cgroup.kill").exists():
-        (path / "cgroup.kill").write_text("1")
-    for child in sorted((p for p in path.iterdir() if p.is_dir()), reverse=True):
-        _remove_tree(child)
-    for _ in range(200):  # killed tasks leave the cgroup asynchronously
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            time.sleep(0.05)
-    path.rmdir()
 
 
 @pytest.fixture
@@ -91,7 +73,7 @@ def scratch() -> Iterator[Path]:
     try:
         yield path
     finally:
-        _remove_tree(path)
+        kill_tree(path)
 
 
 @pytest.fixture
