@@ -15,7 +15,7 @@ from nxrd.plan.classes import (
 from nxrd.plan.model import CgroupPlan, GpuAssignment, Plan, WorkloadPlan
 from nxrd.plan.topology import Gpu, Topology
 from nxrd.profile.model import Profile, Workload
-from nxrd.profile.units import PAGE_SIZE, format_cpu_list, format_size
+from nxrd.profile.units import format_cpu_list, format_size
 
 
 @dataclass
@@ -428,7 +428,7 @@ def _check_gpu_memory(st: _State, profile: Profile) -> None:
                 )
 
 
-def _pages(n: int, page: int = PAGE_SIZE) -> int:
+def _pages(n: int, page: int) -> int:
     # The kernel keeps memory limits in pages and reads them back rounded down.
     return n // page * page
 

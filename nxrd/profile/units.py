@@ -22,8 +22,6 @@ _SIZE_UNITS = {
 _DUR_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)")
 _DUR_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-PAGE_SIZE = 4096
-
 
 def parse_size(value: object) -> int:
     """Bytes from an int or a string like "4G", "512MiB", "1.5G"."""
