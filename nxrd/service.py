@@ -7,6 +7,7 @@ them, on shim pidfds (a workload ended) and on the supervisor's next timer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import select
@@ -18,7 +19,7 @@ from pathlib import Path
 from nxrd.api.handlers import Handlers
 from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
-from nxrd.errors import KernelError, NxrError
+from nxrd.errors import KernelError, NxrError, ProfileError
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.discovery import discover
@@ -27,7 +28,8 @@ from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
 from nxrd.plan import make_plan
-from nxrd.profile.load import load_profiles
+from nxrd.plan.diff import diff
+from nxrd.profile.load import parse_profiles, read_profiles
 from nxrd.service_defaults import DEFAULT_STATE_DIR
 from nxrd.supervisor.events import Event, EventLog
 from nxrd.supervisor.states import State
@@ -84,10 +86,13 @@ class Daemon:
     ) -> None:
         self.socket_path = socket_path
         self.access = Access(api_group, api_read)
-        self.profile, self.source = load_profiles(profiles)
+        self.state_dir = Path(state_dir)
+        self.configured = profiles
+        files = read_profiles(profiles)
+        self.applied = self._applied(files)
+        self.profile, self.source = parse_profiles(self.applied or files)
         self.topology = discover()
         self.plan = make_plan(self.profile, self.topology, self.source)
-        self.state_dir = Path(state_dir)
         self.on_stop = on_stop
         reqs = check(self.topology.cgroup)
         if not usable(reqs):
@@ -114,11 +119,94 @@ class Daemon:
         self.events = EventLog()
         self.events.sinks.append(_journal_event if to_journal else _print_event)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
+        if self.applied:
+            self.events.record(
+                time.time(),
+                "nxrd",
+                "-",
+                "-",
+                f"using the profile applied by nxrctl ({self.source})",
+            )
         self._adopt(time.monotonic())
         self.api.handlers = Handlers(
-            self.sup, self.plan, self.topology, self.access.privileged, stats=self._stats
+            self.sup,
+            self.plan,
+            self.topology,
+            self.access.privileged,
+            stats=self._stats,
+            reconfigure=self.reconfigure,
         )
         return self.sup
+
+    # -- changing the profile of a running nxrd ----------------------------------------
+
+    def _applied_file(self) -> Path:
+        return self.state_dir / "applied.json"
+
+    def _applied(self, configured: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        """The profile last applied with `nxrctl apply`, while the configured files that
+        were in force then are unchanged; once they change (or on reload) they win."""
+        try:
+            saved = json.loads(self._applied_file().read_text())
+            if saved["configured"] == _digest(configured):
+                return [(str(n), str(t)) for n, t in saved["files"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def reconfigure(
+        self, files: list[tuple[str, str]] | None, dry_run: bool, who: str
+    ) -> dict[str, object]:
+        """Apply a changed profile (files None: re-read the configured ones, as a reload).
+
+        All or nothing: an invalid profile, a plan that does not fit or a cgroup write the
+        kernel refuses changes nothing. Returns the changes and how each one lands.
+        """
+        try:
+            configured = read_profiles(self.configured)
+        except ProfileError:
+            if files is None:
+                raise
+            configured = []  # only recorded; the next start fails on it and says why
+        profile, source = parse_profiles(files if files is not None else configured)
+        plan = make_plan(profile, self.topology, source)
+        changes = diff((self.profile, self.plan), (profile, plan))
+        if not dry_run:
+            if files is None:
+                notify("RELOADING=1")
+            try:
+                apply_plan(plan, self.fs)
+            finally:
+                if files is None:
+                    notify("READY=1")
+            self.sup.reconfigure(profile, plan, time.monotonic(), who)
+            self.profile, self.plan, self.source = profile, plan, source
+            assert self.api.handlers is not None  # reconfigure is only reached through them
+            self.api.handlers.plan = plan
+            if files is None:
+                self._applied_file().unlink(missing_ok=True)
+            else:
+                text = json.dumps({"configured": _digest(configured), "files": files, "by": who})
+                tmp = self._applied_file().with_suffix(".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, self._applied_file())
+            verb = "reloaded" if files is None else "applied"
+            self.events.record(
+                time.time(), "nxrd", "-", "-", f"profile {verb} by {who}: {len(changes)} changes"
+            )
+        return {
+            "source": source,
+            "changes": [c.to_dict() for c in changes],
+            "applied": not dry_run,
+            "warnings": plan.warnings,
+        }
+
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reconfigure(None, False, "SIGHUP")
+        except NxrError as e:
+            lines = e.lines() if isinstance(e, ProfileError) else [str(e)]
+            self.events.record(time.time(), "nxrd", "-", "-", "reload failed: " + "; ".join(lines))
 
     def _api_error(self, message: str) -> None:
         print(f"nxrd: {message}", file=sys.stderr, flush=True)
@@ -235,14 +323,7 @@ class Daemon:
             pending, self.signals = self.signals, []
             for got in pending:
                 if got == signal.SIGHUP:
-                    self.events.record(
-                        time.time(),
-                        "nxrd",
-                        "-",
-                        "-",
-                        "SIGHUP ignored: restart nxrd to apply a changed profile "
-                        "(running workloads are adopted, not restarted)",
-                    )
+                    self._reload_on_signal()
                 elif not stopping:
                     stopping = True
                     notify("STOPPING=1")
@@ -270,3 +351,7 @@ class Daemon:
                 elif fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)
+
+
+def _digest(files: list[tuple[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()

@@ -35,13 +35,17 @@ class Client:
     def __init__(self, path: str, timeout: float = 10.0) -> None:
         self.path, self.timeout = path, timeout
 
-    def call(self, method: str, path: str, **query: Any) -> dict[str, Any]:
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, **query: Any
+    ) -> dict[str, Any]:
         """One request; the decoded JSON answer, or ApiCallError / NxrError."""
         q = {k: v for k, v in query.items() if v is not None}
         target = f"/v1/{path}" + (f"?{urlencode(q)}" if q else "")
+        payload = b"" if body is None else json.dumps(body).encode()
+        headers = {"Content-Length": str(len(payload)), "Content-Type": "application/json"}
         conn = _UnixConnection(self.path, self.timeout)
         try:
-            conn.request(method, target, headers={"Content-Length": "0"})
+            conn.request(method, target, body=payload, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
         except (FileNotFoundError, ConnectionRefusedError):
@@ -55,12 +59,12 @@ class Client:
         finally:
             conn.close()
         try:
-            body = json.loads(raw)
+            answer = json.loads(raw)
         except ValueError:
             raise NxrError(f"nxrd answered something that is not JSON ({resp.status})") from None
         if resp.status != 200:
-            err = body.get("error", {}) if isinstance(body, dict) else {}
+            err = answer.get("error", {}) if isinstance(answer, dict) else {}
             raise ApiCallError(str(err.get("code", "internal")), str(err.get("message", "error")))
-        if not isinstance(body, dict):
+        if not isinstance(answer, dict):
             raise NxrError("nxrd answered an unexpected document")
-        return body
+        return answer

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 from nxrd.api.protocol import ApiError, Request
+from nxrd.errors import NxrError, ProfileError
 from nxrd.plan.model import Plan
 from nxrd.plan.topology import Topology
 from nxrd.supervisor.supervisor import NotRunning, Record, Supervisor
 
 MUTATIONS = ("start", "stop", "restart", "freeze", "thaw")
+# files None: re-read the configured profile; then dry_run, then who asked.
+Reconfigure = Callable[[list[tuple[str, str]] | None, bool, str], dict[str, Any]]
 
 
 def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -47,9 +51,11 @@ class Handlers:
         may_mutate: Callable[[Request], bool],
         stats: Callable[[Record], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        reconfigure: Reconfigure | None = None,
     ) -> None:
         self.sup, self.plan, self.topology = sup, plan, topology
         self.may_mutate, self.stats, self.clock = may_mutate, stats, clock
+        self.reconfigure = reconfigure
 
     def handle(self, req: Request) -> dict[str, Any]:
         """The response body for req; raises ApiError for anything else."""
@@ -77,14 +83,37 @@ class Handlers:
             except NotRunning as e:
                 raise ApiError("conflict", str(e)) from None
             return {"workload": self._status(rec)}
+        elif req.method == "POST" and p in (("apply",), ("reload",)):
+            return self._reconfigure(req, p[0])
         if self._known(p):
             raise ApiError("method_not_allowed", f"{req.method} not allowed on /v1/{'/'.join(p)}")
         raise ApiError("not_found", f"no such path /v1/{'/'.join(p)[:100]}")
 
     def _known(self, p: tuple[str, ...]) -> bool:
-        return p in (("workloads",), ("events",), ("plan",), ("host",)) or (
-            p[:1] == ("workloads",) and (len(p) == 2 or (len(p) == 3 and p[2] in MUTATIONS))
-        )
+        return p in (
+            ("workloads",),
+            ("events",),
+            ("plan",),
+            ("host",),
+            ("apply",),
+            ("reload",),
+        ) or (p[:1] == ("workloads",) and (len(p) == 2 or (len(p) == 3 and p[2] in MUTATIONS)))
+
+    def _reconfigure(self, req: Request, verb: str) -> dict[str, Any]:
+        dry_run = req.query.get("dry_run", "0") == "1"
+        if not dry_run and not self.may_mutate(req):
+            raise ApiError(
+                "forbidden", f"uid {req.uid} may not {verb} profiles (root or the API group)"
+            )
+        if self.reconfigure is None:
+            raise ApiError("conflict", f"this nxrd cannot {verb} profiles")
+        files = _profile_files(req.body) if verb == "apply" else None
+        try:
+            return self.reconfigure(files, dry_run, f"uid {req.uid}")
+        except ProfileError as e:
+            raise ApiError("invalid_profile", "; ".join(e.lines())) from None
+        except NxrError as e:
+            raise ApiError("conflict", f"nothing changed: {e}") from None
 
     def _record(self, name: str) -> Record:
         rec = self.sup.records.get(name)
@@ -114,3 +143,17 @@ class Handlers:
         events = self.sup.events.since(int(since), workload)
         last = events[-1].seq if events else int(since)
         return {"events": [e.to_dict() for e in events], "last": last}
+
+
+def _profile_files(body: bytes) -> list[tuple[str, str]]:
+    """{"files": [{"name": ..., "text": ...}, ...]} -> [(name, text), ...]."""
+    try:
+        doc = json.loads(body)
+        files = [(f["name"], f["text"]) for f in doc["files"]]
+    except (ValueError, TypeError, KeyError):
+        raise ApiError(
+            "bad_request", 'body must be {"files": [{"name": ..., "text": ...}]}'
+        ) from None
+    if not files or not all(isinstance(n, str) and isinstance(t, str) for n, t in files):
+        raise ApiError("bad_request", "files must be a non-empty list of names and TOML texts")
+    return files

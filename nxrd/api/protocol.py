@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 API_VERSION = "v1"
 MAX_HEAD = 8192  # request line and headers
-MAX_BODY = 65536
+MAX_BODY = 1 << 20  # a profile being applied
 DEFAULT_SOCKET = "/run/nxr/nxrd.sock"
 
 # Stable error codes: clients branch on these, never on messages.
@@ -19,6 +19,7 @@ ERRORS = {
     "method_not_allowed": 405,
     "too_large": 413,
     "conflict": 409,
+    "invalid_profile": 422,
     "internal": 500,
 }
 

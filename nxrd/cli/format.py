@@ -159,3 +159,34 @@ def show_text(w: Mapping[str, Any]) -> str:
     lines += [f"  env {k}={v}" for k, v in dict(w.get("env", {})).items()]
     lines += [f"  note: {n}" for n in w.get("notes", [])]
     return "\n".join(lines)
+
+
+_EFFECTS = {
+    "live": "live, no restart",
+    "restart": "restarts the workload",
+    "next-start": "at its next start",
+    "start": "starts",
+    "stop": "stops and is removed",
+}
+
+
+def _short(value: str, width: int = 40) -> str:
+    value = value or "-"
+    return value if len(value) <= width else value[: width - 3] + "..."
+
+
+def changes_table(changes: Sequence[Mapping[str, str]]) -> str:
+    """`nxrctl diff` / `apply`: each change and how it takes effect."""
+    if not changes:
+        return "no changes"
+    rows = [
+        [
+            c["workload"] or "(parents)",
+            c["what"],
+            _short(_readable(c["what"], c["old"])),
+            _short(_readable(c["what"], c["new"])),
+            _EFFECTS.get(c["effect"], c["effect"]),
+        ]
+        for c in changes
+    ]
+    return table(["WORKLOAD", "CHANGE", "NOW", "NEW", "TAKES EFFECT"], rows)

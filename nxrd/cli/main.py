@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,7 +13,7 @@ from nxrd import __version__
 from nxrd.api.client import Client
 from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.cli.errors import EXIT_ERROR, reported
-from nxrd.cli.format import event_line, plan_text, show_text, status_table
+from nxrd.cli.format import changes_table, event_line, plan_text, show_text, status_table
 from nxrd.errors import ProfileError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def validate(files: tuple[str, ...], topology_file: str | None) -> None:
 
 
 @cli.command()
-@click.argument("file")
+@click.argument("files", nargs=-1)
 @click.option(
     "--topology",
     "topology_file",
@@ -93,20 +93,29 @@ def validate(files: tuple[str, ...], topology_file: str | None) -> None:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.pass_obj
 @reported
-def plan(file: str, topology_file: str | None, output: str) -> None:
-    """Show exactly what nxr would allocate: cores, memory, GPUs, cgroup values, environment."""
-    from nxrd.plan import make_plan
-    from nxrd.profile import load_profile
+def plan(client: Client, files: tuple[str, ...], topology_file: str | None, output: str) -> None:
+    """Show exactly what nxr allocates: cores, memory, GPUs, cgroup values, environment.
 
-    profile = load_profile(file)
-    result = make_plan(profile, _topology(topology_file), source=file)
+    Without FILES: the running nxrd's plan. With FILES (profiles or directories): what nxr
+    would plan for them on this host, or on the --topology given.
+    """
+    from nxrd.plan import Plan, make_plan
+    from nxrd.profile.load import load_profiles
+
+    if files:
+        profile, source = load_profiles(list(files))
+        result = make_plan(profile, _topology(topology_file), source=source)
+    else:
+        result = Plan.model_validate(client.call("GET", "plan"))
+        source = "nxrd"
     if output == "json":
         click.echo(result.to_json(), nl=False)
     else:
         click.echo(plan_text(result))
         for warning in result.warnings:
-            click.echo(f"{file}: warning: {warning}", err=True)
+            click.echo(f"{source}: warning: {warning}", err=True)
 
 
 OUTPUT = click.option(
@@ -173,6 +182,66 @@ def events(client: Client, follow: bool, workload: str | None, output: str) -> N
         if not follow:
             return
         time.sleep(0.5)
+
+
+def _send_profile(client: Client, files: tuple[str, ...], dry_run: bool) -> dict[str, Any]:
+    """Check the profile here first (every problem, one line each), then let nxrd plan it."""
+    from nxrd.profile.load import parse_profiles, read_profiles
+
+    texts = read_profiles(list(files))
+    parse_profiles(texts)
+    body = {"files": [{"name": n, "text": t} for n, t in texts]}
+    return client.call("POST", "apply", body=body, dry_run=1 if dry_run else None)
+
+
+def _print_changes(body: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+        return
+    click.echo(changes_table(body["changes"]))
+    for warning in body.get("warnings", []):
+        click.echo(f"{body['source']}: warning: {warning}", err=True)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@OUTPUT
+@click.pass_obj
+@reported
+def diff(client: Client, files: tuple[str, ...], output: str) -> None:
+    """What `apply FILES` would change in the running nxrd, and how each change lands."""
+    _print_changes(_send_profile(client, files, dry_run=True), output)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@OUTPUT
+@click.pass_obj
+@reported
+def apply(client: Client, files: tuple[str, ...], output: str) -> None:
+    """Apply a changed profile to the running nxrd, touching only what changed.
+
+    Cores, memory and weights change live; a changed command, environment, user or class
+    restarts that workload. All or nothing: if any part is refused, nothing changes. nxrd
+    keeps using it across its own restarts until the configured profile changes or is
+    reloaded.
+    """
+    body = _send_profile(client, files, dry_run=False)
+    _print_changes(body, output)
+    if output != "json":
+        click.echo(f"applied {len(body['changes'])} changes from {body['source']}")
+
+
+@cli.command()
+@OUTPUT
+@click.pass_obj
+@reported
+def reload(client: Client, output: str) -> None:
+    """Re-read nxrd's configured profile and apply it (what `systemctl reload nxrd` runs)."""
+    body = client.call("POST", "reload")
+    _print_changes(body, output)
+    if output != "json":
+        click.echo(f"reloaded {body['source']}: {len(body['changes'])} changes")
 
 
 def main() -> None:

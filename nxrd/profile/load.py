@@ -31,12 +31,15 @@ def parse_profile(text: str, source: str | None = None) -> Profile:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    return _parse_toml(_read_text(path), str(path))
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ProfileError(str(path), [Problem("", f"cannot read profile: {reason}")]) from None
-    return _parse_toml(text, str(path))
 
 
 def _parse_toml(text: str, source: str | None) -> dict[str, Any]:
@@ -205,6 +208,11 @@ def load_profiles(paths: list[str]) -> tuple[Profile, str]:
 
     Workloads and pools may not be declared twice; [host] keys may not conflict.
     """
+    return parse_profiles(read_profiles(paths))
+
+
+def read_profiles(paths: list[str]) -> list[tuple[str, str]]:
+    """(name, TOML text) of each file, directories expanded to their *.toml in name order."""
     files: list[Path] = []
     for p in paths:
         path = Path(p)
@@ -215,13 +223,19 @@ def load_profiles(paths: list[str]) -> tuple[Profile, str]:
             files += found
         else:
             files.append(path)
+    return [(str(f), _read_text(f)) for f in files]
+
+
+def parse_profiles(files: list[tuple[str, str]]) -> tuple[Profile, str]:
+    """One profile from (name, TOML text) pairs, merged as load_profiles describes."""
     if len(files) == 1:
-        return load_profile(files[0]), str(files[0])
+        name, text = files[0]
+        return parse_profile(text, name), name
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     problems: list[Problem] = []
-    for f in files:
-        data = _read_toml(f)
+    for f, text in files:
+        data = _parse_toml(text, f)
         for section, table in data.items():
             if not isinstance(table, dict):
                 merged[section] = table
@@ -234,7 +248,7 @@ def load_profiles(paths: list[str]) -> tuple[Profile, str]:
                     continue
                 target[key] = value
                 origin[where] = str(f)
-    source = ", ".join(str(f) for f in files)
+    source = ", ".join(f for f, _ in files)
     if problems:
         raise ProfileError(source, problems)
     return validate_data(merged, source), source

@@ -6,14 +6,13 @@ so its whole behaviour is unit-tested with a fake runtime and a fake clock.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nxrd.errors import NxrError
+from nxrd.plan.diff import launch_key
 from nxrd.plan.model import Plan, WorkloadPlan
 from nxrd.profile.model import Profile, Workload
 from nxrd.supervisor.events import EventLog
@@ -50,7 +49,10 @@ class Record:
     last_exit: str | None = None
     start_after_stop: bool = False  # a restart: start again once stopped
     frozen: bool = False
-    launch_key: str = ""  # fingerprint of what a restart would change; fixed per profile
+    launch_key: str = ""  # fingerprint of what a restart would change
+    # A changed profile's plan and spec, taken over once the running process has stopped.
+    pending: tuple[WorkloadPlan, Workload] | None = None
+    retiring: bool = False  # gone from the profile: removed once stopped
 
 
 class Supervisor:
@@ -65,18 +67,48 @@ class Supervisor:
     ) -> None:
         self.profile, self.runtime, self.events = profile, runtime, events
         self.wall, self.jitter = wall, jitter
-        # Dependencies first, so a chain of `after` advances within one tick.
+        self.records: dict[str, Record] = {}
+        self._take(profile, plan)
+
+    def _take(self, profile: Profile, plan: Plan) -> None:
+        """Records for a profile's workloads (existing ones kept), dependencies first."""
         plans = {wl.name: wl for wl in plan.workloads}
-        self.records = {
-            name: Record(
-                name,
-                plans[name],
-                profile.workloads[name],
-                launch_key=_launch_key(plans[name], profile.workloads[name]),
+        old, self.records = self.records, {}
+        for name in _dependency_order(profile):
+            spec = profile.workloads[name]
+            kept = old.pop(name, None)
+            self.records[name] = kept or Record(
+                name, plans[name], spec, launch_key=launch_key(plans[name], spec)
             )
-            for name in _dependency_order(profile)
-        }
+        self.records.update(old)  # retiring ones, until they have stopped
+        self.profile = profile
         self.pools = {n: PoolSpec(n, p.slots, p.max_starting) for n, p in profile.pools.items()}
+
+    def reconfigure(self, profile: Profile, plan: Plan, now: float, cause: str) -> None:
+        """Switch to a changed profile whose cgroup values are already written.
+
+        Unchanged launches carry on with the new values; changed ones restart (stopped with
+        the old plan, started with the new); removed workloads stop and then disappear.
+        """
+        plans = {wl.name: wl for wl in plan.workloads}
+        for name, rec in list(self.records.items()):
+            if name not in plans:
+                if not rec.retiring:
+                    rec.retiring = True
+                    self.stop(name, now, cause="removed-from-profile")
+                continue
+            new_plan, spec = plans[name], profile.workloads[name]
+            key = launch_key(new_plan, spec)
+            running = rec.state in (State.STARTING, State.READY, State.STOPPING)
+            if rec.retiring:  # declared again before it had stopped
+                rec.retiring, rec.pending, rec.start_after_stop = False, (new_plan, spec), True
+            elif running and (key != rec.launch_key or new_plan.cgroup != rec.plan.cgroup):
+                rec.pending = (new_plan, spec)
+                if rec.state != State.STOPPING:  # a stop under way stays a stop
+                    self.restart(name, now, cause=f"profile-changed ({cause})")
+            else:
+                rec.plan, rec.spec, rec.launch_key = new_plan, spec, key
+        self._take(profile, plan)
 
     # -- transitions -------------------------------------------------------------------
 
@@ -222,12 +254,18 @@ class Supervisor:
         self.runtime.reap()
         for rec in self.records.values():
             self._watch(rec, now)
+        for rec in [r for r in self.records.values() if r.retiring]:
+            if rec.state in (State.STOPPED, State.FAILED):
+                self._quietly(lambda: self.runtime.remove_cgroup(rec.plan))  # noqa: B023
+                del self.records[rec.name]
         for rec in self.records.values():
             if rec.state == State.BACKOFF and now >= (rec.backoff_until or 0):
                 rec.waiting_since = now
                 self._move(rec, State.PENDING, "restart delay over")
             if rec.state == State.WAITING_FOR_POOL and not self._deps_ready(rec):
                 self._move(rec, State.PENDING, rec.reason)
+            elif rec.state == State.WAITING_FOR_POOL and rec.spec.pool not in self.pools:
+                self._move(rec, State.PENDING, "no longer in a pool")
             if rec.state == State.PENDING and self._deps_ready(rec):
                 if rec.spec.pool is None:
                     self._launch(rec, now)
@@ -264,12 +302,13 @@ class Supervisor:
         holders = [
             Holder(r.name, r.spec.pool, slots[r.name], r.state == State.STARTING)
             for r in self.records.values()
-            if r.spec.pool is not None and r.state in (State.STARTING, State.READY, State.STOPPING)
+            if r.spec.pool in self.pools
+            and r.state in (State.STARTING, State.READY, State.STOPPING)
         ]
         candidates = [
             Candidate(r.name, r.spec.pool, slots[r.name], r.spec.priority, r.waiting_since)
             for r in self.records.values()
-            if r.spec.pool is not None and r.state == State.WAITING_FOR_POOL
+            if r.spec.pool in self.pools and r.state == State.WAITING_FOR_POOL
         ]
         if not candidates:
             return
@@ -346,6 +385,9 @@ class Supervisor:
             rec.pid = rec.shim_pid = None
             self._quietly(lambda: self.runtime.remove_cgroup(rec.plan))
             self._move(rec, State.STOPPED, _describe(ended, cause))
+            if rec.pending is not None:
+                rec.plan, rec.spec = rec.pending
+                rec.launch_key, rec.pending = launch_key(*rec.pending), None
             if rec.start_after_stop:
                 rec.start_after_stop = False
                 self.start(rec.name, now)
@@ -389,12 +431,6 @@ class Supervisor:
         except NxrError as e:
             # The process or cgroup is already gone: nothing left to do, but say so.
             self.events.record(self.wall(), "-", "-", "-", f"ignored: {e}")
-
-
-def _launch_key(plan: WorkloadPlan, spec: Workload) -> str:
-    what = [list(spec.command), sorted({**spec.env, **plan.env}.items())]
-    what += [spec.user, spec.group, spec.cwd]
-    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def _dependency_order(profile: Profile) -> list[str]:

@@ -49,12 +49,22 @@ class Running:
         self.path = str(tmp / "nxrd.sock")
         self.errors: list[str] = []
         self.server = ApiServer(self.path, access, on_error=self.errors.append)
+        self.reconfigured: list[tuple[object, bool, str]] = []
         self.server.handlers = Handlers(
-            self.sup, self.plan, topo, access.privileged, clock=lambda: 1.0
+            self.sup,
+            self.plan,
+            topo,
+            access.privileged,
+            clock=lambda: 1.0,
+            reconfigure=self._reconfigure,
         )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
+
+    def _reconfigure(self, files: object, dry_run: bool, who: str) -> dict[str, object]:
+        self.reconfigured.append((files, dry_run, who))
+        return {"changes": [], "source": "test", "applied": not dry_run, "warnings": []}
 
     def _loop(self) -> None:
         while not self.stop.is_set():
@@ -202,6 +212,11 @@ def test_unprivileged_users(tmp_path: Path) -> None:
             and message == "uid 65534 may not stop workloads (root or the API group)"
         )
         assert r.rt.procs["chat"].signals == []  # refused, and nothing happened
+        for target in ("apply", "reload"):
+            code, message = as_nobody(r.path, "POST", target)
+            assert code == "forbidden", message
+        assert r.reconfigured == []
+        assert as_nobody(r.path, "POST", "apply?dry_run=1")[0] == "bad_request"  # may read
     finally:
         r.close()
     r = Running(tmp_path, read="group")
@@ -230,6 +245,27 @@ def raw(path: str, data: bytes) -> bytes:
         return out
     finally:
         s.close()
+
+
+def test_apply_bodies(api: Running) -> None:
+    c = Client(api.path)
+    for body in (
+        {},
+        {"files": []},
+        {"files": [{"name": "a.toml"}]},
+        {"files": [{"name": 1, "text": ""}]},
+    ):
+        with pytest.raises(ApiCallError) as info:
+            c.call("POST", "apply", body=body)
+        assert info.value.code == "bad_request"
+    assert api.reconfigured == []
+    files = {"files": [{"name": "a.toml", "text": "[workloads.x]"}]}
+    assert c.call("POST", "apply", body=files, dry_run=1)["applied"] is False
+    assert c.call("POST", "reload")["applied"] is True
+    assert api.reconfigured == [
+        ([("a.toml", "[workloads.x]")], True, "uid 0"),
+        (None, False, "uid 0"),
+    ]
 
 
 def test_oversized_and_malformed_requests(api: Running) -> None:

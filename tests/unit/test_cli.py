@@ -136,7 +136,10 @@ def test_unreadable_paths_are_one_line_errors(tmp_path: Path) -> None:
     assert (
         r.stderr == f"error: cannot write {tmp_path}/no/such/dir.json: No such file or directory\n"
     )
-    assert run("nxrctl", "plan").returncode == 2  # usage error
+    assert run("nxrctl", "apply").returncode == 2  # usage error
+    r = run("nxrctl", "--socket", str(tmp_path / "none.sock"), "plan")  # the running nxrd's plan
+    assert r.returncode == 1
+    assert r.stderr == f"error: cannot reach nxrd at {tmp_path}/none.sock: is it running?\n"
 
 
 def test_nxrd_refuses_to_run_without_isolation(tmp_path: Path) -> None:
