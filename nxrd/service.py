@@ -20,6 +20,7 @@ from nxrd.api.handlers import Handlers
 from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.errors import KernelError, NxrError, ProfileError
+from nxrd.explain import explain
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.discovery import discover
@@ -27,6 +28,8 @@ from nxrd.kernel.launch import read_status
 from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
+from nxrd.ledger import Ledger
+from nxrd.observe import CpuSample, cpu_rates, cpu_sample, pressure
 from nxrd.plan import make_plan
 from nxrd.plan.diff import diff
 from nxrd.profile.load import parse_profiles, read_profiles
@@ -108,9 +111,13 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # The socket first: if it cannot be bound, no cgroup has been touched yet.
         self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
+        self.ledger = Ledger(time.time)
+        self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         try:
             self.fs: LinuxCgroupFS = take_subtree(self.root)
-            apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted ones too
+            self.fs.on_write = self.ledger.record
+            with self.ledger.because(f"profile {self.source}, at nxrd start"):
+                apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted too
         except NxrError:
             self.api.close()
             raise
@@ -128,13 +135,9 @@ class Daemon:
                 f"using the profile applied by nxrctl ({self.source})",
             )
         self._adopt(time.monotonic())
+        self.ledger.cause = "planned value, written when the workload started"
         self.api.handlers = Handlers(
-            self.sup,
-            self.plan,
-            self.topology,
-            self.access.privileged,
-            stats=self._stats,
-            reconfigure=self.reconfigure,
+            self.sup, self.plan, self.topology, self.access.privileged, self
         )
         return self.sup
 
@@ -174,8 +177,10 @@ class Daemon:
         if not dry_run:
             if files is None:
                 notify("RELOADING=1")
+            verb = "reload" if files is None else "nxrctl apply"
             try:
-                apply_plan(plan, self.fs)
+                with self.ledger.because(f"{verb} by {who} ({source})"):
+                    apply_plan(plan, self.fs)
             finally:
                 if files is None:
                     notify("READY=1")
@@ -190,9 +195,8 @@ class Daemon:
                 tmp = self._applied_file().with_suffix(".tmp")
                 tmp.write_text(text)
                 os.replace(tmp, self._applied_file())
-            verb = "reloaded" if files is None else "applied"
             self.events.record(
-                time.time(), "nxrd", "-", "-", f"profile {verb} by {who}: {len(changes)} changes"
+                time.time(), "nxrd", "-", "-", f"{verb} by {who}: {len(changes)} changes"
             )
         return {
             "source": source,
@@ -211,8 +215,10 @@ class Daemon:
     def _api_error(self, message: str) -> None:
         print(f"nxrd: {message}", file=sys.stderr, flush=True)
 
-    def _stats(self, rec: Record) -> dict[str, object]:
-        """Live counters of a workload's leaf, for status."""
+    # -- what the API reads (the handlers' Daemon protocol) ----------------------------
+
+    def stats(self, rec: Record) -> dict[str, object]:
+        """Live figures of a workload's leaf, for status, top and metrics."""
         out: dict[str, object] = {}
         cg = rec.plan.cgroup
         with contextlib.suppress(KernelError, ValueError, IndexError):
@@ -221,7 +227,43 @@ class Daemon:
                 stat = self.fs.read_keyed(cg, "cpu.stat")
                 out["cpu_usage_usec"] = int(stat["usage_usec"])
                 out["cpu_throttled_usec"] = int(stat.get("throttled_usec", 0))
+                events = self.fs.read_keyed(cg, "memory.events")
+                out["memory_events"] = {k: int(v) for k, v in events.items()}
+                for res in ("cpu", "memory", "io"):
+                    p = pressure(self.fs.read(cg, f"{res}.pressure"))
+                    out[f"{res}_pressure"] = {
+                        "some_avg10": p.get("some_avg10", 0.0),
+                        "full_avg10": p.get("full_avg10", 0.0),
+                        "some_seconds_total": p.get("some_total_usec", 0.0) / 1e6,
+                        "full_seconds_total": p.get("full_total_usec", 0.0) / 1e6,
+                    }
+        last, before = self.samples.get(rec.name, (None, None))
+        if last is not None:
+            out.update(cpu_rates(before, last))
         return out
+
+    def _sample(self, now: float) -> None:
+        """CPU counters of every running workload, so status can show rates."""
+        for rec in list(self.sup.records.values()):
+            if rec.pid is None:
+                self.samples.pop(rec.name, None)
+                continue
+            with contextlib.suppress(KernelError):
+                cur = cpu_sample(now, self.fs.read(rec.plan.cgroup, "cpu.stat"))
+                last = self.samples.get(rec.name, (None, None))[0]
+                self.samples[rec.name] = (cur, last)
+
+    def explain(self, rec: Record) -> dict[str, object]:
+        cg = rec.plan.cgroup
+        kernel: dict[str, str] = {}
+        for filename in [*rec.plan.files, "cpuset.cpus.effective", "cpuset.mems.effective"]:
+            with contextlib.suppress(KernelError):
+                kernel[filename] = self.fs.read(cg, filename)
+        spec = rec.spec.model_dump(mode="json", by_alias=True)
+        return {"resources": explain(spec, rec.plan.files, self.ledger.of(cg), kernel)}
+
+    def log_file(self, name: str) -> Path:
+        return self.runtime.log_file(name)
 
     def _state_file(self) -> Path:
         return self.state_dir / "state.json"
@@ -307,7 +349,7 @@ class Daemon:
         stopping = False
         last = ""
         watchdog = int(os.environ.get("WATCHDOG_USEC", "0") or 0) / 2e6  # ping at half the limit
-        last_ping = 0.0
+        last_ping = last_sample = 0.0
         status = ""
         notify("READY=1")
         while True:
@@ -333,6 +375,9 @@ class Daemon:
                         return 0
                     self.sup.stop_all(now)
             self.sup.tick(now)
+            if now - last_sample >= 1.0:
+                self._sample(now)
+                last_sample = now
             last = self._save(last)
             if stopping and self.sup.all_stopped():
                 self.api.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from nxrd.api.protocol import ApiError, Request
 from nxrd.errors import NxrError, ProfileError
@@ -14,13 +15,31 @@ from nxrd.plan.topology import Topology
 from nxrd.supervisor.supervisor import NotRunning, Record, Supervisor
 
 MUTATIONS = ("start", "stop", "restart", "freeze", "thaw")
-# files None: re-read the configured profile; then dry_run, then who asked.
-Reconfigure = Callable[[list[tuple[str, str]] | None, bool, str], dict[str, Any]]
+READS = ("logs", "explain")
+LOG_CHUNK = 256 * 1024
+
+
+class Daemon(Protocol):
+    """What the handlers need from the running nxrd beyond the supervisor's records."""
+
+    def stats(self, rec: Record) -> dict[str, Any]:
+        """Live figures of a workload's cgroup (memory, CPU %, pressure...)."""
+
+    def explain(self, rec: Record) -> dict[str, Any]:
+        """Requested, planned, written and effective value of each resource."""
+
+    def log_file(self, name: str) -> Path: ...
+
+    def reconfigure(
+        self, files: list[tuple[str, str]] | None, dry_run: bool, who: str
+    ) -> dict[str, Any]:
+        """Apply a changed profile (files None: re-read the configured one)."""
 
 
 def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `nxrctl status` shows for one workload."""
     files = rec.plan.files
+    slo = rec.spec.slo
     out: dict[str, Any] = {
         "name": rec.name,
         "class": rec.plan.workload_class,
@@ -35,6 +54,9 @@ def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[st
         "last_exit": rec.last_exit,
         "pool": rec.spec.pool,
         "cgroup": rec.plan.cgroup,
+        "slo_percentile": None if slo is None else slo.target[0],
+        "slo_seconds": None if slo is None else slo.target[1],
+        "latency_seconds": None,  # observed, once a latency source reports (controller)
     }
     out.update(stats or {})
     return out
@@ -49,22 +71,24 @@ class Handlers:
         plan: Plan,
         topology: Topology,
         may_mutate: Callable[[Request], bool],
-        stats: Callable[[Record], dict[str, Any]] | None = None,
+        daemon: Daemon | None = None,
         clock: Callable[[], float] = time.monotonic,
-        reconfigure: Reconfigure | None = None,
     ) -> None:
         self.sup, self.plan, self.topology = sup, plan, topology
-        self.may_mutate, self.stats, self.clock = may_mutate, stats, clock
-        self.reconfigure = reconfigure
+        self.may_mutate, self.daemon, self.clock = may_mutate, daemon, clock
 
     def handle(self, req: Request) -> dict[str, Any]:
         """The response body for req; raises ApiError for anything else."""
         p = req.path
         if req.method == "GET":
             if p == ("workloads",):
-                return {"workloads": [self._status(r) for r in self.sup.records.values()]}
+                return {"workloads": [self._status(r) for r in list(self.sup.records.values())]}
             if len(p) == 2 and p[0] == "workloads":
                 return self._show(self._record(p[1]))
+            if len(p) == 3 and p[0] == "workloads" and p[2] == "logs":
+                return self._logs(self._record(p[1]), req)
+            if len(p) == 3 and p[0] == "workloads" and p[2] == "explain":
+                return self._explain(self._record(p[1]))
             if p == ("events",):
                 return self._events(req)
             if p == ("plan",):
@@ -90,14 +114,15 @@ class Handlers:
         raise ApiError("not_found", f"no such path /v1/{'/'.join(p)[:100]}")
 
     def _known(self, p: tuple[str, ...]) -> bool:
-        return p in (
-            ("workloads",),
-            ("events",),
-            ("plan",),
-            ("host",),
-            ("apply",),
-            ("reload",),
-        ) or (p[:1] == ("workloads",) and (len(p) == 2 or (len(p) == 3 and p[2] in MUTATIONS)))
+        top = (("workloads",), ("events",), ("plan",), ("host",), ("apply",), ("reload",))
+        return p in top or (
+            p[:1] == ("workloads",) and (len(p) == 2 or (len(p) == 3 and p[2] in MUTATIONS + READS))
+        )
+
+    def _need_daemon(self) -> Daemon:
+        if self.daemon is None:
+            raise ApiError("conflict", "not available in this nxrd")
+        return self.daemon
 
     def _reconfigure(self, req: Request, verb: str) -> dict[str, Any]:
         dry_run = req.query.get("dry_run", "0") == "1"
@@ -105,11 +130,9 @@ class Handlers:
             raise ApiError(
                 "forbidden", f"uid {req.uid} may not {verb} profiles (root or the API group)"
             )
-        if self.reconfigure is None:
-            raise ApiError("conflict", f"this nxrd cannot {verb} profiles")
         files = _profile_files(req.body) if verb == "apply" else None
         try:
-            return self.reconfigure(files, dry_run, f"uid {req.uid}")
+            return self._need_daemon().reconfigure(files, dry_run, f"uid {req.uid}")
         except ProfileError as e:
             raise ApiError("invalid_profile", "; ".join(e.lines())) from None
         except NxrError as e:
@@ -122,7 +145,7 @@ class Handlers:
         return rec
 
     def _status(self, rec: Record) -> dict[str, Any]:
-        return workload_status(rec, self.stats(rec) if self.stats else None)
+        return workload_status(rec, self.daemon.stats(rec) if self.daemon else None)
 
     def _show(self, rec: Record) -> dict[str, Any]:
         out = self._status(rec)
@@ -134,6 +157,47 @@ class Handlers:
             threads=rec.plan.threads,
         )
         return out
+
+    def _explain(self, rec: Record) -> dict[str, Any]:
+        out = {
+            "name": rec.name,
+            "class": rec.plan.workload_class,
+            "cgroup": rec.plan.cgroup,
+            "state": rec.state.value,
+            "gpus": {
+                "profile": rec.spec.gpus,
+                "planned": [g.uuid for g in rec.plan.gpus],
+                "env": {k: v for k, v in rec.plan.env.items() if k.endswith("VISIBLE_DEVICES")},
+            },
+            "threads": {"profile": rec.spec.threads, "planned": rec.plan.threads},
+        }
+        out.update(self._need_daemon().explain(rec))
+        return out
+
+    def _logs(self, rec: Record, req: Request) -> dict[str, Any]:
+        """A chunk of the workload's log file from offset (negative: from the end)."""
+        raw = req.query.get("offset", "0")
+        if not raw.lstrip("-").isdigit():
+            raise ApiError("bad_request", "offset must be an integer")
+        path = self._need_daemon().log_file(rec.name)
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                offset = int(raw)
+                offset = max(0, size + offset) if offset < 0 else offset
+                if offset > size:
+                    offset = 0  # the log was rotated since: start over in the new file
+                f.seek(offset)
+                data = f.read(LOG_CHUNK)
+        except FileNotFoundError:
+            return {"text": "", "offset": 0, "size": 0}
+        except OSError as e:
+            raise ApiError("conflict", f"cannot read {path}: {e.strerror}") from None
+        return {
+            "text": data.decode("utf-8", "replace"),
+            "offset": offset + len(data),
+            "size": size,
+        }
 
     def _events(self, req: Request) -> dict[str, Any]:
         since = req.query.get("since", "0")

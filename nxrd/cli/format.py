@@ -113,29 +113,120 @@ def _age(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(round(seconds))
 
 
+STATUS_HEADERS = [
+    "WORKLOAD",
+    "CLASS",
+    "STATE",
+    "PID",
+    "CPUS",
+    "CPU%",
+    "THROTTLED%",
+    "MEMORY",
+    "PRESSURE CPU/MEM",
+    "GPUS",
+    "RESTARTS",
+    "LATENCY/SLO",
+    "WHY",
+]
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}".removesuffix(".0")
+
+
+def _latency(w: Mapping[str, Any]) -> str:
+    if w.get("slo_seconds") is None:
+        return "-"
+    seen = w.get("latency_seconds")
+    observed = "-" if seen is None else format_duration(float(seen))
+    return f"{observed}/{w.get('slo_percentile')} {format_duration(float(w['slo_seconds']))}"
+
+
+def status_row(w: Mapping[str, Any]) -> list[str]:
+    mem, limit = w.get("memory_current"), w.get("memory_max")
+    memory = "-" if mem is None else format_size(int(mem))
+    memory += "/" + ("max" if limit is None else format_size(int(limit)))
+    cpu_p, mem_p = w.get("cpu_pressure"), w.get("memory_pressure")
+    psi = "-"
+    if cpu_p is not None and mem_p is not None:
+        psi = f"{_number(cpu_p['some_avg10'])}/{_number(mem_p['some_avg10'])}"
+    state = str(w["state"]) + (" (frozen)" if w.get("frozen") else "")
+    return [
+        str(w["name"]),
+        str(w["class"]),
+        state,
+        "-" if w.get("pid") is None else str(w["pid"]),
+        str(w["cpus"]),
+        _number(w.get("cpu_percent")),
+        _number(w.get("throttled_percent")),
+        memory,
+        psi,
+        ",".join(str(g) for g in w.get("gpus", [])) or "-",
+        str(w.get("restarts", 0)),
+        _latency(w),
+        str(w.get("reason", "")),
+    ]
+
+
 def status_table(workloads: Sequence[Mapping[str, Any]]) -> str:
-    """`nxrctl status`: one row per workload."""
-    rows = []
+    """`nxrctl status`: one row per workload. CPU% is of one CPU; pressure is avg10 "some"."""
+    return table(STATUS_HEADERS, [status_row(w) for w in workloads])
+
+
+def top_screen(workloads: Sequence[Mapping[str, Any]], now: float, width: int) -> str:
+    """`nxrctl top`: a summary line, then workloads busiest first, cut to the terminal."""
+    import time
+
+    states: dict[str, int] = {}
     for w in workloads:
-        mem = w.get("memory_current")
-        limit = w.get("memory_max")
-        memory = "-" if mem is None else format_size(int(mem))
-        memory += "/" + ("max" if limit is None else format_size(int(limit)))
+        states[str(w["state"])] = states.get(str(w["state"]), 0) + 1
+    cpu = sum(float(w.get("cpu_percent") or 0) for w in workloads)
+    mem = sum(int(w.get("memory_current") or 0) for w in workloads)
+    head = (
+        f"nxr top - {time.strftime('%H:%M:%S', time.localtime(now))}  "
+        f"{len(workloads)} workloads: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        + f"  CPU {_number(cpu)}%  memory {format_size(mem)}"
+    )
+    busiest = sorted(workloads, key=lambda w: -float(w.get("cpu_percent") or 0))
+    lines = [head, "", *status_table(busiest).splitlines()]
+    return "\n".join(line[:width] for line in lines)
+
+
+def explain_text(x: Mapping[str, Any]) -> str:
+    """`nxrctl explain NAME`."""
+    import time
+
+    out = [f"{x['name']} ({x['class']}, {x['state']}), cgroup {x['cgroup']}", ""]
+    rows = []
+    for r in x["resources"]:
+        kernel = r.get("kernel")
         rows.append(
             [
-                str(w["name"]),
-                str(w["class"]),
-                str(w["state"]),
-                "-" if w.get("pid") is None else str(w["pid"]),
-                str(w["cpus"]),
-                memory,
-                ",".join(str(g) for g in w.get("gpus", [])) or "-",
-                str(w.get("restarts", 0)),
-                str(w.get("reason", "")),
+                r["resource"],
+                r["profile"],
+                _short(r["planned"], 24),
+                "-" if r.get("written") is None else _short(r["written"], 24),
+                "-" if kernel is None else _short(kernel, 24),
+                "-" if r.get("by") is None else str(r["by"]),
+                "-"
+                if r.get("at") is None
+                else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(r["at"]))),
             ]
         )
-    headers = ["WORKLOAD", "CLASS", "STATE", "PID", "CPUS", "MEMORY", "GPUS", "RESTARTS", "WHY"]
-    return table(headers, rows)
+    headers = ["RESOURCE", "PROFILE", "PLANNED", "WRITTEN", "KERNEL", "LAST WRITTEN BY", "AT"]
+    out.append(table(headers, rows))
+    effective = [r for r in x["resources"] if r.get("effective") not in (None, r.get("kernel"))]
+    for r in effective:
+        out.append(f"{r['resource']}: the kernel grants {r['effective']} (effective)")
+    gpus, threads = x.get("gpus", {}), x.get("threads", {})
+    out += [
+        "",
+        f"gpus: profile {gpus.get('profile')}, planned {gpus.get('planned') or 'none'}, "
+        f"env {gpus.get('env') or 'none'}",
+        f"threads: profile {threads.get('profile')}, planned {threads.get('planned')}",
+    ]
+    return "\n".join(out)
 
 
 def event_line(e: Mapping[str, Any]) -> str:

@@ -13,7 +13,15 @@ from nxrd import __version__
 from nxrd.api.client import Client
 from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.cli.errors import EXIT_ERROR, reported
-from nxrd.cli.format import changes_table, event_line, plan_text, show_text, status_table
+from nxrd.cli.format import (
+    changes_table,
+    event_line,
+    explain_text,
+    plan_text,
+    show_text,
+    status_table,
+    top_screen,
+)
 from nxrd.errors import ProfileError
 
 if TYPE_CHECKING:
@@ -182,6 +190,70 @@ def events(client: Client, follow: bool, workload: str | None, output: str) -> N
         if not follow:
             return
         time.sleep(0.5)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-n", "--lines", type=int, default=100, show_default=True, help="Last lines first.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.pass_obj
+@reported
+def logs(client: Client, name: str, lines: int, follow: bool) -> None:
+    """A workload's output (stdout and stderr, timestamped), from nxrd's log file."""
+    body = client.call("GET", f"workloads/{name}/logs", offset=-256 * 1024)
+    text = body["text"]
+    if body["offset"] - len(text.encode()) > 0:
+        text = text.split("\n", 1)[-1]  # started mid-line
+    click.echo("".join(text.splitlines(keepends=True)[-lines:] if lines > 0 else []), nl=False)
+    offset = body["offset"]
+    while follow:
+        time.sleep(0.5)
+        body = client.call("GET", f"workloads/{name}/logs", offset=offset)
+        if body["size"] < offset:
+            offset = 0  # rotated: the new file from its start
+            continue
+        click.echo(body["text"], nl=False)
+        offset = body["offset"]
+
+
+@cli.command()
+@click.argument("name")
+@OUTPUT
+@click.pass_obj
+@reported
+def explain(client: Client, name: str, output: str) -> None:
+    """For each resource of a workload: asked for in the profile, planned, last written (by
+    whom and why), and what the kernel has now."""
+    body = client.call("GET", f"workloads/{name}/explain")
+    click.echo(
+        json.dumps(body, indent=2, sort_keys=True) if output == "json" else explain_text(body)
+    )
+
+
+@cli.command()
+@click.option("-d", "--delay", type=float, default=1.0, show_default=True, help="Seconds between.")
+@click.option("-n", "--iterations", type=int, default=0, help="Stop after this many (0: never).")
+@click.pass_obj
+@reported
+def top(client: Client, delay: float, iterations: int) -> None:
+    """Live view of every workload, busiest first, refreshed in place (Ctrl-C quits)."""
+    import shutil
+
+    tty = sys.stdout.isatty()
+    done = 0
+    try:
+        while True:
+            body = client.call("GET", "workloads")
+            width = shutil.get_terminal_size().columns if tty else 10_000
+            screen = top_screen(body["workloads"], time.time(), width)
+            # Home and clear on a terminal; plain frames separated by a blank line otherwise.
+            click.echo(("\x1b[H\x1b[2J" + screen) if tty else screen + "\n")
+            done += 1
+            if iterations and done >= iterations:
+                return
+            time.sleep(delay)
+    except KeyboardInterrupt:
+        return
 
 
 def _send_profile(client: Client, files: tuple[str, ...], dry_run: bool) -> dict[str, Any]:

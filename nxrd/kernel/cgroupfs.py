@@ -10,6 +10,7 @@ import errno
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from nxrd.errors import KernelError
@@ -106,6 +107,8 @@ class LinuxCgroupFS(CgroupFS):
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        # Told of every value written (rel, file, value): nxrd's ledger for `explain`.
+        self.on_write: Callable[[str, str, str], None] | None = None
 
     def _path(self, rel: str) -> Path:
         rel = _check_rel(rel)
@@ -152,6 +155,8 @@ class LinuxCgroupFS(CgroupFS):
             raise KernelError(
                 f"cannot write {filename} = {value!r} in {self._path(rel)}: {_reason(e)}{hint}"
             ) from None
+        if self.on_write is not None:
+            self.on_write(rel, filename, value)
 
 
 def _reason(e: OSError) -> str:

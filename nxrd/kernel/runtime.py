@@ -25,6 +25,9 @@ class LinuxRuntime(Runtime):
         self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
         self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
 
+    def log_file(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
     def status_file(self, name: str) -> Path:
         return self.state_dir / "run" / f"{name}.json"
 
@@ -56,7 +59,7 @@ class LinuxRuntime(Runtime):
                 cgroup_dir=Path(self.fs.describe(wl.cgroup)),
                 env=env,
                 status_file=self.status_file(wl.name),
-                log_file=self.state_dir / "logs" / f"{wl.name}.log",
+                log_file=self.log_file(wl.name),
                 user=spec.user,
                 group=spec.group,
                 cwd=spec.cwd,

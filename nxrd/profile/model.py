@@ -267,6 +267,15 @@ class Slo(Section):
     window: Duration = Field(30.0, description="Window over which the percentile is computed.")
     source: SloSource = Field(description="Where the latency is observed.")
 
+    @property
+    def target(self) -> tuple[str, float]:
+        """The one percentile set and its target in seconds: ("p99", 0.2)."""
+        for name in ("p99", "p95", "p90", "p50"):
+            value = getattr(self, name)
+            if value is not None:
+                return name, value
+        raise ValueError("no percentile set")  # the model's check makes this unreachable
+
 
 class Workload(Section):
     """One process tree nxr runs in its own cgroup."""

@@ -13,6 +13,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,7 @@ from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.fake import FakeRuntime
-from nxrd.supervisor.supervisor import Supervisor
+from nxrd.supervisor.supervisor import Record, Supervisor
 from tests.unit.conftest import TOPOLOGIES
 
 BIN = Path(sys.executable).parent
@@ -50,19 +51,25 @@ class Running:
         self.errors: list[str] = []
         self.server = ApiServer(self.path, access, on_error=self.errors.append)
         self.reconfigured: list[tuple[object, bool, str]] = []
+        self.logs = tmp
         self.server.handlers = Handlers(
-            self.sup,
-            self.plan,
-            topo,
-            access.privileged,
-            clock=lambda: 1.0,
-            reconfigure=self._reconfigure,
+            self.sup, self.plan, topo, access.privileged, self, clock=lambda: 1.0
         )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
-    def _reconfigure(self, files: object, dry_run: bool, who: str) -> dict[str, object]:
+    # the handlers' Daemon protocol
+    def stats(self, rec: Record) -> dict[str, Any]:
+        return {"cpu_percent": 12.5} if rec.name == "chat" else {}
+
+    def explain(self, rec: Record) -> dict[str, Any]:
+        return {"resources": []}
+
+    def log_file(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def reconfigure(self, files: object, dry_run: bool, who: str) -> dict[str, Any]:
         self.reconfigured.append((files, dry_run, who))
         return {"changes": [], "source": "test", "applied": not dry_run, "warnings": []}
 
@@ -136,18 +143,10 @@ def test_nxrctl_against_the_socket(api: Running) -> None:
 
     r = nxrctl("status")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0].split() == [
-        "WORKLOAD",
-        "CLASS",
-        "STATE",
-        "PID",
-        "CPUS",
-        "MEMORY",
-        "GPUS",
-        "RESTARTS",
-        "WHY",
-    ]
-    assert "chat" in r.stdout and "4G" in r.stdout
+    header, chat = r.stdout.splitlines()[:2]
+    assert header.split("  ")[0] == "WORKLOAD" and "THROTTLED%" in header and "WHY" in header
+    assert chat.split()[:7] == ["chat", "latency-critical", "ready", "1002", "1,17", "12.5", "-"]
+    assert "-/4G" in chat
     assert json.loads(nxrctl("status", "-o", "json").stdout)["workloads"][0]["name"] == "chat"
     assert nxrctl("show", "chat").returncode == 0
     r = nxrctl("stop", "chat")
@@ -156,6 +155,39 @@ def test_nxrctl_against_the_socket(api: Running) -> None:
     assert r.returncode == 1 and r.stderr == "error: no workload named 'nope'\n"
     r = nxrctl("events", "--workload", "chat")
     assert r.returncode == 0 and "chat: ready -> stopping" in r.stdout
+    r = nxrctl("top", "-n", "2", "-d", "0.1")
+    frames = r.stdout.split("nxr top - ")
+    assert r.returncode == 0 and len(frames) == 3 and "2 workloads" in frames[1]
+    assert frames[1].splitlines()[2].startswith("WORKLOAD")
+    assert frames[1].splitlines()[3].startswith("chat")  # busiest first
+
+
+def test_nxrctl_logs(api: Running) -> None:
+    log = api.logs / "chat.log"
+    log.write_text("".join(f"line {i}\n" for i in range(300)))
+    r = subprocess.run(
+        [str(BIN / "nxrctl"), "--socket", api.path, "logs", "chat", "-n", "3"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0 and r.stdout == "line 297\nline 298\nline 299\n"
+    follow = subprocess.Popen(
+        [str(BIN / "nxrctl"), "--socket", api.path, "logs", "chat", "-n", "1", "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == "line 299\n"
+        with log.open("a") as f:
+            f.write("new line\n")
+        assert follow.stdout.readline() == "new line\n"
+        log.write_text("rotated\n")  # a smaller file: read from its start
+        assert follow.stdout.readline() == "rotated\n"
+    finally:
+        follow.kill()
+        follow.wait()
 
 
 def test_nxrctl_show_exits_3_when_not_running(api: Running) -> None:

@@ -130,7 +130,7 @@ def test_removed_workload_stops_and_disappears_added_one_starts() -> None:
 
 
 def test_stopped_by_operator_stays_stopped_but_takes_the_new_spec() -> None:
-    sup, rt, clock, _ = _running(BASE)
+    sup, _rt, clock, _ = _running(BASE)
     sup.stop("batch", clock.now)
     run(sup, clock, 1)
     _apply(sup, clock, BASE.replace('"batch", "--fast"', '"batch", "--slow"'))

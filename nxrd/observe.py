@@ -1,0 +1,67 @@
+"""Turning raw cgroup counters into what operators read: CPU %, throttled %, pressure.
+
+Pure: file contents and samples in, numbers out. nxrd reads the files; tests feed text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    time: float  # monotonic seconds
+    usage_usec: int
+    throttled_usec: int
+    nr_periods: int
+    nr_throttled: int
+
+
+def keyed(text: str) -> dict[str, int]:
+    """'usage_usec 12\\nuser_usec 3' -> {'usage_usec': 12, 'user_usec': 3}."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+def cpu_sample(time: float, cpu_stat: str) -> CpuSample:
+    s = keyed(cpu_stat)
+    return CpuSample(
+        time,
+        s.get("usage_usec", 0),
+        s.get("throttled_usec", 0),
+        s.get("nr_periods", 0),
+        s.get("nr_throttled", 0),
+    )
+
+
+def cpu_rates(prev: CpuSample | None, cur: CpuSample) -> dict[str, float]:
+    """CPU use in % of one CPU (as top shows it) and the % of periods that were throttled."""
+    if prev is None or cur.time <= prev.time or cur.usage_usec < prev.usage_usec:
+        return {}  # no interval yet, or a new cgroup (counters restarted)
+    elapsed_usec = (cur.time - prev.time) * 1e6
+    out = {"cpu_percent": round(100 * (cur.usage_usec - prev.usage_usec) / elapsed_usec, 1)}
+    periods = cur.nr_periods - prev.nr_periods
+    if periods > 0:
+        throttled = cur.nr_throttled - prev.nr_throttled
+        out["throttled_percent"] = round(100 * throttled / periods, 1)
+    else:
+        out["throttled_percent"] = 0.0
+    return out
+
+
+def pressure(text: str) -> dict[str, float]:
+    """A *.pressure file -> {'some_avg10': .., 'full_avg10': .., 'some_total_usec': ..}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        for field in fields:
+            key, _, value = field.partition("=")
+            try:
+                out[f"{kind}_{key}" if key != "total" else f"{kind}_total_usec"] = float(value)
+            except ValueError:
+                continue
+    return out

@@ -1,0 +1,81 @@
+"""nxrctl's pure formatters and explain's rows, on plain data."""
+
+from __future__ import annotations
+
+from nxrd.cli.format import changes_table, explain_text, status_row
+from nxrd.explain import explain
+from nxrd.ledger import Write
+
+
+def test_explain_rows_join_profile_plan_ledger_and_kernel() -> None:
+    spec = {"cpus": 2, "cpuset": None, "exclusive": None, "memory_max": None, "class": "batch"}
+    rows = explain(
+        spec,
+        {"cpuset.cpus": "0-1", "memory.max": "max", "memory.oom.group": "1"},
+        {"cpuset.cpus": Write("0-1", "nxrctl apply by uid 0 (p.toml)", 100.0)},
+        {"cpuset.cpus": "0-1", "cpuset.cpus.effective": "0", "memory.max": "max"},
+    )
+    by = {r["resource"]: r for r in rows}
+    assert by["cpuset.cpus"]["profile"] == "cpus = 2"
+    assert by["cpuset.cpus"]["by"] == "nxrctl apply by uid 0 (p.toml)"
+    assert by["cpuset.cpus"]["effective"] == "0"
+    assert by["memory.max"]["profile"] == "not set: nxr's default"
+    assert by["memory.max"]["written"] is None  # nobody wrote it (yet) as far as nxrd knows
+    assert by["memory.oom.group"]["profile"] == "always set by nxr"
+    text = explain_text(
+        {
+            "name": "w",
+            "class": "batch",
+            "state": "ready",
+            "cgroup": "batch/w",
+            "resources": rows,
+            "gpus": {"profile": None, "planned": [], "env": {}},
+            "threads": {"profile": None, "planned": 2},
+        }
+    )
+    assert "cpuset.cpus: the kernel grants 0 (effective)" in text
+    assert text.splitlines()[2].split()[:3] == ["RESOURCE", "PROFILE", "PLANNED"]
+
+
+def test_changes_table_says_how_each_change_lands() -> None:
+    assert changes_table([]) == "no changes"
+    text = changes_table(
+        [
+            {
+                "workload": "a",
+                "what": "memory.max",
+                "old": str(1 << 30),
+                "new": "max",
+                "effect": "live",
+            },
+            {"workload": "b", "what": "command", "old": "[1]", "new": "[2]", "effect": "restart"},
+        ]
+    )
+    lines = text.splitlines()
+    assert lines[1].split()[:2] == ["a", "memory.max"] and lines[1].endswith("live, no restart")
+    assert "1073741824 (1G)" in lines[1]
+    assert lines[2].endswith("restarts the workload")
+
+
+def test_status_latency_and_pressure_columns() -> None:
+    w = {
+        "name": "chat",
+        "class": "latency-critical",
+        "state": "ready",
+        "pid": 7,
+        "cpus": "0",
+        "cpu_percent": 50.0,
+        "throttled_percent": 0.0,
+        "memory_current": 1 << 20,
+        "memory_max": None,
+        "cpu_pressure": {"some_avg10": 1.25},
+        "memory_pressure": {"some_avg10": 0.0},
+        "gpus": [0],
+        "restarts": 1,
+        "slo_percentile": "p99",
+        "slo_seconds": 0.2,
+        "latency_seconds": None,
+        "reason": "ok",
+    }
+    row = status_row(w)
+    assert row[5:12] == ["50", "0", "1M/max", "1.2/0", "0", "1", "-/p99 200ms"]
