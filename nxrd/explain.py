@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nxrd.ledger import Write
+from nxrd.profile.units import format_cpu_list
 
 # cgroup file -> the profile keys that decide it (class defaults apply when none is set).
 DECIDED_BY: dict[str, tuple[str, ...]] = {
@@ -28,7 +29,7 @@ DECIDED_BY: dict[str, tuple[str, ...]] = {
 
 def requested(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     """'cpus = 2, class = batch', or who decides when the profile says nothing."""
-    said = [f"{k} = {_value(spec[k])}" for k in keys if spec.get(k) not in (None, [], ())]
+    said = [f"{k} = {_value(spec[k], k)}" for k in keys if spec.get(k) not in (None, [], ())]
     if said:
         return ", ".join(said)
     return "not set: nxr's default" if keys else "always set by nxr"
@@ -59,7 +60,9 @@ def explain(
     return rows
 
 
-def _value(v: Any) -> str:
+def _value(v: Any, key: str = "") -> str:
+    if key == "cpuset" and isinstance(v, list | tuple):
+        return format_cpu_list([int(c) for c in v])
     if isinstance(v, list | tuple):
         return "[" + ", ".join(str(x) for x in v) + "]"
     return str(v)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from nxrd.api.handlers import Handlers
+from nxrd.api.handlers import Handlers, workload_status
 from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.errors import KernelError, NxrError, ProfileError
@@ -29,9 +29,10 @@ from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
 from nxrd.ledger import Ledger
+from nxrd.metrics import MetricsServer
 from nxrd.observe import CpuSample, cpu_rates, cpu_sample, pressure
 from nxrd.plan import make_plan
-from nxrd.plan.diff import diff
+from nxrd.plan.diff import Change, diff
 from nxrd.profile.load import parse_profiles, read_profiles
 from nxrd.service_defaults import DEFAULT_STATE_DIR
 from nxrd.supervisor.events import Event, EventLog
@@ -111,6 +112,7 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # The socket first: if it cannot be bound, no cgroup has been touched yet.
         self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
+        self.metrics: MetricsServer | None = None
         self.ledger = Ledger(time.time)
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         try:
@@ -118,6 +120,8 @@ class Daemon:
             self.fs.on_write = self.ledger.record
             with self.ledger.because(f"profile {self.source}, at nxrd start"):
                 apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted too
+            if self.profile.host.metrics:
+                self.metrics = MetricsServer(self.profile.host.metrics, self.status_docs)
         except NxrError:
             self.api.close()
             raise
@@ -174,16 +178,34 @@ class Daemon:
         profile, source = parse_profiles(files if files is not None else configured)
         plan = make_plan(profile, self.topology, source)
         changes = diff((self.profile, self.plan), (profile, plan))
+        address = profile.host.metrics
+        if address != self.profile.host.metrics:
+            changes.append(
+                Change("", "host.metrics", self.profile.host.metrics or "", address or "", "live")
+            )
         if not dry_run:
             if files is None:
                 notify("RELOADING=1")
             verb = "reload" if files is None else "nxrctl apply"
+            metrics = self.metrics
             try:
-                with self.ledger.because(f"{verb} by {who} ({source})"):
-                    apply_plan(plan, self.fs)
+                if address != self.profile.host.metrics:
+                    # Bound before anything is written: a taken port changes nothing.
+                    metrics = MetricsServer(address, self.status_docs) if address else None
+                try:
+                    with self.ledger.because(f"{verb} by {who} ({source})"):
+                        apply_plan(plan, self.fs)
+                except NxrError:
+                    if metrics is not self.metrics and metrics is not None:
+                        metrics.close()
+                    raise
             finally:
                 if files is None:
                     notify("READY=1")
+            if metrics is not self.metrics:
+                if self.metrics is not None:
+                    self.metrics.close()
+                self.metrics = metrics
             self.sup.reconfigure(profile, plan, time.monotonic(), who)
             self.profile, self.plan, self.source = profile, plan, source
             assert self.api.handlers is not None  # reconfigure is only reached through them
@@ -241,6 +263,15 @@ class Daemon:
         if last is not None:
             out.update(cpu_rates(before, last))
         return out
+
+    def status_docs(self) -> list[dict[str, object]]:
+        """What status shows for every workload (also the metrics' source)."""
+        return [workload_status(r, self.stats(r)) for r in list(self.sup.records.values())]
+
+    def _close(self) -> None:
+        self.api.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def _sample(self, now: float) -> None:
         """CPU counters of every running workload, so status can show rates."""
@@ -371,7 +402,7 @@ class Daemon:
                     notify("STOPPING=1")
                     if self.on_stop == "leave":
                         self._save(last)
-                        self.api.close()
+                        self._close()
                         return 0
                     self.sup.stop_all(now)
             self.sup.tick(now)
@@ -380,19 +411,23 @@ class Daemon:
                 last_sample = now
             last = self._save(last)
             if stopping and self.sup.all_stopped():
-                self.api.close()
+                self._close()
                 return 0
             # A fresh poll set each pass: a closed pidfd whose number was reused would
             # otherwise stay silently unwatched.
             poller = select.poll()
             poller.register(wake_r, select.POLLIN)
             poller.register(self.api.fileno(), select.POLLIN)
+            if self.metrics is not None:
+                poller.register(self.metrics.fileno(), select.POLLIN)
             for fd in self.runtime.pidfds.values():
                 poller.register(fd, select.POLLIN)
             timeout_ms = int(min(self.sup.next_wakeup(now), 1.0) * 1000)
             for fd, _ in poller.poll(timeout_ms):
                 if fd == self.api.fileno():
                     self.api.serve_ready()
+                elif self.metrics is not None and fd == self.metrics.fileno():
+                    self.metrics.serve_ready()
                 elif fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)

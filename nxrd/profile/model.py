@@ -167,6 +167,12 @@ class Host(Section):
         description="Memory kept for the system; memory_min guarantees must fit in what is left.",
         examples=["2G"],
     )
+    metrics: Annotated[str | None, BeforeValidator(_host_port), Syntax("host:port")] = Field(
+        None,
+        description="Serve Prometheus metrics at http://ADDRESS/metrics (opt-in; IPv4 or a "
+        "host name; a bare port means 127.0.0.1).",
+        examples=["127.0.0.1:9464"],
+    )
 
 
 class Pool(Section):

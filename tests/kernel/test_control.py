@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from nxrd.api.handlers import MUTATIONS
 from tests.kernel.test_daemon import Nxrd, pids_of
 
 NXRCTL = str(Path(sys.executable).parent / "nxrctl")
@@ -104,3 +108,199 @@ def test_freeze_stops_a_busy_workload_until_thawed(tmp_path: Path, cgroup_root: 
     finally:
         assert d.stop() == 0  # a frozen workload still stops (nxr thaws it first)
     assert not leaf.exists()
+
+
+BEFORE = """
+[workloads.w1]
+command = ["sh", "-c", "echo hello-from-w1; exec sleep 600"]
+cpuset = "0"
+memory_max = "64M"
+
+[workloads.w2]
+command = ["sleep", "600"]
+class = "batch"
+"""
+
+AFTER = """
+[workloads.w1]
+command = ["sh", "-c", "echo hello-from-w1; exec sleep 600"]
+cpuset = "0-1"
+memory_max = "96M"
+
+[workloads.w2]
+command = ["sleep", "601"]
+class = "batch"
+
+[workloads.w3]
+command = ["sleep", "602"]
+class = "background"
+"""
+
+
+def _ctl(d: Nxrd) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NXRCTL, "--socket", str(d.socket), *args], capture_output=True, text=True, timeout=60
+        )
+
+    return ctl
+
+
+def _cpus_allowed(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return status.split("Cpus_allowed_list:\t")[1].split("\n")[0]
+
+
+def test_apply_changes_cpuset_live_and_restarts_only_what_must(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    d = Nxrd(tmp_path, BEFORE, cgroup_root).start()
+    ctl = _ctl(d)
+
+    def show(name: str) -> dict[str, object]:
+        r = ctl("show", name, "-o", "json")
+        return json.loads(r.stdout) if r.stdout else {}
+
+    w1_leaf = cgroup_root / "interactive/w1"
+    changed = tmp_path / "changed.toml"
+    changed.write_text(AFTER)
+    try:
+        d.wait_for(
+            lambda: show("w1").get("state") == "ready" and show("w2").get("state") == "ready"
+        )
+        pid1, pid2 = show("w1")["pid"], show("w2")["pid"]
+        assert isinstance(pid1, int) and _cpus_allowed(pid1) == "0"
+
+        r = ctl("diff", str(changed))
+        assert r.returncode == 0, r.stderr
+        rows = {tuple(line.split()[:2]): line for line in r.stdout.splitlines()[1:]}
+        assert rows[("w1", "cpuset.cpus")].endswith("live, no restart")
+        assert rows[("w1", "memory.max")].endswith("live, no restart")
+        assert rows[("w2", "command")].endswith("restarts the workload")
+        assert rows[("w3", "added")].endswith("starts")
+        assert show("w1")["cpus"] == "0"  # a diff changes nothing
+
+        r = ctl("apply", str(changed))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == f"applied {len(rows)} changes from {changed}"
+        # Live: same process, new cores and limit, no restart.
+        assert show("w1")["pid"] == pid1 and _cpus_allowed(pid1) == "0-1"
+        assert (w1_leaf / "memory.max").read_text().strip() == str(96 << 20)
+        d.wait_for(lambda: show("w2").get("state") == "ready" and show("w2")["pid"] != pid2)
+        d.wait_for(lambda: show("w3").get("state") == "ready")
+        assert show("w1")["pid"] == pid1 and show("w1")["restarts"] == 0
+
+        x = json.loads(ctl("explain", "w1", "-o", "json").stdout)
+        cpus = next(r for r in x["resources"] if r["resource"] == "cpuset.cpus")
+        assert cpus["profile"] == "cpuset = 0-1" and cpus["kernel"] == "0-1"
+        assert cpus["by"] == f"nxrctl apply by uid 0 ({changed})"
+        assert "LAST WRITTEN BY" in ctl("explain", "w1").stdout
+        running = json.loads(ctl("plan", "-o", "json").stdout)
+        assert next(w for w in running["workloads"] if w["name"] == "w1")["cpus"] == "0-1"
+
+        # All or nothing: a profile that does not fit changes nothing, in one line.
+        bad = tmp_path / "bad.toml"
+        bad.write_text(AFTER.replace('cpuset = "0-1"', "cpus = 64"))
+        r = ctl("apply", str(bad))
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: ")
+        assert _cpus_allowed(pid1) == "0-1" and show("w1")["cpus"] == "0-1"
+        bad.write_text("[workloads.w1]\ncommand = 'sleep'\n")
+        r = ctl("apply", str(bad))
+        assert r.returncode == 1 and "w1.command" in r.stderr and show("w3")["state"] == "ready"
+
+        # reload: the configured file again; w3 goes, w1 keeps its process.
+        r = ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert show("w1")["pid"] == pid1 and _cpus_allowed(pid1) == "0"
+        d.wait_for(lambda: ctl("show", "w3").returncode == 1)  # no longer declared
+        assert not (cgroup_root / "background/w3").exists()
+
+        assert "hello-from-w1" in ctl("logs", "w1").stdout
+        top = ctl("top", "-n", "1")
+        assert top.returncode == 0 and "nxr top" in top.stdout and "w1" in top.stdout
+    finally:
+        assert d.stop() == 0
+
+
+def test_nxrd_keeps_applied_profile_across_its_restart(tmp_path: Path, cgroup_root: Path) -> None:
+    d = Nxrd(tmp_path, BEFORE, cgroup_root).start()
+    ctl = _ctl(d)
+    changed = tmp_path / "changed.toml"
+    changed.write_text(AFTER)
+    try:
+        d.wait_for(lambda: d.socket.exists() and ctl("show", "w1").returncode == 0)
+        assert ctl("apply", str(changed)).returncode == 0
+        pid1 = json.loads(ctl("show", "w1", "-o", "json").stdout)["pid"]
+        d.stop(signal.SIGKILL)
+        d.start()
+        d.wait_for(lambda: ctl("show", "w3").returncode == 0)
+        w1 = json.loads(ctl("show", "w1", "-o", "json").stdout)
+        assert w1["pid"] == pid1 and w1["cpus"] == "0-1"  # adopted, applied profile kept
+    finally:
+        d.stop()
+
+
+def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        user=65534,
+        group=65534,
+        extra_groups=[],
+    )
+
+
+def test_other_users_may_read_but_never_steer(tmp_path: Path, cgroup_root: Path) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="nxr-e2e-"))  # nobody must reach the socket
+    shared.chmod(0o755)
+    sock = shared / "nxrd.sock"
+    d = Nxrd(tmp_path, BEFORE, cgroup_root).start("--socket", str(sock), "--api-read", "all")
+    d.socket = sock
+    ctl = _ctl(d)
+
+    def curl(method: str, path: str, data: str | None = None) -> dict[str, object]:
+        argv = ["curl", "-sS", "--unix-socket", str(sock), "-X", method]
+        argv += ["--data-binary", data] if data is not None else []
+        r = as_nobody(*argv, f"http://localhost/v1/{path}")
+        return json.loads(r.stdout)
+
+    try:
+        d.wait_for(lambda: sock.exists() and ctl("show", "w1").returncode == 0)
+        before = json.loads(ctl("status", "-o", "json").stdout)["workloads"]
+        assert [w["name"] for w in curl("GET", "workloads")["workloads"]] == ["w1", "w2"]
+        profile = json.dumps({"files": [{"name": "x.toml", "text": AFTER}]})
+        for method, path, data in [
+            *[("POST", f"workloads/w1/{verb}", None) for verb in MUTATIONS],
+            ("POST", "apply", profile),
+            ("POST", "reload", None),
+        ]:
+            err = curl(method, path, data)["error"]
+            assert isinstance(err, dict) and err["code"] == "forbidden", (path, err)
+        # Garbage and oversized bodies get an error answer; the daemon keeps serving.
+        assert curl("POST", "apply?dry_run=1", "not json {")["error"]["code"] == "bad_request"  # type: ignore[index]
+        body = shared / "big"
+        body.write_text("x" * (2 << 20))
+        body.chmod(0o644)
+        out = as_nobody(
+            "curl",
+            "-sS",
+            "--unix-socket",
+            str(sock),
+            "--data-binary",
+            f"@{body}",
+            "http://localhost/v1/apply",
+        )
+        assert json.loads(out.stdout)["error"]["code"] == "too_large"
+        after = json.loads(ctl("status", "-o", "json").stdout)["workloads"]
+        assert [(w["name"], w["pid"], w["cpus"]) for w in after] == [
+            (w["name"], w["pid"], w["cpus"]) for w in before
+        ]
+        assert d.proc is not None and d.proc.poll() is None
+    finally:
+        d.stop()
+        sock.unlink(missing_ok=True)
+        (shared / "big").unlink(missing_ok=True)
+        shared.rmdir()

@@ -1,0 +1,118 @@
+"""The opt-in Prometheus endpoint: per-workload state, restarts, CPU, throttling, pressure,
+memory, events and SLO, in Prometheus' naming conventions.
+
+Families are built at scrape time from the same status documents `nxrctl status` shows
+(collect() is pure over them). The endpoint is served from nxrd's own loop (no thread:
+nxrd forks shims, and forking a threaded process risks a child stuck on a copied lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from nxrd.errors import NxrError
+from nxrd.supervisor.states import State
+
+Status = Sequence[Mapping[str, Any]]
+
+
+class WorkloadCollector(Collector):
+    def __init__(self, source: Callable[[], Status]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(families(self.source()))
+
+
+def families(workloads: Status) -> list[Metric]:
+    labels = ["workload", "class"]
+    state = GaugeMetricFamily(
+        "nxr_workload_state", "1 for the state the workload is in", labels=[*labels, "state"]
+    )
+    frozen = GaugeMetricFamily("nxr_workload_frozen", "1 while frozen", labels=labels)
+    restarts = CounterMetricFamily("nxr_workload_restarts", "Restarts by nxr", labels=labels)
+    cpu = CounterMetricFamily("nxr_workload_cpu_usage_seconds", "CPU time used", labels=labels)
+    throttled = CounterMetricFamily(
+        "nxr_workload_cpu_throttled_seconds", "Time throttled by cpu.max", labels=labels
+    )
+    stalled = CounterMetricFamily(
+        "nxr_workload_pressure_stalled_seconds",
+        "Time some or all tasks stalled on a resource (PSI totals)",
+        labels=[*labels, "resource", "kind"],
+    )
+    memory = GaugeMetricFamily("nxr_workload_memory_bytes", "memory.current", labels=labels)
+    limit = GaugeMetricFamily(
+        "nxr_workload_memory_limit_bytes", "memory.max (absent when unlimited)", labels=labels
+    )
+    events = CounterMetricFamily(
+        "nxr_workload_memory_events", "memory.events counters", labels=[*labels, "event"]
+    )
+    slo = GaugeMetricFamily(
+        "nxr_workload_slo_seconds", "Latency target", labels=[*labels, "percentile"]
+    )
+    latency = GaugeMetricFamily(
+        "nxr_workload_latency_seconds", "Observed latency", labels=[*labels, "percentile"]
+    )
+    for w in workloads:
+        who = [str(w["name"]), str(w["class"])]
+        for s in State:
+            state.add_metric([*who, s.value], 1.0 if w["state"] == s.value else 0.0)
+        frozen.add_metric(who, 1.0 if w.get("frozen") else 0.0)
+        restarts.add_metric(who, float(w.get("restarts", 0)))
+        if "cpu_usage_usec" in w:
+            cpu.add_metric(who, w["cpu_usage_usec"] / 1e6)
+            throttled.add_metric(who, w.get("cpu_throttled_usec", 0) / 1e6)
+        for res in ("cpu", "memory", "io"):
+            p = w.get(f"{res}_pressure")
+            if p is not None:
+                stalled.add_metric([*who, res, "some"], p["some_seconds_total"])
+                stalled.add_metric([*who, res, "full"], p["full_seconds_total"])
+        if "memory_current" in w:
+            memory.add_metric(who, float(w["memory_current"]))
+        if w.get("memory_max") is not None:
+            limit.add_metric(who, float(w["memory_max"]))
+        for event, count in dict(w.get("memory_events", {})).items():
+            events.add_metric([*who, event], float(count))
+        if w.get("slo_seconds") is not None:
+            slo.add_metric([*who, str(w["slo_percentile"])], float(w["slo_seconds"]))
+            if w.get("latency_seconds") is not None:
+                latency.add_metric([*who, str(w["slo_percentile"])], float(w["latency_seconds"]))
+    return [state, frozen, restarts, cpu, throttled, stalled, memory, limit, events, slo, latency]
+
+
+class _Quiet(WSGIRequestHandler):
+    timeout = 1.0  # a stalled scraper must not hold nxrd's loop
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class MetricsServer:
+    """HTTP on a TCP address; nxrd calls serve_ready() when its socket is readable."""
+
+    def __init__(self, address: str, source: Callable[[], Status]) -> None:
+        host, _, port = address.rpartition(":")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(WorkloadCollector(source))
+        try:
+            self.server: WSGIServer = make_server(
+                host.strip("[]"), int(port), make_wsgi_app(registry), handler_class=_Quiet
+            )
+        except OSError as e:
+            raise NxrError(f"cannot serve metrics on {address}: {e.strerror or e}") from None
+        self.server.timeout = 0
+
+    def fileno(self) -> int:
+        return self.server.fileno()
+
+    def serve_ready(self) -> None:
+        self.server.handle_request()
+
+    def close(self) -> None:
+        self.server.server_close()

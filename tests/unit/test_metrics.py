@@ -1,0 +1,93 @@
+"""The Prometheus endpoint: names, labels and values a scraper sees."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from nxrd.metrics import MetricsServer
+
+DOC = {
+    "name": "chat",
+    "class": "latency-critical",
+    "state": "ready",
+    "frozen": False,
+    "restarts": 2,
+    "cpu_usage_usec": 1_500_000,
+    "cpu_throttled_usec": 250_000,
+    "memory_current": 1 << 20,
+    "memory_max": 4 << 30,
+    "memory_events": {"oom_kill": 1, "high": 0},
+    "cpu_pressure": {"some_seconds_total": 0.5, "full_seconds_total": 0.25},
+    "slo_percentile": "p99",
+    "slo_seconds": 0.2,
+    "latency_seconds": None,
+}
+
+
+def scrape(docs: list[dict[str, object]]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    server = MetricsServer("127.0.0.1:0", lambda: docs)
+    port = server.server.server_port
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            server.server.timeout = 0.05
+            server.server.handle_request()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        done.set()
+        t.join()
+        server.close()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_scrape() -> None:
+    got = scrape([DOC])
+    who = (("class", "latency-critical"), ("workload", "chat"))
+    assert got[("nxr_workload_state", tuple(sorted((*who, ("state", "ready")))))] == 1.0
+    assert got[("nxr_workload_state", tuple(sorted((*who, ("state", "failed")))))] == 0.0
+    assert got[("nxr_workload_restarts_total", who)] == 2.0
+    assert got[("nxr_workload_cpu_usage_seconds_total", who)] == 1.5
+    assert got[("nxr_workload_cpu_throttled_seconds_total", who)] == 0.25
+    cpu_some = tuple(sorted((*who, ("resource", "cpu"), ("kind", "some"))))
+    assert got[("nxr_workload_pressure_stalled_seconds_total", cpu_some)] == 0.5
+    assert got[("nxr_workload_memory_bytes", who)] == 1 << 20
+    assert got[("nxr_workload_memory_limit_bytes", who)] == 4 << 30
+    oom = tuple(sorted((*who, ("event", "oom_kill"))))
+    assert got[("nxr_workload_memory_events_total", oom)] == 1.0
+    assert got[("nxr_workload_slo_seconds", tuple(sorted((*who, ("percentile", "p99")))))] == 0.2
+    assert not any(name == "nxr_workload_latency_seconds" for name, _ in got)  # none observed
+
+
+def test_a_stopped_workload_has_state_but_no_counters() -> None:
+    doc = {"name": "b", "class": "batch", "state": "stopped", "restarts": 0, "memory_max": None}
+    got = scrape([doc])
+    assert not any(name == "nxr_workload_cpu_usage_seconds_total" for name, _ in got)
+    assert not any(name == "nxr_workload_memory_limit_bytes" for name, _ in got)
+
+
+def test_taken_port_is_one_line_error() -> None:
+    first = MetricsServer("127.0.0.1:0", list)
+    try:
+        port = first.server.server_port
+        try:
+            MetricsServer(f"127.0.0.1:{port}", list)
+        except Exception as e:
+            assert str(e).startswith(f"cannot serve metrics on 127.0.0.1:{port}: ")
+            assert "\n" not in str(e)
+        else:
+            raise AssertionError("a taken port was accepted")
+    finally:
+        first.close()
