@@ -152,8 +152,11 @@ def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path, cgroup_root: P
 def test_the_unit_file_verifies(tmp_path: Path) -> None:
     unit = (ROOT / "units/nxrd.service").read_text()
     # The packaged path of nxrd: here, the one in the virtualenv.
-    nxrd = str(Path(sys.executable).parent / "nxrd")
-    (tmp_path / "nxrd.service").write_text(unit.replace("/usr/bin/nxrd", nxrd))
+    bindir = str(Path(sys.executable).parent)
+    unit = unit.replace("/usr/bin/nxrd", f"{bindir}/nxrd").replace(
+        "/usr/bin/nxrctl", f"{bindir}/nxrctl"
+    )
+    (tmp_path / "nxrd.service").write_text(unit)
     r = subprocess.run(
         ["systemd-analyze", "verify", str(tmp_path / "nxrd.service")],
         capture_output=True,
