@@ -117,6 +117,7 @@ class Daemon:
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         try:
             self.fs: LinuxCgroupFS = take_subtree(self.root)
+            self.ledger.load(self._ledger_file())
             self.fs.on_write = self.ledger.record
             with self.ledger.because(f"profile {self.source}, at nxrd start"):
                 apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted too
@@ -296,6 +297,9 @@ class Daemon:
     def log_file(self, name: str) -> Path:
         return self.runtime.log_file(name)
 
+    def _ledger_file(self) -> Path:
+        return self.state_dir / "ledger.json"
+
     def _state_file(self) -> Path:
         return self.state_dir / "state.json"
 
@@ -364,6 +368,7 @@ class Daemon:
         )
 
     def _save(self, last: str) -> str:
+        self.ledger.save(self._ledger_file())
         text = json.dumps({"workloads": self.sup.snapshot()}, sort_keys=True)
         if text != last:
             tmp = self._state_file().with_suffix(".tmp")

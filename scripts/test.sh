@@ -13,5 +13,8 @@ echo "== lint (ruff) and types (mypy; strict on the pure modules)"
 echo "== unit tier (no root, fakes, captured topologies)"
 .venv/bin/python -m pytest tests/unit
 
+echo "== Debian package (built, installed into a clean Debian 12 root)"
+bash packaging/test-install.sh
+
 echo "== kernel tier (real cgroup v2, in the VM)"
 bash scripts/vm-test.sh

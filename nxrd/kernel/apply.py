@@ -41,6 +41,8 @@ class _Undo:
 
     def write(self, rel: str, filename: str, value: str) -> None:
         old = None if rel in self.created else self.fs.read(rel, filename)
+        if old == value:
+            return  # touch only what changed: a rewrite may still cost the kernel work
         self.fs.write(rel, filename, value)
         if old is not None:
             self.log.append(("write", rel, f"{filename}={old}"))

@@ -30,8 +30,7 @@ def test_status_stop_start_restart_events(tmp_path: Path, cgroup_root: Path) -> 
         )
 
     def state(name: str) -> dict[str, object]:
-        r = ctl("show", name, "-o", "json")
-        return json.loads(r.stdout) if r.stdout else {}
+        return _curl_show(d.socket, name)
 
     leaf = cgroup_root / "interactive/w1"
     try:
@@ -111,6 +110,9 @@ def test_freeze_stops_a_busy_workload_until_thawed(tmp_path: Path, cgroup_root: 
 
 
 BEFORE = """
+[host]
+metrics = "127.0.0.1:19464"
+
 [workloads.w1]
 command = ["sh", "-c", "echo hello-from-w1; exec sleep 600"]
 cpuset = "0"
@@ -122,6 +124,9 @@ class = "batch"
 """
 
 AFTER = """
+[host]
+metrics = "127.0.0.1:19464"
+
 [workloads.w1]
 command = ["sh", "-c", "echo hello-from-w1; exec sleep 600"]
 cpuset = "0-1"
@@ -146,6 +151,21 @@ def _ctl(d: Nxrd) -> Callable[..., subprocess.CompletedProcess[str]]:
     return ctl
 
 
+def _curl_show(sock: Path, name: str) -> dict[str, object]:
+    """One workload through curl: polling with nxrctl costs seconds a call in the VM."""
+    r = subprocess.run(
+        ["curl", "-sS", "--unix-socket", str(sock), f"http://localhost/v1/workloads/{name}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        return {}
+    return doc if "error" not in doc else {}
+
+
 def _cpus_allowed(pid: int) -> str:
     status = Path(f"/proc/{pid}/status").read_text()
     return status.split("Cpus_allowed_list:\t")[1].split("\n")[0]
@@ -158,8 +178,7 @@ def test_apply_changes_cpuset_live_and_restarts_only_what_must(
     ctl = _ctl(d)
 
     def show(name: str) -> dict[str, object]:
-        r = ctl("show", name, "-o", "json")
-        return json.loads(r.stdout) if r.stdout else {}
+        return _curl_show(d.socket, name)
 
     w1_leaf = cgroup_root / "interactive/w1"
     changed = tmp_path / "changed.toml"
@@ -170,6 +189,14 @@ def test_apply_changes_cpuset_live_and_restarts_only_what_must(
         )
         pid1, pid2 = show("w1")["pid"], show("w2")["pid"]
         assert isinstance(pid1, int) and _cpus_allowed(pid1) == "0"
+        metrics = subprocess.run(
+            ["curl", "-sS", "http://127.0.0.1:19464/metrics"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert 'nxr_workload_state{class="interactive",state="ready",workload="w1"} 1.0' in metrics
+        assert 'nxr_workload_memory_limit_bytes{class="interactive",workload="w1"}' in metrics
 
         r = ctl("diff", str(changed))
         assert r.returncode == 0, r.stderr
@@ -213,7 +240,7 @@ def test_apply_changes_cpuset_live_and_restarts_only_what_must(
         r = ctl("reload")
         assert r.returncode == 0, r.stderr
         assert show("w1")["pid"] == pid1 and _cpus_allowed(pid1) == "0"
-        d.wait_for(lambda: ctl("show", "w3").returncode == 1)  # no longer declared
+        d.wait_for(lambda: show("w3") == {})  # no longer declared
         assert not (cgroup_root / "background/w3").exists()
 
         assert "hello-from-w1" in ctl("logs", "w1").stdout
@@ -229,13 +256,13 @@ def test_nxrd_keeps_applied_profile_across_its_restart(tmp_path: Path, cgroup_ro
     changed = tmp_path / "changed.toml"
     changed.write_text(AFTER)
     try:
-        d.wait_for(lambda: d.socket.exists() and ctl("show", "w1").returncode == 0)
+        d.wait_for(lambda: d.socket.exists() and _curl_show(d.socket, "w1").get("pid"))
         assert ctl("apply", str(changed)).returncode == 0
-        pid1 = json.loads(ctl("show", "w1", "-o", "json").stdout)["pid"]
+        pid1 = _curl_show(d.socket, "w1")["pid"]
         d.stop(signal.SIGKILL)
         d.start()
-        d.wait_for(lambda: ctl("show", "w3").returncode == 0)
-        w1 = json.loads(ctl("show", "w1", "-o", "json").stdout)
+        d.wait_for(lambda: _curl_show(d.socket, "w3").get("state") == "ready")
+        w1 = _curl_show(d.socket, "w1")
         assert w1["pid"] == pid1 and w1["cpus"] == "0-1"  # adopted, applied profile kept
     finally:
         d.stop()
@@ -268,7 +295,7 @@ def test_other_users_may_read_but_never_steer(tmp_path: Path, cgroup_root: Path)
         return json.loads(r.stdout)
 
     try:
-        d.wait_for(lambda: sock.exists() and ctl("show", "w1").returncode == 0)
+        d.wait_for(lambda: sock.exists() and _curl_show(sock, "w1").get("pid"))
         before = json.loads(ctl("status", "-o", "json").stdout)["workloads"]
         assert [w["name"] for w in curl("GET", "workloads")["workloads"]] == ["w1", "w2"]
         profile = json.dumps({"files": [{"name": "x.toml", "text": AFTER}]})

@@ -34,6 +34,17 @@ def test_apply_writes_every_value(the_plan: Plan) -> None:
     assert fs.subtree_control("batch") == ["cpuset", "cpu", "io", "memory", "pids"]
 
 
+def test_reapplying_touches_only_what_changed(the_plan: Plan, smt16: Topology) -> None:
+    fs = FakeCgroupFS()
+    apply_plan(the_plan, fs)
+    fs.writes.clear()
+    apply_plan(the_plan, fs)
+    assert fs.writes == []  # nothing changed, nothing written
+    changed = make_plan(parse_profile(PROFILE.replace('cpu_max="200%"', 'cpu_max="300%"')), smt16)
+    apply_plan(changed, fs)
+    assert fs.writes == [("batch/embed", "cpu.max", "300000 100000")]
+
+
 def test_parents_are_written_before_their_children(the_plan: Plan) -> None:
     fs = FakeCgroupFS()
     apply_plan(the_plan, fs)
