@@ -118,7 +118,9 @@ def test_output_and_events_go_to_the_journal_with_the_workloads_name(
     assert os.path.exists("/run/systemd/journal/socket")
 
 
-def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path, cgroup_root: Path) -> None:
+def test_sd_notify_ready_status_watchdog_reloading_stopping(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
     """What systemd's Type=notify and WatchdogSec= receive from nxrd."""
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -142,6 +144,12 @@ def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path, cgroup_root: P
         leaf = cgroup_root / "interactive/w"
         environ = Path(f"/proc/{pids_of(leaf)[0]}/environ").read_bytes()
         assert b"NOTIFY_SOCKET" not in environ and b"WATCHDOG_USEC" not in environ
+        messages.clear()
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)  # a reload of the configured profile
+        d.wait_for(lambda: (drain(), "READY=1" in messages)[1])
+        assert messages.index("RELOADING=1") < messages.index("READY=1")
+        d.wait_for(lambda: ("nxrd", "-", "reload by SIGHUP: 0 changes") in d.events())
     finally:
         assert d.stop() == 0
     drain()

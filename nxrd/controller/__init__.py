@@ -1,0 +1,1 @@
+"""The latency-SLO controller: latency sources, observations, the control law, actuation."""
