@@ -1,0 +1,233 @@
+"""The control law: latency slack of latency-critical workloads -> a rung on a ladder of
+actions on the lower classes. Pure: (state, observation, spec, now) -> (state, decisions).
+
+The ladder, bottom to top (each rung includes those below it):
+
+    weight      lower classes' cpu.weight cut (batch to a tenth, interactive to half)
+    cap N%      batch and background capped with cpu.max at N% of their cores
+    core N      N shared cores lent to the latency-critical workload furthest from its SLO,
+                removed from the lower classes' cpusets (each keeps at least one)
+    freeze C    class C frozen (background first, then batch)
+    stop batch  batch workloads stopped, requeued when the controller steps back down
+
+One rung up when the worst slack falls under `act_below`, one down once every slack has
+stayed above `relax_above` for `relax_after`; never more than `max_step` rungs per tick, and
+never twice within `cooldown`. Missing or stale latency steps back down to the profile's
+static values (rung 0), at the same pace. Latency-critical workloads are never capped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from nxrd.profile.units import format_cpu_list
+
+CAPS = (75, 50, 25)
+LOWER = ("interactive", "batch", "background")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A latency-critical workload with an SLO."""
+
+    name: str
+    slo: float  # seconds, at `percentile`
+    percentile: str = "p99"
+    cpus: tuple[int, ...] = ()  # its planned (exclusive) cores
+
+
+@dataclass(frozen=True)
+class Lower:
+    """A workload of a lower class that the controller may squeeze."""
+
+    name: str
+    workload_class: str  # interactive, batch or background
+    cpus: tuple[int, ...]  # its planned cpuset
+    weight: int | None  # planned cpu.weight; None when it runs at cpu.idle
+    min_cpu: float = 0.1  # floor of any cap, in CPUs
+    may_freeze: bool = True
+    may_stop: bool = False
+
+
+@dataclass(frozen=True)
+class Spec:
+    targets: tuple[Target, ...]
+    lowers: tuple[Lower, ...]
+    act_below: float = 0.10  # act when (SLO - observed) / SLO falls under this
+    relax_above: float = 0.30
+    relax_after: float = 5.0  # seconds every slack must stay above relax_above
+    cooldown: float = 2.0  # seconds between two rung changes
+    max_step: int = 1
+    stale_after: float = 5.0  # a latency older than this is no latency
+    period: int = 100_000  # cpu.max period, microseconds
+
+
+@dataclass(frozen=True)
+class Observation:
+    latency: dict[str, float | None]  # per target, at its percentile, over its window
+    age: dict[str, float] = field(default_factory=dict)  # seconds since measured
+    pressure: dict[str, float] = field(default_factory=dict)  # cpu "some" avg10, supporting
+
+
+@dataclass(frozen=True)
+class State:
+    level: int = 0
+    changed_at: float = float("-inf")
+    comfortable_since: float | None = None
+    loans: tuple[tuple[int, str], ...] = ()  # (core, target) lent, oldest first
+
+
+@dataclass(frozen=True)
+class Decision:
+    direction: str  # "up", "down", "fallback"
+    level: int  # the rung reached
+    rung: str  # its name, e.g. "cap 50%"
+    reason: str
+    inputs: dict[str, Any]
+
+
+def ladder(spec: Spec) -> list[str]:
+    """The rungs this profile can climb (only those with something to act on)."""
+    lowers = spec.lowers
+    rungs = []
+    if any(w.weight is not None for w in lowers):
+        rungs.append("weight")
+    if any(w.workload_class in ("batch", "background") for w in lowers):
+        rungs += [f"cap {c}%" for c in CAPS]
+    rungs += [f"core {i + 1}" for i in range(len(_lendable(spec)))]
+    for cls in ("background", "batch"):
+        if any(w.workload_class == cls and w.may_freeze for w in lowers):
+            rungs.append(f"freeze {cls}")
+    if any(w.workload_class == "batch" and w.may_stop for w in lowers):
+        rungs.append("stop batch")
+    return rungs
+
+
+def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State, list[Decision]]:
+    """One controller tick."""
+    rungs = ladder(spec)
+    slacks, stale = _slacks(obs, spec)
+    worst = min(slacks.items(), key=lambda kv: kv[1], default=None)
+    inputs: dict[str, Any] = {
+        "observed": {t.name: obs.latency.get(t.name) for t in spec.targets},
+        "slo": {t.name: t.slo for t in spec.targets},
+        "slack": {n: round(s, 3) for n, s in slacks.items()},
+        "pressure": dict(obs.pressure),
+    }
+    cooled = now - state.changed_at >= spec.cooldown
+    if stale:
+        # No latency, no guessing: back down towards the profile's static values.
+        state = replace(state, comfortable_since=None)
+        if state.level == 0 or not cooled:
+            return state, []
+        why = f"latency of {', '.join(stale)} missing or stale: back towards static values"
+        return _move(state, -spec.max_step, "fallback", why, inputs, spec, rungs, now, None)
+    if worst is None:
+        return state, []
+    name, slack = worst
+    if slack < spec.act_below:
+        state = replace(state, comfortable_since=None)
+        if state.level >= len(rungs) or not cooled:
+            return state, []
+        why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
+        return _move(state, spec.max_step, "up", why, inputs, spec, rungs, now, name)
+    if min(slacks.values()) > spec.relax_above:
+        since = state.comfortable_since if state.comfortable_since is not None else now
+        state = replace(state, comfortable_since=since)
+        if state.level == 0 or now - since < spec.relax_after or not cooled:
+            return state, []
+        why = f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s"
+        return _move(state, -1, "down", why, inputs, spec, rungs, now, None)
+    return replace(state, comfortable_since=None), []  # inside the band: hold
+
+
+def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
+    slacks, stale = {}, []
+    for t in spec.targets:
+        seen = obs.latency.get(t.name)
+        if seen is None or obs.age.get(t.name, 0.0) > spec.stale_after:
+            stale.append(t.name)
+        else:
+            slacks[t.name] = (t.slo - seen) / t.slo
+    return slacks, stale
+
+
+def _move(
+    state: State,
+    by: int,
+    direction: str,
+    why: str,
+    inputs: dict[str, Any],
+    spec: Spec,
+    rungs: list[str],
+    now: float,
+    worst: str | None,
+) -> tuple[State, list[Decision]]:
+    level = max(0, min(len(rungs), state.level + by))
+    loans = list(state.loans)
+    lendable = _lendable(spec)
+    n_loans = sum(1 for r in rungs[:level] if r.startswith("core "))
+    while len(loans) > n_loans:
+        loans.pop()  # returned last lent, first
+    while len(loans) < n_loans:
+        loans.append((lendable[len(loans)], worst or spec.targets[0].name))
+    new = State(level, now, None, tuple(loans))
+    rung = rungs[level - 1] if level else "static"
+    return new, [Decision(direction, level, rung, why, inputs)]
+
+
+def _lendable(spec: Spec) -> list[int]:
+    """Shared cores that can be lent, last first, while every lower workload keeps one."""
+    exclusive = {c for t in spec.targets for c in t.cpus}
+    shared = sorted({c for w in spec.lowers for c in w.cpus} - exclusive, reverse=True)
+    out: list[int] = []
+    for core in shared:
+        if all(set(w.cpus) - {*out, core} for w in spec.lowers):
+            out.append(core)
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the lower classes and the targets should have at a rung."""
+
+    files: dict[str, dict[str, str]]  # workload -> cgroup file -> value
+    frozen: frozenset[str]
+    stopped: frozenset[str]
+
+
+def settings(state: State, spec: Spec) -> Settings:
+    """The cgroup values, freezes and stops that rung state.level means."""
+    rungs = ladder(spec)[: state.level]
+    files: dict[str, dict[str, str]] = {}
+    frozen: set[str] = set()
+    stopped: set[str] = set()
+    caps = [int(r.split()[1].rstrip("%")) for r in rungs if r.startswith("cap ")]
+    lent = {core for core, _ in state.loans}
+    for w in spec.lowers:
+        f: dict[str, str] = {}
+        if w.weight is not None:
+            cut = {"batch": 10, "background": 10, "interactive": 2}[w.workload_class]
+            f["cpu.weight"] = str(max(1, w.weight // cut) if "weight" in rungs else w.weight)
+        cores = [c for c in w.cpus if c not in lent] or list(w.cpus)
+        f["cpuset.cpus"] = _cpu_list(cores)
+        if w.workload_class in ("batch", "background"):
+            if caps:
+                quota = max(w.min_cpu, len(cores) * min(caps) / 100)
+                f["cpu.max"] = f"{round(quota * spec.period)} {spec.period}"
+            else:
+                f["cpu.max"] = f"max {spec.period}"
+        files[w.name] = f
+        if f"freeze {w.workload_class}" in rungs and w.may_freeze:
+            frozen.add(w.name)
+        if w.workload_class == "batch" and "stop batch" in rungs and w.may_stop:
+            stopped.add(w.name)
+    for t in spec.targets:
+        borrowed = [core for core, to in state.loans if to == t.name]
+        files[t.name] = {"cpuset.cpus": _cpu_list([*t.cpus, *borrowed])}
+    return Settings(files, frozenset(frozen), frozenset(stopped))
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    return format_cpu_list(sorted(set(cpus)))

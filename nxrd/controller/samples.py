@@ -1,0 +1,42 @@
+"""Exact windowed percentiles of latencies pushed by a workload, one per request.
+
+Pure: (time, seconds) samples in, the percentile of those in the last `seconds` out. The
+window keeps at most `limit` samples (the newest), so a flood cannot grow nxrd's memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SampleWindow:
+    seconds: float
+    limit: int = 100_000
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    dropped: int = 0  # samples pushed out by the limit, not by age
+
+    def add(self, now: float, latency: float) -> None:
+        if not math.isfinite(latency) or latency < 0:
+            return
+        self.samples.append((now, latency))
+        if len(self.samples) > self.limit:
+            self.samples.popleft()
+            self.dropped += 1
+
+    def expire(self, now: float) -> None:
+        while self.samples and self.samples[0][0] <= now - self.seconds:
+            self.samples.popleft()
+
+    def percentile(self, q: float, now: float) -> float | None:
+        """The nearest-rank percentile: the smallest sample at or above a share q of them."""
+        self.expire(now)
+        if not self.samples:
+            return None
+        values = sorted(v for _, v in self.samples)
+        return values[max(0, math.ceil(q * len(values)) - 1)]
+
+    def __len__(self) -> int:
+        return len(self.samples)

@@ -1,0 +1,161 @@
+"""The control law on synthetic traces: exact decisions, and properties over random ones."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nxrd.controller.law import Lower, Observation, Spec, State, Target, ladder, step
+from nxrd.controller.law import settings as rung_settings
+
+CHAT = Target("chat", slo=0.2, cpus=(0, 1))
+SPEC = Spec(
+    targets=(CHAT,),
+    lowers=(
+        Lower("embed", "batch", cpus=(2, 3, 4, 5), weight=100, may_stop=True),
+        Lower("index", "background", cpus=(2, 3, 4, 5), weight=None),
+    ),
+)
+
+
+def run(
+    trace: list[float | None], spec: Spec = SPEC, dt: float = 0.5
+) -> list[tuple[float, str, str]]:
+    """(time, direction, rung) of every decision over a latency trace of chat."""
+    state, out = State(), []
+    for i, seen in enumerate(trace):
+        now = i * dt
+        state, decisions = step(state, Observation({"chat": seen}), spec, now)
+        out += [(now, d.direction, d.rung) for d in decisions]
+    return out
+
+
+def test_the_ladder_of_this_profile() -> None:
+    assert ladder(SPEC) == [
+        "weight",
+        "cap 75%",
+        "cap 50%",
+        "cap 25%",
+        "core 1",
+        "core 2",
+        "core 3",
+        "freeze background",
+        "freeze batch",
+        "stop batch",
+    ]
+
+
+def test_a_violation_climbs_one_rung_per_cooldown() -> None:
+    # 0.25 s observed vs 0.2 s SLO: slack -25% for 3 s; ticks every 0.5 s, cooldown 2 s
+    assert run([0.25] * 7) == [(0.0, "up", "weight"), (2.0, "up", "cap 75%")]
+
+
+def test_inside_the_band_nothing_moves() -> None:
+    # slack 15%: above act_below (10%), under relax_above (30%)
+    assert run([0.25] + [0.17] * 30) == [(0.0, "up", "weight")]
+
+
+def test_recovery_steps_down_after_sustained_comfort() -> None:
+    trace = [0.25] * 5 + [0.1] * 30  # 50% slack from t=2.5
+    assert run(trace) == [
+        (0.0, "up", "weight"),
+        (2.0, "up", "cap 75%"),
+        (7.5, "down", "weight"),  # comfortable since 2.5 s: 5 s later
+        (13.0, "down", "static"),  # comfort measured again after each step down (from 8 s)
+    ]
+
+
+def test_oscillating_latency_never_moves_faster_than_the_cooldown() -> None:
+    trace = [0.25, 0.05] * 20  # violating and comfortable on alternate ticks
+    got = run(trace)
+    assert got == [
+        (0.0, "up", "weight"),
+        (2.0, "up", "cap 75%"),
+        (4.0, "up", "cap 50%"),
+        (6.0, "up", "cap 25%"),
+        (8.0, "up", "core 1"),
+        (10.0, "up", "core 2"),
+        (12.0, "up", "core 3"),
+        (14.0, "up", "freeze background"),
+        (16.0, "up", "freeze batch"),
+        (18.0, "up", "stop batch"),
+    ]
+    # comfort never lasts 5 s, so it never steps down: escalation wins, as it should
+
+
+def test_stale_or_missing_latency_falls_back_to_static() -> None:
+    state, _ = step(State(), Observation({"chat": 0.3}), SPEC, 0.0)
+    state, _ = step(state, Observation({"chat": 0.3}), SPEC, 2.0)
+    assert state.level == 2
+    state, d = step(state, Observation({"chat": 0.3}, age={"chat": 6.0}), SPEC, 4.0)
+    assert [(x.direction, x.rung) for x in d] == [("fallback", "weight")]
+    assert d[0].reason == "latency of chat missing or stale: back towards static values"
+    state, d = step(state, Observation({"chat": None}), SPEC, 6.0)
+    assert (state.level, d[0].rung) == (0, "static")
+    assert step(state, Observation({"chat": None}), SPEC, 8.0)[1] == []
+
+
+def test_decisions_carry_their_inputs() -> None:
+    _, (d,) = step(State(), Observation({"chat": 0.25}, pressure={"embed": 40.0}), SPEC, 0.0)
+    assert d.inputs == {
+        "observed": {"chat": 0.25},
+        "slo": {"chat": 0.2},
+        "slack": {"chat": -0.25},
+        "pressure": {"embed": 40.0},
+    }
+    assert d.reason == "chat slack -25% under 10%"
+
+
+def test_two_targets_the_worst_slack_drives_and_gets_the_cores() -> None:
+    spec = Spec(
+        targets=(CHAT, Target("rank", slo=0.05, cpus=(6,))),
+        lowers=(Lower("embed", "batch", cpus=(2, 3, 4, 5), weight=100),),
+    )
+    # chat comfortable (50% slack), rank violating: climb; never relax while rank violates
+    state = State()
+    for i in range(12):
+        state, _ = step(state, Observation({"chat": 0.1, "rank": 0.06}), spec, i * 2.0)
+    assert ladder(spec)[state.level - 1] == "freeze batch"
+    s = rung_settings(state, spec)
+    assert s.files["rank"] == {"cpuset.cpus": "3-6"}  # cores 5, 4, 3 lent to rank
+    assert s.files["chat"] == {"cpuset.cpus": "0-1"}
+    assert s.files["embed"]["cpuset.cpus"] == "2"  # keeps one core
+    assert s.frozen == {"embed"}
+
+
+def test_settings_at_each_rung() -> None:
+    def at(level: int) -> dict[str, dict[str, str]]:
+        return rung_settings(
+            State(level=level, loans=((5, "chat"),) if level >= 5 else ()), SPEC
+        ).files
+
+    assert at(0)["embed"] == {"cpu.weight": "100", "cpuset.cpus": "2-5", "cpu.max": "max 100000"}
+    assert at(1)["embed"]["cpu.weight"] == "10"
+    assert at(3)["embed"]["cpu.max"] == "200000 100000"  # 50% of 4 cores
+    assert at(5)["embed"]["cpu.max"] == "75000 100000"  # 25% of the 3 cores it keeps
+    assert at(5)["chat"] == {"cpuset.cpus": "0-1,5"}
+    assert at(5)["index"] == {"cpuset.cpus": "2-4", "cpu.max": "75000 100000"}
+    top = rung_settings(State(level=10), SPEC)
+    assert top.frozen == {"embed", "index"} and top.stopped == {"embed"}
+
+
+latencies = st.lists(st.one_of(st.none(), st.floats(0.0, 1.0)), min_size=1, max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(trace=latencies, dt=st.sampled_from([0.1, 0.25, 0.5, 1.0]))
+def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
+    trace: list[float | None], dt: float
+) -> None:
+    state, last_change = State(), None
+    for i, seen in enumerate(trace):
+        now = i * dt
+        state, decisions = step(state, Observation({"chat": seen}), SPEC, now)
+        if decisions:
+            if last_change is not None:
+                assert now - last_change >= SPEC.cooldown
+            last_change = now
+        s = rung_settings(state, SPEC)
+        assert set(s.files["chat"]) == {"cpuset.cpus"}  # never cpu.max, never a weight cut
+        assert "chat" not in s.frozen | s.stopped
+        assert 0 <= state.level <= len(ladder(SPEC))
