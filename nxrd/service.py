@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nxrd.api.handlers import Handlers, workload_status
 from nxrd.api.protocol import DEFAULT_SOCKET
@@ -29,7 +30,6 @@ from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
 from nxrd.ledger import Ledger
-from nxrd.metrics import MetricsServer
 from nxrd.observe import CpuSample, cpu_rates, cpu_sample, pressure
 from nxrd.plan import make_plan
 from nxrd.plan.diff import Change, diff
@@ -38,6 +38,9 @@ from nxrd.service_defaults import DEFAULT_STATE_DIR
 from nxrd.supervisor.events import Event, EventLog
 from nxrd.supervisor.states import State
 from nxrd.supervisor.supervisor import Record, Supervisor
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
+    from nxrd.metrics import MetricsServer
 
 RUNNING = (State.STARTING.value, State.READY.value, State.STOPPING.value)
 
@@ -122,7 +125,7 @@ class Daemon:
             with self.ledger.because(f"profile {self.source}, at nxrd start"):
                 apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted too
             if self.profile.host.metrics:
-                self.metrics = MetricsServer(self.profile.host.metrics, self.status_docs)
+                self.metrics = self._metrics_server(self.profile.host.metrics)
         except NxrError:
             self.api.close()
             raise
@@ -192,7 +195,7 @@ class Daemon:
             try:
                 if address != self.profile.host.metrics:
                     # Bound before anything is written: a taken port changes nothing.
-                    metrics = MetricsServer(address, self.status_docs) if address else None
+                    metrics = self._metrics_server(address) if address else None
                 try:
                     with self.ledger.because(f"{verb} by {who} ({source})"):
                         apply_plan(plan, self.fs)
@@ -264,6 +267,11 @@ class Daemon:
         if last is not None:
             out.update(cpu_rates(before, last))
         return out
+
+    def _metrics_server(self, address: str) -> MetricsServer:
+        from nxrd.metrics import MetricsServer
+
+        return MetricsServer(address, self.status_docs)
 
     def status_docs(self) -> list[dict[str, object]]:
         """What status shows for every workload (also the metrics' source)."""
