@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from nxrd.api.handlers import Handlers, workload_status
 from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
+from nxrd.controller.loop import Controller
+from nxrd.controller.push import PushReceiver
 from nxrd.errors import KernelError, NxrError, ProfileError
 from nxrd.explain import explain
 from nxrd.kernel.apply import apply_plan
@@ -31,9 +33,10 @@ from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
 from nxrd.ledger import Ledger
 from nxrd.observe import CpuSample, cpu_rates, cpu_sample, pressure
-from nxrd.plan import make_plan
+from nxrd.plan import Plan, make_plan
 from nxrd.plan.diff import Change, diff
 from nxrd.profile.load import parse_profiles, read_profiles
+from nxrd.profile.model import Profile
 from nxrd.service_defaults import DEFAULT_STATE_DIR
 from nxrd.supervisor.events import Event, EventLog
 from nxrd.supervisor.states import State
@@ -134,6 +137,10 @@ class Daemon:
         self.events = EventLog()
         self.events.sinks.append(_journal_event if to_journal else _print_event)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
+        self.push: PushReceiver | None = None
+        if any(w.slo is not None and w.slo.source.push for w in self.profile.workloads.values()):
+            self._listen_for_latencies()
+        self.controller = self._controller(self.profile, self.plan)
         if self.applied:
             self.events.record(
                 time.time(),
@@ -206,11 +213,17 @@ class Daemon:
             finally:
                 if files is None:
                     notify("READY=1")
+            if self.push is None and any(
+                w.slo is not None and w.slo.source.push for w in profile.workloads.values()
+            ):
+                self._listen_for_latencies()
             if metrics is not self.metrics:
                 if self.metrics is not None:
                     self.metrics.close()
                 self.metrics = metrics
+            self.controller.release(time.monotonic(), "profile changed")
             self.sup.reconfigure(profile, plan, time.monotonic(), who)
+            self.controller = self._controller(profile, plan)
             self.profile, self.plan, self.source = profile, plan, source
             assert self.api.handlers is not None  # reconfigure is only reached through them
             self.api.handlers.plan = plan
@@ -266,7 +279,39 @@ class Daemon:
         last, before = self.samples.get(rec.name, (None, None))
         if last is not None:
             out.update(cpu_rates(before, last))
+        out["latency_seconds"] = self.controller.latency(rec.name, time.monotonic())
         return out
+
+    def _listen_for_latencies(self) -> None:
+        path = str(Path(self.socket_path).parent / "latency.sock")
+        try:
+            self.push = PushReceiver(path, self._workload_of_pid)
+        except NxrError:
+            self.api.close()
+            raise
+        self.runtime.latency_socket = path
+
+    def _controller(self, profile: Profile, plan: Plan) -> Controller:
+        return Controller(profile, plan, self.fs, self.sup, self.events, self.ledger, time.time)
+
+    def _workload_of_pid(self, pid: int) -> str | None:
+        """The workload whose cgroup holds pid (or None): who may report its latency."""
+        try:
+            line = Path(f"/proc/{pid}/cgroup").read_text().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+        # /proc paths are below the cgroup2 mount; nxrd's root is a filesystem path.
+        path = (self.topology.cgroup.mount or "/sys/fs/cgroup").rstrip("/") + line.partition("::")[
+            2
+        ]
+        mine = str(self.root)
+        if not path.startswith(mine + "/"):
+            return None
+        rel = path[len(mine) + 1 :]
+        for rec in self.sup.records.values():
+            if rel == rec.plan.cgroup or rel.startswith(rec.plan.cgroup + "/"):
+                return rec.name
+        return None
 
     def _metrics_server(self, address: str) -> MetricsServer:
         from nxrd.metrics import MetricsServer
@@ -279,6 +324,8 @@ class Daemon:
 
     def _close(self) -> None:
         self.api.close()
+        if self.push is not None:
+            self.push.close()
         if self.metrics is not None:
             self.metrics.close()
 
@@ -413,12 +460,16 @@ class Daemon:
                 elif not stopping:
                     stopping = True
                     notify("STOPPING=1")
+                    # Workloads left running keep no cap or freeze nobody will lift.
+                    self.controller.release(now, "nxrd exiting")
                     if self.on_stop == "leave":
                         self._save(last)
                         self._close()
                         return 0
                     self.sup.stop_all(now)
             self.sup.tick(now)
+            if not stopping:
+                self.controller.tick(now, {})
             if now - last_sample >= 1.0:
                 self._sample(now)
                 last_sample = now
@@ -433,14 +484,20 @@ class Daemon:
             poller.register(self.api.fileno(), select.POLLIN)
             if self.metrics is not None:
                 poller.register(self.metrics.fileno(), select.POLLIN)
+            if self.push is not None:
+                poller.register(self.push.fileno(), select.POLLIN)
             for fd in self.runtime.pidfds.values():
                 poller.register(fd, select.POLLIN)
-            timeout_ms = int(min(self.sup.next_wakeup(now), 1.0) * 1000)
+            wait = min(self.sup.next_wakeup(now), self.controller.wakeup(now), 1.0)
+            timeout_ms = int(wait * 1000)
             for fd, _ in poller.poll(timeout_ms):
                 if fd == self.api.fileno():
                     self.api.serve_ready()
                 elif self.metrics is not None and fd == self.metrics.fileno():
                     self.metrics.serve_ready()
+                elif self.push is not None and fd == self.push.fileno():
+                    for name, seconds in self.push.drain():
+                        self.controller.push(name, seconds, time.monotonic())
                 elif fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)

@@ -5,8 +5,9 @@ The ladder, bottom to top (each rung includes those below it):
 
     weight      lower classes' cpu.weight cut (batch to a tenth, interactive to half)
     cap N%      batch and background capped with cpu.max at N% of their cores
-    core N      N shared cores lent to the latency-critical workload furthest from its SLO,
-                removed from the lower classes' cpusets (each keeps at least one)
+    core N      N shared CPUs lent to the latency-critical workload furthest from its SLO,
+                removed from the lower classes' cpusets (each keeps at least one; at most
+                as many as the largest target has)
     freeze C    class C frozen (background first, then batch)
     stop batch  batch workloads stopped, requeued when the controller steps back down
 
@@ -48,6 +49,7 @@ class Lower:
     min_cpu: float = 0.1  # floor of any cap, in CPUs
     may_freeze: bool = True
     may_stop: bool = False
+    cpu_max: float | None = None  # the profile's own cap, in CPUs
 
 
 @dataclass(frozen=True)
@@ -178,12 +180,14 @@ def _move(
 
 
 def _lendable(spec: Spec) -> list[int]:
-    """Shared cores that can be lent, last first, while every lower workload keeps one."""
+    """Shared CPUs that can be lent, last first: while every lower workload keeps one, and
+    no more than the largest target has (doubling it is as far as lending helps)."""
     exclusive = {c for t in spec.targets for c in t.cpus}
     shared = sorted({c for w in spec.lowers for c in w.cpus} - exclusive, reverse=True)
+    most = max((len(t.cpus) for t in spec.targets), default=0) or 1
     out: list[int] = []
     for core in shared:
-        if all(set(w.cpus) - {*out, core} for w in spec.lowers):
+        if len(out) < most and all(set(w.cpus) - {*out, core} for w in spec.lowers):
             out.append(core)
     return out
 
@@ -213,11 +217,15 @@ def settings(state: State, spec: Spec) -> Settings:
         cores = [c for c in w.cpus if c not in lent] or list(w.cpus)
         f["cpuset.cpus"] = _cpu_list(cores)
         if w.workload_class in ("batch", "background"):
+            quota = w.cpu_max
             if caps:
-                quota = max(w.min_cpu, len(cores) * min(caps) / 100)
-                f["cpu.max"] = f"{round(quota * spec.period)} {spec.period}"
-            else:
-                f["cpu.max"] = f"max {spec.period}"
+                cap = max(w.min_cpu, len(cores) * min(caps) / 100)
+                quota = cap if quota is None else min(quota, cap)
+            f["cpu.max"] = (
+                f"max {spec.period}"
+                if quota is None
+                else f"{round(quota * spec.period)} {spec.period}"
+            )
         files[w.name] = f
         if f"freeze {w.workload_class}" in rungs and w.may_freeze:
             frozen.add(w.name)

@@ -201,6 +201,7 @@ class FakeCgroupFS(CgroupFS):
         self.dirs[""]["cgroup.controllers"] = " ".join(controllers)
         self.writes: list[tuple[str, str, str]] = []
         self.fail_on: set[tuple[str, str]] = set()  # (rel, file) pairs whose write fails
+        self.on_write: Callable[[str, str, str], None] | None = None  # as LinuxCgroupFS
 
     @staticmethod
     def _files(controllers: list[str]) -> dict[str, str]:
@@ -250,6 +251,8 @@ class FakeCgroupFS(CgroupFS):
                 + ("Invalid argument" if filename in files else "No such file or directory")
             )
         self.writes.append((rel, filename, value))
+        if self.on_write is not None:
+            self.on_write(rel, filename, value)
         if filename == "cgroup.subtree_control":
             have = set(files[filename].split())
             available = files["cgroup.controllers"].split()

@@ -21,6 +21,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class LinuxRuntime(Runtime):
     def __init__(self, fs: LinuxCgroupFS, state_dir: Path, journal: bool = False) -> None:
+        self.latency_socket: str | None = None  # told to workloads, for pushed latencies
         self.fs, self.state_dir, self.journal = fs, state_dir, journal
         self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
         self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
@@ -37,9 +38,11 @@ class LinuxRuntime(Runtime):
         for filename, value in wl.files.items():
             self.fs.write(wl.cgroup, filename, value)
 
-    def base_env(self, spec: Workload) -> dict[str, str]:
+    def base_env(self, name: str, spec: Workload) -> dict[str, str]:
         """A clean environment: nothing of nxrd's own (NOTIFY_SOCKET, INVOCATION_ID...) leaks."""
-        env = {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
+        env = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "NXR_WORKLOAD": name}
+        if self.latency_socket is not None:
+            env["NXR_LATENCY_SOCKET"] = self.latency_socket
         for key in ("LANG", "LC_ALL", "TZ"):
             if key in os.environ:
                 env[key] = os.environ[key]
@@ -51,7 +54,7 @@ class LinuxRuntime(Runtime):
 
     def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
         # The plan's variables win over the profile's env, which wins over the base.
-        env = {**self.base_env(spec), **spec.env, **wl.env}
+        env = {**self.base_env(wl.name, spec), **spec.env, **wl.env}
         launched = launch(
             LaunchSpec(
                 name=wl.name,

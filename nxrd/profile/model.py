@@ -175,6 +175,37 @@ class Host(Section):
     )
 
 
+class Controller(Section):
+    """The latency-SLO controller: how fast and how far it acts on the lower classes."""
+
+    enabled: bool = Field(
+        True, description="Act for latency-critical workloads that declare an slo."
+    )
+    period: Duration = Field(0.5, ge=0.1, description="Time between two controller ticks.")
+    act_below: float = Field(
+        0.10, ge=-1.0, le=1.0, description="Act when (SLO - observed) / SLO falls under this."
+    )
+    relax_above: float = Field(
+        0.30, ge=-1.0, le=1.0, description="Step back once every slack stays above this."
+    )
+    relax_after: Duration = Field(5.0, description="How long slack must stay above relax_above.")
+    cooldown: Duration = Field(2.0, description="Least time between two controller actions.")
+    max_step: int = Field(1, ge=1, le=10, description="Most rungs climbed in one action.")
+    stale_after: Duration = Field(
+        5.0, description="Latency older than this is missing: static values return."
+    )
+
+
+class Control(Section):
+    """What the controller may do to this workload (batch, background, interactive)."""
+
+    min_cpu: CpuQuota = Field(0.1, description="Never capped below this CPU quota.")
+    freeze: bool = Field(True, description="May be frozen while an SLO is at risk.")
+    stop: bool = Field(
+        False, description="May be stopped (and started again later) while an SLO is at risk."
+    )
+
+
 class Pool(Section):
     """A concurrency pool: workloads in it start only while slots are free."""
 
@@ -368,6 +399,9 @@ class Workload(Section):
     stop: Stop = Field(default_factory=Stop, description="Stop behaviour.")
     ready: Ready | None = Field(None, description="Readiness check.")
     slo: Slo | None = Field(None, description="Latency target for the controller.")
+    control: Control = Field(
+        default_factory=Control, description="Limits on what the controller may do to it."
+    )
 
     @property
     def is_exclusive(self) -> bool:
@@ -388,6 +422,9 @@ class Profile(Section):
     """A host's declaration: host settings, pools and workloads."""
 
     host: Host = Field(default_factory=Host, description="Host settings.")
+    controller: Controller = Field(
+        default_factory=Controller, description="The latency-SLO controller."
+    )
     pools: dict[PoolName, Pool] = Field(default_factory=dict, description="Concurrency pools.")
     workloads: dict[WorkloadName, Workload] = Field(
         default_factory=dict, description="Workloads, by name."

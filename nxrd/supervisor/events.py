@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class Event:
     old: str
     new: str
     cause: str  # why: "exit code 1", "oom", "operator", "pool slot free"...
+    data: dict[str, Any] = field(default_factory=dict)  # a decision's inputs (controller)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -28,10 +30,18 @@ class EventLog:
         self._seq = 0
         self.sinks: list[Callable[[Event], None]] = []
 
-    def record(self, time: float, workload: str, old: str, new: str, cause: str) -> Event:
+    def record(
+        self,
+        time: float,
+        workload: str,
+        old: str,
+        new: str,
+        cause: str,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
         """Append an event and hand it to every sink (the journal, the API's followers)."""
         self._seq += 1
-        event = Event(self._seq, time, workload, old, new, cause)
+        event = Event(self._seq, time, workload, old, new, cause, data or {})
         self._events.append(event)
         for sink in self.sinks:
             sink(event)

@@ -1,0 +1,155 @@
+"""The controller in nxrd's loop: latencies in, the law's rung out, cgroup values enforced.
+
+Every action is an event carrying its inputs, and every value it writes is in the ledger
+with the rung and the reason, so `nxrctl events` and `explain` say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nxrd.controller.law import Observation, State, ladder, settings, step
+from nxrd.controller.samples import SampleWindow
+from nxrd.controller.spec import control_spec
+from nxrd.errors import KernelError, NxrError
+from nxrd.kernel.cgroupfs import CgroupFS
+from nxrd.ledger import Ledger
+from nxrd.plan.model import Plan
+from nxrd.profile.model import Profile
+from nxrd.supervisor.events import EventLog
+from nxrd.supervisor.states import State as WorkloadState
+from nxrd.supervisor.supervisor import Supervisor
+
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+
+class Controller:
+    def __init__(
+        self,
+        profile: Profile,
+        plan: Plan,
+        fs: CgroupFS,
+        sup: Supervisor,
+        events: EventLog,
+        ledger: Ledger,
+        wall: Callable[[], float],
+    ) -> None:
+        self.fs, self.sup, self.events, self.ledger, self.wall = fs, sup, events, ledger, wall
+        self.spec = control_spec(profile, plan)
+        self.rungs = ladder(self.spec)
+        self.period = profile.controller.period
+        self.enabled = profile.controller.enabled and bool(self.spec.targets)
+        self.state = State()
+        self.next_tick = 0.0
+        self.requeued: set[str] = set()  # stopped by the controller, to start again
+        self.froze: set[str] = set()  # frozen by the controller (an operator's stay frozen)
+        self.windows: dict[str, SampleWindow] = {}
+        self.last_sample: dict[str, float] = {}
+        for t in self.spec.targets:
+            slo = profile.workloads[t.name].slo
+            assert slo is not None
+            self.windows[t.name] = SampleWindow(slo.window)
+            if slo.source.push is not True:
+                source = "prometheus" if slo.source.prometheus else "probe"
+                self.events.record(
+                    wall(),
+                    "controller",
+                    "-",
+                    "-",
+                    f"{t.name}: slo.source {source} is not read yet (only push is); "
+                    "its profile's static values stay",
+                )
+
+    def push(self, workload: str, seconds: float, now: float) -> None:
+        window = self.windows.get(workload)
+        if window is not None:
+            window.add(now, seconds)
+            self.last_sample[workload] = now
+
+    def wakeup(self, now: float) -> float:
+        """Seconds until the next tick."""
+        return max(0.0, self.next_tick - now) if self.enabled else 3600.0
+
+    def tick(self, now: float, pressure: dict[str, float]) -> None:
+        if not self.enabled or now < self.next_tick:
+            return
+        self.next_tick = now + self.period
+        latency = {
+            t.name: self.windows[t.name].percentile(QUANTILES[t.percentile], now)
+            for t in self.spec.targets
+        }
+        age = {n: now - self.last_sample.get(n, float("-inf")) for n in latency}
+        before = self.state.level
+        self.state, decisions = step(
+            self.state, Observation(latency, age, pressure), self.spec, now
+        )
+        for d in decisions:
+            self.events.record(
+                self.wall(),
+                "controller",
+                self._rung(before),
+                d.rung,
+                d.reason,
+                {"direction": d.direction, "level": d.level, **d.inputs},
+            )
+        if decisions or self.state.level > 0:
+            why = decisions[-1].reason if decisions else "holding"
+            self._enforce(now, f"controller: {self._rung(self.state.level)} ({why})")
+
+    def release(self, now: float, why: str) -> None:
+        """Back to the profile's static values at once (the profile changed, nxrd stops)."""
+        if self.state.level == 0 and not self.froze and not self.requeued:
+            return
+        before, self.state = self.state.level, State()
+        self.events.record(self.wall(), "controller", self._rung(before), "static", why)
+        self._enforce(now, f"controller: static ({why})")
+
+    def latency(self, workload: str, now: float) -> float | None:
+        """The observed latency at the workload's SLO percentile, for status and metrics."""
+        window = self.windows.get(workload)
+        target = next((t for t in self.spec.targets if t.name == workload), None)
+        if window is None or target is None:
+            return None
+        return window.percentile(QUANTILES[target.percentile], now)
+
+    def _rung(self, level: int) -> str:
+        return self.rungs[level - 1] if level else "static"
+
+    def _enforce(self, now: float, cause: str) -> None:
+        """Make the running workloads match the rung: values, freezes, stops."""
+        want = settings(self.state, self.spec)
+        with self.ledger.because(cause):
+            for name, files in want.files.items():
+                rec = self.sup.records.get(name)
+                if rec is None or rec.pid is None:
+                    continue  # not running: it starts with its planned values
+                for filename, value in files.items():
+                    try:
+                        if self.fs.read(rec.plan.cgroup, filename) != value:
+                            self.fs.write(rec.plan.cgroup, filename, value)
+                    except KernelError:
+                        continue  # the leaf went away with its process: nothing to hold
+        for w in self.spec.lowers:
+            rec = self.sup.records.get(w.name)
+            if rec is None:
+                continue
+            frozen = w.name in want.frozen
+            try:
+                if frozen and not rec.frozen and rec.state == WorkloadState.READY:
+                    self.sup.freeze(w.name, now, cause=cause)
+                    self.froze.add(w.name)
+                elif not frozen and w.name in self.froze:
+                    self.froze.discard(w.name)
+                    if rec.frozen:
+                        self.sup.thaw(w.name, now, cause=cause)
+            except NxrError:
+                pass
+            if w.name in want.stopped and rec.state in (
+                WorkloadState.STARTING,
+                WorkloadState.READY,
+            ):
+                self.sup.stop(w.name, now, cause="stopped-by-controller")
+                self.requeued.add(w.name)
+            elif w.name not in want.stopped and w.name in self.requeued:
+                self.requeued.discard(w.name)
+                self.sup.start(w.name, now)

@@ -1,0 +1,72 @@
+"""The receiving end of pushed latencies: a unix datagram socket in nxrd's poll loop.
+
+The sender's PID comes with each datagram (SO_PASSCRED), and a report counts only when
+that process is in the cgroup of the workload it names: a workload reports its own latency,
+and nothing else on the host can push nxr's controller around.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import Callable
+
+from nxrd.errors import NxrError
+
+_CREDS = struct.calcsize("3i")
+MAX_DATAGRAM = 65536
+
+
+class PushReceiver:
+    def __init__(self, path: str, owner_of: Callable[[int], str | None]) -> None:
+        self.path, self.owner_of = path, owner_of
+        self.rejected = 0  # reports from a process outside the workload they name
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            self.sock.bind(path)
+            os.chmod(path, 0o666)  # any workload user may send; the cgroup check decides
+        except OSError as e:
+            self.sock.close()
+            raise NxrError(f"cannot listen for latencies on {path}: {e.strerror or e}") from None
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> list[tuple[str, float]]:
+        """Every (workload, seconds) waiting on the socket from a process allowed to say it."""
+        out: list[tuple[str, float]] = []
+        while True:
+            try:
+                data, ancdata, _, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_CREDS))
+            except (BlockingIOError, InterruptedError):
+                return out
+            pid = next(
+                (
+                    struct.unpack("3i", d[:_CREDS])[0]
+                    for level, kind, d in ancdata
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+                ),
+                None,
+            )
+            owner = self.owner_of(pid) if pid else None
+            for line in data.decode("utf-8", "replace").splitlines():
+                name, _, value = line.strip().partition(" ")
+                try:
+                    seconds = float(value)
+                except ValueError:
+                    continue
+                if owner is None or name != owner:
+                    self.rejected += 1
+                    continue
+                out.append((name, seconds))
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)

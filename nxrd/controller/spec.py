@@ -1,0 +1,45 @@
+"""The control law's view of a profile and its plan. Pure."""
+
+from __future__ import annotations
+
+from nxrd.controller.law import LOWER, Lower, Spec, Target
+from nxrd.plan.model import Plan
+from nxrd.profile.model import Profile
+from nxrd.profile.units import parse_cpu_list
+
+
+def control_spec(profile: Profile, plan: Plan) -> Spec:
+    """Targets: latency-critical workloads with an slo. Lowers: every other class."""
+    c = profile.controller
+    targets, lowers = [], []
+    for wl in plan.workloads:
+        spec = profile.workloads[wl.name]
+        cpus = tuple(sorted(parse_cpu_list(wl.cpus)))
+        if wl.workload_class == "latency-critical":
+            if spec.slo is not None:
+                name, seconds = spec.slo.target
+                targets.append(Target(wl.name, seconds, name, cpus))
+        elif wl.workload_class in LOWER:
+            idle = wl.files.get("cpu.idle") == "1"
+            lowers.append(
+                Lower(
+                    wl.name,
+                    wl.workload_class,
+                    cpus,
+                    None if idle else int(wl.files.get("cpu.weight", "100")),
+                    min_cpu=spec.control.min_cpu,
+                    may_freeze=spec.control.freeze,
+                    may_stop=spec.control.stop,
+                    cpu_max=spec.cpu_max,
+                )
+            )
+    return Spec(
+        tuple(targets),
+        tuple(lowers),
+        act_below=c.act_below,
+        relax_above=c.relax_above,
+        relax_after=c.relax_after,
+        cooldown=c.cooldown,
+        max_step=c.max_step,
+        stale_after=c.stale_after,
+    )

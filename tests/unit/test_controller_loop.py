@@ -1,0 +1,113 @@
+"""The controller in the loop: pushed latencies -> rungs -> cgroup values, freezes, events."""
+
+from __future__ import annotations
+
+from nxrd.controller.loop import Controller
+from nxrd.kernel.apply import apply_plan
+from nxrd.kernel.cgroupfs import FakeCgroupFS
+from nxrd.ledger import Ledger
+from nxrd.plan import make_plan
+from nxrd.plan.topology import load_topology
+from nxrd.profile import parse_profile
+from nxrd.supervisor.events import EventLog
+from nxrd.supervisor.fake import FakeRuntime
+from nxrd.supervisor.supervisor import Supervisor
+from tests.unit.conftest import TOPOLOGIES
+
+PROFILE = """
+[controller]
+cooldown = "1s"
+relax_after = "2s"
+
+[workloads.chat]
+command = ["chat"]
+class = "latency-critical"
+cpus = 2
+slo = {p99 = "200ms", window = "5s", source = {push = true}}
+
+[workloads.embed]
+command = ["embed"]
+class = "batch"
+
+[workloads.index]
+command = ["index"]
+class = "background"
+"""
+
+
+def setup(text: str = PROFILE):  # type: ignore[no-untyped-def]
+    profile = parse_profile(text)
+    plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
+    fs = FakeCgroupFS()
+    apply_plan(plan, fs)
+    rt, log = FakeRuntime(), EventLog()
+    sup = Supervisor(profile, plan, rt, log, lambda: 0.0)
+    sup.tick(0.0)
+    ledger = Ledger(lambda: 0.0)
+    fs.on_write = ledger.record
+    ctl = Controller(profile, plan, fs, sup, log, ledger, lambda: 0.0)
+    return ctl, fs, sup, log, ledger
+
+
+def drive(
+    ctl: Controller, latency: float, start: float, seconds: float, step: float = 0.5
+) -> float:
+    now = start
+    while now < start + seconds:
+        ctl.push("chat", latency, now)
+        ctl.tick(now, {})
+        now += step
+    return now
+
+
+def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
+    ctl, fs, _sup, log, ledger = setup()
+    static_weight = fs.read("batch/embed", "cpu.weight")
+    now = drive(ctl, 0.3, 0.0, 2.6)  # 300 ms vs 200 ms: up at 0, 1, 2 s
+    assert ctl.state.level == 3
+    assert fs.read("batch/embed", "cpu.weight") == str(max(1, int(static_weight) // 10))
+    assert fs.read("batch/embed", "cpu.max") == "1400000 100000"  # 50% of its 28 CPUs
+    w = ledger.of("batch/embed")["cpu.max"]
+    assert w.by == "controller: cap 50% (chat slack -50% under 10%)"
+    ups = [e for e in log.since(0, "controller")]
+    assert [(e.old, e.new) for e in ups] == [
+        ("static", "weight"),
+        ("weight", "cap 75%"),
+        ("cap 75%", "cap 50%"),
+    ]
+    assert ups[0].data["observed"] == {"chat": 0.3} and ups[0].data["slo"] == {"chat": 0.2}
+    # latency recovers: the window must first forget the slow requests (5 s)
+    now = drive(ctl, 0.05, now, 30.0)
+    assert ctl.state.level == 0
+    assert fs.read("batch/embed", "cpu.weight") == static_weight
+    assert fs.read("batch/embed", "cpu.max") == "max 100000"
+    assert log.since(0, "controller")[-1].new == "static"
+
+
+def test_no_latency_means_static_values_and_a_frozen_workload_is_thawed_on_release() -> None:
+    ctl, fs, sup, log, _ = setup()
+    now = drive(ctl, 0.5, 0.0, 12.0)  # climbs to the freezes
+    assert sup.records["index"].frozen and sup.records["embed"].frozen
+    ctl.release(now, "profile changed")
+    assert not sup.records["index"].frozen and not sup.records["embed"].frozen
+    assert fs.read("batch/embed", "cpu.max") == "max 100000"
+    assert log.since(0, "controller")[-1].cause == "profile changed"
+
+
+def test_an_operator_freeze_is_left_alone() -> None:
+    ctl, _fs, sup, _, _ = setup()
+    sup.freeze("embed", 0.0)
+    drive(ctl, 0.5, 0.0, 3.0)
+    drive(ctl, 0.01, 3.0, 60.0)
+    assert ctl.state.level == 0 and sup.records["embed"].frozen
+
+
+def test_other_sources_are_said_to_be_unread() -> None:
+    text = PROFILE.replace(
+        "source = {push = true}", 'source = {probe = {url = "http://127.0.0.1:1/"}}'
+    )
+    ctl, _, _, log, _ = setup(text)
+    assert log.since(0, "controller")[0].cause == (
+        "chat: slo.source probe is not read yet (only push is); its profile's static values stay"
+    )
+    assert ctl.state.level == 0
