@@ -4,12 +4,13 @@ actions on the lower classes. Pure: (state, observation, spec, now) -> (state, d
 The ladder, bottom to top (each rung includes those below it):
 
     weight      lower classes' cpu.weight cut (batch to a tenth, interactive to half)
-    cap N%      batch and background capped with cpu.max at N% of their cores
-    core N      N shared CPUs lent to the latency-critical workload furthest from its SLO,
+    cap-N%      batch and background capped with cpu.max at N% of their cores
+    core-N      N shared CPUs lent to the latency-critical workload furthest from its SLO,
                 removed from the lower classes' cpusets (each keeps at least one; at most
                 as many as the largest target has)
-    freeze C    class C frozen (background first, then batch)
-    stop batch  batch workloads stopped, requeued when the controller steps back down
+    freeze-C    class C frozen (background first, then batch)
+    stop-batch  batch workloads stopped (if their control.stop allows), started again when
+                the controller steps back down
 
 One rung up when the worst slack falls under `act_below`, one down once every slack has
 stayed above `relax_above` for `relax_after`; never more than `max_step` rungs per tick, and
@@ -84,7 +85,7 @@ class State:
 class Decision:
     direction: str  # "up", "down", "fallback"
     level: int  # the rung reached
-    rung: str  # its name, e.g. "cap 50%"
+    rung: str  # its name, e.g. "cap-50%"
     reason: str
     inputs: dict[str, Any]
 
@@ -96,13 +97,13 @@ def ladder(spec: Spec) -> list[str]:
     if any(w.weight is not None for w in lowers):
         rungs.append("weight")
     if any(w.workload_class in ("batch", "background") for w in lowers):
-        rungs += [f"cap {c}%" for c in CAPS]
-    rungs += [f"core {i + 1}" for i in range(len(_lendable(spec)))]
+        rungs += [f"cap-{c}%" for c in CAPS]
+    rungs += [f"core-{i + 1}" for i in range(len(_lendable(spec)))]
     for cls in ("background", "batch"):
         if any(w.workload_class == cls and w.may_freeze for w in lowers):
-            rungs.append(f"freeze {cls}")
+            rungs.append(f"freeze-{cls}")
     if any(w.workload_class == "batch" and w.may_stop for w in lowers):
-        rungs.append("stop batch")
+        rungs.append("stop-batch")
     return rungs
 
 
@@ -169,7 +170,7 @@ def _move(
     level = max(0, min(len(rungs), state.level + by))
     loans = list(state.loans)
     lendable = _lendable(spec)
-    n_loans = sum(1 for r in rungs[:level] if r.startswith("core "))
+    n_loans = sum(1 for r in rungs[:level] if r.startswith("core-"))
     while len(loans) > n_loans:
         loans.pop()  # returned last lent, first
     while len(loans) < n_loans:
@@ -207,7 +208,7 @@ def settings(state: State, spec: Spec) -> Settings:
     files: dict[str, dict[str, str]] = {}
     frozen: set[str] = set()
     stopped: set[str] = set()
-    caps = [int(r.split()[1].rstrip("%")) for r in rungs if r.startswith("cap ")]
+    caps = [int(r.removeprefix("cap-").rstrip("%")) for r in rungs if r.startswith("cap-")]
     lent = {core for core, _ in state.loans}
     for w in spec.lowers:
         f: dict[str, str] = {}
@@ -227,9 +228,9 @@ def settings(state: State, spec: Spec) -> Settings:
                 else f"{round(quota * spec.period)} {spec.period}"
             )
         files[w.name] = f
-        if f"freeze {w.workload_class}" in rungs and w.may_freeze:
+        if f"freeze-{w.workload_class}" in rungs and w.may_freeze:
             frozen.add(w.name)
-        if w.workload_class == "batch" and "stop batch" in rungs and w.may_stop:
+        if w.workload_class == "batch" and "stop-batch" in rungs and w.may_stop:
             stopped.add(w.name)
     for t in spec.targets:
         borrowed = [core for core, to in state.loans if to == t.name]

@@ -68,12 +68,12 @@ def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
     assert fs.read("batch/embed", "cpu.weight") == str(max(1, int(static_weight) // 10))
     assert fs.read("batch/embed", "cpu.max") == "1400000 100000"  # 50% of its 28 CPUs
     w = ledger.of("batch/embed")["cpu.max"]
-    assert w.by == "controller: cap 50% (chat slack -50% under 10%)"
+    assert w.by == "controller: cap-50% (chat slack -50% under 10%)"
     ups = [e for e in log.since(0, "controller")]
     assert [(e.old, e.new) for e in ups] == [
         ("static", "weight"),
-        ("weight", "cap 75%"),
-        ("cap 75%", "cap 50%"),
+        ("weight", "cap-75%"),
+        ("cap-75%", "cap-50%"),
     ]
     assert ups[0].data["observed"] == {"chat": 0.3} and ups[0].data["slo"] == {"chat": 0.2}
     # latency recovers: the window must first forget the slow requests (5 s)

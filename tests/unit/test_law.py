@@ -33,20 +33,20 @@ def run(
 def test_the_ladder_of_this_profile() -> None:
     assert ladder(SPEC) == [
         "weight",
-        "cap 75%",
-        "cap 50%",
-        "cap 25%",
-        "core 1",
-        "core 2",  # no more than chat has
-        "freeze background",
-        "freeze batch",
-        "stop batch",
+        "cap-75%",
+        "cap-50%",
+        "cap-25%",
+        "core-1",
+        "core-2",  # no more than chat has
+        "freeze-background",
+        "freeze-batch",
+        "stop-batch",
     ]
 
 
 def test_a_violation_climbs_one_rung_per_cooldown() -> None:
     # 0.25 s observed vs 0.2 s SLO: slack -25% for 3 s; ticks every 0.5 s, cooldown 2 s
-    assert run([0.25] * 7) == [(0.0, "up", "weight"), (2.0, "up", "cap 75%")]
+    assert run([0.25] * 7) == [(0.0, "up", "weight"), (2.0, "up", "cap-75%")]
 
 
 def test_inside_the_band_nothing_moves() -> None:
@@ -58,7 +58,7 @@ def test_recovery_steps_down_after_sustained_comfort() -> None:
     trace = [0.25] * 5 + [0.1] * 30  # 50% slack from t=2.5
     assert run(trace) == [
         (0.0, "up", "weight"),
-        (2.0, "up", "cap 75%"),
+        (2.0, "up", "cap-75%"),
         (7.5, "down", "weight"),  # comfortable since 2.5 s: 5 s later
         (13.0, "down", "static"),  # comfort measured again after each step down (from 8 s)
     ]
@@ -69,14 +69,14 @@ def test_oscillating_latency_never_moves_faster_than_the_cooldown() -> None:
     got = run(trace)
     assert got == [
         (0.0, "up", "weight"),
-        (2.0, "up", "cap 75%"),
-        (4.0, "up", "cap 50%"),
-        (6.0, "up", "cap 25%"),
-        (8.0, "up", "core 1"),
-        (10.0, "up", "core 2"),
-        (12.0, "up", "freeze background"),
-        (14.0, "up", "freeze batch"),
-        (16.0, "up", "stop batch"),
+        (2.0, "up", "cap-75%"),
+        (4.0, "up", "cap-50%"),
+        (6.0, "up", "cap-25%"),
+        (8.0, "up", "core-1"),
+        (10.0, "up", "core-2"),
+        (12.0, "up", "freeze-background"),
+        (14.0, "up", "freeze-batch"),
+        (16.0, "up", "stop-batch"),
     ]
     # comfort never lasts 5 s, so it never steps down: escalation wins, as it should
 
@@ -113,7 +113,7 @@ def test_two_targets_the_worst_slack_drives_and_gets_the_cores() -> None:
     state = State()
     for i in range(12):
         state, _ = step(state, Observation({"chat": 0.1, "rank": 0.06}), spec, i * 2.0)
-    assert ladder(spec)[state.level - 1] == "freeze batch"
+    assert ladder(spec)[state.level - 1] == "freeze-batch"
     s = rung_settings(state, spec)
     assert s.files["rank"] == {"cpuset.cpus": "4-6"}  # cores 5, 4 lent to rank (chat has 2)
     assert s.files["chat"] == {"cpuset.cpus": "0-1"}

@@ -1,0 +1,102 @@
+"""The controller on a real kernel: pushed latencies over the SLO squeeze the batch class,
+recovery gives it back, and only the workload's own processes can report its latency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nxrd.latency import LatencyReporter
+from tests.kernel.test_daemon import PY, Nxrd
+
+NXRCTL = str(Path(sys.executable).parent / "nxrctl")
+
+# chat reports 0.5 s per "request" until the file `fast` exists, then 0.01 s.
+PUSHER = (
+    "import os, time; from nxrd.latency import LatencyReporter; r = LatencyReporter(); "
+    "d = os.environ['FLAG_DIR']\n"
+    "while True:\n"
+    "    r(0.01 if os.path.exists(d + '/fast') else 0.5); time.sleep(0.05)"
+)
+
+
+def profile(tmp: Path, chat: str) -> str:
+    return f"""
+[controller]
+period = "200ms"
+cooldown = "500ms"
+relax_after = "1s"
+
+[workloads.chat]
+command = {chat}
+class = "latency-critical"
+cpus = 1
+env = {{FLAG_DIR = "{tmp}"}}
+slo = {{p99 = "200ms", window = "1s", source = {{push = true}}}}
+
+[workloads.embed]
+command = ["sleep", "600"]
+class = "batch"
+"""
+
+
+def test_pushed_violations_squeeze_batch_and_recovery_restores_it(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    pusher = json.dumps([PY, "-c", PUSHER])  # a JSON list is a valid TOML array
+    d = Nxrd(tmp_path, profile(tmp_path, pusher), cgroup_root).start()
+    embed = cgroup_root / "batch/embed"
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NXRCTL, "--socket", str(d.socket), *args], capture_output=True, text=True, timeout=60
+        )
+
+    try:
+        d.wait_for(lambda: embed.exists() and (embed / "cpu.max").read_text().startswith("max"))
+        static_weight = (embed / "cpu.weight").read_text().strip()
+        # the violations push the ladder up to caps on the batch workload
+        d.wait_for(lambda: not (embed / "cpu.max").read_text().startswith("max"))
+        assert int((embed / "cpu.weight").read_text()) < int(static_weight)
+        events = json.loads(
+            ctl("events", "--workload", "controller", "-o", "json").stdout.splitlines()[0]
+        )
+        assert events["new"] == "weight" and events["data"]["slo"] == {"chat": 0.2}
+        assert events["data"]["observed"]["chat"] == 0.5
+        x = json.loads(ctl("explain", "embed", "-o", "json").stdout)
+        cap = next(r for r in x["resources"] if r["resource"] == "cpu.max")
+        assert cap["by"].startswith("controller: cap-") and cap["kernel"] == cap["written"]
+        status = json.loads(ctl("show", "chat", "-o", "json").stdout)
+        assert status["latency_seconds"] == 0.5 and status["slo_seconds"] == 0.2
+
+        (tmp_path / "fast").touch()  # latency recovers: everything back to static
+        d.wait_for(
+            lambda: (
+                (embed / "cpu.max").read_text().startswith("max")
+                and (embed / "cpu.weight").read_text().strip() == static_weight
+            ),
+            timeout=120,
+        )
+        assert d.events("controller")[-1][1] == "static"
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_process_outside_the_workload_cannot_report_its_latency(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    d = Nxrd(tmp_path, profile(tmp_path, '["sleep", "600"]'), cgroup_root).start()
+    embed = cgroup_root / "batch/embed"
+    try:
+        d.wait_for(lambda: embed.exists() and (tmp_path / "latency.sock").exists())
+        liar = LatencyReporter("chat", str(tmp_path / "latency.sock"))
+        for _ in range(60):  # 3 s of 5 s latencies, from the test process
+            liar(5.0)
+            time.sleep(0.05)
+        assert (embed / "cpu.max").read_text().startswith("max")
+        assert [e for e in d.events("controller") if e[1] != "-"] == []
+    finally:
+        assert d.stop() == 0
