@@ -448,10 +448,6 @@ class Daemon:
             if watchdog and now - last_ping >= watchdog:
                 notify("WATCHDOG=1")
                 last_ping = now
-            summary = self._summary()
-            if summary != status:
-                notify(f"STATUS={summary}")
-                status = summary
             # Swap, not iterate-then-clear: a signal landing in between is not lost.
             pending, self.signals = self.signals, []
             for got in pending:
@@ -470,6 +466,10 @@ class Daemon:
             self.sup.tick(now)
             if not stopping:
                 self.controller.tick(now, {})
+            summary = self._summary()  # after the tick: what systemctl shows is current
+            if summary != status:
+                notify(f"STATUS={summary}")
+                status = summary
             if now - last_sample >= 1.0:
                 self._sample(now)
                 last_sample = now

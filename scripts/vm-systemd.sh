@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Run nxrd as a real systemd service (systemd as PID 1) in the qemu test VM and check
+# the unit end to end: start, delegated cgroup tree, status, reload, watchdog, stop.
+#   scripts/vm-systemd.sh          exits 0 when every check passes, 1 otherwise
+# Slow: software emulation; the boot alone takes several minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+bash scripts/setup.sh --vm
+KVER=$(cat .cache/vm/kernel-version)
+KERNEL=$REPO/.cache/vm/root/boot/vmlinuz-$KVER
+RES=$(mktemp -d /tmp/nxr-vmsd.XXXXXX)
+trap 'rm -rf "$RES"' EXIT
+
+# The unit as shipped, with only the binaries pointed at the venv: the guest's root is
+# the host's (read-only), where nxrd is installed in .venv, not /usr/bin.
+sed -e "s|^ExecStart=/usr/bin/nxrd|ExecStart=$REPO/.venv/bin/nxrd|" \
+    -e "s|^ExecReload=/usr/bin/nxrctl|ExecReload=$REPO/.venv/bin/nxrctl|" \
+    units/nxrd.service > "$RES/nxrd.service"
+# Two cheap workloads in two classes; the odd durations make their processes findable.
+cat > "$RES/demo.toml" <<'EOF'
+[workloads.web]
+command = ["sleep", "7701"]
+
+[workloads.crunch]
+command = ["sleep", "7702"]
+class = "batch"
+EOF
+
+# What runs inside the guest, as root, once systemd has booted.
+cat > "$RES/guest.sh" <<'GUEST'
+set -u
+RES=$1 REPO=$2
+export PATH=$REPO/.venv/bin:$PATH
+FAILED=0
+ok()   { echo "CHECK ok:   $*"; }
+bad()  { echo "CHECK FAIL: $*"; FAILED=1; }
+hdr()  { echo; echo "== $*"; }
+
+hdr "PID 1: $(cat /proc/1/comm); systemd $(systemctl --version | head -1)"
+[[ $(cat /proc/1/comm) == systemd ]] && ok "systemd is PID 1" || bad "PID 1 is not systemd"
+systemctl is-system-running || true   # informational: 'degraded' is normal in this VM
+stat -fc 'cgroup fs: %T' /sys/fs/cgroup
+
+hdr "install"
+# /run/systemd/system is in PID 1's unit search path and is writable (tmpfs); /etc is
+# an overlay that virtme-ng-init mounted in PID 1's mount namespace.
+cp "$RES/nxrd.service" /run/systemd/system/nxrd.service
+mkdir -p /etc/nxr/profiles && cp "$RES/demo.toml" /etc/nxr/profiles/
+systemctl daemon-reload
+systemctl cat nxrd | grep -E '^Exec'
+
+hdr "systemctl start nxrd"
+t0=$(date +%s)
+# Type=notify: start returns once nxrd sent READY=1 (or failed).
+if timeout 600 systemctl start nxrd; then ok "started in $(( $(date +%s) - t0 ))s"
+else bad "systemctl start nxrd failed"; systemctl status --no-pager -l nxrd; journalctl -b -u nxrd --no-pager | tail -40; fi
+
+# Workloads are launched after READY: give them a moment to reach their leaves.
+for _ in $(seq 60); do
+    [[ $(pgrep -xc sleep) -ge 2 ]] && break; sleep 2
+done
+
+hdr "systemctl show"
+systemctl show -p ActiveState,SubState,StatusText,ControlGroup,MainPID,NRestarts nxrd
+[[ $(systemctl show -P ActiveState nxrd) == active ]] && ok "ActiveState=active" || bad "not active"
+[[ -n $(systemctl show -P StatusText nxrd) ]] && ok "StatusText set" || bad "no StatusText"
+CG=/sys/fs/cgroup$(systemctl show -P ControlGroup nxrd)
+MAIN=$(systemctl show -P MainPID nxrd)
+
+hdr "cgroup tree under $CG"
+find "$CG" -mindepth 1 -type d | sort | while read -r d; do
+    printf '%-60s procs: %s\n' "${d#"$CG"}" "$(tr '\n' ' ' < "$d/cgroup.procs")"
+done
+echo "subtree_control: $(cat "$CG/cgroup.subtree_control")"
+grep -qx "$MAIN" "$CG/nxrd/cgroup.procs" && ok "nxrd (MainPID $MAIN) is in <unit>/nxrd" || bad "MainPID $MAIN not in $CG/nxrd"
+[[ -z $(cat "$CG/cgroup.procs") ]] && ok "no process in the unit cgroup itself" || bad "processes left in $CG"
+for w in web crunch; do
+    leaf=$(find "$CG" -mindepth 2 -type d -name "$w" | head -1)
+    if [[ -n $leaf && -n $(cat "$leaf/cgroup.procs") ]]; then ok "workload $w in ${leaf#"$CG"}"
+    else bad "no populated leaf for workload $w"; fi
+done
+
+hdr "nxrctl status"
+nxrctl status && ok "nxrctl status" || bad "nxrctl status rc=$?"
+
+hdr "systemctl reload nxrd"
+t0=$(date +%s)
+if timeout 300 systemctl reload nxrd; then ok "reload ok in $(( $(date +%s) - t0 ))s"
+else bad "systemctl reload failed"; fi
+journalctl -b -u nxrd --no-pager | grep -iE 'reload' | tail -5
+[[ $(systemctl show -P ActiveState nxrd) == active ]] && ok "active after reload" || bad "not active after reload"
+
+hdr "watchdog: waiting 70s (WatchdogSec=30s)"
+sleep 70
+now_main=$(systemctl show -P MainPID nxrd)
+systemctl show -p ActiveState,SubState,StatusText,MainPID,NRestarts,Result nxrd
+if [[ $now_main == "$MAIN" && $(systemctl show -P NRestarts nxrd) == 0 ]] \
+   && ! journalctl -b -u nxrd --no-pager | grep -qi 'watchdog timeout'; then
+    ok "no watchdog timeout, same MainPID, no restarts"
+else bad "watchdog fired or nxrd restarted"; journalctl -b -u nxrd --no-pager | tail -20; fi
+
+hdr "systemctl stop nxrd"
+t0=$(date +%s)
+timeout 600 systemctl stop nxrd && ok "stopped in $(( $(date +%s) - t0 ))s" || bad "systemctl stop failed"
+systemctl show -p ActiveState,SubState,Result nxrd
+# KillMode=process: systemd signals only nxrd, so this checks nxrd's own --on-stop.
+left=$(pgrep -a -x sleep | grep -E 'sleep 770[12]' || true)
+[[ -z $left ]] && ok "no workload process left" || bad "workload processes left: $left"
+[[ ! -d $CG ]] && ok "unit cgroup removed" || { echo "left: $(find "$CG" -type d)"; bad "unit cgroup still there"; }
+
+hdr "journal (nxrd)"
+journalctl -b -u nxrd --no-pager | tail -25
+echo
+((FAILED)) && echo "RESULT: FAIL" || echo "RESULT: all checks passed"
+exit $FAILED
+GUEST
+
+# --systemd boots the host's /sbin/init (systemd) on the host's root; virtme's exec then
+# runs from serial-getty@ttyS0 (virtme-ng-init replaces its ExecStart).
+#  container=             the host root has /.dockerenv, so PID 1 would think it runs in
+#                         docker (container semantics). An empty $container in PID 1's
+#                         environment makes it detect qemu.
+#  systemd.unit=serial-getty@ttyS0.service
+#                         the generators (separate processes) still see /.dockerenv and
+#                         so, as in a container, read PID 1's argv instead of the kernel
+#                         command line: the getty generator adds console-getty instead of
+#                         serial-getty@ttyS0 (which vng's drop-in turns into the command
+#                         runner), and systemd.mask=/systemd.wants= are ignored. PID 1
+#                         reads systemd.unit= itself, so boot straight into that getty:
+#                         this also skips graphical.target (the host's postgresql, timers).
+APPEND="container= systemd.unit=serial-getty@ttyS0.service"
+echo "vm: booting $KVER with systemd as PID 1 (software emulation, 2 vCPUs, 2G)" >&2
+start=$(date +%s)
+# /dev/kvm hangs under qemu on these machines: always emulate. vng's exit status is
+# unreliable: the result comes back through $RES (--rwdir). NXR_VM_VERBOSE=1 puts the
+# boot console into vng.log (shown on failure).
+PATH=$REPO/.venv/bin:$PATH timeout "${NXR_VM_TIMEOUT:-2400}" vng --disable-kvm --systemd ${NXR_VM_VERBOSE:+--verbose} \
+    --run "$KERNEL" --memory 2G --cpus 2 --rwdir "$RES" --append "$APPEND" \
+    --exec "bash $RES/guest.sh $RES $REPO > $RES/out.txt 2>&1; echo \$? > $RES/rc" \
+    </dev/null >"$RES/vng.log" 2>&1 &
+VNG=$!
+
+# serial-getty@.service BindsTo=dev-ttyS0.device, which only udev announces, and this
+# host has no udev package: the job times out after 90s and the getty never starts.
+# vng hands systemd a per-run unit directory (SYSTEMD_UNIT_PATH=~/.cache/virtme-ng/guest/
+# run-XXXX: , written on the host, read-only in the guest) holding its
+# serial-getty@.service.d drop-in. An instance file there overrides the template (the
+# template's drop-in still applies), so put serial-getty@ttyS0.service there without the
+# device dependency. vng writes the directory before starting qemu and systemd reads it
+# some 30s later: find ours (its drop-in names our $RES) and write the unit in between.
+GUESTCACHE=$HOME/.cache/virtme-ng/guest
+dropin=
+for _ in $(seq 300); do
+    dropin=$(grep -l "virtme_initmount0=${RES#/} " \
+        "$GUESTCACHE"/run-*/serial-getty@.service.d/virtme-ng.conf 2>/dev/null | head -1) || true
+    [[ -n $dropin ]] && break
+    kill -0 "$VNG" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ -z $dropin ]]; then
+    echo "vm: FAILED: did not find vng's unit directory under $GUESTCACHE" >&2
+    kill "$VNG" 2>/dev/null; wait "$VNG" || true
+    tail -n 20 "$RES/vng.log" >&2
+    exit 1
+fi
+printf '%s\n' \
+    '[Unit]' \
+    'Description=virtme-ng command runner on ttyS0 (serial-getty@ttyS0 without udev)' \
+    'After=basic.target' \
+    '[Service]' \
+    '# vng'"'"'s serial-getty@.service.d drop-in adds the tty and ExecStart=virtme-ng-init.' \
+    'Type=simple' \
+    'Restart=no' > "$(dirname "$(dirname "$dropin")")/serial-getty@ttyS0.service"
+wait "$VNG" || true
+echo "vm: done in $(( $(date +%s) - start ))s" >&2
+
+if [[ ! -s $RES/rc ]]; then
+    echo "vm: FAILED: the VM did not start or the command did not finish; vng said:" >&2
+    sed 's/\x1b\[[0-9;]*[mK]//g; s/\r/\n/g' "$RES/vng.log" | grep -v '^\s*$' | tail -n 40 >&2
+    [[ -f $RES/out.txt ]] && tail -n 40 "$RES/out.txt" >&2
+    exit 1
+fi
+cat "$RES/out.txt"
+exit "$(cat "$RES/rc")"
