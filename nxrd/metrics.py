@@ -23,11 +23,25 @@ Status = Sequence[Mapping[str, Any]]
 
 
 class WorkloadCollector(Collector):
-    def __init__(self, source: Callable[[], Status]) -> None:
-        self.source = source
+    def __init__(
+        self, source: Callable[[], Status], controller: Callable[[], Mapping[str, Any]]
+    ) -> None:
+        self.source, self.controller = source, controller
 
     def collect(self) -> Iterator[Metric]:
-        return iter(families(self.source()))
+        return iter([*families(self.source()), *controller_families(self.controller())])
+
+
+def controller_families(c: Mapping[str, Any]) -> list[Metric]:
+    """{"level": int, "actions": {(direction, rung): count}} -> the controller's series."""
+    level = GaugeMetricFamily("nxr_controller_level", "The controller's rung (0: static values)")
+    level.add_metric([], float(c.get("level", 0)))
+    actions = CounterMetricFamily(
+        "nxr_controller_actions", "Controller decisions", labels=["direction", "rung"]
+    )
+    for (direction, rung), n in sorted(dict(c.get("actions", {})).items()):
+        actions.add_metric([direction, rung], float(n))
+    return [level, actions]
 
 
 def families(workloads: Status) -> list[Metric]:
@@ -96,10 +110,15 @@ class _Quiet(WSGIRequestHandler):
 class MetricsServer:
     """HTTP on a TCP address; nxrd calls serve_ready() when its socket is readable."""
 
-    def __init__(self, address: str, source: Callable[[], Status]) -> None:
+    def __init__(
+        self,
+        address: str,
+        source: Callable[[], Status],
+        controller: Callable[[], Mapping[str, Any]] = dict,
+    ) -> None:
         host, _, port = address.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(WorkloadCollector(source))
+        registry.register(WorkloadCollector(source, controller))
         try:
             self.server: WSGIServer = make_server(
                 host.strip("[]"), int(port), make_wsgi_app(registry), handler_class=_Quiet

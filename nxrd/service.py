@@ -316,7 +316,8 @@ class Daemon:
     def _metrics_server(self, address: str) -> MetricsServer:
         from nxrd.metrics import MetricsServer
 
-        return MetricsServer(address, self.status_docs)
+        # The controller is replaced on apply: look it up at each scrape.
+        return MetricsServer(address, self.status_docs, lambda: self.controller.summary())
 
     def status_docs(self) -> list[dict[str, object]]:
         """What status shows for every workload (also the metrics' source)."""

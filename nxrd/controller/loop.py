@@ -43,6 +43,7 @@ class Controller:
         self.next_tick = 0.0
         self.requeued: set[str] = set()  # stopped by the controller, to start again
         self.froze: set[str] = set()  # frozen by the controller (an operator's stay frozen)
+        self.actions: dict[tuple[str, str], int] = {}  # (direction, rung) -> decisions
         self.windows: dict[str, SampleWindow] = {}
         self.last_sample: dict[str, float] = {}
         for t in self.spec.targets:
@@ -84,6 +85,7 @@ class Controller:
             self.state, Observation(latency, age, pressure), self.spec, now
         )
         for d in decisions:
+            self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1
             self.events.record(
                 self.wall(),
                 "controller",
@@ -111,6 +113,10 @@ class Controller:
         if window is None or target is None:
             return None
         return window.percentile(QUANTILES[target.percentile], now)
+
+    def summary(self) -> dict[str, object]:
+        """For the metrics endpoint."""
+        return {"level": self.state.level, "actions": dict(self.actions)}
 
     def _rung(self, level: int) -> str:
         return self.rungs[level - 1] if level else "static"

@@ -27,8 +27,10 @@ DOC = {
 }
 
 
-def scrape(docs: list[dict[str, object]]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    server = MetricsServer("127.0.0.1:0", lambda: docs)
+def scrape(
+    docs: list[dict[str, object]], controller: dict[str, object] | None = None
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    server = MetricsServer("127.0.0.1:0", lambda: docs, lambda: controller or {})
     port = server.server.server_port
     done = threading.Event()
 
@@ -69,6 +71,12 @@ def test_scrape() -> None:
     assert got[("nxr_workload_memory_events_total", oom)] == 1.0
     assert got[("nxr_workload_slo_seconds", tuple(sorted((*who, ("percentile", "p99")))))] == 0.2
     assert not any(name == "nxr_workload_latency_seconds" for name, _ in got)  # none observed
+
+
+def test_controller_series() -> None:
+    got = scrape([], {"level": 2, "actions": {("up", "weight"): 1, ("up", "cap-75%"): 1}})
+    assert got[("nxr_controller_level", ())] == 2.0
+    assert got[("nxr_controller_actions_total", (("direction", "up"), ("rung", "cap-75%")))] == 1.0
 
 
 def test_a_stopped_workload_has_state_but_no_counters() -> None:
