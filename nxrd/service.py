@@ -138,8 +138,13 @@ class Daemon:
         self.events.sinks.append(_journal_event if to_journal else _print_event)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
         self.push: PushReceiver | None = None
-        if any(w.slo is not None and w.slo.source.push for w in self.profile.workloads.values()):
-            self._listen_for_latencies()
+        if _pushes(self.profile):
+            try:
+                self.push = self._latency_receiver()
+            except NxrError:
+                self.api.close()
+                raise
+            self.runtime.latency_socket = self.push.path
         self.controller = self._controller(self.profile, self.plan)
         if self.applied:
             self.events.record(
@@ -198,30 +203,35 @@ class Daemon:
             if files is None:
                 notify("RELOADING=1")
             verb = "reload" if files is None else "nxrctl apply"
-            metrics = self.metrics
+            metrics, push = self.metrics, self.push
+            opened: list[MetricsServer | PushReceiver] = []
             try:
-                if address != self.profile.host.metrics:
-                    # Bound before anything is written: a taken port changes nothing.
-                    metrics = self._metrics_server(address) if address else None
-                try:
-                    with self.ledger.because(f"{verb} by {who} ({source})"):
-                        apply_plan(plan, self.fs)
-                except NxrError:
-                    if metrics is not self.metrics and metrics is not None:
-                        metrics.close()
-                    raise
+                # Sockets are bound before anything is written: a taken port changes nothing.
+                if address != self.profile.host.metrics and address:
+                    metrics = self._metrics_server(address)
+                    opened.append(metrics)
+                elif address is None:
+                    metrics = None
+                if push is None and _pushes(profile):
+                    push = self._latency_receiver()
+                    opened.append(push)
+                # Static values first, so the new plan's are what stays written.
+                self.controller.release(time.monotonic(), "profile changed")
+                with self.ledger.because(f"{verb} by {who} ({source})"):
+                    apply_plan(plan, self.fs)
+            except NxrError:
+                for sock in opened:
+                    sock.close()
+                raise
             finally:
                 if files is None:
                     notify("READY=1")
-            if self.push is None and any(
-                w.slo is not None and w.slo.source.push for w in profile.workloads.values()
-            ):
-                self._listen_for_latencies()
+            if push is not self.push and push is not None:
+                self.push, self.runtime.latency_socket = push, push.path
             if metrics is not self.metrics:
                 if self.metrics is not None:
                     self.metrics.close()
                 self.metrics = metrics
-            self.controller.release(time.monotonic(), "profile changed")
             self.sup.reconfigure(profile, plan, time.monotonic(), who)
             self.controller = self._controller(profile, plan)
             self.profile, self.plan, self.source = profile, plan, source
@@ -282,14 +292,9 @@ class Daemon:
         out["latency_seconds"] = self.controller.latency(rec.name, time.monotonic())
         return out
 
-    def _listen_for_latencies(self) -> None:
+    def _latency_receiver(self) -> PushReceiver:
         path = str(Path(self.socket_path).parent / "latency.sock")
-        try:
-            self.push = PushReceiver(path, self._workload_of_pid)
-        except NxrError:
-            self.api.close()
-            raise
-        self.runtime.latency_socket = path
+        return PushReceiver(path, self._workload_of_pid)
 
     def _controller(self, profile: Profile, plan: Plan) -> Controller:
         return Controller(profile, plan, self.fs, self.sup, self.events, self.ledger, time.time)
@@ -506,3 +511,8 @@ class Daemon:
 
 def _digest(files: list[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+def _pushes(profile: Profile) -> bool:
+    """Whether some workload pushes its latencies (nxrd then listens for them)."""
+    return any(w.slo is not None and w.slo.source.push for w in profile.workloads.values())
