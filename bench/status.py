@@ -1,13 +1,14 @@
 """`nxrctl status` with 50 workloads: the whole command as an operator runs it.
 
-    bash scripts/vm-run.sh '.venv/bin/python bench/status.py'   # a real nxrd in the test VM
-    .venv/bin/python bench/status.py                             # any host (see below)
+    bash scripts/vm-run.sh '.venv/bin/python bench/status.py 5'  # a real nxrd in the test VM
+    .venv/bin/python bench/status.py [RUNS]                      # any host (see below)
 
 On a host with a usable cgroup v2 (as root), a real nxrd runs 50 `sleep` workloads in a
 scratch subtree and `nxrctl status` is timed end to end (process start, imports, request,
 nxrd reading every leaf's counters, formatting). Elsewhere nxrd's API runs over the fake
 runtime (no kernel reads) and the output says so. Also times `nxrctl --help` (start-up
-alone) and `status -o json`. Target: well under one second.
+alone), `status -o json`, and the API call alone through curl (the daemon's side: reading
+every leaf's counters and answering). Target: well under one second.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N_WORKLOADS = 50
-RUNS = 30
+RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 BIN = Path(sys.executable).parent
 
 
@@ -45,7 +46,7 @@ def real_cgroup_v2() -> bool:
 
 def time_runs(argv: list[str], runs: int = RUNS) -> list[float]:
     out = []
-    for _ in range(runs + 3):
+    for _ in range(max(runs, 5) + 3):
         t0 = time.perf_counter()
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         out.append((time.perf_counter() - t0) * 1000)
@@ -140,15 +141,22 @@ def main() -> None:
             "nxrctl status": time_runs([*ctl, "status"]),
             "nxrctl status -o json": time_runs([*ctl, "status", "-o", "json"]),
         }
+        if shutil.which("curl"):
+            curl = ["curl", "-sS", "-o", "/dev/null", "--unix-socket", sock]
+            results["curl GET /v1/workloads (API only)"] = time_runs(
+                [*curl, "http://localhost/v1/workloads"], runs=max(RUNS, 30)
+            )
     finally:
         stop()
         shutil.rmtree(tmp, ignore_errors=True)
     where = "real nxrd, real cgroup v2" if real else "fake runtime: no kernel reads (no cgroup v2)"
-    print(f"nxrctl with {N_WORKLOADS} workloads, {RUNS} runs each, {where}")
-    print(f"{'command':32} {'p50 ms':>8} {'p90 ms':>8} {'max ms':>8}")
+    print(f"nxrctl with {N_WORKLOADS} workloads, {where}")
+    print(f"{'command':36} {'runs':>5} {'p50 ms':>8} {'p90 ms':>8} {'max ms':>8}")
     for name, t in results.items():
         q = statistics.quantiles(t, n=10)
-        print(f"{name:32} {statistics.median(t):8.1f} {q[8]:8.1f} {max(t):8.1f}")
+        print(f"{name:36} {len(t):5d} {statistics.median(t):8.1f} {q[8]:8.1f} {max(t):8.1f}")
+    base = statistics.median(results["nxrctl --help (start-up only)"])
+    print(f"ratio status/--help (p50): {statistics.median(results['nxrctl status']) / base:.2f}")
 
 
 if __name__ == "__main__":
