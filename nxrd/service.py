@@ -26,6 +26,7 @@ from nxrd.errors import KernelError, NxrError, ProfileError
 from nxrd.explain import explain
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
+from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.discovery import discover
 from nxrd.kernel.launch import read_status
 from nxrd.kernel.requirements import check, subtree_path, usable
@@ -119,6 +120,7 @@ class Daemon:
         # The socket first: if it cannot be bound, no cgroup has been touched yet.
         self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
         self.metrics: MetricsServer | None = None
+        self.counters = KeptOpen()
         self.ledger = Ledger(time.time)
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         try:
@@ -330,10 +332,24 @@ class Daemon:
 
     def _close(self) -> None:
         self.api.close()
+        self.counters.close()
         if self.push is not None:
             self.push.close()
         if self.metrics is not None:
             self.metrics.close()
+
+    def _cpu_pressure(self, names: list[str]) -> dict[str, float]:
+        """CPU pressure ("some" avg10, %) of running workloads: the controller's supporting
+        signal, read every tick through kept-open files."""
+        out = {}
+        for name in names:
+            rec = self.sup.records.get(name)
+            if rec is None or rec.pid is None:
+                continue
+            text = self.counters.read(self.root / rec.plan.cgroup / "cpu.pressure")
+            if text is not None:
+                out[name] = pressure(text).get("some_avg10", 0.0)
+        return out
 
     def _sample(self, now: float) -> None:
         """CPU counters of every running workload, so status can show rates."""
@@ -471,7 +487,7 @@ class Daemon:
                     self.sup.stop_all(now)
             self.sup.tick(now)
             if not stopping:
-                self.controller.tick(now, {})
+                self.controller.tick(now, self._cpu_pressure)
             summary = self._summary()  # after the tick: what systemctl shows is current
             if summary != status:
                 notify(f"STATUS={summary}")

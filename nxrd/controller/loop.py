@@ -71,7 +71,9 @@ class Controller:
         """Seconds until the next tick."""
         return max(0.0, self.next_tick - now) if self.enabled else 3600.0
 
-    def tick(self, now: float, pressure: dict[str, float]) -> None:
+    def tick(self, now: float, pressure: Callable[[list[str]], dict[str, float]]) -> None:
+        """pressure(names): CPU pressure ("some" avg10, %) of those workloads, read only when
+        the tick is due."""
         if not self.enabled or now < self.next_tick:
             return
         self.next_tick = now + self.period
@@ -81,9 +83,9 @@ class Controller:
         }
         age = {n: now - self.last_sample.get(n, float("-inf")) for n in latency}
         before = self.state.level
-        self.state, decisions = step(
-            self.state, Observation(latency, age, pressure), self.spec, now
-        )
+        names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
+        observed = Observation(latency, age, pressure(names))
+        self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
             self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1
             self.events.record(

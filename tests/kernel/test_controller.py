@@ -66,6 +66,7 @@ def test_pushed_violations_squeeze_batch_and_recovery_restores_it(
         )
         assert events["new"] == "weight" and events["data"]["slo"] == {"chat": 0.2}
         assert events["data"]["observed"]["chat"] == 0.5
+        assert set(events["data"]["pressure"]) == {"chat", "embed"}  # read from cpu.pressure
         x = json.loads(ctl("explain", "embed", "-o", "json").stdout)
         cap = next(r for r in x["resources"] if r["resource"] == "cpu.max")
         assert cap["by"].startswith("controller: cap-") and cap["kernel"] == cap["written"]

@@ -55,7 +55,7 @@ def drive(
     now = start
     while now < start + seconds:
         ctl.push("chat", latency, now)
-        ctl.tick(now, {})
+        ctl.tick(now, lambda names: {n: 1.5 for n in names})
         now += step
     return now
 
@@ -76,6 +76,7 @@ def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
         ("cap-75%", "cap-50%"),
     ]
     assert ups[0].data["observed"] == {"chat": 0.3} and ups[0].data["slo"] == {"chat": 0.2}
+    assert ups[0].data["pressure"] == {"chat": 1.5, "embed": 1.5, "index": 1.5}
     # latency recovers: the window must first forget the slow requests (5 s)
     now = drive(ctl, 0.05, now, 30.0)
     assert ctl.state.level == 0
