@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from nxrd.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,7 @@ class Ledger:
         if not self.dirty:
             return
         rows = [[r, f, asdict(w)] for (r, f), w in sorted(self.last.items())]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rows))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(rows))
         self.dirty = False
 
     def load(self, path: Path) -> None:

@@ -24,6 +24,7 @@ from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
 from nxrd.errors import KernelError, NxrError, ProfileError
 from nxrd.explain import explain
+from nxrd.files import write_atomically
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.counters import KeptOpen
@@ -243,9 +244,7 @@ class Daemon:
                 self._applied_file().unlink(missing_ok=True)
             else:
                 text = json.dumps({"configured": _digest(configured), "files": files, "by": who})
-                tmp = self._applied_file().with_suffix(".tmp")
-                tmp.write_text(text)
-                os.replace(tmp, self._applied_file())
+                write_atomically(self._applied_file(), text)
             self.events.record(
                 time.time(), "nxrd", "-", "-", f"{verb} by {who}: {len(changes)} changes"
             )
@@ -448,9 +447,7 @@ class Daemon:
         self.ledger.save(self._ledger_file())
         text = json.dumps({"workloads": self.sup.snapshot()}, sort_keys=True)
         if text != last:
-            tmp = self._state_file().with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, self._state_file())
+            write_atomically(self._state_file(), text)
         return text
 
     def loop(self) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nxrd.errors import KernelError
+from nxrd.files import write_atomically
 
 LOG_MAX_BYTES = 10 << 20
 LOG_BACKUPS = 3
@@ -274,10 +275,7 @@ def _max_fd() -> int:
 
 
 def _write_status(path: Path, data: dict[str, object]) -> None:
-    # Written whole then renamed: a reader never sees half a status.
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data))
 
 
 def read_status(path: Path) -> dict[str, object] | None:
