@@ -1,10 +1,11 @@
 """Turning raw cgroup counters into what operators read: CPU %, throttled %, pressure.
 
-Pure: file contents and samples in, numbers out. nxrd reads the files; tests feed text.
+Pure: parsed file contents and samples in, numbers out. nxrd reads the files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -17,24 +18,19 @@ class CpuSample:
     nr_throttled: int
 
 
-def keyed(text: str) -> dict[str, int]:
-    """'usage_usec 12\\nuser_usec 3' -> {'usage_usec': 12, 'user_usec': 3}."""
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().lstrip("-").isdigit():
-            out[key] = int(value)
-    return out
+def cpu_sample(time: float, cpu_stat: Mapping[str, str]) -> CpuSample:
+    """A sample from cpu.stat as CgroupFS.read_keyed returns it."""
 
+    def count(key: str) -> int:
+        value = cpu_stat.get(key, "0").strip()
+        return int(value) if value.isdigit() else 0
 
-def cpu_sample(time: float, cpu_stat: str) -> CpuSample:
-    s = keyed(cpu_stat)
     return CpuSample(
         time,
-        s.get("usage_usec", 0),
-        s.get("throttled_usec", 0),
-        s.get("nr_periods", 0),
-        s.get("nr_throttled", 0),
+        count("usage_usec"),
+        count("throttled_usec"),
+        count("nr_periods"),
+        count("nr_throttled"),
     )
 
 

@@ -357,7 +357,7 @@ class Daemon:
                 self.samples.pop(rec.name, None)
                 continue
             with contextlib.suppress(KernelError):
-                cur = cpu_sample(now, self.fs.read(rec.plan.cgroup, "cpu.stat"))
+                cur = cpu_sample(now, self.fs.read_keyed(rec.plan.cgroup, "cpu.stat"))
                 last = self.samples.get(rec.name, (None, None))[0]
                 self.samples[rec.name] = (cur, last)
 

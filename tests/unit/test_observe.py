@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from nxrd.observe import cpu_rates, cpu_sample, pressure
 
-STAT = "usage_usec {u}\nuser_usec 1\nsystem_usec 2\nnr_periods {p}\nnr_throttled {t}\nthrottled_usec 9\n"
+
+def stat(u: int, p: int, t: int) -> dict[str, str]:
+    """cpu.stat as CgroupFS.read_keyed gives it."""
+    fields = {"usage_usec": u, "user_usec": 1, "system_usec": 2, "nr_periods": p}
+    return {k: str(v) for k, v in {**fields, "nr_throttled": t, "throttled_usec": 9}.items()}
 
 
 def test_cpu_percent_of_one_cpu_and_throttled_share_of_periods() -> None:
-    a = cpu_sample(10.0, STAT.format(u=1_000_000, p=100, t=10))
-    b = cpu_sample(12.0, STAT.format(u=4_000_000, p=120, t=25))
+    a = cpu_sample(10.0, stat(1_000_000, 100, 10))
+    b = cpu_sample(12.0, stat(4_000_000, 120, 25))
     assert cpu_rates(a, b) == {"cpu_percent": 150.0, "throttled_percent": 75.0}
 
 
 def test_no_rate_without_an_interval_or_after_a_counter_restart() -> None:
-    a = cpu_sample(10.0, STAT.format(u=5_000_000, p=0, t=0))
+    a = cpu_sample(10.0, stat(5_000_000, 0, 0))
     assert cpu_rates(None, a) == {}
     assert cpu_rates(a, a) == {}
-    assert cpu_rates(a, cpu_sample(11.0, STAT.format(u=10, p=0, t=0))) == {}
+    assert cpu_rates(a, cpu_sample(11.0, stat(10, 0, 0))) == {}
     # no cpu.max: no periods, never throttled
-    assert cpu_rates(a, cpu_sample(11.0, STAT.format(u=5_500_000, p=0, t=0))) == {
+    assert cpu_rates(a, cpu_sample(11.0, stat(5_500_000, 0, 0))) == {
         "cpu_percent": 50.0,
         "throttled_percent": 0.0,
     }
