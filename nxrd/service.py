@@ -121,6 +121,7 @@ class Daemon:
         # The socket first: if it cannot be bound, no cgroup has been touched yet.
         self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
         self.metrics: MetricsServer | None = None
+        self.push: PushReceiver | None = None
         self.counters = KeptOpen()
         self.ledger = Ledger(time.time)
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
@@ -132,6 +133,7 @@ class Daemon:
                 apply_plan(self.plan, self.fs)  # all or nothing; live values for adopted too
             if self.profile.host.metrics:
                 self.metrics = self._metrics_server(self.profile.host.metrics)
+            self.push = self._latency_receiver() if _pushes(self.profile) else None
         except NxrError:
             self.api.close()
             raise
@@ -140,13 +142,7 @@ class Daemon:
         self.events = EventLog()
         self.events.sinks.append(_journal_event if to_journal else _print_event)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
-        self.push: PushReceiver | None = None
-        if _pushes(self.profile):
-            try:
-                self.push = self._latency_receiver()
-            except NxrError:
-                self.api.close()
-                raise
+        if self.push is not None:
             self.runtime.latency_socket = self.push.path
         self.controller = self._controller(self.profile, self.plan)
         if self.applied:
