@@ -3,6 +3,8 @@
 # shell command inside as root, from the repository root. Prints its output and exits
 # with its status; exits 1 when the VM does not start or finish.
 #   scripts/vm-run.sh 'COMMAND'
+# NXR_VM_CPUS (default 2) sets the vCPUs; NXR_VM_OUT=DIR is shared read-write with the
+# guest at the same path, for results that must outlive the VM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -14,11 +16,14 @@ trap 'rm -rf "$RES"' EXIT
 
 # Handed over as a file: vng runs --exec with sh, which would mangle quoting.
 printf '%s\n' "$1" > "$RES/cmd.sh"
-echo "vm: booting $KVER in qemu (software emulation, 2 vCPUs, 2G)" >&2
+CPUS=${NXR_VM_CPUS:-2}
+RW=(--rwdir "$RES")
+[[ -n ${NXR_VM_OUT:-} ]] && RW+=(--rwdir "$NXR_VM_OUT")
+echo "vm: booting $KVER in qemu (software emulation, $CPUS vCPUs, 2G)" >&2
 # /dev/kvm hangs under qemu on these machines: always emulate (shared/docs/real-kernel.md).
 # vng's own exit status is unreliable (255 on success): the result comes from $RES.
 PATH=$REPO/.venv/bin:$PATH timeout "${NXR_VM_TIMEOUT:-2400}" vng --disable-kvm \
-    --run "$KERNEL" --memory 2G --cpus 2 --rwdir "$RES" \
+    --run "$KERNEL" --memory 2G --cpus "$CPUS" "${RW[@]}" \
     --exec "cd $REPO && NXR_VM_RESULTS=$RES bash $RES/cmd.sh > $RES/out.txt 2>&1; echo \$? > $RES/rc" \
     </dev/null >"$RES/vng.log" 2>&1 || true
 

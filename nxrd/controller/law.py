@@ -3,6 +3,10 @@ actions on the lower classes. Pure: (state, observation, spec, now) -> (state, d
 
 The ladder, bottom to top (each rung includes those below it):
 
+    share       (below static, only with `share`) batch and background may also run on the
+                latency-critical workloads' cores, at their low weight: the capacity those
+                leave idle goes to batch work while every SLO is comfortably met
+    static      the profile's own values (level 0)
     weight      lower classes' cpu.weight cut (batch to a tenth, interactive to half)
     cap-N%      batch and background capped with cpu.max at N% of their cores
     core-N      N shared CPUs lent to the latency-critical workload furthest from its SLO,
@@ -12,10 +16,11 @@ The ladder, bottom to top (each rung includes those below it):
     stop-batch  batch workloads stopped (if their control.stop allows), started again when
                 the controller steps back down
 
-One rung up when the worst slack falls under `act_below`, one down once every slack has
-stayed above `relax_above` for `relax_after`; never more than `max_step` rungs per tick, and
-never twice within `cooldown`. Missing or stale latency steps back down to the profile's
-static values (rung 0), at the same pace. Latency-critical workloads are never capped.
+One rung up when the worst slack falls under `act_below` (from share straight back to
+static), one down once every slack has stayed above `relax_above` for `relax_after`; never
+more than `max_step` rungs per tick, and never twice within `cooldown`. Missing or stale
+latency moves back to the profile's static values (rung 0), at the same pace.
+Latency-critical workloads are never capped.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class Spec:
     max_step: int = 1
     stale_after: float = 5.0  # a latency older than this is no latency
     period: int = 100_000  # cpu.max period, microseconds
+    share: bool = False  # may go below static: batch and background on the targets' cores
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class Observation:
 
 @dataclass(frozen=True)
 class State:
-    level: int = 0
+    level: int = 0  # -1 share, 0 static, N the Nth rung of the ladder
     changed_at: float = float("-inf")
     comfortable_since: float | None = None
     loans: tuple[tuple[int, str], ...] = ()  # (core, target) lent, oldest first
@@ -107,6 +113,24 @@ def ladder(spec: Spec) -> list[str]:
     return rungs
 
 
+SHARE = "share"
+SHARED_CLASSES = ("batch", "background")
+
+
+def floor(spec: Spec) -> int:
+    """The lowest level: -1 when sharing the targets' cores has something to share."""
+    can = any(t.cpus for t in spec.targets) and any(
+        w.workload_class in SHARED_CLASSES for w in spec.lowers
+    )
+    return -1 if spec.share and can else 0
+
+
+def rung_name(level: int, rungs: list[str]) -> str:
+    if level < 0:
+        return SHARE
+    return rungs[level - 1] if level else "static"
+
+
 def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State, list[Decision]]:
     """One controller tick."""
     rungs = ladder(spec)
@@ -125,7 +149,8 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         if state.level == 0 or not cooled:
             return state, []
         why = f"latency of {', '.join(stale)} missing or stale: back towards static values"
-        return _move(state, -spec.max_step, "fallback", why, inputs, spec, rungs, now, None)
+        by = -spec.max_step if state.level > 0 else -state.level
+        return _move(state, by, "fallback", why, inputs, spec, rungs, now, None)
     if worst is None:
         return state, []
     name, slack = worst
@@ -134,11 +159,12 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         if state.level >= len(rungs) or not cooled:
             return state, []
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
-        return _move(state, spec.max_step, "up", why, inputs, spec, rungs, now, name)
+        by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
+        return _move(state, by, "up", why, inputs, spec, rungs, now, name)
     if min(slacks.values()) > spec.relax_above:
         since = state.comfortable_since if state.comfortable_since is not None else now
         state = replace(state, comfortable_since=since)
-        if state.level == 0 or now - since < spec.relax_after or not cooled:
+        if state.level <= floor(spec) or now - since < spec.relax_after or not cooled:
             return state, []
         why = f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s"
         return _move(state, -1, "down", why, inputs, spec, rungs, now, None)
@@ -167,17 +193,16 @@ def _move(
     now: float,
     worst: str | None,
 ) -> tuple[State, list[Decision]]:
-    level = max(0, min(len(rungs), state.level + by))
+    level = max(floor(spec), min(len(rungs), state.level + by))
     loans = list(state.loans)
     lendable = _lendable(spec)
-    n_loans = sum(1 for r in rungs[:level] if r.startswith("core-"))
+    n_loans = sum(1 for r in rungs[: max(level, 0)] if r.startswith("core-"))
     while len(loans) > n_loans:
         loans.pop()  # returned last lent, first
     while len(loans) < n_loans:
         loans.append((lendable[len(loans)], worst or spec.targets[0].name))
     new = State(level, now, None, tuple(loans))
-    rung = rungs[level - 1] if level else "static"
-    return new, [Decision(direction, level, rung, why, inputs)]
+    return new, [Decision(direction, level, rung_name(level, rungs), why, inputs)]
 
 
 def _lendable(spec: Spec) -> list[int]:
@@ -204,7 +229,8 @@ class Settings:
 
 def settings(state: State, spec: Spec) -> Settings:
     """The cgroup values, freezes and stops that rung state.level means."""
-    rungs = ladder(spec)[: state.level]
+    rungs = ladder(spec)[: max(state.level, 0)]
+    shared = {c for t in spec.targets for c in t.cpus} if state.level < 0 else set()
     files: dict[str, dict[str, str]] = {}
     frozen: set[str] = set()
     stopped: set[str] = set()
@@ -216,6 +242,8 @@ def settings(state: State, spec: Spec) -> Settings:
             cut = {"batch": 10, "background": 10, "interactive": 2}[w.workload_class]
             f["cpu.weight"] = str(max(1, w.weight // cut) if "weight" in rungs else w.weight)
         cores = [c for c in w.cpus if c not in lent] or list(w.cpus)
+        if w.workload_class in SHARED_CLASSES:
+            cores = sorted({*cores, *shared})
         f["cpuset.cpus"] = _cpu_list(cores)
         if w.workload_class in ("batch", "background"):
             quota = w.cpu_max

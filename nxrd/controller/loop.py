@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nxrd.controller.law import Observation, State, ladder, settings, step
+from nxrd.controller.law import Observation, State, ladder, rung_name, settings, step
 from nxrd.controller.samples import SampleWindow
 from nxrd.controller.spec import control_spec
 from nxrd.errors import KernelError, NxrError
@@ -96,7 +96,7 @@ class Controller:
                 d.reason,
                 {"direction": d.direction, "level": d.level, **d.inputs},
             )
-        if decisions or self.state.level > 0:
+        if decisions or self.state.level != 0:
             why = decisions[-1].reason if decisions else "holding"
             self._enforce(now, f"controller: {self._rung(self.state.level)} ({why})")
 
@@ -121,7 +121,7 @@ class Controller:
         return {"level": self.state.level, "actions": dict(self.actions)}
 
     def _rung(self, level: int) -> str:
-        return self.rungs[level - 1] if level else "static"
+        return rung_name(level, self.rungs)
 
     def _enforce(self, now: float, cause: str) -> None:
         """Make the running workloads match the rung: values, freezes, stops."""

@@ -42,4 +42,5 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
         cooldown=c.cooldown,
         max_step=c.max_step,
         stale_after=c.stale_after,
+        share=c.share,
     )

@@ -194,6 +194,12 @@ class Controller(Section):
     stale_after: Duration = Field(
         5.0, description="Latency older than this is missing: static values return."
     )
+    share: bool = Field(
+        True,
+        description="While every SLO is comfortably met, let batch and background work also "
+        "run on the latency-critical workloads' cores (at their low weight); taken back at "
+        "the first sign of risk, and whenever latency is missing.",
+    )
 
 
 class Control(Section):

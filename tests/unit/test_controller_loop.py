@@ -9,6 +9,7 @@ from nxrd.ledger import Ledger
 from nxrd.plan import make_plan
 from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
+from nxrd.profile.units import parse_cpu_list
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.fake import FakeRuntime
 from nxrd.supervisor.supervisor import Supervisor
@@ -63,6 +64,7 @@ def drive(
 def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
     ctl, fs, _sup, log, ledger = setup()
     static_weight = fs.read("batch/embed", "cpu.weight")
+    static_cpus = fs.read("batch/embed", "cpuset.cpus")
     now = drive(ctl, 0.3, 0.0, 2.6)  # 300 ms vs 200 ms: up at 0, 1, 2 s
     assert ctl.state.level == 3
     assert fs.read("batch/embed", "cpu.weight") == str(max(1, int(static_weight) // 10))
@@ -79,10 +81,22 @@ def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
     assert ups[0].data["pressure"] == {"chat": 1.5, "embed": 1.5, "index": 1.5}
     # latency recovers: the window must first forget the slow requests (5 s)
     now = drive(ctl, 0.05, now, 30.0)
-    assert ctl.state.level == 0
+    assert [(e.old, e.new) for e in log.since(0, "controller")][-2:] == [
+        ("weight", "static"),
+        ("static", "share"),  # comfortable still: batch and background may use chat's CPUs
+    ]
     assert fs.read("batch/embed", "cpu.weight") == static_weight
     assert fs.read("batch/embed", "cpu.max") == "max 100000"
+    chat_cpus = fs.read("latency-critical/chat", "cpuset.cpus")
+    assert fs.read("batch/embed", "cpuset.cpus") == fs.read("background/index", "cpuset.cpus")
+    assert set(parse_cpu_list(chat_cpus)) < set(
+        parse_cpu_list(fs.read("batch/embed", "cpuset.cpus"))
+    )
+    assert ledger.of("batch/embed")["cpuset.cpus"].by.startswith("controller: share (")
+    # the first slow window takes chat's CPUs back at once
+    drive(ctl, 0.3, now, 0.5)
     assert log.since(0, "controller")[-1].new == "static"
+    assert fs.read("batch/embed", "cpuset.cpus") == static_cpus
 
 
 def test_no_latency_means_static_values_and_a_frozen_workload_is_thawed_on_release() -> None:
@@ -100,7 +114,7 @@ def test_an_operator_freeze_is_left_alone() -> None:
     sup.freeze("embed", 0.0)
     drive(ctl, 0.5, 0.0, 3.0)
     drive(ctl, 0.01, 3.0, 60.0)
-    assert ctl.state.level == 0 and sup.records["embed"].frozen
+    assert ctl.state.level == -1 and sup.records["embed"].frozen
 
 
 def test_other_sources_are_said_to_be_unread() -> None:

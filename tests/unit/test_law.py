@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -141,19 +143,56 @@ latencies = st.lists(st.one_of(st.none(), st.floats(0.0, 1.0)), min_size=1, max_
 
 
 @settings(max_examples=300, deadline=None)
-@given(trace=latencies, dt=st.sampled_from([0.1, 0.25, 0.5, 1.0]))
+@given(trace=latencies, dt=st.sampled_from([0.1, 0.25, 0.5, 1.0]), share=st.booleans())
 def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
-    trace: list[float | None], dt: float
+    trace: list[float | None], dt: float, share: bool
 ) -> None:
+    spec = replace(SPEC, share=share)
     state, last_change = State(), None
     for i, seen in enumerate(trace):
         now = i * dt
-        state, decisions = step(state, Observation({"chat": seen}), SPEC, now)
+        state, decisions = step(state, Observation({"chat": seen}), spec, now)
         if decisions:
             if last_change is not None:
                 assert now - last_change >= SPEC.cooldown
             last_change = now
-        s = rung_settings(state, SPEC)
+        s = rung_settings(state, spec)
         assert set(s.files["chat"]) == {"cpuset.cpus"}  # never cpu.max, never a weight cut
         assert "chat" not in s.frozen | s.stopped
-        assert 0 <= state.level <= len(ladder(SPEC))
+        assert (-1 if share else 0) <= state.level <= len(ladder(spec))
+        if seen is None:
+            assert state.level >= 0 or not decisions  # no latency: never towards sharing
+
+
+SHARING = replace(SPEC, share=True)
+
+
+def test_comfort_shares_the_targets_cores_and_the_first_risk_takes_them_back() -> None:
+    trace = [0.1] * 14 + [0.19] * 5 + [0.1] * 24  # 50% slack, then 5% (under act_below)
+    assert run(trace, SHARING) == [
+        (5.0, "down", "share"),  # comfortable since 0 s: relax_after (5 s) later
+        (7.0, "up", "static"),  # slack 5%: back to static in one step, not to the ladder
+        (9.0, "up", "weight"),  # still 5% two seconds later (cooldown): the ladder
+        (14.5, "down", "static"),  # comfortable again from 9.5 s
+        (20.0, "down", "share"),  # comfort measured again after each step (from 15 s)
+    ]
+
+
+def test_sharing_ends_when_latency_goes_missing() -> None:
+    state = State(level=-1, changed_at=0.0)
+    state, d = step(state, Observation({"chat": None}), SHARING, 1.0)
+    assert d == []  # not within the cooldown
+    state, d = step(state, Observation({"chat": None}), SHARING, 2.0)
+    assert (state.level, d[0].direction, d[0].rung) == (0, "fallback", "static")
+
+
+def test_settings_when_sharing() -> None:
+    s = rung_settings(State(level=-1), SHARING).files
+    assert s["embed"] == {"cpu.weight": "100", "cpuset.cpus": "0-5", "cpu.max": "max 100000"}
+    assert s["index"] == {"cpuset.cpus": "0-5", "cpu.max": "max 100000"}
+    assert s["chat"] == {"cpuset.cpus": "0-1"}  # its own cores, nothing lent or taken
+
+
+def test_nothing_to_share_without_batch_or_background() -> None:
+    spec = Spec((CHAT,), (Lower("ui", "interactive", cpus=(2, 3), weight=100),), share=True)
+    assert run([0.1] * 30, spec) == []
