@@ -49,6 +49,51 @@ def cpu_rates(prev: CpuSample | None, cur: CpuSample) -> dict[str, float]:
     return out
 
 
+# What the controller reads of every workload each tick (nxrd.kernel.counters keeps them open).
+TICK_FILES = (
+    "cpu.stat",
+    "cpu.pressure",
+    "memory.pressure",
+    "io.pressure",
+    "memory.current",
+    "memory.events",
+)
+
+
+def tick_signals(
+    texts: Mapping[str, str | None],
+    cpu_stat: Mapping[str, str] | None,
+    prev: CpuSample | None,
+    now: float,
+) -> tuple[dict[str, float], CpuSample | None]:
+    """One tick's observations of a workload from the contents of TICK_FILES (cpu.stat
+    already parsed): pressure `some`/`full` avg10 (%), CPU use and throttled periods (%)
+    since the previous tick, memory.current (bytes) and memory.events counts. Returns them
+    and this tick's CPU sample."""
+    out: dict[str, float] = {}
+    for res in ("cpu", "memory", "io"):
+        text = texts.get(f"{res}.pressure")
+        if text:
+            p = pressure(text)
+            out[f"{res}_some"] = p.get("some_avg10", 0.0)
+            if "full_avg10" in p:
+                out[f"{res}_full"] = p["full_avg10"]
+    cur = None
+    if cpu_stat is not None:
+        cur = cpu_sample(now, cpu_stat)
+        out.update(cpu_rates(prev, cur))
+    current = (texts.get("memory.current") or "").strip()
+    if current.isdigit():
+        out["memory_current"] = float(current)
+    events = texts.get("memory.events")
+    if events:
+        for line in events.splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("high", "max", "oom_kill") and value.strip().isdigit():
+                out[f"memory_{key}_events"] = float(value)
+    return out, cur
+
+
 def pressure(text: str) -> dict[str, float]:
     """A *.pressure file -> {'some_avg10': .., 'full_avg10': .., 'some_total_usec': ..}."""
     out: dict[str, float] = {}

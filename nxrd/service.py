@@ -26,7 +26,7 @@ from nxrd.errors import KernelError, NxrError, ProfileError
 from nxrd.explain import explain
 from nxrd.files import write_atomically
 from nxrd.kernel.apply import apply_plan
-from nxrd.kernel.cgroupfs import LinuxCgroupFS
+from nxrd.kernel.cgroupfs import LinuxCgroupFS, parse_keyed
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.discovery import discover
 from nxrd.kernel.launch import read_status
@@ -34,7 +34,7 @@ from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
 from nxrd.ledger import Ledger
-from nxrd.observe import CpuSample, cpu_rates, cpu_sample, pressure
+from nxrd.observe import TICK_FILES, CpuSample, cpu_rates, cpu_sample, pressure, tick_signals
 from nxrd.plan import Plan, make_plan
 from nxrd.plan.diff import Change, diff
 from nxrd.profile.load import parse_profiles, read_profiles
@@ -123,6 +123,7 @@ class Daemon:
         self.metrics: MetricsServer | None = None
         self.push: PushReceiver | None = None
         self.counters = KeptOpen()
+        self.tick_cpu: dict[str, CpuSample] = {}  # the previous tick's, for throttling
         self.ledger = Ledger(time.time)
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         try:
@@ -333,17 +334,26 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.close()
 
-    def _cpu_pressure(self, names: list[str]) -> dict[str, float]:
-        """CPU pressure ("some" avg10, %) of running workloads: the controller's supporting
-        signal, read every tick through kept-open files."""
+    def _tick_signals(self, names: list[str]) -> dict[str, dict[str, float]]:
+        """Pressure, throttling and memory of running workloads, read every controller tick
+        through kept-open files."""
         out = {}
         for name in names:
             rec = self.sup.records.get(name)
             if rec is None or rec.pid is None:
+                self.tick_cpu.pop(name, None)
                 continue
-            text = self.counters.read(self.root / rec.plan.cgroup / "cpu.pressure")
-            if text is not None:
-                out[name] = pressure(text).get("some_avg10", 0.0)
+            leaf = self.root / rec.plan.cgroup
+            texts = {f: self.counters.read(leaf / f) for f in TICK_FILES}
+            stat = texts["cpu.stat"]
+            out[name], cur = tick_signals(
+                texts,
+                None if stat is None else parse_keyed(stat),
+                self.tick_cpu.get(name),
+                time.monotonic(),
+            )
+            if cur is not None:
+                self.tick_cpu[name] = cur
         return out
 
     def _sample(self, now: float) -> None:
@@ -480,7 +490,7 @@ class Daemon:
                     self.sup.stop_all(now)
             self.sup.tick(now)
             if not stopping:
-                self.controller.tick(now, self._cpu_pressure)
+                self.controller.tick(now, self._tick_signals)
             summary = self._summary()  # after the tick: what systemctl shows is current
             if summary != status:
                 notify(f"STATUS={summary}")

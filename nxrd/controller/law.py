@@ -76,7 +76,8 @@ class Spec:
 class Observation:
     latency: dict[str, float | None]  # per target, at its percentile, over its window
     age: dict[str, float] = field(default_factory=dict)  # seconds since measured
-    pressure: dict[str, float] = field(default_factory=dict)  # cpu "some" avg10, supporting
+    # per workload, recorded with each decision: pressure, throttling, memory (nxrd.observe)
+    signals: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         "observed": {t.name: obs.latency.get(t.name) for t in spec.targets},
         "slo": {t.name: t.slo for t in spec.targets},
         "slack": {n: round(s, 3) for n, s in slacks.items()},
-        "pressure": dict(obs.pressure),
+        "signals": dict(obs.signals),
     }
     cooled = now - state.changed_at >= spec.cooldown
     if stale:

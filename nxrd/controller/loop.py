@@ -71,9 +71,9 @@ class Controller:
         """Seconds until the next tick."""
         return max(0.0, self.next_tick - now) if self.enabled else 3600.0
 
-    def tick(self, now: float, pressure: Callable[[list[str]], dict[str, float]]) -> None:
-        """pressure(names): CPU pressure ("some" avg10, %) of those workloads, read only when
-        the tick is due."""
+    def tick(self, now: float, observe: Callable[[list[str]], dict[str, dict[str, float]]]) -> None:
+        """observe(names): this tick's signals of those workloads (nxrd.observe.tick_signals),
+        read only when the tick is due."""
         if not self.enabled or now < self.next_tick:
             return
         self.next_tick = now + self.period
@@ -84,7 +84,7 @@ class Controller:
         age = {n: now - self.last_sample.get(n, float("-inf")) for n in latency}
         before = self.state.level
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
-        observed = Observation(latency, age, pressure(names))
+        observed = Observation(latency, age, observe(names))
         self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
             self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1

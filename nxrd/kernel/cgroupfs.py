@@ -29,6 +29,11 @@ def controller_of(filename: str) -> str | None:
     return None if prefix == "cgroup" else prefix
 
 
+def parse_keyed(text: str) -> dict[str, str]:
+    """A flat-keyed file's contents ("key value" per line) as a dict."""
+    return dict(line.split(maxsplit=1) for line in text.splitlines() if " " in line)
+
+
 class CgroupFS(ABC):
     """cgroupfs operations nxrd needs, relative to its subtree root."""
 
@@ -53,9 +58,7 @@ class CgroupFS(ABC):
 
     def read_keyed(self, rel: str, filename: str) -> dict[str, str]:
         """A flat-keyed file ("key value" per line: cgroup.events, cpu.stat, memory.events)."""
-        return dict(
-            line.split(maxsplit=1) for line in self.read(rel, filename).splitlines() if " " in line
-        )
+        return parse_keyed(self.read(rel, filename))
 
     def rmdir_when_empty(self, rel: str, wait: float = 1.0) -> None:
         """Remove rel, retrying while killed tasks are still leaving it (that is asynchronous)."""

@@ -67,7 +67,13 @@ def test_pushed_violations_squeeze_batch_and_recovery_restores_it(
         )
         assert events["new"] == "weight" and events["data"]["slo"] == {"chat": 0.2}
         assert events["data"]["observed"]["chat"] == 0.5
-        assert set(events["data"]["pressure"]) == {"chat", "embed"}  # read from cpu.pressure
+        signals = events["data"]["signals"]  # read each tick from kept-open files
+        assert set(signals) == {"chat", "embed"}
+        assert set(signals["chat"]) >= {
+            *("cpu_some", "memory_some", "memory_full", "io_some", "io_full"),
+            *("memory_current", "memory_high_events", "memory_oom_kill_events"),
+        }
+        assert signals["chat"]["memory_current"] > 0
         x = json.loads(ctl("explain", "embed", "-o", "json").stdout)
         cap = next(r for r in x["resources"] if r["resource"] == "cpu.max")
         assert cap["by"].startswith("controller: cap-") and cap["kernel"] == cap["written"]

@@ -56,7 +56,7 @@ def drive(
     now = start
     while now < start + seconds:
         ctl.push("chat", latency, now)
-        ctl.tick(now, lambda names: {n: 1.5 for n in names})
+        ctl.tick(now, lambda names: {n: {"cpu_some": 1.5} for n in names})
         now += step
     return now
 
@@ -78,7 +78,7 @@ def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
         ("cap-75%", "cap-50%"),
     ]
     assert ups[0].data["observed"] == {"chat": 0.3} and ups[0].data["slo"] == {"chat": 0.2}
-    assert ups[0].data["pressure"] == {"chat": 1.5, "embed": 1.5, "index": 1.5}
+    assert ups[0].data["signals"] == {n: {"cpu_some": 1.5} for n in ("chat", "embed", "index")}
     # latency recovers: the window must first forget the slow requests (5 s)
     now = drive(ctl, 0.05, now, 30.0)
     assert [(e.old, e.new) for e in log.since(0, "controller")][-2:] == [

@@ -96,12 +96,14 @@ def test_stale_or_missing_latency_falls_back_to_static() -> None:
 
 
 def test_decisions_carry_their_inputs() -> None:
-    _, (d,) = step(State(), Observation({"chat": 0.25}, pressure={"embed": 40.0}), SPEC, 0.0)
+    _, (d,) = step(
+        State(), Observation({"chat": 0.25}, signals={"embed": {"cpu_some": 40.0}}), SPEC, 0.0
+    )
     assert d.inputs == {
         "observed": {"chat": 0.25},
         "slo": {"chat": 0.2},
         "slack": {"chat": -0.25},
-        "pressure": {"embed": 40.0},
+        "signals": {"embed": {"cpu_some": 40.0}},
     }
     assert d.reason == "chat slack -25% under 10%"
 
