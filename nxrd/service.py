@@ -233,6 +233,7 @@ class Daemon:
                     self.metrics.close()
                 self.metrics = metrics
             self.sup.reconfigure(profile, plan, time.monotonic(), who)
+            self.controller.close()
             self.controller = self._controller(profile, plan)
             self.profile, self.plan, self.source = profile, plan, source
             assert self.api.handlers is not None  # reconfigure is only reached through them
@@ -329,6 +330,7 @@ class Daemon:
     def _close(self) -> None:
         self.api.close()
         self.counters.close()
+        self.controller.close()
         if self.push is not None:
             self.push.close()
         if self.metrics is not None:

@@ -6,10 +6,14 @@ with the rung and the reason, so `nxrctl events` and `explain` say why.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 
+from nxrd.controller.histogram import ScrapeError
 from nxrd.controller.law import Observation, State, ladder, rung_name, settings, step
+from nxrd.controller.poll import Fetched, Poller
 from nxrd.controller.samples import SampleWindow
+from nxrd.controller.scraped import Scraped
 from nxrd.controller.spec import control_spec
 from nxrd.errors import KernelError, NxrError
 from nxrd.kernel.cgroupfs import CgroupFS
@@ -44,21 +48,29 @@ class Controller:
         self.requeued: set[str] = set()  # stopped by the controller, to start again
         self.froze: set[str] = set()  # frozen by the controller (an operator's stay frozen)
         self.actions: dict[tuple[str, str], int] = {}  # (direction, rung) -> decisions
-        self.windows: dict[str, SampleWindow] = {}
+        self.windows: dict[str, SampleWindow] = {}  # push and probe: exact samples
+        self.scraped: dict[str, Scraped] = {}  # prometheus
         self.last_sample: dict[str, float] = {}
+        self.fetched: queue.Queue[Fetched] = queue.Queue()
+        self.pollers: list[Poller] = []
+        self.failing: dict[str, str | None] = {}  # the source's last error, said once
+        self.noted: set[str] = set()
         for t in self.spec.targets:
             slo = profile.workloads[t.name].slo
             assert slo is not None
             self.windows[t.name] = SampleWindow(slo.window)
-            if slo.source.push is not True:
-                source = "prometheus" if slo.source.prometheus else "probe"
-                self.events.record(
-                    wall(),
-                    "controller",
-                    "-",
-                    "-",
-                    f"{t.name}: slo.source {source} is not read yet (only push is); "
-                    "its profile's static values stay",
+            src = slo.source
+            if not self.enabled:
+                continue
+            if src.prometheus is not None:
+                p = src.prometheus
+                self.scraped[t.name] = Scraped.of(slo.window, p.metric, p.preset, p.labels)
+                timeout = max(1.0, p.interval)
+                self.pollers.append(Poller(t.name, p.url, p.interval, timeout, self.fetched))
+            elif src.probe is not None:
+                timeout = max(1.0, 2 * t.slo)
+                self.pollers.append(
+                    Poller(t.name, src.probe.url, src.probe.interval, timeout, self.fetched)
                 )
 
     def push(self, workload: str, seconds: float, now: float) -> None:
@@ -66,6 +78,47 @@ class Controller:
         if window is not None:
             window.add(now, seconds)
             self.last_sample[workload] = now
+
+    def close(self) -> None:
+        """Stop the sources' threads (the controller is replaced or nxrd exits)."""
+        for p in self.pollers:
+            p.close()
+
+    def _drain(self, now: float) -> None:
+        """Results of the prometheus and probe sources since the last tick."""
+        while True:
+            try:
+                f = self.fetched.get_nowait()
+            except queue.Empty:
+                return
+            error = f.error
+            scraped = self.scraped.get(f.workload)
+            if scraped is not None and f.body is not None:
+                try:
+                    scraped.add(now, f.body)
+                    self.last_sample[f.workload] = now
+                except ScrapeError as e:
+                    error = str(e)
+            elif scraped is None and (f.body is not None or f.timed_out):
+                # a probe: its time is the latency, a timeout at least that much
+                self.push(f.workload, f.seconds, now)
+            self._say(f.workload, scraped, error)
+
+    def _say(self, workload: str, scraped: Scraped | None, error: str | None) -> None:
+        """An event when a source starts or stops failing, and its precision note once."""
+        kind = "prometheus" if scraped is not None else "probe"
+        if error != self.failing.get(workload):
+            self.failing[workload] = error
+            why = f"{workload}: slo.source {kind} " + (
+                f"failing: {error}" if error else "answering"
+            )
+            self.events.record(self.wall(), "controller", "-", "-", why)
+        if scraped is not None and workload not in self.noted and error is None:
+            target = next(t.slo for t in self.spec.targets if t.name == workload)
+            note = scraped.note(target)
+            if note is not None:
+                self.noted.add(workload)
+                self.events.record(self.wall(), "controller", "-", "-", f"{workload}: {note}")
 
     def wakeup(self, now: float) -> float:
         """Seconds until the next tick."""
@@ -77,10 +130,8 @@ class Controller:
         if not self.enabled or now < self.next_tick:
             return
         self.next_tick = now + self.period
-        latency = {
-            t.name: self.windows[t.name].percentile(QUANTILES[t.percentile], now)
-            for t in self.spec.targets
-        }
+        self._drain(now)
+        latency = {t.name: self.latency(t.name, now) for t in self.spec.targets}
         age = {n: now - self.last_sample.get(n, float("-inf")) for n in latency}
         before = self.state.level
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
@@ -114,6 +165,9 @@ class Controller:
         target = next((t for t in self.spec.targets if t.name == workload), None)
         if window is None or target is None:
             return None
+        scraped = self.scraped.get(workload)
+        if scraped is not None:
+            return scraped.latency(QUANTILES[target.percentile])
         return window.percentile(QUANTILES[target.percentile], now)
 
     def summary(self) -> dict[str, object]:

@@ -144,6 +144,9 @@ def _check_workload(
         ]
         if len(sources) != 1:
             bad("slo.source", "give exactly one of prometheus, probe, push = true")
+        prom = src.prometheus
+        if prom is not None and (prom.metric is None) == (prom.preset is None):
+            bad("slo.source.prometheus", "give exactly one of metric, preset")
     if wl.restart.max_delay < wl.restart.delay:
         bad("restart.max_delay", "is shorter than restart.delay")
     return out

@@ -275,12 +275,21 @@ class Prometheus(Section):
     """Latency from a Prometheus histogram exposed by the serving framework."""
 
     url: Url = Field(description="The /metrics endpoint to scrape.")
-    metric: str = Field(
-        min_length=1, description="Histogram name (without _bucket), e.g. request latency."
+    metric: str | None = Field(
+        None,
+        min_length=1,
+        description="Histogram name (without _bucket), in seconds. Give this or preset.",
+    )
+    preset: Literal["vllm", "tgi", "ray-serve", "triton", "torchserve"] | None = Field(
+        None,
+        description="A serving framework's own metric: vllm, tgi, ray-serve (histograms); "
+        "triton, torchserve (counters only: the windowed mean, not a percentile). "
+        "Give this or metric.",
     )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Label values that select the series."
     )
+    interval: Duration = Field(1.0, ge=0.1, description="Time between scrapes (at least 100ms).")
 
 
 class Probe(Section):

@@ -118,3 +118,31 @@ def test_a_process_outside_the_workload_cannot_report_its_latency(
         assert [e for e in d.events("controller") if e[1] != "-"] == []
     finally:
         assert d.stop() == 0
+
+
+# chat answers every request after 0.4 s: a probe sees it miss a 200 ms SLO.
+SLOW_SERVER = (
+    "import http.server, time\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        time.sleep(0.4); self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.HTTPServer(('127.0.0.1', 18431), H).serve_forever()"
+)
+
+
+def test_a_probe_measured_by_nxrd_squeezes_batch(tmp_path: Path, cgroup_root: Path) -> None:
+    server = json.dumps([PY, "-c", SLOW_SERVER])
+    text = profile(tmp_path, server).replace(
+        "source = {push = true}",
+        'source = {probe = {url = "http://127.0.0.1:18431/", interval = "200ms"}}',
+    )
+    d = Nxrd(tmp_path, text, cgroup_root).start()
+    embed = cgroup_root / "batch/embed"
+    try:
+        d.wait_for(lambda: embed.exists() and (embed / "cpu.max").read_text().startswith("max"))
+        d.wait_for(lambda: not (embed / "cpu.max").read_text().startswith("max"))
+        up = next(e for e in d.events("controller") if e[1] == "weight")
+        assert "chat slack" in up[2]
+    finally:
+        assert d.stop() == 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+import time
+
 from nxrd.controller.loop import Controller
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import FakeCgroupFS
@@ -117,12 +121,96 @@ def test_an_operator_freeze_is_left_alone() -> None:
     assert ctl.state.level == -1 and sup.records["embed"].frozen
 
 
-def test_other_sources_are_said_to_be_unread() -> None:
-    text = PROFILE.replace(
-        "source = {push = true}", 'source = {probe = {url = "http://127.0.0.1:1/"}}'
+class Endpoint:
+    """A local HTTP server: /metrics serves a latency histogram whose slow bucket grows by
+    `slow` per scrape; /probe answers after `delay` seconds."""
+
+    def __init__(self) -> None:
+        self.slow, self.delay, self.scrapes = 0, 0.0, 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/probe":
+                    time.sleep(owner.delay)
+                    body = b"ok"
+                else:
+                    owner.scrapes += 1
+                    n, s = owner.scrapes * 100, owner.scrapes * owner.slow
+                    body = (
+                        "# TYPE lat histogram\n"
+                        f'lat_bucket{{le="0.1"}} {n}\nlat_bucket{{le="0.5"}} {n + s}\n'
+                        f'lat_bucket{{le="+Inf"}} {n + s}\nlat_sum 1\nlat_count {n + s}\n'
+                    ).encode()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_for(ctl: Controller, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ctl.tick(time.monotonic(), lambda names: {})
+        time.sleep(0.05)
+
+
+def test_a_scraped_histogram_drives_the_controller() -> None:
+    ep = Endpoint()
+    source = f'source = {{prometheus = {{url = "{ep.url}/metrics", metric = "lat", interval = "100ms"}}}}'
+    ctl, _, _, log, _ = setup(
+        PROFILE.replace("source = {push = true}", source).replace('"1s"', '"200ms"')
     )
-    ctl, _, _, log, _ = setup(text)
-    assert log.since(0, "controller")[0].cause == (
-        "chat: slo.source probe is not read yet (only push is); its profile's static values stay"
+    try:
+        run_for(ctl, 1.0)  # every request under 100 ms
+        assert ctl.state.level == 0 and ctl.latency("chat", time.monotonic()) == 0.099
+        ep.slow = 10  # 10 of every 110 requests now take up to 500 ms: p99 in that bucket
+        run_for(ctl, 1.5)
+        assert ctl.state.level >= 1
+        up = next(e for e in log.since(0, "controller") if e.new == "weight")
+        assert up.data["observed"]["chat"] > 0.2
+        notes = [e.cause for e in log.since(0, "controller") if e.new == "-"]
+        assert notes == [  # said once; "answering" only follows a failure
+            "chat: the target 0.2s lies inside the bucket (0.1s, 0.5s]: "
+            "latency near it is interpolated, not measured",
+        ]
+    finally:
+        ctl.close()
+        ep.close()
+
+
+def test_a_probe_times_requests_and_a_dead_endpoint_is_said_once() -> None:
+    ep = Endpoint()
+    ep.delay = 0.3  # over the 200 ms SLO
+    source = f'source = {{probe = {{url = "{ep.url}/probe", interval = "100ms"}}}}'
+    ctl, _, _, log, _ = setup(
+        PROFILE.replace("source = {push = true}", source).replace('"1s"', '"200ms"')
     )
-    assert ctl.state.level == 0
+    try:
+        run_for(ctl, 1.5)
+        assert ctl.state.level >= 1
+        assert 0.3 <= ctl.latency("chat", time.monotonic()) < 1.0
+    finally:
+        ctl.close()
+        ep.close()
+    dead = 'source = {probe = {url = "http://127.0.0.1:1/", interval = "100ms"}}'
+    ctl, _, _, log, _ = setup(PROFILE.replace("source = {push = true}", dead))
+    try:
+        run_for(ctl, 0.6)
+        said = [e.cause for e in log.since(0, "controller")]
+        assert said == [
+            "chat: slo.source probe failing: http://127.0.0.1:1/: [Errno 111] Connection refused"
+        ]
+        assert ctl.state.level == 0  # no latency: static values
+    finally:
+        ctl.close()

@@ -135,6 +135,17 @@ def test_slo_needs_exactly_one_source_and_target() -> None:
     ]
     lines = errors(MINIMAL + "[workloads.chat.slo]\nsource = {push = true}\n")
     assert "give exactly one target of p50, p90, p95, p99" in lines[0]
+    prom = 'source.prometheus = {url = "http://127.0.0.1:8000/metrics"%s}\n'
+    slo = MINIMAL + '[workloads.chat.slo]\np99 = "200ms"\n'
+    assert errors(slo + prom % "") == [
+        "p.toml: workloads.chat.slo.source.prometheus: give exactly one of metric, preset"
+    ]
+    assert errors(slo + prom % ', metric = "x", preset = "vllm"') == [
+        "p.toml: workloads.chat.slo.source.prometheus: give exactly one of metric, preset"
+    ]
+    (line,) = errors(slo + prom % ', preset = "sglang"')
+    assert line.startswith("p.toml: workloads.chat.slo.source.prometheus.preset: ")
+    parse_profile(slo + prom % ', preset = "triton"')  # valid
 
 
 def test_explicit_exclusive_cpusets_must_not_overlap() -> None:
