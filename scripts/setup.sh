@@ -31,7 +31,7 @@ fi
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "setup: installing the project into .venv"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[dev]'
+    .venv/bin/pip install -q -e '.[dev,demo]'
     touch "$stamp"
 fi
 

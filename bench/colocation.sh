@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Co-location: the demo's latency-critical server beside its batch job and background
+# indexer under four set-ups in one run (plain processes; static cgroup weights; nxr
+# static pinning; nxr with the controller), plus batch alone for its capacity, at three
+# load levels with a step up and a step down: 10/s for 20 s, 20/s for 30 s, 15/s for 20 s.
+# Prints p99/SLO, windows over the SLO, batch throughput (of batch alone and of what the
+# server left idle), utilization and the reaction to the step, and plots latency.
+# In the test VM when this host lacks cgroup v2 (about 10 minutes).
+#   bash bench/colocation.sh [OUT_DIR]      (default bench-out/colocation)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec bash scripts/live.sh alone,plain,weights,pinned,controller 10:20,20:30,15:20 \
+    "${1:-bench-out/colocation}"

@@ -1,0 +1,105 @@
+"""Open-loop load: Poisson arrivals at a rate per phase, each request stamped with the time
+it was due (not the time it was sent), so a late sender or a full queue shows up as latency
+instead of hiding it. Writes one line per request: due time (seconds from the start) and
+latency, or "lost" when no reply came within --timeout.
+
+    python -m nxrd.demo.loadgen --port 7070 --phases 10:20,25:40 --out latency.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import threading
+import time
+
+
+def schedule(phases: list[tuple[float, float]], seed: int) -> list[float]:
+    """Due times (seconds from the start) for (rate per second, seconds) phases."""
+    rng = random.Random(seed)
+    due, start = [], 0.0
+    for rate, seconds in phases:
+        t = start
+        while True:
+            t += rng.expovariate(rate)
+            if t >= start + seconds:
+                break
+            due.append(t)
+        start += seconds
+    return due
+
+
+def parse_phases(text: str) -> list[tuple[float, float]]:
+    out = []
+    for part in text.split(","):
+        rate, _, seconds = part.partition(":")
+        out.append((float(rate), float(seconds)))
+    return out
+
+
+def wait_for_server(sock: socket.socket, addr: tuple[str, int], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    sock.settimeout(1.0)
+    while time.monotonic() < end:
+        sock.sendto(f"-1 {time.monotonic():.6f}".encode(), addr)
+        try:
+            while sock.recv(64) != b"-1":
+                pass
+            return
+        except TimeoutError:
+            continue
+    raise SystemExit(f"loadgen: no reply from udp {addr[0]}:{addr[1]} in {timeout:.0f}s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--port", type=int, default=7070)
+    ap.add_argument("--phases", default="10:20,25:40", help="RATE:SECONDS,... (rates per s)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--wait", type=float, default=300.0, help="for the server's first reply")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    addr = ("127.0.0.1", args.port)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    wait_for_server(sock, addr, args.wait)
+    due = schedule(parse_phases(args.phases), args.seed)
+    done: list[float | None] = [None] * len(due)
+    start = time.monotonic() + 0.5
+
+    def receive() -> None:
+        sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                rid = int(sock.recv(64))
+            except (TimeoutError, ValueError):
+                continue
+            if 0 <= rid < len(due):
+                done[rid] = time.monotonic() - (start + due[rid])
+
+    stop = threading.Event()
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    for i, t in enumerate(due):
+        delay = start + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sock.sendto(f"{i} {start + t:.6f}".encode(), addr)
+    last = time.monotonic()
+    while time.monotonic() - last < args.timeout and any(d is None for d in done[-50:]):
+        time.sleep(0.1)
+    stop.set()
+    receiver.join()
+    with open(args.out, "w") as f:
+        f.write(f"# start_monotonic {start:.6f}\n")
+        for t, d in zip(due, done, strict=True):
+            f.write(f"{t:.4f} {'lost' if d is None else f'{d:.6f}'}\n")
+    lost = sum(d is None for d in done)
+    print(f"loadgen: {len(due)} requests, {lost} lost", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Print the demo's (or the co-location benchmark's) report from a folder written by
+nxrd.demo.run, and plot latency over time with the SLO line and the controller's actions.
+
+    python -m nxrd.demo.report DIR [--png FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nxrd.demo.figures import LOST, PhaseFigures, phase_figures, phases, rate
+from nxrd.profile.units import parse_duration
+
+SETTLE = 4.0  # seconds at the start of each run left out of the window counts
+WINDOW = 2.0  # seconds per window when counting windows over the SLO
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+
+@dataclass
+class Run:
+    name: str
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (due, latency)
+    batch: list[tuple[float, float]] = field(default_factory=list)  # (t, blocks)
+    server: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
+    actions: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, old, new, why
+
+
+def load_run(folder: Path) -> Run:
+    """Everything on one time axis: seconds from the load's start."""
+    run = Run(folder.name)
+    start = 0.0
+    lat = folder / "latency.csv"
+    if lat.exists():
+        for line in lat.read_text().splitlines():
+            if line.startswith("# start_monotonic"):
+                start = float(line.split()[-1])
+            elif line.strip():
+                due, value = line.split()
+                run.samples.append((float(due), LOST if value == "lost" else float(value)))
+    else:  # no load (batch alone): time from the window's start
+        start = json.loads((folder / "window.json").read_text())["from"]
+    run.batch = _series(folder / "batch.progress", start)
+    run.server = _series(folder / "server_cpu.txt", start)
+    events = folder / "events.jsonl"
+    if events.exists():
+        offset = json.loads((folder / "window.json").read_text())["wall_minus_mono"]
+        for line in events.read_text().splitlines():
+            e = json.loads(line)
+            if e["workload"] == "controller" and e["old"] != "-":
+                t = e["time"] - offset - start
+                run.actions.append((t, e["old"], e["new"], e["cause"]))
+    return run
+
+
+def _series(path: Path, start: float) -> list[tuple[float, float]]:
+    if not path.exists():
+        return []
+    rows = (line.split() for line in path.read_text().splitlines() if line.strip())
+    return [(float(r[0]) - start, float(r[1])) for r in rows]
+
+
+def alone_rate(folder: Path) -> float | None:
+    run = load_run(folder / "alone")
+    window = json.loads((folder / "alone/window.json").read_text())
+    return rate(run.batch, 0.0, window["to"] - window["from"])
+
+
+def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]], list[Run]]:
+    meta = json.loads((folder / "meta.json").read_text())
+    slo_name, slo = _slo(meta["slo"])
+    q = QUANTILES[slo_name]
+    alone = alone_rate(folder) if (folder / "alone").exists() else None
+    meta.update(slo_seconds=slo, slo_name=slo_name, alone=alone)
+    out, runs = {}, []
+    for name in meta["setups"]:
+        if name == "alone":
+            continue
+        run = load_run(folder / name)
+        runs.append(run)
+        phs = phases(meta["phases"])
+        out[name] = [
+            phase_figures(
+                ph,
+                i > 0 and ph.rate > phs[i - 1].rate,
+                run.samples,
+                run.batch,
+                run.server,
+                slo,
+                q,
+                alone,
+                SETTLE,
+                WINDOW,
+            )
+            for i, ph in enumerate(phs)
+        ]
+    return meta, out, runs
+
+
+def _slo(slo: dict[str, Any]) -> tuple[str, float]:
+    for name in ("p99", "p95", "p90", "p50"):
+        if name in slo:
+            return name, parse_duration(slo[name])
+    raise SystemExit("report: the profile's chat workload has no latency target")
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return "lost" if math.isinf(v) else f"{v * 1000:.0f} ms"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
+
+
+def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[Run]) -> str:
+    cpus, slo = meta["cpus"], meta["slo_seconds"]
+    load = ", then ".join(f"{p.rate:g}/s for {p.end - p.start:g} s" for p in phases(meta["phases"]))
+    alone = meta["alone"]
+    lines = [
+        f"{meta['slo_name']} SLO {slo * 1000:.0f} ms; load {load}; {cpus} CPUs; "
+        + (f"batch alone {alone:.1f} blocks/s" if alone else "no batch-alone run"),
+        "",
+        f"{'SET-UP':<11} {'LOAD':>5} {meta['slo_name'].upper():>8} {'/SLO':>5} "
+        f"{'OVER SLO':>12} {'BATCH':>6} {'OF IDLE':>7} {'SERVER':>6} {'UTIL':>5} {'REACTION':>8}",
+    ]
+    for name, phs in figs.items():
+        for p in phs:
+            ratio = "-" if p.p99 is None or math.isinf(p.p99) else f"{p.p99 / slo:.2f}"
+            idle = None
+            if p.batch is not None and p.server_cpu is not None:
+                left = 1 - p.server_cpu / cpus
+                idle = p.batch / left if left > 0 else None
+            util = None
+            if p.batch is not None and p.server_cpu is not None:
+                util = p.server_cpu / cpus + p.batch
+            react = "-"
+            if p.reaction is not None:
+                react = f"{p.reaction:.1f} s"
+            elif p.rate and p is not phs[0] and p.rate > phs[phs.index(p) - 1].rate:
+                react = "never"
+            server = "-" if p.server_cpu is None else f"{p.server_cpu:.2f}"
+            over = f"{p.over:.0%} of {p.windows}"
+            lines.append(
+                f"{name:<11} {p.rate:>4g}/s {_ms(p.p99):>8} {ratio:>5} {over:>12} "
+                f"{_pct(p.batch):>6} {_pct(idle):>7} {server:>6} {_pct(util):>5} {react:>8}"
+            )
+    lines += [
+        "",
+        f"{meta['slo_name'].upper()}: over the phase; OVER SLO: {WINDOW:g} s windows whose "
+        f"{meta['slo_name']} exceeds the SLO (from {SETTLE:g} s in); BATCH: throughput as a "
+        "share of batch alone; OF IDLE: of the share the server left idle; SERVER: CPUs "
+        "it used; UTIL: server CPUs / CPUs + BATCH; REACTION: from the load step until every "
+        "later 1 s window is within the SLO.",
+    ]
+    for run in runs:
+        if run.actions:
+            counts: dict[str, int] = {}
+            for _, _, new, _ in run.actions:
+                counts[new] = counts.get(new, 0) + 1
+            lines += ["", f"{run.name}: {len(run.actions)} controller actions"]
+            for t, old, new, why in run.actions[:12]:
+                lines.append(f"  {t:6.1f} s  {old} -> {new}  ({why})")
+            if len(run.actions) > 12:
+                lines.append(f"  ... and {len(run.actions) - 12} more")
+    return "\n".join(lines)
+
+
+def plot(meta: dict[str, Any], runs: list[Run], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    slo = meta["slo_seconds"] * 1000
+    fig, axes = plt.subplots(len(runs), 1, figsize=(11, 2.8 * len(runs)), sharex=True)
+    axes = axes if len(runs) > 1 else [axes]
+    for ax, run in zip(axes, runs, strict=True):
+        ok = [(t, v * 1000) for t, v in run.samples if not math.isinf(v)]
+        lost = [t for t, v in run.samples if math.isinf(v)]
+        ax.scatter([t for t, _ in ok], [v for _, v in ok], s=3, color="tab:blue", label="latency")
+        if lost:
+            ax.scatter(lost, [slo * 4] * len(lost), s=6, marker="x", color="black", label="lost")
+        ax.axhline(slo, color="tab:red", linestyle="--", label=f"SLO {slo:.0f} ms")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms")
+        ax.set_title(run.name, loc="left", fontsize=10)
+        for t, _, new, _ in run.actions:
+            ax.axvline(t, color="tab:green", alpha=0.5, linewidth=0.8)
+            ax.annotate(new, (t, slo * 2), fontsize=6, rotation=90, color="tab:green")
+        for ph in phases(meta["phases"])[1:]:
+            ax.axvline(ph.start, color="gray", linewidth=1.2)
+        if len(run.batch) > 2:
+            bx = ax.twinx()
+            pts = []
+            for (t0, v0), (t1, v1) in itertools.pairwise(run.batch):
+                if t1 - t0 > 1.5:  # no progress written: frozen or stopped
+                    pts += [(t0, 0.0), (t1, 0.0)]
+                elif t1 > t0:
+                    pts.append((t1, (v1 - v0) / (t1 - t0)))
+            bx.plot([t for t, _ in pts], [v for _, v in pts], color="tab:orange", linewidth=0.8)
+            bx.set_ylabel("batch blocks/s", color="tab:orange")
+            bx.set_ylim(bottom=0)
+        ax.legend(loc="upper left", fontsize=7)
+    axes[-1].set_xlabel("seconds from the start of the load (gray: load step)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--png", type=Path, help="write the plot here")
+    args = ap.parse_args()
+    meta, figs, runs = figures(args.folder)
+    print(table(meta, figs, runs))
+    if args.png:
+        plot(meta, runs, args.png)
+        print(f"\nplot: {args.png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Run the demo's workloads under one or more set-ups and record what happened, for
+nxrd.demo.report. Needs root and a cgroup v2 host (scripts/demo.sh runs it inside the test
+VM when this host has none).
+
+Set-ups:
+    alone       the batch job by itself on every CPU: the capacity batch throughput is
+                measured against (no load)
+    plain       plain processes, no cgroups, default thread counts (no nxr)
+    weights     cgroups with static cpu.weight only (1000 server, 50 batch, idle background)
+                and default thread counts, as systemd's CPUWeight= would give
+    pinned      nxrd with the profile, controller off: exclusive cores, sized threads
+    controller  nxrd with the profile and its controller on
+
+    python -m nxrd.demo.run --profile profiles/demo.toml --setups pinned,controller \\
+        --phases 8:20,24:40 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+CGROUP2 = Path("/sys/fs/cgroup")
+RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
+BIN = Path(sys.executable).parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--profile", default="profiles/demo.toml")
+    ap.add_argument("--setups", default="alone,pinned,controller")
+    ap.add_argument("--phases", default="8:20,24:40", help="load: RATE:SECONDS,...")
+    ap.add_argument("--alone", type=float, default=15.0, help="seconds of the alone set-up")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = Path(args.profile).read_text()
+    profile = tomllib.loads(text)
+    meta = {
+        "profile": args.profile,
+        "phases": args.phases,
+        "cpus": len(os.sched_getaffinity(0)),
+        "slo": profile["workloads"]["chat"]["slo"],
+        "setups": args.setups.split(","),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    for setup in meta["setups"]:
+        print(f"demo: set-up {setup}", flush=True)
+        Setup(setup, text, out / setup, args.phases, args.alone).run()
+
+
+class Setup:
+    def __init__(self, name: str, profile: str, out: Path, phases: str, alone: float) -> None:
+        self.name, self.profile, self.out, self.phases, self.alone = (
+            name,
+            profile,
+            out,
+            phases,
+            alone,
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.nxrd: subprocess.Popen[bytes] | None = None
+        self.cgroup: Path | None = None
+
+    def run(self) -> None:
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True)
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+        RUN_DIR.mkdir(parents=True)
+        commands = workload_commands(self.profile)
+        try:
+            if self.name in ("pinned", "controller"):
+                self.start_nxrd()
+            elif self.name == "alone":
+                self.spawn(commands["embed"], None)
+            elif self.name in ("plain", "weights"):
+                self.cgroup = make_weight_groups() if self.name == "weights" else None
+                for wl, group in (("chat", "server"), ("embed", "batch"), ("indexer", "bg")):
+                    self.spawn(commands[wl], self.cgroup / group if self.cgroup else None)
+            else:
+                raise SystemExit(f"demo: unknown set-up {self.name!r}")
+            wait_for(lambda: line_count(RUN_DIR / "batch.progress") >= 2, 300, "batch job")
+            t0 = time.monotonic()
+            if self.name == "alone":
+                time.sleep(self.alone)
+            else:
+                self.load()
+            (self.out / "window.json").write_text(
+                json.dumps({"from": t0, "to": time.monotonic(), "wall_minus_mono": wall_offset()})
+            )
+            if self.nxrd is not None:
+                events = nxrctl("events", "-o", "json")
+                (self.out / "events.jsonl").write_text(events)
+        finally:
+            self.stop()
+            for f in RUN_DIR.glob("*.progress"):
+                shutil.copy(f, self.out / f.name)
+
+    def load(self) -> None:
+        """The load generator, from the harness's own cgroup (like a client elsewhere),
+        while the server's CPU time is sampled."""
+        gen = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "nxrd.demo.loadgen"),
+                *("--phases", self.phases, "--out", str(self.out / "latency.csv")),
+            ]
+        )
+        server = None
+        with (self.out / "server_cpu.txt").open("w") as f:
+            while gen.poll() is None:
+                if server is None or not server.is_running():
+                    server = find("nxrd.demo.server")  # a scan of /proc: not every time
+                if server is not None:
+                    try:
+                        t = server.cpu_times()
+                        f.write(f"{time.monotonic():.3f} {t.user + t.system:.3f}\n")
+                    except psutil.Error:
+                        pass
+                time.sleep(0.5)
+        if gen.returncode != 0:
+            raise SystemExit(f"demo: the load generator failed ({gen.returncode})")
+
+    def spawn(self, argv: list[str], cgroup: Path | None) -> None:
+        def enter() -> None:
+            os.setsid()
+            if cgroup is not None:
+                (cgroup / "cgroup.procs").write_text("0")
+
+        self.procs.append(subprocess.Popen(argv, preexec_fn=enter, stdout=subprocess.DEVNULL))
+
+    def start_nxrd(self) -> None:
+        enabled = "true" if self.name == "controller" else "false"
+        text = self.profile.replace("enabled = true", f"enabled = {enabled}")
+        text = text.replace('"python3"', json.dumps(sys.executable))
+        state = self.out / "state"
+        (self.out / "profile.toml").write_text(text)
+        self.nxrd = subprocess.Popen(
+            [
+                *(str(BIN / "nxrd"), "--profile", str(self.out / "profile.toml")),
+                *("--state-dir", str(state), "--socket", str(RUN_DIR / "nxrd.sock")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.out / "nxrd.log").open("wb"),
+        )
+
+    def stop(self) -> None:
+        if self.nxrd is not None:
+            self.nxrd.send_signal(signal.SIGTERM)
+            try:
+                self.nxrd.wait(120)
+            except subprocess.TimeoutExpired:
+                self.nxrd.kill()
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        if self.cgroup is not None:
+            for child in self.cgroup.iterdir():
+                if child.is_dir():
+                    child.rmdir()
+            self.cgroup.rmdir()
+
+
+def workload_commands(profile: str) -> dict[str, list[str]]:
+    """The profile's commands, run with this Python, for the set-ups without nxr."""
+    workloads = tomllib.loads(profile)["workloads"]
+    return {
+        name: [sys.executable if a == "python3" else a for a in spec["command"]]
+        for name, spec in workloads.items()
+    }
+
+
+def make_weight_groups() -> Path:
+    root = CGROUP2 / "nxr-demo-weights"
+    (CGROUP2 / "cgroup.subtree_control").write_text("+cpu")
+    root.mkdir(exist_ok=True)
+    (root / "cgroup.subtree_control").write_text("+cpu")
+    for group, weight in (("server", "1000"), ("batch", "50"), ("bg", None)):
+        (root / group).mkdir(exist_ok=True)
+        if weight is None:
+            (root / group / "cpu.idle").write_text("1")
+        else:
+            (root / group / "cpu.weight").write_text(weight)
+    return root
+
+
+def nxrctl(*args: str) -> str:
+    sock = str(RUN_DIR / "nxrd.sock")
+    return subprocess.run(
+        [str(BIN / "nxrctl"), "--socket", sock, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+
+
+def find(module: str) -> psutil.Process | None:
+    for p in psutil.process_iter(["cmdline"]):
+        if module in (p.info["cmdline"] or []):
+            return p
+    return None
+
+
+def line_count(path: Path) -> int:
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"demo: the {what} did not start in {timeout:.0f}s")
+
+
+def wall_offset() -> float:
+    return time.time() - time.monotonic()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The demo's and co-location benchmark's figures, on small made-up recordings."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from nxrd.demo.figures import (
+    LOST,
+    Phase,
+    over,
+    percentile,
+    phase_figures,
+    phases,
+    rate,
+    reaction,
+    windows,
+)
+from nxrd.demo.loadgen import schedule
+from nxrd.demo.report import figures, plot, table
+
+
+def test_nearest_rank_percentile_and_lost_requests() -> None:
+    assert percentile([0.1] * 99 + [5.0], 0.99) == 0.1
+    assert percentile([0.1] * 98 + [5.0, 6.0], 0.99) == 5.0
+    assert percentile([0.1, LOST], 0.99) == LOST  # a lost request is as late as can be
+    assert percentile([], 0.99) is None
+
+
+def test_windows_and_the_share_over_the_slo() -> None:
+    samples = [(t / 10, 0.5 if 2 <= t / 10 < 4 else 0.1) for t in range(60)]  # 10/s for 6 s
+    wins = windows(samples, 0.0, 6.0, 2.0, 0.99)
+    assert wins == [(0.0, 0.1), (2.0, 0.5), (4.0, 0.1)]
+    assert over(wins, 0.2) == 1 / 3
+    assert over([(0.0, None)], 0.2) == 0.0  # no requests: nothing over
+
+
+def test_reaction_is_the_time_until_every_later_second_is_within_the_slo() -> None:
+    slow_until = 12.5  # the step at 10 s; slow for 2.5 s
+    samples = [(t / 10, 0.5 if 10 <= t / 10 < slow_until else 0.1) for t in range(200)]
+    assert reaction(samples, 10.0, 20.0, 0.2, 0.99) == 3.0  # the window 12-13 s was slow
+    assert reaction([(t / 10, 0.1) for t in range(200)], 10.0, 20.0, 0.2, 0.99) == 0.0
+    assert reaction([(t / 10, 0.5) for t in range(200)], 10.0, 20.0, 0.2, 0.99) is None
+
+
+def test_rate_of_a_counter_interpolates_and_needs_coverage() -> None:
+    series = [(0.0, 0.0), (1.0, 10.0), (3.0, 50.0)]
+    assert rate(series, 0.5, 2.0) == (30.0 - 5.0) / 1.5
+    assert rate(series, 0.0, 3.4) == 50.0 / 3.0  # the last 0.4 s is not covered: left out
+    assert rate(series, 2.0, 9.0) is None  # covers under half the span
+    assert rate([], 0.0, 1.0) is None
+
+
+def test_phase_figures() -> None:
+    samples = [(t / 10, 0.05) for t in range(100)] + [(10 + t / 20, 0.3) for t in range(200)]
+    batch = [(float(t), 10.0 * t) for t in range(21)]  # 10 blocks/s
+    server = [(float(t), 0.25 * t if t < 10 else 2.5 + 0.75 * (t - 10)) for t in range(21)]
+    low, high = phases("10:10,20:10")
+    assert (low, high) == (Phase(10.0, 0.0, 10.0), Phase(20.0, 10.0, 20.0))
+    f = phase_figures(high, True, samples, batch, server, 0.2, 0.99, 40.0, 4.0, 2.0)
+    assert (f.p99, f.over, f.windows) == (0.3, 1.0, 5)
+    assert f.batch == 0.25 and f.server_cpu == 0.75 and f.reaction is None
+    f = phase_figures(low, False, samples, batch, server, 0.2, 0.99, 40.0, 4.0, 2.0)
+    assert (f.over, f.windows, f.server_cpu) == (0.0, 3, 0.25)  # windows from 4 s in
+
+
+def test_the_load_schedule_is_poisson_at_each_phases_rate() -> None:
+    due = schedule([(10.0, 100.0), (40.0, 100.0)], seed=1)
+    low = sum(t < 100 for t in due)
+    assert 900 < low < 1100 and 3800 < len(due) - low < 4200
+    assert due == sorted(due) and due == schedule([(10.0, 100.0), (40.0, 100.0)], seed=1)
+    assert not math.isclose(due[0], schedule([(10.0, 100.0)], seed=2)[0])
+
+
+def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
+    """A folder as nxrd.demo.run writes it: batch alone, then one controlled run."""
+    (tmp_path / "meta.json").write_text(
+        json.dumps(
+            {
+                "phases": "10:10,20:10",
+                "cpus": 2,
+                "slo": {"p99": "200ms", "window": "3s", "source": {"push": True}},
+                "setups": ["alone", "controller"],
+            }
+        )
+    )
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "window.json").write_text(json.dumps({"from": 100.0, "to": 110.0}))
+    (alone / "batch.progress").write_text("".join(f"{100 + t} {40 * t} 2\n" for t in range(11)))
+    run = tmp_path / "controller"
+    run.mkdir()
+    start = 1000.0  # monotonic time of the load's start; wall = monotonic + 5000
+    (run / "window.json").write_text(
+        json.dumps({"from": start, "to": start + 20, "wall_minus_mono": 5000.0})
+    )
+    lines = [f"# start_monotonic {start}"]
+    lines += [f"{t / 10:.1f} 0.05" for t in range(100)]  # 10/s, 50 ms
+    lines += [f"{10 + t / 20:.2f} {0.4 if t < 20 else 0.1}" for t in range(199)] + ["19.99 lost"]
+    (run / "latency.csv").write_text("\n".join(lines) + "\n")
+    (run / "batch.progress").write_text("".join(f"{start + t} {30 * t} 2\n" for t in range(21)))
+    (run / "server_cpu.txt").write_text("".join(f"{start + t} {0.4 * t}\n" for t in range(21)))
+    event = {"workload": "controller", "old": "share", "new": "static", "time": 5000 + start + 10.5}
+    (run / "events.jsonl").write_text(json.dumps({**event, "cause": "chat slack -100%"}) + "\n")
+
+    meta, figs, runs = figures(tmp_path)
+    assert meta["alone"] == 40.0
+    low, high = figs["controller"]
+    assert (low.p99, low.over, low.batch, low.server_cpu) == (0.05, 0.0, 0.75, 0.4)
+    # 2 s windows: the first (slow) and the last (a lost request) over the SLO; so the last
+    # 1 s window is still over it: the step up is never recovered from
+    assert (high.p99, high.over, high.reaction) == (0.4, 0.4, None)
+    assert runs[0].actions == [(10.5, "share", "static", "chat slack -100%")]
+    text = table(meta, figs, runs)
+    assert (
+        "p99 SLO 200 ms; load 10/s for 10 s, then 20/s for 10 s; 2 CPUs; batch alone 40.0" in text
+    )
+    assert (
+        "controller    10/s    50 ms  0.25      0% of 3    75%     94%   0.40   95%        -"
+        in text
+    )
+    assert (
+        "controller    20/s   400 ms  2.00     40% of 5    75%     94%   0.40   95%    never"
+        in text
+    )
+    assert "    10.5 s  share -> static  (chat slack -100%)" in text
+    plot(meta, runs, tmp_path / "latency.png")
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
