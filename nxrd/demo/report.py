@@ -193,7 +193,15 @@ def plot(meta: dict[str, Any], runs: list[Run], png: Path) -> None:
         ax.set_title(run.name, loc="left", fontsize=10)
         for t, _, new, _ in run.actions:
             ax.axvline(t, color="tab:green", alpha=0.5, linewidth=0.8)
-            ax.annotate(new, (t, slo * 2), fontsize=6, rotation=90, color="tab:green")
+            ax.annotate(
+                new,
+                (t, 0.97),
+                xycoords=("data", "axes fraction"),
+                fontsize=6,
+                rotation=90,
+                va="top",
+                color="tab:green",
+            )
         for ph in phases(meta["phases"])[1:]:
             ax.axvline(ph.start, color="gray", linewidth=1.2)
         if len(run.batch) > 2:
