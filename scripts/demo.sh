@@ -3,7 +3,7 @@
 # (profiles/demo.toml, real BLAS work) run under nxrd with a load step, first with static
 # pinning (controller off), then with the latency-SLO controller on; prints p99 against the
 # SLO, windows over it, batch throughput and the controller's actions, and plots latency.
-# Runs inside a qemu VM when this host lacks cgroup v2 (about 6 minutes). Sets itself up
+# Runs inside a qemu VM when this host lacks cgroup v2 (about 10 minutes). Sets itself up
 # first (apt packages, virtualenv). Results: demo-out/ (NXR_DEMO_OUT to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
