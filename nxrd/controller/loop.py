@@ -12,7 +12,7 @@ from collections.abc import Callable
 from nxrd.controller.histogram import ScrapeError
 from nxrd.controller.law import Observation, State, ladder, rung_name, settings, step
 from nxrd.controller.poll import Fetched, Poller
-from nxrd.controller.samples import SampleWindow
+from nxrd.controller.samples import QUANTILES, SampleWindow
 from nxrd.controller.scraped import Scraped
 from nxrd.controller.spec import control_spec
 from nxrd.errors import KernelError, NxrError
@@ -23,8 +23,6 @@ from nxrd.profile.model import Profile
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.states import State as WorkloadState
 from nxrd.supervisor.supervisor import Supervisor
-
-QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 
 class Controller:

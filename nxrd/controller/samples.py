@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+
+def nearest_rank(values: Iterable[float], q: float) -> float | None:
+    """The smallest value at or above a share q of them; None without values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 @dataclass
@@ -31,12 +42,9 @@ class SampleWindow:
             self.samples.popleft()
 
     def percentile(self, q: float, now: float) -> float | None:
-        """The nearest-rank percentile: the smallest sample at or above a share q of them."""
+        """The nearest-rank percentile of the samples in the window."""
         self.expire(now)
-        if not self.samples:
-            return None
-        values = sorted(v for _, v in self.samples)
-        return values[max(0, math.ceil(q * len(values)) - 1)]
+        return nearest_rank((v for _, v in self.samples), q)
 
     def __len__(self) -> int:
         return len(self.samples)

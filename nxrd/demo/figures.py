@@ -8,15 +8,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nxrd.controller.samples import nearest_rank
+
 LOST = math.inf  # a request without a reply counts as infinitely late
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1); None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+percentile = nearest_rank  # the controller's own percentile, so both agree
 
 
 def windows(

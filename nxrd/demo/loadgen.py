@@ -14,28 +14,21 @@ import socket
 import threading
 import time
 
+from nxrd.demo.figures import Phase, phases
 
-def schedule(phases: list[tuple[float, float]], seed: int) -> list[float]:
-    """Due times (seconds from the start) for (rate per second, seconds) phases."""
+
+def schedule(load: list[Phase], seed: int) -> list[float]:
+    """Due times (seconds from the start) over the phases, each at its rate per second."""
     rng = random.Random(seed)
-    due, start = [], 0.0
-    for rate, seconds in phases:
-        t = start
+    due = []
+    for ph in load:
+        t = ph.start
         while True:
-            t += rng.expovariate(rate)
-            if t >= start + seconds:
+            t += rng.expovariate(ph.rate)
+            if t >= ph.end:
                 break
             due.append(t)
-        start += seconds
     return due
-
-
-def parse_phases(text: str) -> list[tuple[float, float]]:
-    out = []
-    for part in text.split(","):
-        rate, _, seconds = part.partition(":")
-        out.append((float(rate), float(seconds)))
-    return out
 
 
 def wait_for_server(sock: socket.socket, addr: tuple[str, int], timeout: float) -> None:
@@ -66,7 +59,7 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     wait_for_server(sock, addr, args.wait)
-    due = schedule(parse_phases(args.phases), args.seed)
+    due = schedule(phases(args.phases), args.seed)
     done: list[float | None] = [None] * len(due)
     start = time.monotonic() + 0.5
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nxrd.controller.samples import QUANTILES
 from nxrd.demo.figures import LOST, PhaseFigures, phase_figures, phases, rate
-from nxrd.profile.units import parse_duration
+from nxrd.profile.model import Slo
 
 SETTLE = 4.0  # seconds at the start of each run left out of the window counts
 WINDOW = 2.0  # seconds per window when counting windows over the SLO
-QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 
 @dataclass
@@ -73,7 +73,7 @@ def alone_rate(folder: Path) -> float | None:
 
 def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]], list[Run]]:
     meta = json.loads((folder / "meta.json").read_text())
-    slo_name, slo = _slo(meta["slo"])
+    slo_name, slo = Slo.model_validate(meta["slo"]).target
     q = QUANTILES[slo_name]
     alone = alone_rate(folder) if (folder / "alone").exists() else None
     meta.update(slo_seconds=slo, slo_name=slo_name, alone=alone)
@@ -100,13 +100,6 @@ def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]]
             for i, ph in enumerate(phs)
         ]
     return meta, out, runs
-
-
-def _slo(slo: dict[str, Any]) -> tuple[str, float]:
-    for name in ("p99", "p95", "p90", "p50"):
-        if name in slo:
-            return name, parse_duration(slo[name])
-    raise SystemExit("report: the profile's chat workload has no latency target")
 
 
 def _ms(v: float | None) -> str:

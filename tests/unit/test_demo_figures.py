@@ -66,11 +66,11 @@ def test_phase_figures() -> None:
 
 
 def test_the_load_schedule_is_poisson_at_each_phases_rate() -> None:
-    due = schedule([(10.0, 100.0), (40.0, 100.0)], seed=1)
+    due = schedule(phases("10:100,40:100"), seed=1)
     low = sum(t < 100 for t in due)
     assert 900 < low < 1100 and 3800 < len(due) - low < 4200
-    assert due == sorted(due) and due == schedule([(10.0, 100.0), (40.0, 100.0)], seed=1)
-    assert not math.isclose(due[0], schedule([(10.0, 100.0)], seed=2)[0])
+    assert due == sorted(due) and due == schedule(phases("10:100,40:100"), seed=1)
+    assert not math.isclose(due[0], schedule(phases("10:100"), seed=2)[0])
 
 
 def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
