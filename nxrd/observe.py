@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nxrd.kernel.cgroupfs import parse_keyed
+
 
 @dataclass(frozen=True)
 class CpuSample:
@@ -61,15 +63,12 @@ TICK_FILES = (
 
 
 def tick_signals(
-    texts: Mapping[str, str | None],
-    cpu_stat: Mapping[str, str] | None,
-    prev: CpuSample | None,
-    now: float,
+    texts: Mapping[str, str | None], prev: CpuSample | None, now: float
 ) -> tuple[dict[str, float], CpuSample | None]:
-    """One tick's observations of a workload from the contents of TICK_FILES (cpu.stat
-    already parsed): pressure `some`/`full` avg10 (%), CPU use and throttled periods (%)
-    since the previous tick, memory.current (bytes) and memory.events counts. Returns them
-    and this tick's CPU sample."""
+    """One tick's observations of a workload from the contents of TICK_FILES: pressure
+    `some`/`full` avg10 (%), CPU use and throttled periods (%) since the previous tick,
+    memory.current (bytes) and memory.events counts. Returns them and this tick's CPU
+    sample."""
     out: dict[str, float] = {}
     for res in ("cpu", "memory", "io"):
         text = texts.get(f"{res}.pressure")
@@ -79,18 +78,17 @@ def tick_signals(
             if "full_avg10" in p:
                 out[f"{res}_full"] = p["full_avg10"]
     cur = None
-    if cpu_stat is not None:
-        cur = cpu_sample(now, cpu_stat)
+    stat = texts.get("cpu.stat")
+    if stat is not None:
+        cur = cpu_sample(now, parse_keyed(stat))
         out.update(cpu_rates(prev, cur))
     current = (texts.get("memory.current") or "").strip()
     if current.isdigit():
         out["memory_current"] = float(current)
-    events = texts.get("memory.events")
-    if events:
-        for line in events.splitlines():
-            key, _, value = line.partition(" ")
-            if key in ("high", "max", "oom_kill") and value.strip().isdigit():
-                out[f"memory_{key}_events"] = float(value)
+    events = parse_keyed(texts.get("memory.events") or "")
+    for key in ("high", "max", "oom_kill"):
+        if events.get(key, "").strip().isdigit():
+            out[f"memory_{key}_events"] = float(events[key])
     return out, cur
 
 

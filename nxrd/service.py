@@ -26,7 +26,7 @@ from nxrd.errors import KernelError, NxrError, ProfileError
 from nxrd.explain import explain
 from nxrd.files import write_atomically
 from nxrd.kernel.apply import apply_plan
-from nxrd.kernel.cgroupfs import LinuxCgroupFS, parse_keyed
+from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.discovery import discover
 from nxrd.kernel.launch import read_status
@@ -347,13 +347,7 @@ class Daemon:
                 continue
             leaf = self.root / rec.plan.cgroup
             texts = {f: self.counters.read(leaf / f) for f in TICK_FILES}
-            stat = texts["cpu.stat"]
-            out[name], cur = tick_signals(
-                texts,
-                None if stat is None else parse_keyed(stat),
-                self.tick_cpu.get(name),
-                time.monotonic(),
-            )
+            out[name], cur = tick_signals(texts, self.tick_cpu.get(name), time.monotonic())
             if cur is not None:
                 self.tick_cpu[name] = cur
         return out

@@ -51,8 +51,8 @@ def test_tick_signals_from_the_files_of_one_tick() -> None:
         "memory.events": "low 0\nhigh 4\nmax 1\noom 0\noom_kill 0\noom_group_kill 0\n",
     }
     prev = cpu_sample(10.0, {"usage_usec": "0", "nr_periods": "10", "nr_throttled": "0"})
-    stat = {"usage_usec": "250000", "nr_periods": "20", "nr_throttled": "5"}
-    out, cur = tick_signals(texts, stat, prev, 10.5)
+    texts["cpu.stat"] = "usage_usec 250000\nnr_periods 20\nnr_throttled 5\n"
+    out, cur = tick_signals(texts, prev, 10.5)
     assert out == {
         "cpu_some": 12.5,
         "cpu_full": 0.0,
@@ -66,4 +66,4 @@ def test_tick_signals_from_the_files_of_one_tick() -> None:
         "memory_oom_kill_events": 0.0,
     }
     assert cur is not None and cur.usage_usec == 250000
-    assert tick_signals({}, None, None, 1.0) == ({}, None)  # the leaf is gone
+    assert tick_signals({}, None, 1.0) == ({}, None)  # the leaf is gone
