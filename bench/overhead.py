@@ -12,6 +12,7 @@ Target: below 0.25% of one core per managed workload.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -32,17 +33,13 @@ PUSHER = (
 def profile(n: int) -> str:
     text = (
         '[controller]\nperiod = "500ms"\n\n[workloads.w00]\n'
-        f'command = ["{sys.executable}", "-c", {_toml_str(PUSHER)}]\n'
+        f"command = {json.dumps([sys.executable, '-c', PUSHER])}\n"
         'class = "latency-critical"\ncpus = 1\n'
         'slo = { p99 = "200ms", window = "5s", source = { push = true } }\n'
     )
     for i in range(1, n):
         text += f'\n[workloads.w{i:02d}]\ncommand = ["sleep", "600"]\nclass = "batch"\n'
     return text
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def measure(n: int, tmp: Path) -> tuple[float, float, int]:

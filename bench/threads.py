@@ -11,6 +11,7 @@ Target: nxr's sizing at least 1.3x the default's throughput.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,8 +36,8 @@ def worker(log: Path) -> list[str]:
 def profile(logs: list[Path]) -> str:
     half = max(1, CPUS // 2)
     return "".join(
-        f'[workloads.m{i}]\ncommand = {worker(log)!r}\nclass = "latency-critical"\n'
-        f"cpus = {half}\n\n".replace("'", '"')
+        f"[workloads.m{i}]\ncommand = {json.dumps(worker(log))}\n"  # JSON is valid TOML here
+        f'class = "latency-critical"\ncpus = {half}\n\n'
         for i, log in enumerate(logs)
     )
 
