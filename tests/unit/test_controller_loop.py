@@ -71,22 +71,22 @@ def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
     static_cpus = fs.read("batch/embed", "cpuset.cpus")
     now = drive(ctl, 0.3, 0.0, 2.6)  # 300 ms vs 200 ms: up at 0, 1, 2 s
     assert ctl.state.level == 3
-    assert fs.read("batch/embed", "cpu.weight") == str(max(1, int(static_weight) // 10))
-    assert fs.read("batch/embed", "cpu.max") == "1400000 100000"  # 50% of its 28 CPUs
+    assert fs.read("batch/embed", "cpu.weight") == static_weight  # weights act per CPU
+    assert fs.read("batch/embed", "cpu.max") == "700000 100000"  # 25% of its 28 CPUs
     w = ledger.of("batch/embed")["cpu.max"]
-    assert w.by == "controller: cap-50% (chat slack -50% under 10%)"
+    assert w.by == "controller: cap-25% (chat slack -50% under 10%)"
     ups = [e for e in log.since(0, "controller")]
     assert [(e.old, e.new) for e in ups] == [
-        ("static", "weight"),
-        ("weight", "cap-75%"),
+        ("static", "cap-75%"),
         ("cap-75%", "cap-50%"),
+        ("cap-50%", "cap-25%"),
     ]
     assert ups[0].data["observed"] == {"chat": 0.3} and ups[0].data["slo"] == {"chat": 0.2}
     assert ups[0].data["signals"] == {n: {"cpu_some": 1.5} for n in ("chat", "embed", "index")}
     # latency recovers: the window must first forget the slow requests (5 s)
     now = drive(ctl, 0.05, now, 30.0)
     assert [(e.old, e.new) for e in log.since(0, "controller")][-2:] == [
-        ("weight", "static"),
+        ("cap-75%", "static"),
         ("static", "share"),  # comfortable still: batch and background may use chat's CPUs
     ]
     assert fs.read("batch/embed", "cpu.weight") == static_weight
@@ -177,7 +177,7 @@ def test_a_scraped_histogram_drives_the_controller() -> None:
         ep.slow = 10  # 10 of every 110 requests now take up to 500 ms: p99 in that bucket
         run_for(ctl, 1.5)
         assert ctl.state.level >= 1
-        up = next(e for e in log.since(0, "controller") if e.new == "weight")
+        up = next(e for e in log.since(0, "controller") if e.new == "cap-75%")
         assert up.data["observed"]["chat"] > 0.2
         notes = [e.cause for e in log.since(0, "controller") if e.new == "-"]
         assert notes == [  # said once; "answering" only follows a failure

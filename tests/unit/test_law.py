@@ -33,8 +33,7 @@ def run(
 
 
 def test_the_ladder_of_this_profile() -> None:
-    assert ladder(SPEC) == [
-        "weight",
+    assert ladder(SPEC) == [  # no "weight": nothing lower runs on chat's cores
         "cap-75%",
         "cap-50%",
         "cap-25%",
@@ -48,20 +47,20 @@ def test_the_ladder_of_this_profile() -> None:
 
 def test_a_violation_climbs_one_rung_per_cooldown() -> None:
     # 0.25 s observed vs 0.2 s SLO: slack -25% for 3 s; ticks every 0.5 s, cooldown 2 s
-    assert run([0.25] * 7) == [(0.0, "up", "weight"), (2.0, "up", "cap-75%")]
+    assert run([0.25] * 7) == [(0.0, "up", "cap-75%"), (2.0, "up", "cap-50%")]
 
 
 def test_inside_the_band_nothing_moves() -> None:
     # slack 15%: above act_below (10%), under relax_above (30%)
-    assert run([0.25] + [0.17] * 30) == [(0.0, "up", "weight")]
+    assert run([0.25] + [0.17] * 30) == [(0.0, "up", "cap-75%")]
 
 
 def test_recovery_steps_down_after_sustained_comfort() -> None:
     trace = [0.25] * 5 + [0.1] * 30  # 50% slack from t=2.5
     assert run(trace) == [
-        (0.0, "up", "weight"),
-        (2.0, "up", "cap-75%"),
-        (7.5, "down", "weight"),  # comfortable since 2.5 s: 5 s later
+        (0.0, "up", "cap-75%"),
+        (2.0, "up", "cap-50%"),
+        (7.5, "down", "cap-75%"),  # comfortable since 2.5 s: 5 s later
         (13.0, "down", "static"),  # comfort measured again after each step down (from 8 s)
     ]
 
@@ -70,15 +69,14 @@ def test_oscillating_latency_never_moves_faster_than_the_cooldown() -> None:
     trace = [0.25, 0.05] * 20  # violating and comfortable on alternate ticks
     got = run(trace)
     assert got == [
-        (0.0, "up", "weight"),
-        (2.0, "up", "cap-75%"),
-        (4.0, "up", "cap-50%"),
-        (6.0, "up", "cap-25%"),
-        (8.0, "up", "core-1"),
-        (10.0, "up", "core-2"),
-        (12.0, "up", "freeze-background"),
-        (14.0, "up", "freeze-batch"),
-        (16.0, "up", "stop-batch"),
+        (0.0, "up", "cap-75%"),
+        (2.0, "up", "cap-50%"),
+        (4.0, "up", "cap-25%"),
+        (6.0, "up", "core-1"),
+        (8.0, "up", "core-2"),
+        (10.0, "up", "freeze-background"),
+        (12.0, "up", "freeze-batch"),
+        (14.0, "up", "stop-batch"),
     ]
     # comfort never lasts 5 s, so it never steps down: escalation wins, as it should
 
@@ -88,7 +86,7 @@ def test_stale_or_missing_latency_falls_back_to_static() -> None:
     state, _ = step(state, Observation({"chat": 0.3}), SPEC, 2.0)
     assert state.level == 2
     state, d = step(state, Observation({"chat": 0.3}, age={"chat": 6.0}), SPEC, 4.0)
-    assert [(x.direction, x.rung) for x in d] == [("fallback", "weight")]
+    assert [(x.direction, x.rung) for x in d] == [("fallback", "cap-75%")]
     assert d[0].reason == "latency of chat missing or stale: back towards static values"
     state, d = step(state, Observation({"chat": None}), SPEC, 6.0)
     assert (state.level, d[0].rung) == (0, "static")
@@ -128,17 +126,44 @@ def test_two_targets_the_worst_slack_drives_and_gets_the_cores() -> None:
 def test_settings_at_each_rung() -> None:
     def at(level: int) -> dict[str, dict[str, str]]:
         return rung_settings(
-            State(level=level, loans=((5, "chat"),) if level >= 5 else ()), SPEC
+            State(level=level, loans=((5, "chat"),) if level >= 4 else ()), SPEC
         ).files
 
     assert at(0)["embed"] == {"cpu.weight": "100", "cpuset.cpus": "2-5", "cpu.max": "max 100000"}
-    assert at(1)["embed"]["cpu.weight"] == "10"
-    assert at(3)["embed"]["cpu.max"] == "200000 100000"  # 50% of 4 cores
-    assert at(5)["embed"]["cpu.max"] == "75000 100000"  # 25% of the 3 cores it keeps
-    assert at(5)["chat"] == {"cpuset.cpus": "0-1,5"}
-    assert at(5)["index"] == {"cpuset.cpus": "2-4", "cpu.max": "75000 100000"}
-    top = rung_settings(State(level=9), SPEC)
+    assert at(1)["embed"]["cpu.max"] == "300000 100000"  # 75% of 4 cores
+    assert at(2)["embed"]["cpu.max"] == "200000 100000"  # 50% of 4 cores
+    assert at(4)["embed"]["cpu.max"] == "75000 100000"  # 25% of the 3 cores it keeps
+    assert at(4)["embed"]["cpu.weight"] == "100"  # no weight rung: weights act per CPU
+    assert at(4)["chat"] == {"cpuset.cpus": "0-1,5"}
+    assert at(4)["index"] == {"cpuset.cpus": "2-4", "cpu.max": "75000 100000"}
+    top = rung_settings(State(level=8), SPEC)
     assert top.frozen == {"embed", "index"} and top.stopped == {"embed"}
+
+
+def test_weights_are_cut_only_where_a_lower_class_shares_a_targets_cpu() -> None:
+    ui = Lower("ui", "interactive", cpus=(0, 1, 2, 3), weight=100)
+    embed = Lower("embed", "batch", cpus=(2, 3), weight=100)
+    pinned = Spec((CHAT,), (embed,))  # chat alone on 0-1
+    assert "weight" not in ladder(pinned)
+    overlapping = Spec((CHAT,), (ui, embed))  # ui may run on chat's 0-1
+    assert ladder(overlapping)[0] == "weight"
+    anywhere = Spec((Target("chat", slo=0.2),), (embed,))  # chat not pinned: it runs anywhere
+    assert ladder(anywhere)[0] == "weight"
+    files = rung_settings(State(level=1), overlapping).files
+    assert (files["ui"]["cpu.weight"], files["embed"]["cpu.weight"]) == ("50", "10")
+
+
+def test_within_the_slo_the_next_rung_waits_for_a_fresh_window() -> None:
+    spec = replace(SPEC, targets=(replace(CHAT, window=3.0),))
+    # slack 5% (under act_below, within the SLO): after a change, wait until the 3 s
+    # window holds only samples taken since, not just the 2 s cooldown
+    assert run([0.19] * 14, spec) == [
+        (0.0, "up", "cap-75%"),
+        (3.0, "up", "cap-50%"),
+        (6.0, "up", "cap-25%"),
+    ]
+    # over the SLO there is no waiting beyond the cooldown
+    assert run([0.25] * 7, spec) == [(0.0, "up", "cap-75%"), (2.0, "up", "cap-50%")]
 
 
 latencies = st.lists(st.one_of(st.none(), st.floats(0.0, 1.0)), min_size=1, max_size=200)
@@ -174,7 +199,7 @@ def test_comfort_shares_the_targets_cores_and_the_first_risk_takes_them_back() -
     assert run(trace, SHARING) == [
         (5.0, "down", "share"),  # comfortable since 0 s: relax_after (5 s) later
         (7.0, "up", "static"),  # slack 5%: back to static in one step, not to the ladder
-        (9.0, "up", "weight"),  # still 5% two seconds later (cooldown): the ladder
+        (9.0, "up", "cap-75%"),  # still 5% two seconds later (cooldown): the ladder
         (14.5, "down", "static"),  # comfortable again from 9.5 s
         (20.0, "down", "share"),  # comfort measured again after each step (from 15 s)
     ]
