@@ -104,6 +104,10 @@ class CgroupFS(ABC):
         """Move a process (all its threads) into rel."""
         self.write(rel, "cgroup.procs", str(pid))
 
+    @abstractmethod
+    def restrict_gpus(self, rel: str, gpu_minors: list[int]) -> None:
+        """Let rel's processes open only these /dev/nvidiaN (by minor) of all NVIDIA nodes."""
+
 
 class LinuxCgroupFS(CgroupFS):
     """The real cgroup2 filesystem, rooted at nxrd's subtree (e.g. /sys/fs/cgroup/nxr)."""
@@ -161,10 +165,18 @@ class LinuxCgroupFS(CgroupFS):
         if self.on_write is not None:
             self.on_write(rel, filename, value)
 
+    def restrict_gpus(self, rel: str, gpu_minors: list[int]) -> None:
+        from nxrd.kernel.devices import restrict_gpus  # ctypes only where a filter is needed
+
+        restrict_gpus(self._path(rel), gpu_minors)
+
 
 def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
+
+# Put (rel, DEVICE_FILTER) in FakeCgroupFS.fail_on to make restrict_gpus(rel) fail.
+DEVICE_FILTER = "<device filter>"
 
 # Files every cgroup has, and the ones each controller adds (with their defaults).
 _CORE_FILES = {
@@ -204,6 +216,7 @@ class FakeCgroupFS(CgroupFS):
         self.dirs[""]["cgroup.controllers"] = " ".join(controllers)
         self.writes: list[tuple[str, str, str]] = []
         self.fail_on: set[tuple[str, str]] = set()  # (rel, file) pairs whose write fails
+        self.gpu_filters: dict[str, list[int]] = {}  # rel -> GPU minors its filter allows
         self.on_write: Callable[[str, str, str], None] | None = None  # as LinuxCgroupFS
 
     @staticmethod
@@ -271,3 +284,11 @@ class FakeCgroupFS(CgroupFS):
             files[filename] = "\n".join([*files[filename].split(), value])
         else:
             files[filename] = value
+
+    def restrict_gpus(self, rel: str, gpu_minors: list[int]) -> None:
+        self._dir(rel)
+        if (rel, DEVICE_FILTER) in self.fail_on:
+            raise KernelError(
+                f"cgroup device filter for fake:/{rel}: bpf() not permitted (needs CAP_SYS_ADMIN)"
+            )
+        self.gpu_filters[rel] = sorted(gpu_minors)

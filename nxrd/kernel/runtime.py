@@ -6,13 +6,15 @@ import contextlib
 import os
 import pwd
 import select
+from collections.abc import Sequence
 from pathlib import Path
 
 from nxrd.errors import KernelError
 from nxrd.kernel import probes
-from nxrd.kernel.cgroupfs import LinuxCgroupFS
+from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, launch, read_status
 from nxrd.plan.model import WorkloadPlan
+from nxrd.plan.topology import Gpu
 from nxrd.profile.model import Workload
 from nxrd.supervisor.runtime import Ended, Runtime, Started
 
@@ -20,9 +22,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class LinuxRuntime(Runtime):
-    def __init__(self, fs: LinuxCgroupFS, state_dir: Path, journal: bool = False) -> None:
+    def __init__(
+        self, fs: CgroupFS, state_dir: Path, journal: bool = False, gpus: Sequence[Gpu] = ()
+    ) -> None:
         self.latency_socket: str | None = None  # told to workloads, for pushed latencies
         self.fs, self.state_dir, self.journal = fs, state_dir, journal
+        # The host's GPUs: UUID -> minor of its /dev/nvidiaN. Empty on a host without GPUs,
+        # where leaves get no device filter at all.
+        self.gpu_minors = {g.uuid: gpu_minor(g) for g in gpus}
         self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
         self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
 
@@ -37,6 +44,14 @@ class LinuxRuntime(Runtime):
             self.fs.mkdir(wl.cgroup)
         for filename, value in wl.files.items():
             self.fs.write(wl.cgroup, filename, value)
+        if self.gpu_minors:
+            # Before launch, while the leaf is empty: a workload given no GPU is filtered
+            # too (every /dev/nvidiaN denied), not only the ones given some.
+            minors = [self.gpu_minors.get(g.uuid, g.index) for g in wl.gpus]
+            try:
+                self.fs.restrict_gpus(wl.cgroup, minors)
+            except KernelError as e:
+                raise KernelError(f"cannot start {wl.name}: {e}") from None
 
     def base_env(self, name: str, spec: Workload) -> dict[str, str]:
         """A clean environment: nothing of nxrd's own (NOTIFY_SOCKET, INVOCATION_ID...) leaks."""
@@ -161,3 +176,8 @@ class LinuxRuntime(Runtime):
 
     def ready(self, spec: Workload) -> bool:
         return spec.ready is None or probes.check(spec.ready)
+
+
+def gpu_minor(gpu: Gpu) -> int:
+    """The minor number of the GPU's /dev/nvidiaN: NVML's, else its index (the usual case)."""
+    return gpu.index if gpu.minor is None else gpu.minor
