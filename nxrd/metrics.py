@@ -1,5 +1,5 @@
 """The opt-in Prometheus endpoint: per-workload state, restarts, CPU, throttling, pressure,
-memory, events and SLO, in Prometheus' naming conventions.
+memory, events, SLO and GPU use, in Prometheus' naming conventions (ratios, not percent).
 
 Families are built at scrape time from the same status documents `nxrctl status` shows
 (collect() is pure over them). The endpoint is served from nxrd's own loop (no thread:
@@ -24,12 +24,43 @@ Status = Sequence[Mapping[str, Any]]
 
 class WorkloadCollector(Collector):
     def __init__(
-        self, source: Callable[[], Status], controller: Callable[[], Mapping[str, Any]]
+        self,
+        source: Callable[[], Status],
+        controller: Callable[[], Mapping[str, Any]],
+        gpus: Callable[[], Status] = list,
     ) -> None:
-        self.source, self.controller = source, controller
+        self.source, self.controller, self.gpus = source, controller, gpus
 
     def collect(self) -> Iterator[Metric]:
-        return iter([*families(self.source()), *controller_families(self.controller())])
+        return iter(
+            [
+                *families(self.source()),
+                *controller_families(self.controller()),
+                *gpu_families(self.gpus()),
+            ]
+        )
+
+
+def gpu_families(gpus: Status) -> list[Metric]:
+    """Per GPU (label `gpu`, its index): the device's utilization and what processes of no
+    workload hold; absent while NVML does not answer."""
+    util = GaugeMetricFamily(
+        "nxr_gpu_utilization_ratio",
+        "Share of the last sample period a kernel ran on the GPU (0-1)",
+        labels=["gpu"],
+    )
+    other = GaugeMetricFamily(
+        "nxr_gpu_other_memory_bytes",
+        "GPU memory held by processes that belong to no workload",
+        labels=["gpu"],
+    )
+    for g in gpus:
+        gpu = [str(g["index"])]
+        if g.get("utilization_percent") is not None:
+            util.add_metric(gpu, float(g["utilization_percent"]) / 100)
+        if g.get("other_memory_bytes") is not None:
+            other.add_metric(gpu, float(g["other_memory_bytes"]))
+    return [util, other]
 
 
 def controller_families(c: Mapping[str, Any]) -> list[Metric]:
@@ -73,6 +104,16 @@ def families(workloads: Status) -> list[Metric]:
     latency = GaugeMetricFamily(
         "nxr_workload_latency_seconds", "Observed latency", labels=[*labels, "percentile"]
     )
+    gpu_memory = GaugeMetricFamily(
+        "nxr_workload_gpu_memory_bytes",
+        "GPU memory its processes hold (NVML's per-process figures)",
+        labels=[*labels, "gpu"],
+    )
+    gpu_util = GaugeMetricFamily(
+        "nxr_workload_gpu_utilization_ratio",
+        "SM utilization of its processes on the GPU (0-1)",
+        labels=[*labels, "gpu"],
+    )
     for w in workloads:
         who = [str(w["name"]), str(w["class"])]
         for s in State:
@@ -97,7 +138,15 @@ def families(workloads: Status) -> list[Metric]:
             slo.add_metric([*who, str(w["slo_percentile"])], float(w["slo_seconds"]))
             if w.get("latency_seconds") is not None:
                 latency.add_metric([*who, str(w["slo_percentile"])], float(w["latency_seconds"]))
-    return [state, frozen, restarts, cpu, throttled, stalled, memory, limit, events, slo, latency]
+        for u in w.get("gpu_usage", []):
+            if u.get("memory_bytes") is not None:
+                gpu_memory.add_metric([*who, str(u["gpu"])], float(u["memory_bytes"]))
+            if u.get("utilization_percent") is not None:
+                gpu_util.add_metric([*who, str(u["gpu"])], float(u["utilization_percent"]) / 100)
+    return [
+        *(state, frozen, restarts, cpu, throttled, stalled, memory, limit, events, slo, latency),
+        *(gpu_memory, gpu_util),
+    ]
 
 
 class _Quiet(WSGIRequestHandler):
@@ -115,10 +164,11 @@ class MetricsServer:
         address: str,
         source: Callable[[], Status],
         controller: Callable[[], Mapping[str, Any]] = dict,
+        gpus: Callable[[], Status] = list,
     ) -> None:
         host, _, port = address.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(WorkloadCollector(source, controller))
+        registry.register(WorkloadCollector(source, controller, gpus))
         try:
             self.server: WSGIServer = make_server(
                 host.strip("[]"), int(port), make_wsgi_app(registry), handler_class=_Quiet

@@ -29,6 +29,7 @@ from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.discovery import discover
+from nxrd.kernel.gpu_usage import GpuAccounting
 from nxrd.kernel.launch import read_status
 from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
@@ -126,6 +127,8 @@ class Daemon:
         self.tick_cpu: dict[str, CpuSample] = {}  # the previous tick's, for throttling
         self.ledger = Ledger(time.time)
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
+        # No GPUs found (no driver, no pynvml): no NVML session, no GPU figures, no errors.
+        self.gpu_use = GpuAccounting(self.topology.gpus) if self.topology.gpus else None
         try:
             self.fs: LinuxCgroupFS = take_subtree(self.root)
             self.ledger.load(self._ledger_file())
@@ -139,7 +142,9 @@ class Daemon:
             self.api.close()
             raise
         to_journal = journald()
-        self.runtime = LinuxRuntime(self.fs, self.state_dir, journal=to_journal)
+        self.runtime = LinuxRuntime(
+            self.fs, self.state_dir, journal=to_journal, gpus=self.topology.gpus
+        )
         self.events = EventLog()
         self.events.sinks.append(_journal_event if to_journal else _print_event)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
@@ -157,7 +162,12 @@ class Daemon:
         self._adopt(time.monotonic())
         self.ledger.cause = "planned value, written when the workload started"
         self.api.handlers = Handlers(
-            self.sup, self.plan, self.topology, self.access.privileged, self
+            self.sup,
+            self.plan,
+            self.topology,
+            self.access.privileged,
+            self,
+            gpus=self.gpu_use.host if self.gpu_use is not None else None,
         )
         return self.sup
 
@@ -289,6 +299,9 @@ class Daemon:
         if last is not None:
             out.update(cpu_rates(before, last))
         out["latency_seconds"] = self.controller.latency(rec.name, time.monotonic())
+        if self.gpu_use is not None:
+            planned = [g.index for g in rec.plan.gpus]
+            out.update(self.gpu_use.workload(rec.name, planned, rec.pid is not None))
         return out
 
     def _latency_receiver(self) -> PushReceiver:
@@ -321,7 +334,12 @@ class Daemon:
         from nxrd.metrics import MetricsServer
 
         # The controller is replaced on apply: look it up at each scrape.
-        return MetricsServer(address, self.status_docs, lambda: self.controller.summary())
+        return MetricsServer(
+            address,
+            self.status_docs,
+            lambda: self.controller.summary(),
+            lambda: self.gpu_use.host() if self.gpu_use is not None else [],
+        )
 
     def status_docs(self) -> list[dict[str, object]]:
         """What status shows for every workload (also the metrics' source)."""
@@ -493,6 +511,10 @@ class Daemon:
                 status = summary
             if now - last_sample >= 1.0:
                 self._sample(now)
+                if self.gpu_use is not None:
+                    # Through the guard: a wedged driver costs this pass 2 s once, then
+                    # nothing until its call returns.
+                    self.gpu_use.poll(self._workload_of_pid)
                 last_sample = now
             last = self._save(last)
             if stopping and self.sup.all_stopped():

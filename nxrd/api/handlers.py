@@ -73,16 +73,21 @@ class Handlers:
         may_mutate: Callable[[Request], bool],
         daemon: Daemon | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gpus: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.sup, self.plan, self.topology = sup, plan, topology
         self.may_mutate, self.daemon, self.clock = may_mutate, daemon, clock
+        self.gpus = gpus  # per-GPU use outside the workloads; None: nxrd accounts no GPUs
 
     def handle(self, req: Request) -> dict[str, Any]:
         """The response body for req; raises ApiError for anything else."""
         p = req.path
         if req.method == "GET":
             if p == ("workloads",):
-                return {"workloads": [self._status(r) for r in list(self.sup.records.values())]}
+                body = {"workloads": [self._status(r) for r in list(self.sup.records.values())]}
+                if self.gpus is not None:
+                    body["gpus"] = self.gpus()
+                return body
             if len(p) == 2 and p[0] == "workloads":
                 return self._show(self._record(p[1]))
             if len(p) == 3 and p[0] == "workloads" and p[2] == "logs":

@@ -102,6 +102,8 @@ def topology_text(topo: Topology) -> str:
     if topo.gpus:
         lines += [
             f"GPU {g.index}: {g.name} {format_size(g.memory)} {g.uuid} node {g.node}"
+            + (f", {g.compute_mode}" if g.compute_mode != "default" else "")
+            + (f", MIG ({len(g.mig_instances)} instances)" if g.mig else "")
             for g in topo.gpus
         ]
     else:
@@ -142,7 +144,20 @@ def _latency(w: Mapping[str, Any]) -> str:
     return f"{observed}/{w.get('slo_percentile')} {format_duration(float(w['slo_seconds']))}"
 
 
-def status_row(w: Mapping[str, Any]) -> list[str]:
+GPU_USAGE_HEADER = "GPU MEM/UTIL%"
+
+
+def _gpu_usage(w: Mapping[str, Any]) -> str:
+    """Memory its processes hold on its GPUs, and their mean utilization."""
+    if w.get("gpu_error"):
+        return "no answer"
+    mem, util = w.get("gpu_memory_bytes"), w.get("gpu_utilization_percent")
+    if mem is None and util is None:
+        return "-"
+    return f"{'-' if mem is None else format_size(int(mem))}/{_number(util)}"
+
+
+def status_row(w: Mapping[str, Any], gpu_usage: bool = False) -> list[str]:
     mem, limit = w.get("memory_current"), w.get("memory_max")
     memory = "-" if mem is None else format_size(int(mem))
     memory += "/" + ("max" if limit is None else format_size(int(limit)))
@@ -162,6 +177,7 @@ def status_row(w: Mapping[str, Any]) -> list[str]:
         memory,
         psi,
         ",".join(str(g) for g in w.get("gpus", [])) or "-",
+        *([_gpu_usage(w)] if gpu_usage else []),
         str(w.get("restarts", 0)),
         _latency(w),
         str(w.get("reason", "")),
@@ -169,8 +185,15 @@ def status_row(w: Mapping[str, Any]) -> list[str]:
 
 
 def status_table(workloads: Sequence[Mapping[str, Any]]) -> str:
-    """`nxrctl status`: one row per workload. CPU% is of one CPU; pressure is avg10 "some"."""
-    return table(STATUS_HEADERS, [status_row(w) for w in workloads])
+    """`nxrctl status`: one row per workload. CPU% is of one CPU; pressure is avg10 "some".
+
+    GPU usage gets a column only on hosts where some workload has GPUs.
+    """
+    gpu_usage = any(w.get("gpus") for w in workloads)
+    headers = list(STATUS_HEADERS)
+    if gpu_usage:
+        headers.insert(headers.index("GPUS") + 1, GPU_USAGE_HEADER)
+    return table(headers, [status_row(w, gpu_usage) for w in workloads])
 
 
 def top_screen(workloads: Sequence[Mapping[str, Any]], now: float, width: int) -> str:
@@ -246,10 +269,29 @@ def show_text(w: Mapping[str, Any]) -> str:
         f"last exit: {w.get('last_exit') or '-'}"
     )
     lines.append(f"  cgroup: {w['cgroup']}  cpus: {w['cpus']}  threads: {w.get('threads')}")
+    lines += _gpu_lines(w)
     lines += [f"  {k} = {v}" for k, v in dict(w.get("files", {})).items()]
     lines += [f"  env {k}={v}" for k, v in dict(w.get("env", {})).items()]
     lines += [f"  note: {n}" for n in w.get("notes", [])]
     return "\n".join(lines)
+
+
+def _gpu_lines(w: Mapping[str, Any]) -> list[str]:
+    """Per GPU: memory held and utilization of its processes (`show`)."""
+    if w.get("gpu_error"):
+        return [f"  gpus: {w['gpu_error']}"]
+    lines = []
+    for u in w.get("gpu_usage", []):
+        if u.get("error"):
+            lines.append(f"  gpu {u['gpu']}: {u['error']}")
+            continue
+        mem, util = u.get("memory_bytes"), u.get("utilization_percent")
+        pids = ",".join(str(p) for p in u.get("pids", [])) or "none"
+        lines.append(
+            f"  gpu {u['gpu']}: memory {'unknown' if mem is None else format_size(int(mem))}, "
+            f"utilization {'unknown' if util is None else _number(util) + '%'}, pids {pids}"
+        )
+    return lines
 
 
 _EFFECTS = {

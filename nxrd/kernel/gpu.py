@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from nxrd.plan.topology import Gpu
+from nxrd.plan.topology import Gpu, MigInstance
+
+T = TypeVar("T")
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# nvmlComputeMode_t; 1 (exclusive-thread) is no longer reported by current drivers.
+COMPUTE_MODES = {0: "default", 1: "exclusive-thread", 2: "prohibited", 3: "exclusive-process"}
 
 
 def discover_gpus(root: Path = Path("/")) -> tuple[list[Gpu], str | None]:
@@ -26,27 +33,76 @@ def discover_gpus(root: Path = Path("/")) -> tuple[list[Gpu], str | None]:
     except OSError as e:  # libnvidia-ml.so missing on some pynvml versions
         return [], f"NVML unavailable ({e}); is the NVIDIA driver installed?"
     try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            bus = _text(pynvml.nvmlDeviceGetPciInfo(h).busId)
-            gpus.append(
-                Gpu(
-                    index=i,
-                    uuid=_text(pynvml.nvmlDeviceGetUUID(h)),
-                    name=_text(pynvml.nvmlDeviceGetName(h)),
-                    memory=int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
-                    node=_pci_numa_node(root, bus),
-                    local_cpus=_pci_local_cpus(root, bus),
-                    pci_bus_id=bus,
-                )
-            )
+        gpus = [_gpu(pynvml, i, root) for i in range(pynvml.nvmlDeviceGetCount())]
         return gpus, None if gpus else "NVML reports no GPUs"
     except pynvml.NVMLError as e:
         return [], f"NVML query failed: {_text(e)}"
     finally:
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
+
+
+def _gpu(nvml: Any, i: int, root: Path) -> Gpu:
+    h = nvml.nvmlDeviceGetHandleByIndex(i)
+    bus = _text(nvml.nvmlDeviceGetPciInfo(h).busId)
+    mode = optional(nvml, nvml.nvmlDeviceGetComputeMode, h)
+    mig = optional(nvml, nvml.nvmlDeviceGetMigMode, h)  # (current, pending)
+    on = bool(mig is not None and mig[0] == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1))
+    return Gpu(
+        index=i,
+        uuid=_text(nvml.nvmlDeviceGetUUID(h)),
+        name=_text(nvml.nvmlDeviceGetName(h)),
+        memory=int(nvml.nvmlDeviceGetMemoryInfo(h).total),
+        node=_pci_numa_node(root, bus),
+        local_cpus=_pci_local_cpus(root, bus),
+        pci_bus_id=bus,
+        minor=optional(nvml, nvml.nvmlDeviceGetMinorNumber, h),
+        compute_mode="default" if mode is None else COMPUTE_MODES.get(mode, f"unknown ({mode})"),
+        mig=on,
+        # Walked only with MIG on: on other GPUs every slot would be a refused query.
+        mig_instances=_mig_instances(nvml, h) if on else [],
+    )
+
+
+def _mig_instances(nvml: Any, h: Any) -> list[MigInstance]:
+    out = []
+    for slot in range(optional(nvml, nvml.nvmlDeviceGetMaxMigDeviceCount, h) or 0):
+        try:
+            m = nvml.nvmlDeviceGetMigDeviceHandleByIndex(h, slot)
+        except nvml.NVMLError as e:
+            if is_error(nvml, e, "NotFound"):
+                continue  # an empty slot: no instance created there
+            raise
+        out.append(
+            MigInstance(
+                index=slot,
+                uuid=_text(nvml.nvmlDeviceGetUUID(m)),
+                name=_text(optional(nvml, nvml.nvmlDeviceGetName, m) or ""),
+                memory=int(getattr(optional(nvml, nvml.nvmlDeviceGetMemoryInfo, m), "total", 0)),
+            )
+        )
+    return out
+
+
+# What a driver or GPU that lacks a feature answers: NotSupported from the GPU, and
+# FunctionNotFound from a libnvidia-ml older than the binding.
+UNSUPPORTED = ("NotSupported", "FunctionNotFound")
+
+
+def is_error(nvml: Any, e: BaseException, *names: str) -> bool:
+    """Whether e is one of pynvml's NVMLError_<name> classes."""
+    kinds = tuple(k for n in names if isinstance(k := getattr(nvml, f"NVMLError_{n}", None), type))
+    return bool(kinds) and isinstance(e, kinds)
+
+
+def optional(nvml: Any, fn: Callable[..., T], *args: Any) -> T | None:
+    """fn(*args), or None where the driver or GPU does not support that query."""
+    try:
+        return fn(*args)
+    except nvml.NVMLError as e:
+        if is_error(nvml, e, *UNSUPPORTED):
+            return None
+        raise
 
 
 def _pci_dir(root: Path, bus_id: str) -> Path:

@@ -483,10 +483,18 @@ def _workload_plan(st: _State, name: str, wl: Workload, topo: Topology) -> Workl
     gpus = st.gpus.get(name, [])
     if gpus:
         # UUIDs, so CUDA's device order (fastest first by default) cannot pick other GPUs.
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid or str(g.index) for g in gpus)
+        visible = ",".join(g.uuid or str(g.index) for g in gpus)
+        env["CUDA_VISIBLE_DEVICES"] = visible
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    elif topo.gpus and "CUDA_VISIBLE_DEVICES" not in wl.env:
-        env["CUDA_VISIBLE_DEVICES"] = ""  # no GPUs asked for: none visible
+        # The NVIDIA container toolkit reads this one for containers the workload starts.
+        env["NVIDIA_VISIBLE_DEVICES"] = visible
+    elif topo.gpus:
+        # No GPUs asked for: none visible. "void" is the toolkit's "no GPU, no driver"
+        # ("none" would still mount the driver's libraries).
+        if "CUDA_VISIBLE_DEVICES" not in wl.env:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        if "NVIDIA_VISIBLE_DEVICES" not in wl.env:
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"
     threads: int | None = None
     if wl.threads == "auto":
         threads = len(cpus)

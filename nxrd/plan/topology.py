@@ -34,8 +34,20 @@ class Node(Data):
     memory: int = Field(ge=0, description="bytes")
 
 
+class MigInstance(Data):
+    """A MIG instance of a GPU (its own UUID, memory and compute slice)."""
+
+    index: int = Field(description="slot on its parent GPU")
+    uuid: str
+    name: str = ""
+    memory: int = Field(0, description="bytes")
+
+
 class Gpu(Data):
-    """An NVIDIA GPU as NVML reports it."""
+    """An NVIDIA GPU as NVML reports it.
+
+    Fields after pci_bus_id came later: their defaults keep older captured topologies valid.
+    """
 
     index: int
     uuid: str
@@ -44,6 +56,12 @@ class Gpu(Data):
     node: int | None = Field(None, description="NUMA node of its PCI slot, if known")
     local_cpus: str | None = Field(None, description="CPUs local to its PCI slot, if known")
     pci_bus_id: str = ""
+    minor: int | None = Field(None, description="N of its device file /dev/nvidiaN, if known")
+    compute_mode: str = Field(
+        "default", description="default, exclusive-process or prohibited (nvidia-smi -c)"
+    )
+    mig: bool = Field(False, description="MIG mode is enabled now (not only pending a reset)")
+    mig_instances: list[MigInstance] = Field(default_factory=list)
 
 
 class CgroupInfo(Data):

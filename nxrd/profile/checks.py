@@ -117,8 +117,9 @@ def _check_workload(
     for key in wl.env:
         if not _ENV_NAME_RE.match(key):
             bad("env", f"{key!r} is not a valid environment variable name")
-    if has_gpus and "CUDA_VISIBLE_DEVICES" in wl.env:
-        bad("env", "CUDA_VISIBLE_DEVICES is set by nxr from gpus; remove it from env")
+    for var in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        if has_gpus and var in wl.env:
+            bad("env", f"{var} is set by nxr from gpus; remove it from env")
     if wl.cwd is not None and not os.path.isabs(wl.cwd):
         bad("cwd", f"must be an absolute path (got {wl.cwd!r})")
 

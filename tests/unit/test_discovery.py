@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from nxrd.kernel import gpu
 from nxrd.kernel.discovery import cgroup_info, discover
+from tests.unit.fake_nvml import FakeGpu, FakeMig, FakeNVML
 
 V2_MOUNTINFO = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
 HYBRID_MOUNTINFO = (
@@ -84,43 +84,6 @@ def test_no_driver_means_no_gpus_and_a_reason(tmp_path: Path) -> None:
     assert topo.gpus == [] and topo.gpu_note
 
 
-class FakeNVML(types.ModuleType):
-    """Just enough of pynvml for discovery: two GPUs on PCI buses 0x41 and 0xc1."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, fail_init: bool = False) -> None:
-        super().__init__("pynvml")
-        self.fail_init = fail_init
-        self.shutdown = False
-
-    def nvmlInit(self) -> None:
-        if self.fail_init:
-            raise self.NVMLError("Driver Not Loaded")
-
-    def nvmlShutdown(self) -> None:
-        self.shutdown = True
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetPciInfo(self, h: int) -> types.SimpleNamespace:
-        return types.SimpleNamespace(busId=[b"00000000:41:00.0", "00000000:C1:00.0"][h])
-
-    def nvmlDeviceGetUUID(self, h: int) -> str:
-        return f"GPU-{h}"
-
-    def nvmlDeviceGetName(self, h: int) -> bytes:
-        return b"NVIDIA L4"
-
-    def nvmlDeviceGetMemoryInfo(self, h: int) -> types.SimpleNamespace:
-        return types.SimpleNamespace(total=24 << 30)
-
-
 def test_gpus_from_nvml_with_numa_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nvml = FakeNVML()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
@@ -140,6 +103,95 @@ def test_nvml_init_failure_is_a_reason(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "pynvml", FakeNVML(fail_init=True))
     gpus, note = gpu.discover_gpus(tmp_path)
     assert gpus == [] and note is not None and "Driver Not Loaded" in note
+
+
+def four_gpu_host(root: Path) -> FakeNVML:
+    """Two sockets, a GPU of each compute mode, MIG on GPU 2, an old driver on GPU 3."""
+    for bus, node, cpus in (("41", 0, "0-15"), ("42", 0, "0-15"), ("c1", 1, "16-31")):
+        write(root, f"sys/bus/pci/devices/0000:{bus}:00.0/numa_node", f"{node}\n")
+        write(root, f"sys/bus/pci/devices/0000:{bus}:00.0/local_cpulist", f"{cpus}\n")
+    return FakeNVML(
+        [
+            FakeGpu("GPU-a", "00000000:41:00.0", minor=0),
+            FakeGpu("GPU-b", "00000000:42:00.0", minor=1, compute_mode=3),
+            FakeGpu(
+                "GPU-c",
+                "00000000:C1:00.0",
+                name="NVIDIA A100-SXM4-80GB",
+                memory=80 << 30,
+                minor=2,
+                compute_mode=2,
+                mig=(1, 1),
+                mig_slots=[
+                    FakeMig("MIG-c0", "NVIDIA A100-SXM4-80GB MIG 3g.40gb", 40 << 30),
+                    None,  # an empty slot
+                    FakeMig("MIG-c2", "NVIDIA A100-SXM4-80GB MIG 1g.10gb", 10 << 30),
+                ],
+            ),
+            FakeGpu(
+                "GPU-d",
+                "00000000:C2:00.0",
+                name="Tesla T4",
+                memory=16 << 30,
+                unsupported={
+                    "nvmlDeviceGetMinorNumber",
+                    "nvmlDeviceGetComputeMode",
+                    "nvmlDeviceGetMigMode",
+                },
+            ),
+        ]
+    )
+
+
+def test_gpu_modes_mig_and_numa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", four_gpu_host(tmp_path))
+    gpus, note = gpu.discover_gpus(tmp_path)
+    assert note is None
+    assert [(g.uuid, g.minor, g.compute_mode, g.mig, g.node, g.local_cpus) for g in gpus] == [
+        ("GPU-a", 0, "default", False, 0, "0-15"),
+        ("GPU-b", 1, "exclusive-process", False, 0, "0-15"),
+        ("GPU-c", 2, "prohibited", True, 1, "16-31"),
+        ("GPU-d", None, "default", False, None, None),  # NotSupported: defaults, not a failure
+    ]
+    assert [(m.index, m.uuid, m.name, m.memory) for m in gpus[2].mig_instances] == [
+        (0, "MIG-c0", "NVIDIA A100-SXM4-80GB MIG 3g.40gb", 40 << 30),
+        (2, "MIG-c2", "NVIDIA A100-SXM4-80GB MIG 1g.10gb", 10 << 30),
+    ]
+    assert all(g.mig_instances == [] for g in gpus if g.uuid != "GPU-c")
+
+
+def test_pending_mig_is_not_mig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots: list[FakeMig | None] = [FakeMig("MIG-x", "1g.10gb", 10 << 30)]
+    nvml = FakeNVML([FakeGpu("GPU-0", "00000000:41:00.0", mig=(0, 1), mig_slots=slots)])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    (g,), _ = gpu.discover_gpus(tmp_path)
+    assert g.mig is False and g.mig_instances == []  # enabled only after a GPU reset
+    assert not any(name == "nvmlDeviceGetMaxMigDeviceCount" for name, _ in nvml.calls)
+
+
+def test_a_lost_gpu_fails_discovery_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nvml = FakeNVML()
+    nvml.gpus[1].lost = True
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    gpus, note = gpu.discover_gpus(tmp_path)
+    assert gpus == [] and note == "NVML query failed: GPU is lost" and nvml.shutdown
+
+
+def test_topologies_captured_before_mig_fields_still_load() -> None:
+    from nxrd.plan.topology import Topology, load_topology
+    from tests.unit.conftest import TOPOLOGIES
+
+    topo = load_topology(TOPOLOGIES / "2socket-8gpu.json")
+    assert len(topo.gpus) == 8
+    assert {(g.minor, g.compute_mode, g.mig, len(g.mig_instances)) for g in topo.gpus} == {
+        (None, "default", False, 0)
+    }
+    # and the new fields survive a capture and reload
+    mig = topo.gpus[0].model_copy(update={"mig": True, "minor": 0})
+    again = Topology.model_validate_json(topo.model_copy(update={"gpus": [mig]}).to_json())
+    assert again.gpus[0].mig is True and again.gpus[0].minor == 0
 
 
 def test_inconsistent_topology_files_are_refused(tmp_path: Path) -> None:

@@ -77,11 +77,23 @@ def test_gpu_environment(socket2: Topology, smt16: Topology) -> None:
         socket2,
     )
     env = p.workload("a").env
-    assert env["CUDA_VISIBLE_DEVICES"] == (
-        "GPU-00000001-aaaa-bbbb-cccc-000000000001,GPU-00000003-aaaa-bbbb-cccc-000000000003"
-    )
+    uuids = "GPU-00000001-aaaa-bbbb-cccc-000000000001,GPU-00000003-aaaa-bbbb-cccc-000000000003"
+    assert env["CUDA_VISIBLE_DEVICES"] == uuids
+    assert env["NVIDIA_VISIBLE_DEVICES"] == uuids  # containers it starts see the same GPUs
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
-    assert p.workload("b").env["CUDA_VISIBLE_DEVICES"] == ""  # a GPU host hides GPUs from b
+    b = p.workload("b").env  # a GPU host hides its GPUs from b
+    assert b["CUDA_VISIBLE_DEVICES"] == "" and b["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+
+def test_gpu_environment_kept_as_given_without_gpus(socket2: Topology, vm2: Topology) -> None:
+    p = plan(
+        '[workloads.b]\ncommand=["x"]\nenv={NVIDIA_VISIBLE_DEVICES="none"}\n',
+        socket2,
+    )
+    env = p.workload("b").env  # injected on top of the profile's env: absent means kept
+    assert "NVIDIA_VISIBLE_DEVICES" not in env and env["CUDA_VISIBLE_DEVICES"] == ""
+    no_gpus = plan('[workloads.b]\ncommand=["x"]\n', vm2).workload("b").env
+    assert "NVIDIA_VISIBLE_DEVICES" not in no_gpus and "CUDA_VISIBLE_DEVICES" not in no_gpus
 
 
 def test_gpus_are_not_given_twice_unless_shared(socket2: Topology) -> None:
@@ -295,6 +307,7 @@ def test_real_h100_capture_plans_without_numa_information() -> None:
     assert model.gpus[0].uuid == "GPU-9ad9aab9-55cd-f074-e962-ff5878728e44"
     assert model.gpus[0].node is None and model.cpus == "1-2"
     assert p.workload("cpu-only").env["CUDA_VISIBLE_DEVICES"] == ""
+    assert model.env["NVIDIA_VISIBLE_DEVICES"] == "GPU-9ad9aab9-55cd-f074-e962-ff5878728e44"
 
 
 def test_explicit_exclusive_cpuset_may_not_share_a_core_with_reserved_cpus(

@@ -100,6 +100,7 @@ def test_cross_field_rules() -> None:
         'ready = {timeout = "5s"}': "workloads.chat.ready: give exactly one of http, tcp, exec",
         "gpus = [0, 0]": "workloads.chat.gpus: lists the same GPU twice",
         'gpus = 1\nenv = {CUDA_VISIBLE_DEVICES = "0"}': "workloads.chat.env: CUDA_VISIBLE_DEVICES is set by nxr from gpus; remove it from env",
+        'gpus = 1\nenv = {NVIDIA_VISIBLE_DEVICES = "all"}': "workloads.chat.env: NVIDIA_VISIBLE_DEVICES is set by nxr from gpus; remove it from env",
     }
     for body, expected in cases.items():
         assert errors(MINIMAL + body + "\n") == [f"p.toml: {expected}"], body
