@@ -22,7 +22,7 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
-from nxrd.errors import KernelError, NxrError, ProfileError
+from nxrd.errors import KernelError, NxrError, PlanError, ProfileError
 from nxrd.explain import explain
 from nxrd.files import write_atomically
 from nxrd.kernel.apply import apply_plan
@@ -42,6 +42,7 @@ from nxrd.profile.load import parse_profiles, read_profiles
 from nxrd.profile.model import Profile
 from nxrd.service_defaults import DEFAULT_STATE_DIR
 from nxrd.supervisor.events import Event, EventLog
+from nxrd.supervisor.gpu_health import Health, Judge, from_usage, quarantined
 from nxrd.supervisor.states import State
 from nxrd.supervisor.supervisor import Record, Supervisor
 
@@ -129,6 +130,8 @@ class Daemon:
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         # No GPUs found (no driver, no pynvml): no NVML session, no GPU figures, no errors.
         self.gpu_use = GpuAccounting(self.topology.gpus) if self.topology.gpus else None
+        self.gpu_health: dict[str, Health] = {}  # GPU UUID -> what its polls showed
+        self.judge = Judge()
         try:
             self.fs: LinuxCgroupFS = take_subtree(self.root)
             self.ledger.load(self._ledger_file())
@@ -202,7 +205,7 @@ class Daemon:
                 raise
             configured = []  # only recorded; the next start fails on it and says why
         profile, source = parse_profiles(files if files is not None else configured)
-        plan = make_plan(profile, self.topology, source)
+        plan = make_plan(profile, self.topology, source, avoid=quarantined(self.gpu_health))
         changes = diff((self.profile, self.plan), (profile, plan))
         address = profile.host.metrics
         if address != self.profile.host.metrics:
@@ -225,10 +228,7 @@ class Daemon:
                 if push is None and _pushes(profile):
                     push = self._latency_receiver()
                     opened.append(push)
-                # Static values first, so the new plan's are what stays written.
-                self.controller.release(time.monotonic(), "profile changed")
-                with self.ledger.because(f"{verb} by {who} ({source})"):
-                    apply_plan(plan, self.fs)
+                self._write(plan, f"{verb} by {who} ({source})")
             except NxrError:
                 for sock in opened:
                     sock.close()
@@ -242,12 +242,7 @@ class Daemon:
                 if self.metrics is not None:
                     self.metrics.close()
                 self.metrics = metrics
-            self.sup.reconfigure(profile, plan, time.monotonic(), who)
-            self.controller.close()
-            self.controller = self._controller(profile, plan)
-            self.profile, self.plan, self.source = profile, plan, source
-            assert self.api.handlers is not None  # reconfigure is only reached through them
-            self.api.handlers.plan = plan
+            self._switch(profile, plan, source, who)
             if files is None:
                 self._applied_file().unlink(missing_ok=True)
             else:
@@ -262,6 +257,62 @@ class Daemon:
             "applied": not dry_run,
             "warnings": plan.warnings,
         }
+
+    def _write(self, plan: Plan, why: str) -> None:
+        """Write a new plan's cgroup values (all or nothing: NxrError changes nothing)."""
+        # Static values first, so the new plan's are what stays written.
+        self.controller.release(time.monotonic(), "profile changed")
+        with self.ledger.because(why):
+            apply_plan(plan, self.fs)
+
+    def _switch(self, profile: Profile, plan: Plan, source: str, who: str) -> None:
+        """Run the new plan, once its values are written: restart what it changed."""
+        self.sup.reconfigure(profile, plan, time.monotonic(), who)
+        self.controller.close()
+        self.controller = self._controller(profile, plan)
+        self.profile, self.plan, self.source = profile, plan, source
+        if self.api.handlers is not None:
+            self.api.handlers.plan = plan
+
+    def _check_gpus(self) -> None:
+        """Quarantine GPUs that failed this poll; move count-placed workloads off them."""
+        assert self.gpu_use is not None
+        readings = from_usage(self.topology.gpus, self.gpu_use.seen, self.gpu_use.error)
+        self.gpu_health, verdicts = self.judge(self.gpu_health, readings)
+        if not verdicts:
+            return
+        index = {g.uuid: g.index for g in self.topology.gpus}
+        for v in verdicts:
+            self.events.record(
+                time.time(),
+                "nxrd",
+                "healthy",
+                "quarantined",
+                f"GPU {index[v.uuid]} ({v.uuid}): {v.reason}",
+            )
+        bad = quarantined(self.gpu_health)
+        try:
+            plan = make_plan(self.profile, self.topology, self.source, avoid=bad)
+            self._write(plan, "GPU quarantine")
+        except NxrError as e:
+            why = e.lines()[0] if isinstance(e, PlanError) else str(e)
+            self.events.record(
+                time.time(), "nxrd", "-", "-", f"workloads left on quarantined GPUs: {why}"
+            )
+            return
+        moved = [
+            w.name
+            for w in plan.workloads
+            if [g.uuid for g in w.gpus] != [g.uuid for g in self.plan.workload(w.name).gpus]
+        ]
+        stay = [w.name for w in plan.workloads if any(g.uuid in bad for g in w.gpus)]
+        self._switch(self.profile, plan, self.source, "GPU quarantine")
+        for names, what in (
+            (moved, "moved to healthy GPUs"),
+            (stay, "left on quarantined GPUs (the profile names them)"),
+        ):
+            if names:
+                self.events.record(time.time(), "nxrd", "-", "-", f"{what}: {', '.join(names)}")
 
     def _reload_on_signal(self) -> None:
         try:
@@ -515,6 +566,7 @@ class Daemon:
                     # Through the guard: a wedged driver costs this pass 2 s once, then
                     # nothing until its call returns.
                     self.gpu_use.poll(self._workload_of_pid)
+                    self._check_gpus()
                 last_sample = now
             last = self._save(last)
             if stopping and self.sup.all_stopped():

@@ -7,14 +7,20 @@ workload mapping in, figures out.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nxrd.errors import KernelError
 from nxrd.kernel.gpu import UNSUPPORTED, is_error, optional
 from nxrd.kernel.nvml_guard import Guard
 from nxrd.plan.topology import Gpu
+
+# nvml.h: nvmlEventTypeXidCriticalError, NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC
+XID_CRITICAL = 0x8
+ECC_UNCORRECTED = 1
+ECC_VOLATILE = 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class GpuReading:
     utilization: float | None = None  # the whole GPU: % of the time a kernel ran
     per_process: bool = False  # whether this GPU samples per-process utilization
     error: str | None = None  # why it has no figures
+    xids: tuple[int, ...] = ()  # Xid errors the driver reported since the previous poll
+    ecc_uncorrected: int | None = None  # volatile uncorrected ECC count; None: no ECC
 
 
 def _text(value: Any) -> str:
@@ -53,6 +61,7 @@ class UsageReader:
         # the newest one it saw, so a sample is counted once.
         self._last_seen: dict[str, int] = {}
         self._unsampled: set[str] = set()  # GPUs that refused per-process utilization
+        self._events: Any = None  # NVML event set with every GPU's critical Xids, if any
 
     def read(self) -> list[GpuReading]:
         """One reading per GPU; NotAnswering when NVML hangs, KernelError when it is not there."""
@@ -73,15 +82,48 @@ class UsageReader:
             if not self._initialized:
                 nvml.nvmlInit()  # once: nvmlInit counts references, and nxrd keeps its session
                 self._initialized = True
-            self._handles = [(g, nvml.nvmlDeviceGetHandleByIndex(g.index)) for g in self.gpus]
+            handles = [(g, nvml.nvmlDeviceGetHandleByIndex(g.index)) for g in self.gpus]
+            self._events = self._watch_xids(handles)
+            self._handles = handles
         except nvml.NVMLError as e:
             raise KernelError(f"NVML unavailable: {_text(e)}") from None
         except OSError as e:  # libnvidia-ml.so gone
             raise KernelError(f"NVML unavailable: {e}") from None
 
+    def _watch_xids(self, handles: list[tuple[Gpu, Any]]) -> Any:
+        """An event set receiving critical Xid errors of every GPU that can report them."""
+        nvml = self._nvml
+        events = optional(nvml, nvml.nvmlEventSetCreate)
+        if events is None:
+            return None
+        for _, h in handles:
+            # A GPU that cannot register (unsupported, or already lost) still gets its
+            # other queries; its own reading says when it is gone.
+            with contextlib.suppress(nvml.NVMLError):
+                nvml.nvmlDeviceRegisterEvents(h, XID_CRITICAL, events)
+        return events
+
+    def _xids(self) -> dict[str, list[int]]:
+        """Xids waiting in the event set, by GPU UUID (never waits: timeout 0)."""
+        nvml = self._nvml
+        out: dict[str, list[int]] = {}
+        while self._events is not None:
+            try:
+                e = nvml.nvmlEventSetWait_v2(self._events, 0)
+                uuid = _text(nvml.nvmlDeviceGetUUID(e.device))
+            except nvml.NVMLError:
+                break  # Timeout: drained. Anything else: a lost GPU says so in its reading
+            out.setdefault(uuid, []).append(int(e.eventData))
+        return out
+
     def _read_all(self) -> list[GpuReading]:
         assert self._handles is not None
-        return [self._read_one(g, h) for g, h in self._handles]
+        xids = self._xids()
+        out = []
+        for g, h in self._handles:
+            reading = self._read_one(g, h)
+            out.append(replace(reading, xids=tuple(xids.get(g.uuid, ()))))
+        return out
 
     def _read_one(self, gpu: Gpu, h: Any) -> GpuReading:
         nvml = self._nvml
@@ -92,6 +134,7 @@ class UsageReader:
             memory = self._memory_by_pid(h)
             rates = optional(nvml, nvml.nvmlDeviceGetUtilizationRates, h)
             sm = self._sm_by_pid(gpu.uuid, h)
+            ecc = optional(nvml, nvml.nvmlDeviceGetTotalEccErrors, h, ECC_UNCORRECTED, ECC_VOLATILE)
         except nvml.NVMLError as e:
             return GpuReading(gpu.index, gpu.uuid, error=f"NVML: {_text(e)}")
         procs = tuple(
@@ -104,6 +147,7 @@ class UsageReader:
             procs,
             utilization=None if rates is None else float(rates.gpu),
             per_process=sm is not None,
+            ecc_uncorrected=None if ecc is None else int(ecc),
         )
 
     def _memory_by_pid(self, h: Any) -> dict[int, int | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from nxrd.errors import PlanError, Problem
@@ -24,6 +25,7 @@ class _State:
 
     topo: Topology
     reserved: frozenset[int]
+    avoid: Mapping[str, str] = field(default_factory=dict)  # GPU UUID -> why
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     core_owner: dict[tuple[int, ...], str] = field(default_factory=dict)
@@ -39,10 +41,19 @@ class _State:
         self.notes.setdefault(name, []).append(message)
 
 
-def make_plan(profile: Profile, topo: Topology, source: str | None = None) -> Plan:
-    """Allocate cores, memory and GPUs; raises PlanError listing everything that does not fit."""
+def make_plan(
+    profile: Profile,
+    topo: Topology,
+    source: str | None = None,
+    avoid: Mapping[str, str] | None = None,
+) -> Plan:
+    """Allocate cores, memory and GPUs; raises PlanError listing everything that does not fit.
+
+    avoid: GPUs (UUID -> why) that get no new placements, such as quarantined ones; a
+    workload that names one explicitly keeps it, with a warning.
+    """
     online = frozenset(c.id for c in topo.cpus)
-    st = _State(topo, _reserved_cpus(profile, topo, online))
+    st = _State(topo, _reserved_cpus(profile, topo, online), dict(avoid or {}))
     if profile.host.reserved_cpus is not None and not profile.host.reserved_cpus <= online:
         missing = format_cpu_list(profile.host.reserved_cpus - online)
         st.problems.append(
@@ -121,6 +132,11 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
                 )
                 continue
             mine[gpu.index] = ref
+            if gpu.uuid in st.avoid:
+                st.warnings.append(
+                    f"workloads.{name}.gpus: GPU {gpu.index} is quarantined "
+                    f"({st.avoid[gpu.uuid]}); it stays there because the profile names it"
+                )
             users = st.gpu_users.get(gpu.index, [])
             if users and not (wl.gpu_shared and all(s for _, s in users)):
                 st.problem(
@@ -135,11 +151,12 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
     for name, wl in order:
         if not isinstance(wl.gpus, int) or wl.gpus == 0:
             continue
-        free = [g for g in st.topo.gpus if g.index not in st.gpu_users]
+        healthy = [g for g in st.topo.gpus if g.uuid not in st.avoid]
+        free = [g for g in healthy if g.index not in st.gpu_users]
         if wl.gpu_shared and len(free) < wl.gpus:
             free += [
                 g
-                for g in st.topo.gpus
+                for g in healthy
                 if g.index in st.gpu_users and all(s for _, s in st.gpu_users[g.index])
             ]
         if len(free) < wl.gpus:
@@ -147,11 +164,12 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
                 st.problem(name, "gpus", f"needs {wl.gpus} GPU(s); {have}")
             else:
                 taken = sorted(st.gpu_users)
+                bad = sorted(g.index for g in st.topo.gpus if g.uuid in st.avoid)
                 st.problem(
                     name,
                     "gpus",
                     f"needs {wl.gpus} GPU(s); {len(free)} free of {len(st.topo.gpus)}"
-                    + (f" (GPUs {format_cpu_list(taken)} are taken)" if taken else ""),
+                    + _why_not_free(taken, bad),
                 )
             continue
         # With gpu_memory, only GPUs that have that much (memory 0 = unknown: allowed).
@@ -167,6 +185,15 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
             continue
         for gpu in _pick_gpus(roomy, wl.gpus):
             take(name, wl, gpu)
+
+
+def _why_not_free(taken: list[int], quarantined: list[int]) -> str:
+    why = [
+        f"GPUs {format_cpu_list(ids)} are {what}"
+        for ids, what in ((taken, "taken"), (quarantined, "quarantined"))
+        if ids
+    ]
+    return f" ({'; '.join(why)})" if why else ""
 
 
 def _gpu_summary(topo: Topology) -> str:

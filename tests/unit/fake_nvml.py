@@ -32,6 +32,10 @@ class NVMLError_GpuIsLost(NVMLError):
     pass
 
 
+class NVMLError_Timeout(NVMLError):
+    pass
+
+
 @dataclass
 class FakeMig:
     uuid: str
@@ -55,6 +59,8 @@ class FakeGpu:
     utilization: int = 0  # % of time a kernel ran
     unsupported: set[str] = field(default_factory=set)  # nvml function names: NotSupported
     lost: bool = False  # every query raises GpuIsLost
+    xids: list[int] = field(default_factory=list)  # Xid events waiting to be read
+    ecc_uncorrected: int | None = None  # volatile uncorrected ECC errors; None: no ECC
 
 
 def two_l4s() -> list[FakeGpu]:
@@ -69,6 +75,7 @@ class FakeNVML(types.ModuleType):
     NVMLError_NotFound = NVMLError_NotFound
     NVMLError_FunctionNotFound = NVMLError_FunctionNotFound
     NVMLError_GpuIsLost = NVMLError_GpuIsLost
+    NVMLError_Timeout = NVMLError_Timeout
     NVML_DEVICE_MIG_ENABLE = 1
 
     def __init__(self, gpus: list[FakeGpu] | None = None, fail_init: bool = False) -> None:
@@ -174,6 +181,28 @@ class FakeNVML(types.ModuleType):
         if not newer:
             raise NVMLError_NotFound("Not Found")
         return newer
+
+    def nvmlEventSetCreate(self) -> list[int]:
+        return []  # the GPUs registered for Xid events
+
+    def nvmlDeviceRegisterEvents(self, h: int, types_: int, events: list[int]) -> None:
+        self._gpu("nvmlDeviceRegisterEvents", h)
+        assert types_ == 0x8  # nvmlEventTypeXidCriticalError
+        events.append(h)
+
+    def nvmlEventSetWait_v2(self, events: list[int], timeout_ms: int) -> types.SimpleNamespace:
+        assert timeout_ms == 0  # nxrd never waits for events
+        for h in events:
+            if self.gpus[h].xids:
+                return types.SimpleNamespace(device=h, eventData=self.gpus[h].xids.pop(0))
+        raise NVMLError_Timeout("Timeout")
+
+    def nvmlDeviceGetTotalEccErrors(self, h: int, error_type: int, counter: int) -> int:
+        gpu = self._gpu("nvmlDeviceGetTotalEccErrors", h)
+        assert (error_type, counter) == (1, 0)  # uncorrected, volatile
+        if gpu.ecc_uncorrected is None:
+            raise NVMLError_NotSupported("Not Supported")
+        return gpu.ecc_uncorrected
 
     def nvmlDeviceGetUtilizationRates(self, h: int) -> types.SimpleNamespace:
         gpu = self._gpu("nvmlDeviceGetUtilizationRates", h)

@@ -393,3 +393,25 @@ def test_every_file_is_written_explicitly(vm2: Topology) -> None:
         .files["memory.max"]
         == "0"
     )
+
+
+def test_quarantined_gpus_get_no_new_placements(socket2: Topology, smt16: Topology) -> None:
+    gpu0, gpu2 = socket2.gpus[0].uuid, socket2.gpus[2].uuid
+    text = '[workloads.a]\ncommand=["x"]\ngpus=2\n[workloads.b]\ncommand=["x"]\ngpus=[2]\n'
+    p = make_plan(parse_profile(text), socket2, avoid={gpu0: "Xid 79", gpu2: "Xid 48"})
+    assert [g.index for g in p.workload("a").gpus] == [1, 3]  # counts avoid 0 and 2
+    assert [g.index for g in p.workload("b").gpus] == [2]  # named: it stays, with a warning
+    assert p.warnings == [
+        "workloads.b.gpus: GPU 2 is quarantined (Xid 48); it stays there because the profile "
+        "names it"
+    ]
+    with pytest.raises(PlanError) as info:
+        make_plan(
+            parse_profile('[workloads.a]\ncommand=["x"]\ngpus=1\n', "p.toml"),
+            smt16,
+            "p.toml",
+            avoid={smt16.gpus[0].uuid: "not answering"},
+        )
+    assert info.value.lines() == [
+        "p.toml: workloads.a.gpus: needs 1 GPU(s); 0 free of 1 (GPUs 0 are quarantined)"
+    ]

@@ -1,0 +1,140 @@
+"""nxrd's GPU health loop on a fake NVML: a failing GPU is quarantined, said once, and the
+workloads placed on it by count move to a healthy GPU; one named by the profile stays."""
+
+from __future__ import annotations
+
+import types
+
+from nxrd.controller.loop import Controller
+from nxrd.kernel.apply import apply_plan
+from nxrd.kernel.cgroupfs import FakeCgroupFS
+from nxrd.kernel.gpu_usage import GpuAccounting
+from nxrd.kernel.nvml_guard import Guard
+from nxrd.ledger import Ledger
+from nxrd.plan import make_plan
+from nxrd.plan.topology import load_topology
+from nxrd.profile import parse_profile
+from nxrd.service import Daemon
+from nxrd.supervisor.events import EventLog
+from nxrd.supervisor.fake import FakeRuntime
+from nxrd.supervisor.gpu_health import Judge
+from nxrd.supervisor.supervisor import Supervisor
+from tests.unit.conftest import TOPOLOGIES
+from tests.unit.fake_nvml import FakeGpu, FakeNVML
+
+PROFILE = """
+[workloads.chat]
+command = ["serve"]
+class = "latency-critical"
+cpus = 2
+gpus = 1
+
+[workloads.pinned]
+command = ["serve"]
+gpus = [1]
+"""
+
+
+def daemon(nvml: FakeNVML) -> Daemon:
+    """A Daemon wired to fakes, as start() wires it to the kernel (no socket, no root)."""
+    d = Daemon.__new__(Daemon)
+    d.topology = load_topology(TOPOLOGIES / "2socket-8gpu.json")
+    d.profile, d.source = parse_profile(PROFILE, "p.toml"), "p.toml"
+    d.plan = make_plan(d.profile, d.topology, d.source)
+    d.fs = FakeCgroupFS()
+    apply_plan(d.plan, d.fs)
+    d.ledger = Ledger(lambda: 0.0)
+    d.events = EventLog()
+    d.sup = Supervisor(d.profile, d.plan, FakeRuntime(), d.events, lambda: 0.0)
+    d.sup.tick(0.0)
+    d.controller = Controller(d.profile, d.plan, d.fs, d.sup, d.events, d.ledger, lambda: 0.0)
+    d.api = types.SimpleNamespace(handlers=None)  # type: ignore[assignment]
+    d.gpu_use = GpuAccounting(d.topology.gpus, Guard(timeout=0.05), nvml)
+    d.gpu_health, d.judge = {}, Judge()
+    return d
+
+
+def fake_host() -> FakeNVML:
+    topo = load_topology(TOPOLOGIES / "2socket-8gpu.json")
+    return FakeNVML(
+        [FakeGpu(g.uuid, g.pci_bus_id, minor=g.index, ecc_uncorrected=0) for g in topo.gpus]
+    )
+
+
+def poll(d: Daemon) -> None:
+    assert d.gpu_use is not None
+    d.gpu_use.poll(lambda pid: None)
+    d._check_gpus()
+
+
+def said(d: Daemon) -> list[tuple[str, str]]:
+    return [(e.new, e.cause) for e in d.events.since(0, "nxrd")]
+
+
+def test_a_critical_xid_moves_the_workloads_placed_by_count_and_is_said_once() -> None:
+    nvml = fake_host()
+    d = daemon(nvml)
+    assert [g.index for g in d.plan.workload("chat").gpus] == [0]
+    poll(d)
+    assert said(d) == []  # healthy: nothing happens
+    nvml.gpus[0].xids.append(79)  # GPU 0 fell off the bus
+    nvml.gpus[1].xids.append(13)  # an application's fault on GPU 1: not the GPU's
+    poll(d)
+    assert said(d) == [
+        (
+            "quarantined",
+            "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): Xid 79",
+        ),
+        ("-", "moved to healthy GPUs: chat"),
+    ]
+    assert [g.index for g in d.plan.workload("chat").gpus] == [2]  # 1 is pinned's
+    env = d.plan.workload("chat").env
+    assert env["CUDA_VISIBLE_DEVICES"] == "GPU-00000002-aaaa-bbbb-cccc-000000000002"
+    restarts = [e.cause for e in d.events.since(0, "chat") if "profile" in e.cause]
+    assert restarts == ["profile changed (GPU quarantine)"]
+    poll(d)
+    assert len(said(d)) == 2  # quarantine is said once
+
+
+def test_a_lost_gpu_is_quarantined_on_the_second_poll_and_a_named_workload_stays() -> None:
+    nvml = fake_host()
+    d = daemon(nvml)
+    poll(d)
+    nvml.gpus[1].lost = True  # pinned's GPU, named in the profile
+    poll(d)
+    assert said(d) == []  # one miss is forgiven
+    poll(d)
+    assert said(d) == [
+        (
+            "quarantined",
+            "GPU 1 (GPU-00000001-aaaa-bbbb-cccc-000000000001): not answering "
+            "(NVML: GPU is lost, 2 polls in a row)",
+        ),
+        ("-", "left on quarantined GPUs (the profile names them): pinned"),
+    ]
+    assert [g.index for g in d.plan.workload("pinned").gpus] == [1]
+    assert [g.index for g in d.plan.workload("chat").gpus] == [0]  # untouched
+
+
+def test_a_hung_driver_quarantines_every_gpu_and_the_loop_goes_on() -> None:
+    nvml = fake_host()
+    d = daemon(nvml)
+    poll(d)
+    nvml.hang.add("nvmlDeviceGetUUID")  # every query now blocks in the driver
+    try:
+        poll(d)  # gives up after the guard's 0.05 s
+        poll(d)  # the call still hangs: refused at once, a second miss
+        quarantine = [c for n, c in said(d) if n == "quarantined"]
+        assert len(quarantine) == 8
+        assert quarantine[0].startswith(
+            "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): not answering (GPU not answering: "
+        )
+        assert said(d)[-1] == (
+            "-",
+            "workloads left on quarantined GPUs: p.toml: workloads.chat.gpus: needs 1 GPU(s); "
+            "0 free of 8 (GPUs 1 are taken; GPUs 0-7 are quarantined)",
+        )
+        assert [g.index for g in d.plan.workload("chat").gpus] == [0]  # the old plan stands
+    finally:
+        nvml.hang.clear()
+        nvml.release.set()
