@@ -19,10 +19,7 @@ The ladder, bottom to top (each rung includes those below it):
 
 One rung up when the worst slack falls under `act_below` (from share straight back to
 static), one down once every slack has stayed above `relax_above` for `relax_after`; never
-more than `max_step` rungs per tick, and never twice within `cooldown`. While the worst
-target is still within its SLO, the next rung up also waits until that target's latency
-window has turned over since the last change: a window still full of samples from before
-the change says nothing about it, and climbing on it overshoots (wind-up). Missing or stale
+more than `max_step` rungs per tick, and never twice within `cooldown`. Missing or stale
 latency moves back to the profile's static values (rung 0), at the same pace.
 Latency-critical workloads are never capped.
 """
@@ -46,7 +43,6 @@ class Target:
     slo: float  # seconds, at `percentile`
     percentile: str = "p99"
     cpus: tuple[int, ...] = ()  # its planned (exclusive) cores
-    window: float = 0.0  # seconds of latency each observation covers
 
 
 @dataclass(frozen=True)
@@ -169,9 +165,6 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         state = replace(state, comfortable_since=None)
         if state.level >= len(rungs) or not cooled:
             return state, []
-        settling = now - state.changed_at < _window(spec, name)
-        if state.level >= 0 and slack >= 0 and settling:
-            return state, []  # within the SLO: first see what the last change did
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
         return _move(state, by, "up", why, inputs, spec, rungs, now, name)
@@ -183,10 +176,6 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         why = f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s"
         return _move(state, -1, "down", why, inputs, spec, rungs, now, None)
     return replace(state, comfortable_since=None), []  # inside the band: hold
-
-
-def _window(spec: Spec, name: str) -> float:
-    return next(t.window for t in spec.targets if t.name == name)
 
 
 def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:

@@ -18,7 +18,7 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
         if wl.workload_class == "latency-critical":
             if spec.slo is not None:
                 name, seconds = spec.slo.target
-                targets.append(Target(wl.name, seconds, name, cpus, spec.slo.window))
+                targets.append(Target(wl.name, seconds, name, cpus))
         elif wl.workload_class in LOWER:
             idle = wl.files.get("cpu.idle") == "1"
             lowers.append(
