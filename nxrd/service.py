@@ -42,6 +42,8 @@ from nxrd.profile.load import parse_profiles, read_profiles
 from nxrd.profile.model import Profile
 from nxrd.service_defaults import DEFAULT_STATE_DIR
 from nxrd.supervisor.events import Event, EventLog
+from nxrd.supervisor.gpu_budget import Budget, Watch
+from nxrd.supervisor.gpu_budget import judge as judge_budgets
 from nxrd.supervisor.gpu_health import Health, Judge, from_usage, quarantined
 from nxrd.supervisor.states import State
 from nxrd.supervisor.supervisor import Record, Supervisor
@@ -131,6 +133,7 @@ class Daemon:
         # No GPUs found (no driver, no pynvml): no NVML session, no GPU figures, no errors.
         self.gpu_use = GpuAccounting(self.topology.gpus) if self.topology.gpus else None
         self.gpu_health: dict[str, Health] = {}  # GPU UUID -> what its polls showed
+        self.gpu_budgets: dict[str, Watch] = {}  # workload -> its gpu_memory watch
         self.judge = Judge()
         try:
             self.fs: LinuxCgroupFS = take_subtree(self.root)
@@ -313,6 +316,38 @@ class Daemon:
         ):
             if names:
                 self.events.record(time.time(), "nxrd", "-", "-", f"{what}: {', '.join(names)}")
+
+    def _check_gpu_budgets(self, now: float) -> None:
+        """gpu_memory against what each running workload holds: events, then its policy."""
+        assert self.gpu_use is not None
+        seen = self.gpu_use.seen
+        if seen is None:
+            return  # no figures (NVML not answering): nothing to hold against anyone
+        budgets = {
+            name: Budget(
+                spec.gpu_memory,
+                spec.gpu_memory_policy or "warn",
+                spec.restart.max_restarts,
+                spec.restart.window,
+            )
+            for name, spec in self.profile.workloads.items()
+            if spec.gpu_memory is not None
+        }
+        running = {
+            name: {gpu: use.memory for gpu, use in seen.workloads.get(name, {}).items()}
+            for name, rec in self.sup.records.items()
+            if rec.state in (State.STARTING, State.READY)
+        }
+        self.gpu_budgets, actions = judge_budgets(self.gpu_budgets, running, budgets, now)
+        for a in actions:
+            rec = self.sup.records[a.workload]
+            if a.kind == "restart":
+                self.sup.restart(a.workload, now, cause=f"restarted: {a.cause}")
+            elif a.kind == "stop":
+                self.sup.stop(a.workload, now, cause=f"stopped: {a.cause}")
+            else:
+                state = rec.state.value
+                self.events.record(time.time(), a.workload, state, state, a.cause)
 
     def _reload_on_signal(self) -> None:
         try:
@@ -567,6 +602,7 @@ class Daemon:
                     # nothing until its call returns.
                     self.gpu_use.poll(self._workload_of_pid)
                     self._check_gpus()
+                    self._check_gpu_budgets(now)
                 last_sample = now
             last = self._save(last)
             if stopping and self.sup.all_stopped():

@@ -113,6 +113,8 @@ def _check_workload(
         bad("gpu_memory", "set without gpus")
     if wl.gpu_shared and not has_gpus:
         bad("gpu_shared", "set without gpus")
+    if wl.gpu_memory_policy is not None and wl.gpu_memory is None and "gpu_memory" not in gone:
+        bad("gpu_memory_policy", "set without gpu_memory (the budget it enforces)")
 
     for key in wl.env:
         if not _ENV_NAME_RE.match(key):

@@ -392,6 +392,11 @@ class Workload(Section):
         description="GPU memory it needs on each of its GPUs; planning refuses GPUs that "
         "do not have that much (counting gpu_shared neighbours).",
     )
+    gpu_memory_policy: Literal["warn", "restart", "stop"] | None = Field(
+        None,
+        description='When it holds more than gpu_memory on a GPU: "warn" (an event; the '
+        'default), "restart" or "stop" once it stayed over for 3 s.',
+    )
     threads: Annotated[
         int | Literal["auto", "off"], BeforeValidator(_threads), Syntax('"auto", "off" or int')
     ] = Field(

@@ -1,5 +1,6 @@
-"""nxrd's GPU health loop on a fake NVML: a failing GPU is quarantined, said once, and the
-workloads placed on it by count move to a healthy GPU; one named by the profile stays."""
+"""nxrd's GPU loop on a fake NVML: a failing GPU is quarantined, said once, and the
+workloads placed on it by count move to a healthy GPU (one named by the profile stays); a
+workload over its gpu_memory is told about, then restarted or stopped by its policy."""
 
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ gpus = [1]
 """
 
 
-def daemon(nvml: FakeNVML) -> Daemon:
+def daemon(nvml: FakeNVML, profile: str = PROFILE) -> Daemon:
     """A Daemon wired to fakes, as start() wires it to the kernel (no socket, no root)."""
     d = Daemon.__new__(Daemon)
     d.topology = load_topology(TOPOLOGIES / "2socket-8gpu.json")
-    d.profile, d.source = parse_profile(PROFILE, "p.toml"), "p.toml"
+    d.profile, d.source = parse_profile(profile, "p.toml"), "p.toml"
     d.plan = make_plan(d.profile, d.topology, d.source)
     d.fs = FakeCgroupFS()
     apply_plan(d.plan, d.fs)
@@ -50,7 +51,7 @@ def daemon(nvml: FakeNVML) -> Daemon:
     d.controller = Controller(d.profile, d.plan, d.fs, d.sup, d.events, d.ledger, lambda: 0.0)
     d.api = types.SimpleNamespace(handlers=None)  # type: ignore[assignment]
     d.gpu_use = GpuAccounting(d.topology.gpus, Guard(timeout=0.05), nvml)
-    d.gpu_health, d.judge = {}, Judge()
+    d.gpu_health, d.judge, d.gpu_budgets = {}, Judge(), {}
     return d
 
 
@@ -61,10 +62,12 @@ def fake_host() -> FakeNVML:
     )
 
 
-def poll(d: Daemon) -> None:
+def poll(d: Daemon, now: float = 0.0) -> None:
     assert d.gpu_use is not None
-    d.gpu_use.poll(lambda pid: None)
+    owner = {rec.pid: name for name, rec in d.sup.records.items()}
+    d.gpu_use.poll(owner.get)
     d._check_gpus()
+    d._check_gpu_budgets(now)
 
 
 def said(d: Daemon) -> list[tuple[str, str]]:
@@ -138,3 +141,49 @@ def test_a_hung_driver_quarantines_every_gpu_and_the_loop_goes_on() -> None:
     finally:
         nvml.hang.clear()
         nvml.release.set()
+
+
+BUDGETED = """
+[workloads.llm]
+command = ["serve"]
+gpus = 1
+gpu_memory = "8G"
+gpu_memory_policy = "restart"
+restart = {max_restarts = 1}
+"""
+
+
+def test_over_gpu_memory_is_said_then_restarted_then_stopped_past_its_restart_limit() -> None:
+    nvml = fake_host()
+    d = daemon(nvml, BUDGETED)
+    events = d.events.since(0, "llm")
+
+    def hold(gib: int) -> None:
+        pid = d.sup.records["llm"].pid
+        assert pid is not None
+        nvml.gpus[0].compute = [(pid, gib << 30)]
+
+    hold(6)
+    poll(d, 1.0)
+    hold(9)  # over its 8G: said at once, acted on after 3 polls in a row
+    for t in (2.0, 3.0, 4.0):
+        poll(d, t)
+    causes = [e.cause for e in d.events.since(0, "llm")][len(events) :]
+    assert causes[0] == "GPU memory 9G on GPU 0, over its 8G (policy restart)"
+    assert causes[1] == "restarted: GPU memory 9G on GPU 0, over its 8G"
+    llm = d.sup.records["llm"]
+    assert llm.state.value == "stopping"
+    first = llm.pid
+    for t in (4.5, 5.0, 5.5):  # the fake process ends on its stop signal; it starts again
+        d.sup.tick(t)
+    assert llm.state.value in ("starting", "ready") and llm.pid != first
+    hold(9)  # still over after its one allowed restart: stopped, and it stays stopped
+    for t in (6.0, 7.0, 8.0):
+        poll(d, t)
+    assert [e.cause for e in d.events.since(0, "llm")][-2:] == [
+        "GPU memory 9G on GPU 0, over its 8G (policy restart)",
+        "stopped: GPU memory 9G on GPU 0, over its 8G; already restarted once",
+    ]
+    for t in (8.5, 9.0):
+        d.sup.tick(t)
+    assert llm.state.value == "stopped"
