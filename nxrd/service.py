@@ -31,6 +31,7 @@ from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.discovery import discover
 from nxrd.kernel.gpu_usage import GpuAccounting
 from nxrd.kernel.launch import read_status
+from nxrd.kernel.mps import MpsDaemons
 from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
@@ -156,6 +157,13 @@ class Daemon:
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, time.time)
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
+        # Before any workload starts: MPS clients find their GPU's daemon from the first try.
+        self.mps = MpsDaemons(self._say)
+        try:
+            self.mps.ensure(self.plan.mps)
+        except NxrError:
+            self.api.close()
+            raise
         self.controller = self._controller(self.profile, self.plan)
         if self.applied:
             self.events.record(
@@ -274,6 +282,7 @@ class Daemon:
         self.controller.close()
         self.controller = self._controller(profile, plan)
         self.profile, self.plan, self.source = profile, plan, source
+        self._ensure_mps()
         if self.api.handlers is not None:
             self.api.handlers.plan = plan
 
@@ -431,7 +440,18 @@ class Daemon:
         """What status shows for every workload (also the metrics' source)."""
         return [workload_status(r, self.stats(r)) for r in list(self.sup.records.values())]
 
-    def _close(self) -> None:
+    def _say(self, message: str) -> None:
+        self.events.record(time.time(), "nxrd", "-", "-", message)
+
+    def _ensure_mps(self) -> None:
+        try:
+            self.mps.ensure(self.plan.mps)
+        except NxrError as e:
+            self._say(str(e))
+
+    def _close(self, leave: bool = False) -> None:
+        if not leave:  # left-running workloads keep their MPS server (adopted next start)
+            self.mps.close()
         self.api.close()
         self.counters.close()
         self.controller.close()
@@ -585,7 +605,7 @@ class Daemon:
                     self.controller.release(now, "nxrd exiting")
                     if self.on_stop == "leave":
                         self._save(last)
-                        self._close()
+                        self._close(leave=True)
                         return 0
                     self.sup.stop_all(now)
             self.sup.tick(now)
@@ -597,6 +617,7 @@ class Daemon:
                 status = summary
             if now - last_sample >= 1.0:
                 self._sample(now)
+                self._ensure_mps()  # one that exited is started again
                 if self.gpu_use is not None:
                     # Through the guard: a wedged driver costs this pass 2 s once, then
                     # nothing until its call returns.

@@ -26,6 +26,7 @@ class _State:
     topo: Topology
     reserved: frozenset[int]
     avoid: Mapping[str, str] = field(default_factory=dict)  # GPU UUID -> why
+    mps: bool = False  # [host] mps: shared GPUs run under an MPS control daemon
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     core_owner: dict[tuple[int, ...], str] = field(default_factory=dict)
@@ -53,7 +54,7 @@ def make_plan(
     workload that names one explicitly keeps it, with a warning.
     """
     online = frozenset(c.id for c in topo.cpus)
-    st = _State(topo, _reserved_cpus(profile, topo, online), dict(avoid or {}))
+    st = _State(topo, _reserved_cpus(profile, topo, online), dict(avoid or {}), profile.host.mps)
     if profile.host.reserved_cpus is not None and not profile.host.reserved_cpus <= online:
         missing = format_cpu_list(profile.host.reserved_cpus - online)
         st.problems.append(
@@ -67,6 +68,7 @@ def make_plan(
         key=lambda kv: (CLASS_DEFAULTS[kv[1].workload_class].rank, -kv[1].priority, kv[0]),
     )
     _assign_gpus(st, order)
+    mps = _mps_gpus(st)
     _assign_exclusive(st, order, online)
     shared = online - st.reserved - frozenset(c for core in st.core_owner for c in core)
     _assign_shared(st, order, online, shared)
@@ -92,6 +94,7 @@ def make_plan(
         ],
         workloads=workloads,
         warnings=st.warnings,
+        mps=mps,
     )
 
 
@@ -194,6 +197,32 @@ def _why_not_free(taken: list[int], quarantined: list[int]) -> str:
         if ids
     ]
     return f" ({'; '.join(why)})" if why else ""
+
+
+MPS_ROOT = "/run/nxr/mps"  # one directory per GPU: pipe/ and log/ of its control daemon
+
+
+def mps_dirs(uuid: str) -> tuple[str, str]:
+    """(pipe, log) directories of the MPS control daemon of one GPU."""
+    return f"{MPS_ROOT}/{uuid}/pipe", f"{MPS_ROOT}/{uuid}/log"
+
+
+def _mps_gpus(st: _State) -> list[str]:
+    """GPUs shared under MPS. A client reaches one control daemon, so one GPU each."""
+    if not st.mps:
+        return []
+    out: dict[str, None] = {}
+    for name, gpus in st.gpus.items():
+        shared = [g for g in gpus if g.shared]
+        if len(shared) > 1:
+            st.problem(
+                name,
+                "gpus",
+                f"under MPS a gpu_shared workload takes one GPU (got {len(shared)}): each "
+                "GPU has its own MPS control daemon",
+            )
+        out.update((g.uuid, None) for g in shared)
+    return sorted(out)
 
 
 def _gpu_summary(topo: Topology) -> str:
@@ -515,6 +544,13 @@ def _workload_plan(st: _State, name: str, wl: Workload, topo: Topology) -> Workl
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         # The NVIDIA container toolkit reads this one for containers the workload starts.
         env["NVIDIA_VISIBLE_DEVICES"] = visible
+        if st.mps and gpus[0].shared:
+            env["CUDA_MPS_PIPE_DIRECTORY"], env["CUDA_MPS_LOG_DIRECTORY"] = mps_dirs(gpus[0].uuid)
+            if wl.gpu_compute is not None:
+                env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(wl.gpu_compute)
+            if wl.gpu_memory is not None:
+                # Device 0 of what it sees; whole MiB, rounded down so the limit holds.
+                env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={wl.gpu_memory >> 20}MB"
     elif topo.gpus:
         # No GPUs asked for: none visible. "void" is the toolkit's "no GPU, no driver"
         # ("none" would still mount the driver's libraries).

@@ -57,6 +57,9 @@ class Plan(Data):
     classes: list[CgroupPlan]
     workloads: list[WorkloadPlan]
     warnings: list[str] = Field(default_factory=list)
+    mps: list[str] = Field(
+        default_factory=list, description="UUIDs of the GPUs whose MPS control daemon nxrd runs"
+    )
 
     def workload(self, name: str) -> WorkloadPlan:
         for wl in self.workloads:

@@ -113,6 +113,10 @@ def _check_workload(
         bad("gpu_memory", "set without gpus")
     if wl.gpu_shared and not has_gpus:
         bad("gpu_shared", "set without gpus")
+    if wl.gpu_compute is not None and not wl.gpu_shared:
+        bad("gpu_compute", "only for gpu_shared workloads (an MPS share of a shared GPU)")
+    elif wl.gpu_compute is not None and not profile.host.mps:
+        bad("gpu_compute", "needs [host] mps = true (MPS enforces it)")
     if wl.gpu_memory_policy is not None and wl.gpu_memory is None and "gpu_memory" not in gone:
         bad("gpu_memory_policy", "set without gpu_memory (the budget it enforces)")
 

@@ -173,6 +173,11 @@ class Host(Section):
         "host name; a bare port means 127.0.0.1).",
         examples=["127.0.0.1:9464"],
     )
+    mps: bool = Field(
+        False,
+        description="Run an NVIDIA MPS control daemon for each GPU that gpu_shared workloads "
+        "share; those workloads then get gpu_compute and a hard gpu_memory limit.",
+    )
 
 
 class Controller(Section):
@@ -391,6 +396,11 @@ class Workload(Section):
         None,
         description="GPU memory it needs on each of its GPUs; planning refuses GPUs that "
         "do not have that much (counting gpu_shared neighbours).",
+    )
+    gpu_compute: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        None,
+        description="Percent of the GPU's SMs it may use, under MPS ([host] mps, gpu_shared): "
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE.",
     )
     gpu_memory_policy: Literal["warn", "restart", "stop"] | None = Field(
         None,

@@ -10,6 +10,7 @@ from nxrd.controller.loop import Controller
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import FakeCgroupFS
 from nxrd.kernel.gpu_usage import GpuAccounting
+from nxrd.kernel.mps import MpsDaemons
 from nxrd.kernel.nvml_guard import Guard
 from nxrd.ledger import Ledger
 from nxrd.plan import make_plan
@@ -52,6 +53,7 @@ def daemon(nvml: FakeNVML, profile: str = PROFILE) -> Daemon:
     d.api = types.SimpleNamespace(handlers=None)  # type: ignore[assignment]
     d.gpu_use = GpuAccounting(d.topology.gpus, Guard(timeout=0.05), nvml)
     d.gpu_health, d.judge, d.gpu_budgets = {}, Judge(), {}
+    d.mps = MpsDaemons(d._say)  # the plans here share no GPU under MPS: it starts nothing
     return d
 
 
