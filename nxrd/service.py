@@ -166,13 +166,7 @@ class Daemon:
             raise
         self.controller = self._controller(self.profile, self.plan)
         if self.applied:
-            self.events.record(
-                time.time(),
-                "nxrd",
-                "-",
-                "-",
-                f"using the profile applied by nxrctl ({self.source})",
-            )
+            self._say(f"using the profile applied by nxrctl ({self.source})")
         self._adopt(time.monotonic())
         self.ledger.cause = "planned value, written when the workload started"
         self.api.handlers = Handlers(
@@ -259,9 +253,7 @@ class Daemon:
             else:
                 text = json.dumps({"configured": _digest(configured), "files": files, "by": who})
                 write_atomically(self._applied_file(), text)
-            self.events.record(
-                time.time(), "nxrd", "-", "-", f"{verb} by {who}: {len(changes)} changes"
-            )
+            self._say(f"{verb} by {who}: {len(changes)} changes")
         return {
             "source": source,
             "changes": [c.to_dict() for c in changes],
@@ -308,9 +300,7 @@ class Daemon:
             self._write(plan, "GPU quarantine")
         except NxrError as e:
             why = e.lines()[0] if isinstance(e, PlanError) else str(e)
-            self.events.record(
-                time.time(), "nxrd", "-", "-", f"workloads left on quarantined GPUs: {why}"
-            )
+            self._say(f"workloads left on quarantined GPUs: {why}")
             return
         moved = [
             w.name
@@ -324,7 +314,7 @@ class Daemon:
             (stay, "left on quarantined GPUs (the profile names them)"),
         ):
             if names:
-                self.events.record(time.time(), "nxrd", "-", "-", f"{what}: {', '.join(names)}")
+                self._say(f"{what}: {', '.join(names)}")
 
     def _check_gpu_budgets(self, now: float) -> None:
         """gpu_memory against what each running workload holds: events, then its policy."""
@@ -349,13 +339,12 @@ class Daemon:
         }
         self.gpu_budgets, actions = judge_budgets(self.gpu_budgets, running, budgets, now)
         for a in actions:
-            rec = self.sup.records[a.workload]
             if a.kind == "restart":
                 self.sup.restart(a.workload, now, cause=f"restarted: {a.cause}")
             elif a.kind == "stop":
                 self.sup.stop(a.workload, now, cause=f"stopped: {a.cause}")
             else:
-                state = rec.state.value
+                state = self.sup.records[a.workload].state.value
                 self.events.record(time.time(), a.workload, state, state, a.cause)
 
     def _reload_on_signal(self) -> None:
@@ -363,7 +352,7 @@ class Daemon:
             self.reconfigure(None, False, "SIGHUP")
         except NxrError as e:
             lines = e.lines() if isinstance(e, ProfileError) else [str(e)]
-            self.events.record(time.time(), "nxrd", "-", "-", "reload failed: " + "; ".join(lines))
+            self._say("reload failed: " + "; ".join(lines))
 
     def _api_error(self, message: str) -> None:
         print(f"nxrd: {message}", file=sys.stderr, flush=True)
@@ -441,6 +430,7 @@ class Daemon:
         return [workload_status(r, self.stats(r)) for r in list(self.sup.records.values())]
 
     def _say(self, message: str) -> None:
+        """An event of nxrd itself (no workload state changes)."""
         self.events.record(time.time(), "nxrd", "-", "-", message)
 
     def _ensure_mps(self) -> None:

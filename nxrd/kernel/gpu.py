@@ -12,7 +12,8 @@ from nxrd.plan.topology import Gpu, MigInstance
 T = TypeVar("T")
 
 
-def _text(value: Any) -> str:
+def nvml_text(value: Any) -> str:
+    """NVML strings: bytes from older pynvml releases, str from newer ones."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -29,14 +30,14 @@ def discover_gpus(root: Path = Path("/")) -> tuple[list[Gpu], str | None]:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as e:
-        return [], f"NVML unavailable ({_text(e)}); is the NVIDIA driver loaded?"
+        return [], f"NVML unavailable ({nvml_text(e)}); is the NVIDIA driver loaded?"
     except OSError as e:  # libnvidia-ml.so missing on some pynvml versions
         return [], f"NVML unavailable ({e}); is the NVIDIA driver installed?"
     try:
         gpus = [_gpu(pynvml, i, root) for i in range(pynvml.nvmlDeviceGetCount())]
         return gpus, None if gpus else "NVML reports no GPUs"
     except pynvml.NVMLError as e:
-        return [], f"NVML query failed: {_text(e)}"
+        return [], f"NVML query failed: {nvml_text(e)}"
     finally:
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
@@ -44,14 +45,14 @@ def discover_gpus(root: Path = Path("/")) -> tuple[list[Gpu], str | None]:
 
 def _gpu(nvml: Any, i: int, root: Path) -> Gpu:
     h = nvml.nvmlDeviceGetHandleByIndex(i)
-    bus = _text(nvml.nvmlDeviceGetPciInfo(h).busId)
+    bus = nvml_text(nvml.nvmlDeviceGetPciInfo(h).busId)
     mode = optional(nvml, nvml.nvmlDeviceGetComputeMode, h)
     mig = optional(nvml, nvml.nvmlDeviceGetMigMode, h)  # (current, pending)
     on = bool(mig is not None and mig[0] == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1))
     return Gpu(
         index=i,
-        uuid=_text(nvml.nvmlDeviceGetUUID(h)),
-        name=_text(nvml.nvmlDeviceGetName(h)),
+        uuid=nvml_text(nvml.nvmlDeviceGetUUID(h)),
+        name=nvml_text(nvml.nvmlDeviceGetName(h)),
         memory=int(nvml.nvmlDeviceGetMemoryInfo(h).total),
         node=_pci_numa_node(root, bus),
         local_cpus=_pci_local_cpus(root, bus),
@@ -76,8 +77,8 @@ def _mig_instances(nvml: Any, h: Any) -> list[MigInstance]:
         out.append(
             MigInstance(
                 index=slot,
-                uuid=_text(nvml.nvmlDeviceGetUUID(m)),
-                name=_text(optional(nvml, nvml.nvmlDeviceGetName, m) or ""),
+                uuid=nvml_text(nvml.nvmlDeviceGetUUID(m)),
+                name=nvml_text(optional(nvml, nvml.nvmlDeviceGetName, m) or ""),
                 memory=int(getattr(optional(nvml, nvml.nvmlDeviceGetMemoryInfo, m), "total", 0)),
             )
         )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nxrd.errors import KernelError
-from nxrd.kernel.gpu import UNSUPPORTED, is_error, optional
+from nxrd.kernel.gpu import UNSUPPORTED, is_error, nvml_text, optional
 from nxrd.kernel.nvml_guard import Guard
 from nxrd.plan.topology import Gpu
 
@@ -44,10 +44,6 @@ class GpuReading:
     error: str | None = None  # why it has no figures
     xids: tuple[int, ...] = ()  # Xid errors the driver reported since the previous poll
     ecc_uncorrected: int | None = None  # volatile uncorrected ECC count; None: no ECC
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class UsageReader:
@@ -86,7 +82,7 @@ class UsageReader:
             self._events = self._watch_xids(handles)
             self._handles = handles
         except nvml.NVMLError as e:
-            raise KernelError(f"NVML unavailable: {_text(e)}") from None
+            raise KernelError(f"NVML unavailable: {nvml_text(e)}") from None
         except OSError as e:  # libnvidia-ml.so gone
             raise KernelError(f"NVML unavailable: {e}") from None
 
@@ -110,7 +106,7 @@ class UsageReader:
         while self._events is not None:
             try:
                 e = nvml.nvmlEventSetWait_v2(self._events, 0)
-                uuid = _text(nvml.nvmlDeviceGetUUID(e.device))
+                uuid = nvml_text(nvml.nvmlDeviceGetUUID(e.device))
             except nvml.NVMLError:
                 break  # Timeout: drained. Anything else: a lost GPU says so in its reading
             out.setdefault(uuid, []).append(int(e.eventData))
@@ -128,7 +124,7 @@ class UsageReader:
     def _read_one(self, gpu: Gpu, h: Any) -> GpuReading:
         nvml = self._nvml
         try:
-            uuid = _text(nvml.nvmlDeviceGetUUID(h))
+            uuid = nvml_text(nvml.nvmlDeviceGetUUID(h))
             if uuid != gpu.uuid:  # never attribute one GPU's figures to another
                 return GpuReading(gpu.index, gpu.uuid, error=f"GPU {gpu.index} is now {uuid}")
             memory = self._memory_by_pid(h)
@@ -136,7 +132,7 @@ class UsageReader:
             sm = self._sm_by_pid(gpu.uuid, h)
             ecc = optional(nvml, nvml.nvmlDeviceGetTotalEccErrors, h, ECC_UNCORRECTED, ECC_VOLATILE)
         except nvml.NVMLError as e:
-            return GpuReading(gpu.index, gpu.uuid, error=f"NVML: {_text(e)}")
+            return GpuReading(gpu.index, gpu.uuid, error=f"NVML: {nvml_text(e)}")
         procs = tuple(
             ProcessUse(pid, mem, None if sm is None else sm.get(pid, 0.0))
             for pid, mem in sorted(memory.items())

@@ -121,7 +121,7 @@ def _alive(proc: subprocess.Popen[bytes] | int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # someone else's process, but alive
     return True
 
 
