@@ -41,6 +41,7 @@ class PushReceiver:
     def drain(self) -> list[tuple[str, float]]:
         """Every (workload, seconds) waiting on the socket from a process allowed to say it."""
         out: list[tuple[str, float]] = []
+        owners: dict[int, str | None] = {}  # one /proc lookup per sender and drain
         while True:
             try:
                 data, ancdata, _, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_CREDS))
@@ -54,7 +55,9 @@ class PushReceiver:
                 ),
                 None,
             )
-            owner = self.owner_of(pid) if pid else None
+            if pid and pid not in owners:
+                owners[pid] = self.owner_of(pid)
+            owner = owners.get(pid) if pid else None
             for line in data.decode("utf-8", "replace").splitlines():
                 name, _, value = line.strip().partition(" ")
                 try:

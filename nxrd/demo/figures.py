@@ -95,6 +95,7 @@ class PhaseFigures:
     windows: int
     batch: float | None  # batch throughput as a share of batch alone
     server_cpu: float | None  # CPUs the server used
+    nxrd_cpu: float | None  # CPUs nxrd itself used (None without nxrd)
     reaction: float | None  # for a phase that starts with a step up; else None
 
 
@@ -109,6 +110,7 @@ def phase_figures(
     alone: float | None,
     settle: float,
     window: float,
+    daemon: Sequence[tuple[float, float]] = (),
 ) -> PhaseFigures:
     """Figures of one phase. Times of batch and server series are seconds from the load's
     start, like the samples'; windows start `settle` seconds into the run."""
@@ -123,5 +125,6 @@ def phase_figures(
         windows=sum(v is not None for _, v in wins),
         batch=None if b is None or not alone else b / alone,
         server_cpu=rate(server, ph.start, ph.end),
+        nxrd_cpu=rate(daemon, ph.start, ph.end),
         reaction=reaction(samples, ph.start, ph.end, slo, q) if steps_up else None,
     )

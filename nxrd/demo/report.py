@@ -28,6 +28,7 @@ class Run:
     samples: list[tuple[float, float]] = field(default_factory=list)  # (due, latency)
     batch: list[tuple[float, float]] = field(default_factory=list)  # (t, blocks)
     server: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
+    nxrd: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
     actions: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, old, new, why
 
 
@@ -47,6 +48,7 @@ def load_run(folder: Path) -> Run:
         start = json.loads((folder / "window.json").read_text())["from"]
     run.batch = _series(folder / "batch.progress", start)
     run.server = _series(folder / "server_cpu.txt", start)
+    run.nxrd = _series(folder / "nxrd_cpu.txt", start)
     events = folder / "events.jsonl"
     if events.exists():
         offset = json.loads((folder / "window.json").read_text())["wall_minus_mono"]
@@ -96,6 +98,7 @@ def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]]
                 alone,
                 SETTLE,
                 WINDOW,
+                run.nxrd,
             )
             for i, ph in enumerate(phs)
         ]
@@ -121,7 +124,8 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
         + (f"batch alone {alone:.1f} blocks/s" if alone else "no batch-alone run"),
         "",
         f"{'SET-UP':<11} {'LOAD':>5} {meta['slo_name'].upper():>8} {'/SLO':>5} "
-        f"{'OVER SLO':>12} {'BATCH':>6} {'OF IDLE':>7} {'SERVER':>6} {'UTIL':>5} {'REACTION':>8}",
+        f"{'OVER SLO':>12} {'BATCH':>6} {'OF IDLE':>7} {'SERVER':>6} {'UTIL':>5} "
+        f"{'REACTION':>8} {'NXRD':>5}",
     ]
     for name, phs in figs.items():
         for p in phs:
@@ -140,9 +144,11 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
                 react = "never"
             server = "-" if p.server_cpu is None else f"{p.server_cpu:.2f}"
             over = f"{p.over:.0%} of {p.windows}"
+            daemon = "-" if p.nxrd_cpu is None else f"{p.nxrd_cpu:.2f}"
             lines.append(
                 f"{name:<11} {p.rate:>4g}/s {_ms(p.p99):>8} {ratio:>5} {over:>12} "
-                f"{_pct(p.batch):>6} {_pct(idle):>7} {server:>6} {_pct(util):>5} {react:>8}"
+                f"{_pct(p.batch):>6} {_pct(idle):>7} {server:>6} {_pct(util):>5} {react:>8} "
+                f"{daemon:>5}"
             )
     lines += [
         "",
@@ -150,7 +156,7 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
         f"{meta['slo_name']} exceeds the SLO (from {SETTLE:g} s in); BATCH: throughput as a "
         "share of batch alone; OF IDLE: of the share the server left idle; SERVER: CPUs "
         "it used; UTIL: server CPUs / CPUs + BATCH; REACTION: from the load step until every "
-        "later 1 s window is within the SLO.",
+        "later 1 s window is within the SLO; NXRD: CPUs nxrd itself used.",
     ]
     for run in runs:
         if run.actions:

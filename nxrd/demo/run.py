@@ -121,16 +121,19 @@ class Setup:
             ]
         )
         server = None
-        with (self.out / "server_cpu.txt").open("w") as f:
+        daemon = psutil.Process(self.nxrd.pid) if self.nxrd is not None else None
+        with (
+            (self.out / "server_cpu.txt").open("w") as f,
+            (self.out / "nxrd_cpu.txt").open("w") as g,
+        ):
             while gen.poll() is None:
                 if server is None or not server.is_running():
                     server = find("nxrd.demo.server")  # a scan of /proc: not every time
-                if server is not None:
-                    try:
-                        t = server.cpu_times()
-                        f.write(f"{time.monotonic():.3f} {t.user + t.system:.3f}\n")
-                    except psutil.Error:
-                        pass
+                for proc, out in ((server, f), (daemon, g)):
+                    if proc is not None:
+                        with contextlib.suppress(psutil.Error):
+                            t = proc.cpu_times()
+                            out.write(f"{time.monotonic():.3f} {t.user + t.system:.3f}\n")
                 time.sleep(0.5)
         if gen.returncode != 0:
             raise SystemExit(f"demo: the load generator failed ({gen.returncode})")

@@ -104,14 +104,22 @@ class LinuxRuntime(Runtime):
         return Ended(exit_.get("code"), exit_.get("signal"))
 
     def ended(self, name: str, shim_pid: int) -> Ended | None:
-        found = self._recorded_exit(name, shim_pid)
-        if found is None and self._alive(shim_pid):
-            return None
-        if found is None:
-            # The shim is gone; it may have written its record just before exiting.
-            found = self._recorded_exit(name, shim_pid) or Ended(None, None)
+        if shim_pid in self.pidfds:
+            # The shim records the exit as its last act: while its pidfd is quiet there is
+            # nothing to read. The loop asks every pass, so this keeps it off the disk.
+            if self._alive(shim_pid):
+                return None
+            found = self._recorded_exit(name, shim_pid)
+        else:
+            # Without a pidfd a shim that is our unreaped child still answers kill(0):
+            # its record is the only sign it is done.
+            found = self._recorded_exit(name, shim_pid)
+            if found is None and self._alive(shim_pid):
+                return None
+            if found is None:
+                found = self._recorded_exit(name, shim_pid)  # written just before it exited
         self._forget(shim_pid)
-        return found
+        return found or Ended(None, None)
 
     def reap(self) -> None:
         """Collect shims that had recorded an exit but were still exiting when last seen."""

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from nxrd.demo.figures import (
     LOST,
     Phase,
@@ -101,6 +103,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     (run / "latency.csv").write_text("\n".join(lines) + "\n")
     (run / "batch.progress").write_text("".join(f"{start + t} {30 * t} 2\n" for t in range(21)))
     (run / "server_cpu.txt").write_text("".join(f"{start + t} {0.4 * t}\n" for t in range(21)))
+    (run / "nxrd_cpu.txt").write_text("".join(f"{start + t} {0.05 * t}\n" for t in range(21)))
     event = {"workload": "controller", "old": "share", "new": "static", "time": 5000 + start + 10.5}
     (run / "events.jsonl").write_text(json.dumps({**event, "cause": "chat slack -100%"}) + "\n")
 
@@ -108,6 +111,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     assert meta["alone"] == 40.0
     low, high = figs["controller"]
     assert (low.p99, low.over, low.batch, low.server_cpu) == (0.05, 0.0, 0.75, 0.4)
+    assert low.nxrd_cpu == pytest.approx(0.05)
     # 2 s windows: the first (slow) and the last (a lost request) over the SLO; so the last
     # 1 s window is still over it: the step up is never recovered from
     assert (high.p99, high.over, high.reaction) == (0.4, 0.4, None)
@@ -117,11 +121,11 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
         "p99 SLO 200 ms; load 10/s for 10 s, then 20/s for 10 s; 2 CPUs; batch alone 40.0" in text
     )
     assert (
-        "controller    10/s    50 ms  0.25      0% of 3    75%     94%   0.40   95%        -"
+        "controller    10/s    50 ms  0.25      0% of 3    75%     94%   0.40   95%        -  0.05"
         in text
     )
     assert (
-        "controller    20/s   400 ms  2.00     40% of 5    75%     94%   0.40   95%    never"
+        "controller    20/s   400 ms  2.00     40% of 5    75%     94%   0.40   95%    never  0.05"
         in text
     )
     assert "    10.5 s  share -> static  (chat slack -100%)" in text

@@ -159,8 +159,9 @@ def test_a_previous_runs_record_never_passes_for_this_runs_exit(tmp_path: Path) 
         rt.watch(second.shim_pid)
         assert rt.ended("w", second.shim_pid) is None  # running: not the old exit 3
         os.killpg(second.pid, signal.SIGKILL)
-        while rt.ended("w", second.shim_pid) is None:
+        while (got := rt.ended("w", second.shim_pid)) is None:
             time.sleep(0.01)
+        assert got == Ended(None, signal.SIGKILL)
     rt.reap()
     time.sleep(0.2)
     rt.reap()
@@ -171,3 +172,30 @@ def test_a_previous_runs_record_never_passes_for_this_runs_exit(tmp_path: Path) 
         if p.name.isdigit() and f") Z {os.getpid()} " in (p / "stat").read_text()
     ]
     assert zombies == []
+
+
+def test_a_watched_running_shim_costs_no_file_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nxrd asks every loop pass: a live shim with a pidfd must not send it to the disk."""
+    from nxrd.kernel import runtime
+    from nxrd.kernel.cgroupfs import LinuxCgroupFS
+    from nxrd.supervisor.runtime import Ended
+
+    rt = runtime.LinuxRuntime(LinuxCgroupFS(tmp_path), tmp_path)
+    s = spec(tmp_path, "sleep", "30")
+    s = LaunchSpec(**{**s.__dict__, "status_file": rt.status_file("w")})
+    started = launch(s)
+    rt.watch(started.shim_pid)
+    reads: list[Path] = []
+    real = runtime.read_status
+    monkeypatch.setattr(runtime, "read_status", lambda p: reads.append(p) or real(p))
+    for _ in range(50):
+        assert rt.ended("w", started.shim_pid) is None
+    assert reads == []
+    os.killpg(started.pid, signal.SIGTERM)
+    while (got := rt.ended("w", started.shim_pid)) is None:
+        time.sleep(0.01)
+    assert got == Ended(None, signal.SIGTERM)
+    assert reads  # the exit itself comes from the shim's record
+    rt.reap()
