@@ -22,6 +22,13 @@ static), one down once every slack has stayed above `relax_above` for `relax_aft
 more than `max_step` rungs per tick, and never twice within `cooldown`. Missing or stale
 latency moves back to the profile's static values (rung 0), at the same pace.
 Latency-critical workloads are never capped.
+
+Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
+for the whole window after the rung that answered it; climbing on them alone winds the
+ladder up (caps, then freezes) for latency that has already recovered. Where the source
+gives it (`Observation.recent`: the percentile of the requests since the last rung change),
+a climb from static or above also needs that recent latency under `act_below`; while it is
+fine the controller holds, and the evidence grows with every request until it is not.
 """
 
 from __future__ import annotations
@@ -79,6 +86,9 @@ class Observation:
     age: dict[str, float] = field(default_factory=dict)  # seconds since measured
     # per workload, recorded with each decision: pressure, throttling, memory (nxrd.observe)
     signals: dict[str, dict[str, float]] = field(default_factory=dict)
+    # per target whose source has each request: the percentile of those since the last
+    # rung change (None: none yet); a target missing here is judged on `latency` alone
+    recent: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,8 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         "slack": {n: round(s, 3) for n, s in slacks.items()},
         "signals": dict(obs.signals),
     }
+    if obs.recent:
+        inputs["recent"] = dict(obs.recent)
     cooled = now - state.changed_at >= spec.cooldown
     if stale:
         # No latency, no guessing: back down towards the profile's static values.
@@ -165,6 +177,15 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         state = replace(state, comfortable_since=None)
         if state.level >= len(rungs) or not cooled:
             return state, []
+        if state.level >= 0:  # sharing, the riskiest rung, ends on the window alone
+            fresh = [
+                (n, s)
+                for n, s in slacks.items()
+                if s < spec.act_below and not _recovered(n, obs, spec)
+            ]
+            if not fresh:
+                return state, []
+            name, slack = min(fresh, key=lambda kv: kv[1])
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
         return _move(state, by, "up", why, inputs, spec, rungs, now, name)
@@ -187,6 +208,15 @@ def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
         else:
             slacks[t.name] = (t.slo - seen) / t.slo
     return slacks, stale
+
+
+def _recovered(name: str, obs: Observation, spec: Spec) -> bool:
+    """Whether the requests since the last rung change say the risk is over (hold)."""
+    if name not in obs.recent:
+        return False
+    recent = obs.recent[name]
+    target = next(t for t in spec.targets if t.name == name)
+    return recent is None or (target.slo - recent) / target.slo >= spec.act_below
 
 
 def _move(

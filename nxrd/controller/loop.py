@@ -133,7 +133,7 @@ class Controller:
         age = {n: now - self.last_sample.get(n, float("-inf")) for n in latency}
         before = self.state.level
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
-        observed = Observation(latency, age, observe(names))
+        observed = Observation(latency, age, observe(names), self.recent(now))
         self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
             self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1
@@ -167,6 +167,17 @@ class Controller:
         if scraped is not None:
             return scraped.latency(QUANTILES[target.percentile])
         return window.percentile(QUANTILES[target.percentile], now)
+
+    def recent(self, now: float) -> dict[str, float | None]:
+        """Per pushed or probed target, its percentile over the requests since the last
+        rung change (scraped histograms have no per-request times: absent)."""
+        return {
+            t.name: self.windows[t.name].percentile_since(
+                QUANTILES[t.percentile], self.state.changed_at, now
+            )
+            for t in self.spec.targets
+            if t.name not in self.scraped
+        }
 
     def summary(self) -> dict[str, object]:
         """For the metrics endpoint."""

@@ -46,5 +46,10 @@ class SampleWindow:
         self.expire(now)
         return nearest_rank((v for _, v in self.samples), q)
 
+    def percentile_since(self, q: float, since: float, now: float) -> float | None:
+        """The same, over the samples in the window that came after `since`."""
+        self.expire(now)
+        return nearest_rank((v for at, v in self.samples if at > since), q)
+
     def __len__(self) -> int:
         return len(self.samples)

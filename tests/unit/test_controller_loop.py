@@ -103,6 +103,19 @@ def test_a_violation_squeezes_batch_and_recovery_gives_it_back() -> None:
     assert fs.read("batch/embed", "cpuset.cpus") == static_cpus
 
 
+def test_a_burst_the_first_rung_answered_does_not_wind_the_ladder_up() -> None:
+    ctl, _fs, _sup, log, _ = setup()
+    now = drive(ctl, 0.3, 0.0, 0.1)  # one slow request: p99 of the 5 s window 300 ms
+    assert ctl.state.level == 1
+    now = drive(ctl, 0.05, now, 4.0)  # the window stays at 300 ms for 5 s; these are fast
+    assert ctl.state.level == 1
+    (up,) = log.since(0, "controller")
+    assert up.data["recent"] == {"chat": 0.3}  # every request in the window, at first
+    assert ctl.recent(now) == {"chat": 0.05}  # those since cap-75%
+    drive(ctl, 0.3, now, 1.0)  # slow again after the rung: the next one
+    assert ctl.state.level == 2
+
+
 def test_no_latency_means_static_values_and_a_frozen_workload_is_thawed_on_release() -> None:
     ctl, fs, sup, log, _ = setup()
     now = drive(ctl, 0.5, 0.0, 12.0)  # climbs to the freezes

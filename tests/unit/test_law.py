@@ -157,15 +157,21 @@ latencies = st.lists(st.one_of(st.none(), st.floats(0.0, 1.0)), min_size=1, max_
 
 
 @settings(max_examples=300, deadline=None)
-@given(trace=latencies, dt=st.sampled_from([0.1, 0.25, 0.5, 1.0]), share=st.booleans())
+@given(
+    trace=latencies,
+    dt=st.sampled_from([0.1, 0.25, 0.5, 1.0]),
+    share=st.booleans(),
+    recents=st.one_of(st.none(), latencies),
+)
 def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
-    trace: list[float | None], dt: float, share: bool
+    trace: list[float | None], dt: float, share: bool, recents: list[float | None] | None
 ) -> None:
     spec = replace(SPEC, share=share)
     state, last_change = State(), None
     for i, seen in enumerate(trace):
         now = i * dt
-        state, decisions = step(state, Observation({"chat": seen}), spec, now)
+        recent = {} if recents is None else {"chat": recents[i % len(recents)]}
+        state, decisions = step(state, Observation({"chat": seen}, recent=recent), spec, now)
         if decisions:
             if last_change is not None:
                 assert now - last_change >= SPEC.cooldown
@@ -210,3 +216,68 @@ def test_settings_when_sharing() -> None:
 def test_nothing_to_share_without_batch_or_background() -> None:
     spec = Spec((CHAT,), (Lower("ui", "interactive", cpus=(2, 3), weight=100),), share=True)
     assert run([0.1] * 30, spec) == []
+
+
+def fresh(
+    trace: list[tuple[float, float | None]], spec: Spec = SPEC, dt: float = 0.5
+) -> list[tuple[float, str, str]]:
+    """Like run(), with the latency since the last change beside the windowed one."""
+    state, out = State(), []
+    for i, (seen, recent) in enumerate(trace):
+        now = i * dt
+        obs = Observation({"chat": seen}, recent={"chat": recent})
+        state, decisions = step(state, obs, spec, now)
+        out += [(now, d.direction, d.rung) for d in decisions]
+    return out
+
+
+def test_a_burst_that_is_over_climbs_once_and_holds() -> None:
+    # the window keeps a burst's 0.25 s for 4 s; the requests after the first rung are fast
+    trace = [(0.25, 0.25)] + [(0.25, 0.08)] * 8 + [(0.08, 0.08)] * 14
+    assert fresh(trace) == [
+        (0.0, "up", "cap-75%"),
+        (9.5, "down", "static"),  # comfortable from 4.5 s: relax_after later
+    ]
+    # judged on the window alone, the same burst winds the ladder up two more rungs
+    assert run([seen for seen, _ in trace]) == [
+        (0.0, "up", "cap-75%"),
+        (2.0, "up", "cap-50%"),
+        (4.0, "up", "cap-25%"),
+        (9.5, "down", "cap-50%"),
+    ]
+
+
+def test_latency_still_high_since_the_last_rung_climbs_at_the_cooldowns_pace() -> None:
+    assert fresh([(0.25, 0.25)] * 7) == [(0.0, "up", "cap-75%"), (2.0, "up", "cap-50%")]
+    # at risk within the SLO (slack 5%) counts as much as over it
+    assert fresh([(0.19, 0.19)] * 5) == [(0.0, "up", "cap-75%"), (2.0, "up", "cap-50%")]
+
+
+def test_no_request_since_the_last_rung_holds() -> None:
+    assert fresh([(0.25, 0.25)] + [(0.25, None)] * 6) == [(0.0, "up", "cap-75%")]
+
+
+def test_sharing_ends_on_the_window_alone() -> None:
+    state = State(level=-1, changed_at=0.0)
+    obs = Observation({"chat": 0.19}, recent={"chat": 0.05})  # the slow ones came earlier
+    state, d = step(state, obs, SHARING, 3.0)
+    assert (state.level, d[0].rung) == (0, "static")
+    assert d[0].inputs["recent"] == {"chat": 0.05}
+    state, d = step(state, obs, SHARING, 5.0)
+    assert d == []  # at static the recent requests decide: they are fine
+
+
+def test_two_targets_the_one_still_slow_drives_the_climb() -> None:
+    spec = Spec(
+        targets=(CHAT, Target("rank", slo=0.05, cpus=(6,))),
+        lowers=(Lower("embed", "batch", cpus=(2, 3, 4, 5), weight=100),),
+    )
+    # chat's window is the worst (-50%) but its recent requests are fine; rank's window
+    # (slack 4%) and its recent requests are at risk: rank drives, and gets the core
+    obs = Observation({"chat": 0.3, "rank": 0.048}, recent={"chat": 0.05, "rank": 0.049})
+    state = State(level=3, changed_at=0.0)
+    state, (d,) = step(state, obs, spec, 2.0)
+    assert (d.rung, d.reason) == ("core-1", "rank slack 4% under 10%")
+    assert state.loans == ((5, "rank"),)
+    recovered = Observation({"chat": 0.3, "rank": 0.048}, recent={"chat": 0.05, "rank": 0.01})
+    assert step(state, recovered, spec, 4.0)[1] == []
