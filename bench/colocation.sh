@@ -2,7 +2,8 @@
 # Co-location: the demo's latency-critical server beside its batch job and background
 # indexer under four set-ups in one run (plain processes; static cgroup weights; nxr
 # static pinning; nxr with the controller), plus batch alone for its capacity, at three
-# load levels with a step up and a step down: 10/s for 20 s, 20/s for 30 s, 15/s for 20 s.
+# load levels with a step up and a step down: 20% of the server's capacity alone (measured
+# first) for 20 s, 60% for 30 s, 40% for 20 s.
 # Prints p99/SLO, windows over the SLO, batch throughput (of batch alone and of what the
 # server left idle), utilization and the reaction to the step, and plots latency.
 # In the test VM when this host lacks cgroup v2 (about 10 minutes).
@@ -10,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec bash scripts/live.sh alone,plain,weights,pinned,controller 10:20,20:30,15:20 \
+exec bash scripts/live.sh alone,plain,weights,pinned,controller 20%:20,60%:30,40%:20 \
     "${1:-bench-out/colocation}"

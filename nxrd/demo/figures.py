@@ -87,6 +87,17 @@ def phases(text: str) -> list[Phase]:
     return out
 
 
+def of_capacity(text: str, capacity: float) -> str:
+    """ "20%:20,60%:30" with a capacity of 50 requests/s -> "10:20,30:30" (rates to one
+    decimal); a rate without "%" stays as it is."""
+    out = []
+    for part in text.split(","):
+        r, _, s = part.partition(":")
+        rate = float(r[:-1]) / 100 * capacity if r.endswith("%") else float(r)
+        out.append(f"{rate:.1f}:{s}")
+    return ",".join(out)
+
+
 @dataclass(frozen=True)
 class PhaseFigures:
     rate: float

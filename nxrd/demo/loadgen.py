@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 import socket
+import statistics
 import threading
 import time
 
@@ -43,6 +44,20 @@ def wait_for_server(sock: socket.socket, addr: tuple[str, int], timeout: float) 
         except TimeoutError:
             continue
     raise SystemExit(f"loadgen: no reply from udp {addr[0]}:{addr[1]} in {timeout:.0f}s")
+
+
+def service_time(sock: socket.socket, addr: tuple[str, int], n: int) -> float:
+    """Median round trip of n requests sent one at a time (after a few to warm up): what
+    one request costs the server when nothing queues."""
+    sock.settimeout(10.0)
+    times = []
+    for _ in range(n + 10):
+        sent = time.monotonic()
+        sock.sendto(f"-2 {sent:.6f}".encode(), addr)
+        while sock.recv(64) != b"-2":
+            pass
+        times.append(time.monotonic() - sent)
+    return statistics.median(times[10:])
 
 
 def main() -> None:

@@ -118,6 +118,9 @@ def _pct(v: float | None) -> str:
 def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[Run]) -> str:
     cpus, slo = meta["cpus"], meta["slo_seconds"]
     load = ", then ".join(f"{p.rate:g}/s for {p.end - p.start:g} s" for p in phases(meta["phases"]))
+    if meta.get("capacity"):
+        shares = ", ".join(p.partition(":")[0] for p in meta["asked"].split(","))
+        load += f" ({shares} of the server's capacity alone, {meta['capacity']:.1f}/s)"
     alone = meta["alone"]
     lines = [
         f"{meta['slo_name']} SLO {slo * 1000:.0f} ms; load {load}; {cpus} CPUs; "

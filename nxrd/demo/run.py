@@ -13,6 +13,11 @@ Set-ups:
 
     python -m nxrd.demo.run --profile profiles/demo.toml --setups pinned,controller \\
         --phases 8:20,24:40 --out DIR
+
+A rate with "%" is a share of the server's capacity on this host, measured first: the
+server alone on one CPU, requests sent one at a time (`--phases 20%:20,60%:30`). Hosts
+(and the test VM from one day to the next) differ twofold in speed; the same share of
+capacity puts the same pressure on the server everywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+
+from nxrd.demo import loadgen
+from nxrd.demo.figures import of_capacity
 
 CGROUP2 = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
@@ -41,7 +50,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--profile", default="profiles/demo.toml")
     ap.add_argument("--setups", default="alone,pinned,controller")
-    ap.add_argument("--phases", default="8:20,24:40", help="load: RATE:SECONDS,...")
+    ap.add_argument(
+        "--phases", default="8:20,24:40", help="load: RATE:SECONDS,... (RATE or SHARE%%)"
+    )
     ap.add_argument("--alone", type=float, default=15.0, help="seconds of the alone set-up")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -50,9 +61,17 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     text = Path(args.profile).read_text()
     profile = tomllib.loads(text)
+    load = args.phases
+    capacity = None
+    if "%" in load:
+        capacity = calibrate(workload_commands(text)["chat"])
+        load = of_capacity(load, capacity)
+        print(f"demo: the server alone answers {capacity:.1f} requests/s; load {load}")
     meta = {
         "profile": args.profile,
-        "phases": args.phases,
+        "phases": load,
+        "asked": args.phases,
+        "capacity": capacity,
         "cpus": len(os.sched_getaffinity(0)),
         "slo": profile["workloads"]["chat"]["slo"],
         "setups": args.setups.split(","),
@@ -60,7 +79,7 @@ def main() -> None:
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     for setup in meta["setups"]:
         print(f"demo: set-up {setup}", flush=True)
-        Setup(setup, text, out / setup, args.phases, args.alone).run()
+        Setup(setup, text, out / setup, load, args.alone).run()
 
 
 class Setup:
@@ -177,6 +196,27 @@ class Setup:
                 if child.is_dir():
                     child.rmdir()
             self.cgroup.rmdir()
+
+
+def calibrate(server: list[str], requests: int = 200) -> float:
+    """Requests per second the server answers alone on one CPU with one BLAS thread (as
+    nxr runs it), one request at a time."""
+    env = {**os.environ, **{v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
+    cpu = min(os.sched_getaffinity(0))
+    proc = subprocess.Popen(
+        server,
+        env=env,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        addr = ("127.0.0.1", 7070)
+        loadgen.wait_for_server(sock, addr, 300)
+        return 1 / loadgen.service_time(sock, addr, requests)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def workload_commands(profile: str) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ import pytest
 from nxrd.demo.figures import (
     LOST,
     Phase,
+    of_capacity,
     over,
     percentile,
     phase_figures,
@@ -75,12 +76,20 @@ def test_the_load_schedule_is_poisson_at_each_phases_rate() -> None:
     assert not math.isclose(due[0], schedule(phases("10:100"), seed=2)[0])
 
 
+def test_load_as_a_share_of_the_servers_capacity() -> None:
+    assert of_capacity("20%:20,60%:30", 54.6) == "10.9:20,32.8:30"
+    assert of_capacity("10:20,50%:5", 30.0) == "10.0:20,15.0:5"
+    assert [p.rate for p in phases(of_capacity("20%:20,60%:30", 50.0))] == [10.0, 30.0]
+
+
 def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     """A folder as nxrd.demo.run writes it: batch alone, then one controlled run."""
     (tmp_path / "meta.json").write_text(
         json.dumps(
             {
                 "phases": "10:10,20:10",
+                "asked": "20%:10,40%:10",
+                "capacity": 50.0,
                 "cpus": 2,
                 "slo": {"p99": "200ms", "window": "3s", "source": {"push": True}},
                 "setups": ["alone", "controller"],
@@ -118,7 +127,8 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     assert runs[0].actions == [(10.5, "share", "static", "chat slack -100%")]
     text = table(meta, figs, runs)
     assert (
-        "p99 SLO 200 ms; load 10/s for 10 s, then 20/s for 10 s; 2 CPUs; batch alone 40.0" in text
+        "p99 SLO 200 ms; load 10/s for 10 s, then 20/s for 10 s (20%, 40% of the server's "
+        "capacity alone, 50.0/s); 2 CPUs; batch alone 40.0" in text
     )
     assert (
         "controller    10/s    50 ms  0.25      0% of 3    75%     94%   0.40   95%        -  0.05"
@@ -131,3 +141,28 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     assert "    10.5 s  share -> static  (chat slack -100%)" in text
     plot(meta, runs, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_service_time_is_the_median_round_trip_of_single_requests() -> None:
+    """Against a stand-in server that takes 20 ms per request and 200 ms for every tenth."""
+    import socket
+    import threading
+    import time
+
+    from nxrd.demo.loadgen import service_time
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for i in range(40):
+            data, addr = server.recvfrom(256)
+            time.sleep(0.2 if i % 10 == 9 else 0.02)
+            server.sendto(data.split()[0], addr)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    got = service_time(client, server.getsockname(), 30)
+    assert 0.02 <= got < 0.05  # the slow tenth does not move the median
+    server.close()
+    client.close()
