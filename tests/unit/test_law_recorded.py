@@ -1,13 +1,15 @@
 """The control law replayed on a recorded trace: the windowed p99 of the demo's model server
 at each 250 ms tick, measured in the test VM under a load step with static pinning (no
 controller acting, so the trace is what the law would have seen at first). Exact decisions
-with the demo profile's own settings, planned for the VM's 2 CPUs."""
+with the demo profile's own settings, planned for the VM's 2 CPUs. A second recording keeps
+every request, so the replay can give the law the latency since its last rung change too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from nxrd.controller.law import Observation, State, settings, step
+from nxrd.controller.samples import SampleWindow
 from nxrd.controller.spec import control_spec
 from nxrd.plan import make_plan
 from nxrd.plan.topology import load_topology
@@ -22,7 +24,7 @@ def trace(name: str) -> list[tuple[float, float | None]]:
         if line.startswith("#"):
             continue
         t, v = line.split()
-        out.append((float(t), None if v == "-" else float(v)))
+        out.append((float(t), None if v in ("-", "lost") else float(v)))
     return out
 
 
@@ -49,3 +51,59 @@ def test_the_demo_profile_on_a_recorded_load_step() -> None:
         (69.75, "up", "freeze-batch"),  # a late burst (p99 over 160 ms): up again
     ]
     assert max(levels) == 5 and min(levels) == -1  # no core to lend: embed keeps its one
+
+
+def replay_requests(name: str, fresh: bool) -> list[tuple[float, str, str]]:
+    """The law every 250 ms over recorded requests, each reaching nxrd when it was answered
+    (due + latency), through the controller's own sample window; with `fresh`, also the
+    percentile of the requests since the last rung change, as nxrd's loop gives it."""
+    profile = load_profile(ROOT / "profiles/demo.toml")
+    plan = make_plan(profile, load_topology(ROOT / "tests/fixtures/topologies/vm-2cpu.json"))
+    spec = control_spec(profile, plan)
+    slo = profile.workloads["chat"].slo
+    assert slo is not None
+    rows = trace(name)
+    answered = sorted((due + v, v) for due, v in rows if v is not None)
+    window, state, got, i, tick = SampleWindow(slo.window), State(), [], 0, 0
+    while tick * 0.25 <= rows[-1][0] + 2:
+        now = tick * 0.25
+        while i < len(answered) and answered[i][0] <= now:
+            window.add(*answered[i])
+            i += 1
+        seen = window.percentile(0.99, now)
+        age = {"chat": now - answered[i - 1][0]} if i else {}
+        recent = {"chat": window.percentile_since(0.99, state.changed_at, now)} if fresh else {}
+        state, decisions = step(state, Observation({"chat": seen}, age, recent=recent), spec, now)
+        got += [(now, d.direction, d.rung) for d in decisions]
+        tick += 1
+    return got
+
+
+def test_fresh_evidence_keeps_a_recorded_step_from_winding_the_ladder_up() -> None:
+    # 13.5/s, then 40.5/s from 20 s: Poisson bursts push the window's p99 to 140-220 ms
+    # for a few seconds at a time (the controller's run of the same arrivals was slow at
+    # the same moments: the server's own queueing, which no rung removes)
+    trace_name = "vm-pinned-step-requests.txt"
+    assert replay_requests(trace_name, fresh=True) == [
+        (4.25, "down", "share"),
+        (23.0, "up", "static"),  # a burst after the step: sharing ends on the window
+        (24.0, "up", "cap-75%"),  # the requests since static were slow too
+        (30.25, "down", "static"),  # those since cap-75% were fast: it held, then relaxed
+        (34.5, "down", "share"),
+        (46.75, "up", "static"),  # the run's worst burst (over 200 ms)
+        (47.75, "up", "cap-75%"),
+    ]
+    # judged on the window alone, each burst climbs a rung a second while it ages out
+    assert replay_requests(trace_name, fresh=False) == [
+        (4.25, "down", "share"),
+        (23.0, "up", "static"),
+        (24.0, "up", "cap-75%"),
+        (25.0, "up", "cap-50%"),
+        (26.0, "up", "cap-25%"),
+        (30.25, "down", "cap-50%"),
+        (34.5, "down", "cap-75%"),
+        (46.75, "up", "cap-50%"),
+        (47.75, "up", "cap-25%"),
+        (48.75, "up", "freeze-background"),
+        (49.75, "up", "freeze-batch"),
+    ]
