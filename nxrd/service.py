@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import select
 import signal
@@ -631,18 +632,31 @@ class Daemon:
             for fd in self.runtime.pidfds.values():
                 poller.register(fd, select.POLLIN)
             wait = min(self.sup.next_wakeup(now), self.controller.wakeup(now), 1.0)
-            timeout_ms = int(wait * 1000)
-            for fd, _ in poller.poll(timeout_ms):
+            self._wait(poller, now + wait, wake_r)
+
+    def _wait(self, poller: select.poll, until: float, wake_r: int) -> None:
+        """Serve what arrives until `until` or until something other than a latency
+        report does. Reports come with every request a workload serves (tens a second):
+        they only add samples, so they do not run the rest of the loop each time."""
+        push = self.push
+        push_fd = push.fileno() if push is not None else None
+        while True:
+            # rounded up: a poll that ends a fraction of a millisecond early is a wasted pass
+            timeout_ms = max(0, math.ceil((until - time.monotonic()) * 1000))
+            ready = poller.poll(timeout_ms)
+            for fd, _ in ready:
                 if fd == self.api.fileno():
                     self.api.serve_ready()
                 elif self.metrics is not None and fd == self.metrics.fileno():
                     self.metrics.serve_ready()
-                elif self.push is not None and fd == self.push.fileno():
-                    for name, seconds in self.push.drain():
+                elif push is not None and fd == push_fd:
+                    for name, seconds in push.drain():
                         self.controller.push(name, seconds, time.monotonic())
                 elif fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)
+            if not ready or any(fd != push_fd for fd, _ in ready) or time.monotonic() >= until:
+                return
 
 
 def _digest(files: list[tuple[str, str]]) -> str:

@@ -1,12 +1,18 @@
-"""Pushed latencies over a real datagram socket: only a workload's own processes count."""
+"""Pushed latencies over a real datagram socket: only a workload's own processes count, and
+nxrd takes them in without a loop pass per report."""
 
 from __future__ import annotations
 
 import os
+import select
+import threading
+import time
+import types
 from pathlib import Path
 
 from nxrd.controller.push import PushReceiver
 from nxrd.latency import LatencyReporter
+from nxrd.service import Daemon
 
 
 def test_reports_count_only_from_the_workloads_own_processes(tmp_path: Path) -> None:
@@ -30,3 +36,51 @@ def test_reports_count_only_from_the_workloads_own_processes(tmp_path: Path) -> 
         rx.close()
     assert not Path(path).exists()
     LatencyReporter("chat", path)(0.1)  # nxrd gone: silently nothing
+
+
+def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path: Path) -> None:
+    """Reports arrive with every request a workload serves; each must reach the controller
+    without running a whole loop pass (a supervisor tick, a state save) per datagram."""
+    path = str(tmp_path / "latency.sock")
+    me = os.getpid()
+    d = Daemon.__new__(Daemon)
+    d.push = PushReceiver(path, owner_of=lambda pid: "chat" if pid == me else None)
+    got: list[float] = []
+    d.controller = types.SimpleNamespace(push=lambda name, s, now: got.append(s))  # type: ignore[assignment]
+    d.api = types.SimpleNamespace(fileno=lambda: -1)  # type: ignore[assignment]
+    d.metrics = None
+    wake_r, wake_w = os.pipe()
+    poller = select.poll()
+    for fd in (d.push.fileno(), wake_r):
+        poller.register(fd, select.POLLIN)
+    report = LatencyReporter("chat", path)
+
+    def send(values: list[float], then_wake: bool) -> None:
+        for v in values:
+            time.sleep(0.03)
+            report(v)
+        if then_wake:
+            os.write(wake_w, b"x")
+
+    try:
+        until = time.monotonic() + 0.4
+        sender = threading.Thread(target=send, args=([0.1, 0.2, 0.3], False))
+        sender.start()
+        d._wait(poller, until, wake_r)
+        sender.join()
+        assert got == [0.1, 0.2, 0.3]
+        assert time.monotonic() >= until  # three reports, one wait
+
+        got.clear()
+        start = time.monotonic()
+        sender = threading.Thread(target=send, args=([0.5], True))
+        sender.start()
+        d._wait(poller, start + 30.0, wake_r)
+        sender.join()
+        assert got == [0.5]
+        assert time.monotonic() - start < 20.0  # the wake ended the wait, not the deadline
+    finally:
+        report.close()
+        d.push.close()
+        os.close(wake_r)
+        os.close(wake_w)
