@@ -93,8 +93,14 @@ def test_pushed_violations_squeeze_batch_and_recovery_restores_it(
         # still comfortable: batch may run on chat's CPU too, then loses it at the first
         # slow window
         chat_cpus = (cgroup_root / "latency-critical/chat/cpuset.cpus").read_text().strip()
-        d.wait_for(lambda: d.events("controller")[-1][1] == "share", timeout=60)
-        assert (embed / "cpuset.cpus").read_text().strip() == "0-1"
+        # the event is logged as the decision is taken, just before the cpusets are written
+        d.wait_for(
+            lambda: (
+                d.events("controller")[-1][1] == "share"
+                and (embed / "cpuset.cpus").read_text().strip() == "0-1"
+            ),
+            timeout=60,
+        )
         assert (embed / "cpuset.cpus.effective").read_text().strip() == "0-1"
         assert chat_cpus in ("0", "1")
         (tmp_path / "fast").unlink()
