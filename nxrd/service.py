@@ -27,7 +27,7 @@ from nxrd.errors import KernelError, NxrError, PlanError, ProfileError
 from nxrd.explain import explain
 from nxrd.files import write_atomically
 from nxrd.kernel.apply import apply_plan
-from nxrd.kernel.cgroupfs import LinuxCgroupFS
+from nxrd.kernel.cgroupfs import LinuxCgroupFS, parse_keyed
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.discovery import discover
 from nxrd.kernel.gpu_usage import GpuAccounting
@@ -460,8 +460,8 @@ class Daemon:
             if rec is None or rec.pid is None:
                 self.tick_cpu.pop(name, None)
                 continue
-            leaf = self.root / rec.plan.cgroup
-            texts = {f: self.counters.read(leaf / f) for f in TICK_FILES}
+            leaf = f"{self.root}/{rec.plan.cgroup}"  # str: pathlib costs more than the read
+            texts = {f: self.counters.read(f"{leaf}/{f}") for f in TICK_FILES}
             out[name], cur = tick_signals(texts, self.tick_cpu.get(name), time.monotonic())
             if cur is not None:
                 self.tick_cpu[name] = cur
@@ -470,11 +470,14 @@ class Daemon:
     def _sample(self, now: float) -> None:
         """CPU counters of every running workload, so status can show rates."""
         for rec in list(self.sup.records.values()):
+            leaf = f"{self.root}/{rec.plan.cgroup}"
             if rec.pid is None:
                 self.samples.pop(rec.name, None)
+                self.counters.forget_under(leaf)
                 continue
-            with contextlib.suppress(KernelError):
-                cur = cpu_sample(now, self.fs.read_keyed(rec.plan.cgroup, "cpu.stat"))
+            text = self.counters.read(f"{leaf}/cpu.stat")
+            if text is not None:
+                cur = cpu_sample(now, parse_keyed(text))
                 last = self.samples.get(rec.name, (None, None))[0]
                 self.samples[rec.name] = (cur, last)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 
 class KeptOpen:
     def __init__(self) -> None:
-        self.fds: dict[Path, int] = {}
+        self.fds: dict[str, int] = {}
 
-    def read(self, path: Path) -> str | None:
+    def read(self, path: str) -> str | None:
         """The file's contents now, or None when it does not exist."""
         for _ in range(2):
             fd = self.fds.get(path)
@@ -32,11 +31,17 @@ class KeptOpen:
                 self.forget(path)  # its cgroup went away: try a fresh one once
         return None
 
-    def forget(self, path: Path) -> None:
+    def forget(self, path: str) -> None:
         fd = self.fds.pop(path, None)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def forget_under(self, directory: str) -> None:
+        """Close every file of a cgroup whose workload stopped: an open file would keep the
+        removed cgroup alive in the kernel (a dying cgroup) for as long as nxrd runs."""
+        for path in [p for p in self.fds if p.startswith(directory + "/")]:
+            self.forget(path)
 
     def close(self) -> None:
         for path in list(self.fds):

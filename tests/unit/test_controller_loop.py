@@ -227,3 +227,22 @@ def test_a_probe_times_requests_and_a_dead_endpoint_is_said_once() -> None:
         assert ctl.state.level == 0  # no latency: static values
     finally:
         ctl.close()
+
+
+def test_held_values_are_not_reread_each_tick_but_a_new_process_gets_them_again() -> None:
+    ctl, fs, sup, _log, _ledger = setup()
+    now = drive(ctl, 0.3, 0.0, 2.6)
+    now = drive(ctl, 0.17, now, 2.0)  # 15% slack: neither climbing nor relaxing
+    level, cap = ctl.state.level, fs.read("batch/embed", "cpu.max")
+    assert level >= 3 and cap != "max 100000"
+    reads: list[tuple[str, str]] = []
+    read = fs.read
+    fs.read = lambda rel, name: reads.append((rel, name)) or read(rel, name)  # type: ignore[method-assign]
+    now = drive(ctl, 0.17, now, 10.0)
+    assert ctl.state.level == level and reads == []  # held: nothing re-read, nothing written
+    # embed restarts: its new process starts from the plan's values, as a launch writes them
+    fs.write("batch/embed", "cpu.max", "max 100000")
+    sup.records["embed"].pid = 4242
+    drive(ctl, 0.17, now, 0.5)
+    assert ctl.state.level == level and fs.read("batch/embed", "cpu.max") == cap
+    assert ("batch/embed", "cpu.max") in reads
