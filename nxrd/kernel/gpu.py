@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nxrd.kernel.nvml_guard import Guard, NotAnswering
 from nxrd.plan.topology import Gpu, MigInstance
 
 T = TypeVar("T")
@@ -21,8 +22,25 @@ def nvml_text(value: Any) -> str:
 COMPUTE_MODES = {0: "default", 1: "exclusive-thread", 2: "prohibited", 3: "exclusive-process"}
 
 
-def discover_gpus(root: Path = Path("/")) -> tuple[list[Gpu], str | None]:
+# nvmlInit alone can take seconds per GPU without persistence mode; a wedged driver never
+# answers, and nxrd must still start (systemd gives it 90 s) and run the CPU workloads.
+DISCOVERY_TIMEOUT = 30.0
+
+
+def discover_gpus(
+    root: Path = Path("/"), timeout: float = DISCOVERY_TIMEOUT
+) -> tuple[list[Gpu], str | None]:
     """(GPUs, note); the note says why the list is empty when it is."""
+    try:
+        return Guard(timeout).call("GPU discovery", _discover, root)
+    except NotAnswering:
+        return [], (
+            f"NVML did not answer within {timeout:g} s; is the NVIDIA driver wedged? "
+            "(no GPUs until nxrd restarts)"
+        )
+
+
+def _discover(root: Path) -> tuple[list[Gpu], str | None]:
     try:
         import pynvml
     except ImportError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,22 @@ def test_a_lost_gpu_fails_discovery_with_a_reason(
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     gpus, note = gpu.discover_gpus(tmp_path)
     assert gpus == [] and note == "NVML query failed: GPU is lost" and nvml.shutdown
+
+
+@pytest.mark.parametrize("call", ["nvmlInit", "nvmlDeviceGetUUID"])
+def test_a_hung_driver_gives_no_gpus_and_a_reason_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    nvml = FakeNVML()
+    nvml.hang.add(call)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    try:
+        started = time.monotonic()
+        gpus, note = gpu.discover_gpus(tmp_path, timeout=0.2)
+        assert time.monotonic() - started < 2.0 and nvml.entered.is_set()
+        assert gpus == [] and note is not None and note.startswith("NVML did not answer within")
+    finally:
+        nvml.release.set()  # no test leaves a thread behind
 
 
 def test_topologies_captured_before_mig_fields_still_load() -> None:
