@@ -54,13 +54,19 @@ def gpu_families(gpus: Status) -> list[Metric]:
         "GPU memory held by processes that belong to no workload",
         labels=["gpu"],
     )
+    quarantine = GaugeMetricFamily(
+        "nxr_gpu_quarantined",
+        "1 while the GPU is quarantined (no placements until nxrd restarts)",
+        labels=["gpu"],
+    )
     for g in gpus:
         gpu = [str(g["index"])]
         if g.get("utilization_percent") is not None:
             util.add_metric(gpu, float(g["utilization_percent"]) / 100)
         if g.get("other_memory_bytes") is not None:
             other.add_metric(gpu, float(g["other_memory_bytes"]))
-    return [util, other]
+        quarantine.add_metric(gpu, 1.0 if g.get("quarantined") else 0.0)
+    return [util, other, quarantine]
 
 
 def controller_families(c: Mapping[str, Any]) -> list[Metric]:

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nxrd.api.handlers import Handlers, workload_status
 from nxrd.api.protocol import DEFAULT_SOCKET
@@ -176,7 +176,7 @@ class Daemon:
             self.topology,
             self.access.privileged,
             self,
-            gpus=self.gpu_use.host if self.gpu_use is not None else None,
+            gpus=self.gpu_docs if self.gpu_use is not None else None,
         )
         return self.sup
 
@@ -423,8 +423,15 @@ class Daemon:
             address,
             self.status_docs,
             lambda: self.controller.summary(),
-            lambda: self.gpu_use.host() if self.gpu_use is not None else [],
+            self.gpu_docs,
         )
+
+    def gpu_docs(self) -> list[dict[str, Any]]:
+        """Per GPU: its use outside the workloads, and why it is quarantined (None if not)."""
+        if self.gpu_use is None:
+            return []
+        bad = quarantined(self.gpu_health)
+        return [{**g, "quarantined": bad.get(g["uuid"])} for g in self.gpu_use.host()]
 
     def status_docs(self) -> list[dict[str, object]]:
         """What status shows for every workload (also the metrics' source)."""

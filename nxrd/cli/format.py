@@ -184,16 +184,25 @@ def status_row(w: Mapping[str, Any], gpu_usage: bool = False) -> list[str]:
     ]
 
 
-def status_table(workloads: Sequence[Mapping[str, Any]]) -> str:
+def status_table(
+    workloads: Sequence[Mapping[str, Any]], gpus: Sequence[Mapping[str, Any]] = ()
+) -> str:
     """`nxrctl status`: one row per workload. CPU% is of one CPU; pressure is avg10 "some".
 
-    GPU usage gets a column only on hosts where some workload has GPUs.
+    GPU usage gets a column only on hosts where some workload has GPUs; a GPU that is
+    quarantined or not answering gets a line under the table.
     """
     gpu_usage = any(w.get("gpus") for w in workloads)
     headers = list(STATUS_HEADERS)
     if gpu_usage:
         headers.insert(headers.index("GPUS") + 1, GPU_USAGE_HEADER)
-    return table(headers, [status_row(w, gpu_usage) for w in workloads])
+    out = table(headers, [status_row(w, gpu_usage) for w in workloads])
+    for g in gpus:
+        if g.get("quarantined"):
+            out += f"\nGPU {g['index']} ({g['uuid']}): quarantined: {g['quarantined']}"
+        elif g.get("error"):
+            out += f"\nGPU {g['index']} ({g['uuid']}): {g['error']}"
+    return out
 
 
 def top_screen(workloads: Sequence[Mapping[str, Any]], now: float, width: int) -> str:

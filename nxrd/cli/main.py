@@ -142,7 +142,7 @@ def status(client: Client, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(body, indent=2, sort_keys=True))
     else:
-        click.echo(status_table(body["workloads"]))
+        click.echo(status_table(body["workloads"], body.get("gpus", [])))
 
 
 @cli.command()

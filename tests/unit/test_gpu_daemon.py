@@ -99,6 +99,12 @@ def test_a_critical_xid_moves_the_workloads_placed_by_count_and_is_said_once() -
     assert restarts == ["profile changed (GPU quarantine)"]
     poll(d)
     assert len(said(d)) == 2  # quarantine is said once
+    # status, the API and the metrics say which GPU is out, until nxrd restarts
+    assert [(g["index"], g["quarantined"]) for g in d.gpu_docs()[:3]] == [
+        (0, "Xid 79"),
+        (1, None),
+        (2, None),
+    ]
 
 
 def test_a_lost_gpu_is_quarantined_on_the_second_poll_and_a_named_workload_stays() -> None:

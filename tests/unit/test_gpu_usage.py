@@ -286,6 +286,19 @@ def test_status_has_a_gpu_usage_column_only_on_gpu_hosts() -> None:
     assert cpu[gpus_col : gpus_col + 2] == ["-", "-"]
 
 
+def test_status_says_which_gpus_are_quarantined_or_not_answering() -> None:
+    gpus = [
+        {"index": 0, "uuid": "GPU-a", "error": None, "quarantined": None},
+        {"index": 1, "uuid": "GPU-b", "error": None, "quarantined": "Xid 79"},
+        {"index": 2, "uuid": "GPU-c", "error": "GPU not answering: x", "quarantined": None},
+    ]
+    lines = status_table([row("chat", [0])], gpus).splitlines()
+    assert lines[2:] == [
+        "GPU 1 (GPU-b): quarantined: Xid 79",
+        "GPU 2 (GPU-c): GPU not answering: x",
+    ]
+
+
 def test_show_lists_each_gpu() -> None:
     w = row(
         "chat",
@@ -322,8 +335,15 @@ def test_metrics_per_workload_and_gpu() -> None:
         ("nxr_workload_gpu_utilization_ratio", (*who[:1], ("gpu", "0"), *who[1:])): 0.75,
         ("nxr_workload_gpu_utilization_ratio", (*who[:1], ("gpu", "1"), *who[1:])): 0.0,
     }
-    host = gpu_families([{"index": 0, "utilization_percent": 97.0, "other_memory_bytes": GIB}])
+    host = gpu_families(
+        [
+            {"index": 0, "utilization_percent": 97.0, "other_memory_bytes": GIB},
+            {"index": 1, "utilization_percent": None, "quarantined": "Xid 79"},
+        ]
+    )
     assert [(s.name, s.labels, s.value) for fam in host for s in fam.samples] == [
         ("nxr_gpu_utilization_ratio", {"gpu": "0"}, 0.97),
         ("nxr_gpu_other_memory_bytes", {"gpu": "0"}, float(GIB)),
+        ("nxr_gpu_quarantined", {"gpu": "0"}, 0.0),
+        ("nxr_gpu_quarantined", {"gpu": "1"}, 1.0),
     ]
