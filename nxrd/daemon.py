@@ -128,15 +128,22 @@ def check() -> None:
     """Check that this host can isolate workloads: cgroup v2, controllers, a writable subtree."""
     import sys
 
+    from nxrd.kernel import devices
     from nxrd.kernel.discovery import cgroup_info
+    from nxrd.kernel.gpu import discover_gpus
     from nxrd.kernel.requirements import check as requirements
-    from nxrd.kernel.requirements import usable
+    from nxrd.kernel.requirements import gpu_check, usable
 
     reqs = requirements(cgroup_info())
-    for req in reqs:
+    gpus, note = discover_gpus()
+    gpu_reqs = gpu_check(len(gpus), note, devices.support() if gpus else None)
+    for req in reqs + gpu_reqs:
         click.echo(req.line())
     if not usable(reqs):
         click.echo("nxrd cannot isolate workloads on this host; it will refuse to start.", err=True)
+        sys.exit(1)
+    if not usable(gpu_reqs):
+        click.echo("nxrd would start, but no workload could: each needs a device filter.", err=True)
         sys.exit(1)
 
 

@@ -95,5 +95,20 @@ def check(info: CgroupInfo, needed: tuple[str, ...] = NEEDED) -> list[Requiremen
     return out
 
 
+def gpu_check(gpus: int, note: str | None, filter_error: str | None) -> list[Requirement]:
+    """The GPU lines: on a host with GPUs every leaf gets a device filter before its workload
+    starts, so a kernel that cannot load one starts no workload at all."""
+    if not gpus:
+        return [Requirement("GPUs", True, f"none ({note or 'none found'}): GPU requests refused")]
+    out = [Requirement("GPUs", True, f"{gpus} found through NVML")]
+    if filter_error is None:
+        detail = "cgroup device programs load: a workload opens only its own /dev/nvidiaN"
+        out.append(Requirement("GPU device filter", True, detail))
+    else:
+        fix = "a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF, and nxrd run as root"
+        out.append(Requirement("GPU device filter", False, filter_error, fix))
+    return out
+
+
 def usable(reqs: list[Requirement]) -> bool:
     return all(r.ok for r in reqs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nxrd.kernel.requirements import check, delegated, subtree_path, usable
+from nxrd.kernel.requirements import check, delegated, gpu_check, subtree_path, usable
 from nxrd.plan.topology import CgroupInfo
 
 ALL = ["cpuset", "cpu", "io", "memory", "hugetlb", "pids"]
@@ -58,3 +58,20 @@ def test_no_delegation_and_no_cgroup2() -> None:
     assert "run under systemd with Delegate=yes" in text
     assert "MISSING  subtree: cannot create cgroups" in text
     assert lines(CgroupInfo())[0].startswith("MISSING  cgroup v2: no cgroup2 filesystem is mounted")
+
+
+def test_gpu_lines_fail_only_where_gpus_exist_and_the_filter_cannot_load() -> None:
+    none = gpu_check(0, "nvidia-ml-py (pynvml) is not installed", None)
+    assert usable(none) and [r.line() for r in none] == [
+        "ok       GPUs: none (nvidia-ml-py (pynvml) is not installed): GPU requests refused"
+    ]
+    assert usable(gpu_check(2, None, None))
+    why = (
+        "cgroup device filter: this kernel has no cgroup device programs (needs CONFIG_CGROUP_BPF)"
+    )
+    bad = gpu_check(2, None, why)
+    assert not usable(bad)
+    assert bad[1].line() == (
+        f"MISSING  GPU device filter: {why} -> a kernel with CONFIG_BPF_SYSCALL and "
+        "CONFIG_CGROUP_BPF, and nxrd run as root"
+    )
