@@ -164,6 +164,7 @@ class Handlers:
         return out
 
     def _explain(self, rec: Record) -> dict[str, Any]:
+        minors = {g.uuid: g.device_minor for g in self.topology.gpus}
         out = {
             "name": rec.name,
             "class": rec.plan.workload_class,
@@ -173,6 +174,10 @@ class Handlers:
                 "profile": rec.spec.gpus,
                 "planned": [g.uuid for g in rec.plan.gpus],
                 "env": {k: v for k, v in rec.plan.env.items() if k.endswith("VISIBLE_DEVICES")},
+                # What the leaf's device filter lets it open; None: no filter (no GPUs here).
+                "devices": [f"/dev/nvidia{minors.get(g.uuid, g.index)}" for g in rec.plan.gpus]
+                if self.topology.gpus
+                else None,
             },
             "threads": {"profile": rec.spec.threads, "planned": rec.plan.threads},
         }

@@ -255,7 +255,12 @@ def explain_text(x: Mapping[str, Any]) -> str:
     out += [
         "",
         f"gpus: profile {gpus.get('profile')}, planned {gpus.get('planned') or 'none'}, "
-        f"env {gpus.get('env') or 'none'}",
+        f"env {gpus.get('env') or 'none'}"
+        + (
+            ""
+            if gpus.get("devices") is None
+            else f", device filter allows {', '.join(gpus['devices']) or 'no /dev/nvidiaN'}"
+        ),
         f"threads: profile {threads.get('profile')}, planned {threads.get('planned')}",
     ]
     return "\n".join(out)

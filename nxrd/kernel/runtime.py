@@ -29,7 +29,7 @@ class LinuxRuntime(Runtime):
         self.fs, self.state_dir, self.journal = fs, state_dir, journal
         # The host's GPUs: UUID -> minor of its /dev/nvidiaN. Empty on a host without GPUs,
         # where leaves get no device filter at all.
-        self.gpu_minors = {g.uuid: gpu_minor(g) for g in gpus}
+        self.gpu_minors = {g.uuid: g.device_minor for g in gpus}
         self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
         self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
 
@@ -184,8 +184,3 @@ class LinuxRuntime(Runtime):
 
     def ready(self, spec: Workload) -> bool:
         return spec.ready is None or probes.check(spec.ready)
-
-
-def gpu_minor(gpu: Gpu) -> int:
-    """The minor number of the GPU's /dev/nvidiaN: NVML's, else its index (the usual case)."""
-    return gpu.index if gpu.minor is None else gpu.minor

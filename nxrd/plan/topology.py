@@ -63,6 +63,11 @@ class Gpu(Data):
     mig: bool = Field(False, description="MIG mode is enabled now (not only pending a reset)")
     mig_instances: list[MigInstance] = Field(default_factory=list)
 
+    @property
+    def device_minor(self) -> int:
+        """N of its /dev/nvidiaN: NVML's minor number, else its index (the usual case)."""
+        return self.index if self.minor is None else self.minor
+
 
 class CgroupInfo(Data):
     """Whether a usable cgroup v2 subtree is there (plain facts; check explains)."""

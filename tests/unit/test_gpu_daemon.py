@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import types
 
+from nxrd.api.handlers import Handlers
+from nxrd.api.protocol import Request
+from nxrd.cli.format import explain_text
 from nxrd.controller.loop import Controller
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import FakeCgroupFS
@@ -80,6 +83,11 @@ def test_a_critical_xid_moves_the_workloads_placed_by_count_and_is_said_once() -
     nvml = fake_host()
     d = daemon(nvml)
     assert [g.index for g in d.plan.workload("chat").gpus] == [0]
+    # explain names the device file the leaf's filter lets it open
+    api = Handlers(d.sup, d.plan, d.topology, lambda r: True, d)
+    doc = api.handle(Request("GET", ("workloads", "chat", "explain")))
+    assert doc["gpus"]["devices"] == ["/dev/nvidia0"]
+    assert "device filter allows /dev/nvidia0" in explain_text(doc)
     poll(d)
     assert said(d) == []  # healthy: nothing happens
     nvml.gpus[0].xids.append(79)  # GPU 0 fell off the bus
