@@ -108,6 +108,8 @@ class PhaseFigures:
     server_cpu: float | None  # CPUs the server used
     nxrd_cpu: float | None  # CPUs nxrd itself used (None without nxrd)
     reaction: float | None  # for a phase that starts with a step up; else None
+    batch_cpu: float | None = None  # CPUs the batch job used
+    host_cpu: float | None = None  # CPUs busy on the whole host
 
 
 def phase_figures(
@@ -122,6 +124,8 @@ def phase_figures(
     settle: float,
     window: float,
     daemon: Sequence[tuple[float, float]] = (),
+    batch_cpu: Sequence[tuple[float, float]] = (),
+    host: Sequence[tuple[float, float]] = (),
 ) -> PhaseFigures:
     """Figures of one phase. Times of batch and server series are seconds from the load's
     start, like the samples'; windows start `settle` seconds into the run."""
@@ -138,4 +142,6 @@ def phase_figures(
         server_cpu=rate(server, ph.start, ph.end),
         nxrd_cpu=rate(daemon, ph.start, ph.end),
         reaction=reaction(samples, ph.start, ph.end, slo, q) if steps_up else None,
+        batch_cpu=rate(batch_cpu, ph.start, ph.end),
+        host_cpu=rate(host, ph.start, ph.end),
     )

@@ -29,6 +29,8 @@ class Run:
     batch: list[tuple[float, float]] = field(default_factory=list)  # (t, blocks)
     server: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
     nxrd: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
+    batch_cpu: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
+    host: list[tuple[float, float]] = field(default_factory=list)  # (t, busy CPU seconds)
     actions: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, old, new, why
 
 
@@ -49,6 +51,8 @@ def load_run(folder: Path) -> Run:
     run.batch = _series(folder / "batch.progress", start)
     run.server = _series(folder / "server_cpu.txt", start)
     run.nxrd = _series(folder / "nxrd_cpu.txt", start)
+    run.batch_cpu = _series(folder / "batch_cpu.txt", start)
+    run.host = _series(folder / "host_cpu.txt", start)
     events = folder / "events.jsonl"
     if events.exists():
         offset = json.loads((folder / "window.json").read_text())["wall_minus_mono"]
@@ -67,18 +71,29 @@ def _series(path: Path, start: float) -> list[tuple[float, float]]:
     return [(float(r[0]) - start, float(r[1])) for r in rows]
 
 
-def alone_rate(folder: Path) -> float | None:
+@dataclass(frozen=True)
+class Alone:
+    """The batch job alone on the host: its throughput and the CPUs it and the host used."""
+
+    rate: float | None  # blocks per second
+    cpu: float | None
+    host: float | None
+
+
+def batch_alone(folder: Path) -> Alone:
     run = load_run(folder / "alone")
     window = json.loads((folder / "alone/window.json").read_text())
-    return rate(run.batch, 0.0, window["to"] - window["from"])
+    span = window["to"] - window["from"]
+    return Alone(rate(run.batch, 0.0, span), rate(run.batch_cpu, 0, span), rate(run.host, 0, span))
 
 
 def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]], list[Run]]:
     meta = json.loads((folder / "meta.json").read_text())
     slo_name, slo = Slo.model_validate(meta["slo"]).target
     q = QUANTILES[slo_name]
-    alone = alone_rate(folder) if (folder / "alone").exists() else None
-    meta.update(slo_seconds=slo, slo_name=slo_name, alone=alone)
+    by_itself = batch_alone(folder) if (folder / "alone").exists() else Alone(None, None, None)
+    alone = by_itself.rate
+    meta.update(slo_seconds=slo, slo_name=slo_name, alone=alone, by_itself=by_itself)
     out, runs = {}, []
     for name in meta["setups"]:
         if name == "alone":
@@ -99,6 +114,8 @@ def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]]
                 SETTLE,
                 WINDOW,
                 run.nxrd,
+                run.batch_cpu,
+                run.host,
             )
             for i, ph in enumerate(phs)
         ]
@@ -161,6 +178,7 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
         "it used; UTIL: server CPUs / CPUs + BATCH; REACTION: from the load step until every "
         "later 1 s window is within the SLO; NXRD: CPUs nxrd itself used.",
     ]
+    lines += cpu_table(meta, figs)
     for run in runs:
         if run.actions:
             counts: dict[str, int] = {}
@@ -172,6 +190,66 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
             if len(run.actions) > 12:
                 lines.append(f"  ... and {len(run.actions) - 12} more")
     return "\n".join(lines)
+
+
+def _cpus(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list[str]:
+    """Where the CPUs went in each phase: what is not the server's share and not batch's is
+    nxrd, the rest of the host (load generator, background job, kernel) or idle; WORK/CPU
+    says whether batch's CPUs gave the throughput they give it alone."""
+    cpus, alone = meta["cpus"], meta["by_itself"]
+    if alone.cpu is None and not any(p.host_cpu is not None for ps in figs.values() for p in ps):
+        return []  # recorded before these were
+    per_cpu = alone.rate / alone.cpu if alone.rate and alone.cpu else None
+
+    def row(
+        name: str,
+        load: str,
+        server: float | None,
+        nxrd: float | None,
+        p_batch: float | None,
+        batch_cpu: float | None,
+        host: float | None,
+    ) -> str:
+        used = [v for v in (server, nxrd, batch_cpu) if v is not None]
+        rest = None if host is None or batch_cpu is None else max(0.0, host - sum(used))
+        idle = None if host is None else max(0.0, cpus - host)
+        work = None
+        if per_cpu and p_batch is not None and batch_cpu:
+            work = p_batch * (alone.rate or 0) / batch_cpu / per_cpu
+        return (
+            f"{name:<11} {load:>6} {_cpus(server):>6} {_cpus(batch_cpu):>6} {_cpus(nxrd):>5} "
+            f"{_cpus(rest):>5} {_cpus(idle):>5} {_pct(work):>9}"
+        )
+
+    lines = [
+        "",
+        f"CPUs        {'LOAD':>6} {'SERVER':>6} {'BATCH':>6} {'NXRD':>5} {'REST':>5} "
+        f"{'IDLE':>5} {'WORK/CPU':>9}",
+        row("alone", "-", None, None, 1.0 if alone.rate else None, alone.cpu, alone.host),
+    ]
+    for name, phs in figs.items():
+        for p in phs:
+            lines.append(
+                row(
+                    name,
+                    f"{p.rate:g}/s",
+                    p.server_cpu,
+                    p.nxrd_cpu,
+                    p.batch,
+                    p.batch_cpu,
+                    p.host_cpu,
+                )
+            )
+    lines += [
+        "",
+        "CPUs used over each phase. REST: the rest of the host (load generator, background "
+        "job, kernel); WORK/CPU: batch blocks per CPU second, as a share of what it does alone.",
+    ]
+    return lines
 
 
 def plot(meta: dict[str, Any], runs: list[Run], png: Path) -> None:

@@ -116,7 +116,7 @@ class Setup:
             wait_for(lambda: line_count(RUN_DIR / "batch.progress") >= 2, 300, "batch job")
             t0 = time.monotonic()
             if self.name == "alone":
-                time.sleep(self.alone)
+                self.sample_cpu(lambda: time.monotonic() - t0 < self.alone)
             else:
                 self.load()
             (self.out / "window.json").write_text(
@@ -139,23 +139,34 @@ class Setup:
                 *("--phases", self.phases, "--out", str(self.out / "latency.csv")),
             ]
         )
-        server = None
+        self.sample_cpu(lambda: gen.poll() is None)
+        if gen.returncode != 0:
+            raise SystemExit(f"demo: the load generator failed ({gen.returncode})")
+
+    def sample_cpu(self, going: Callable[[], bool]) -> None:
+        """Every half second while going(): the CPU seconds of the server, the batch job
+        and nxrd so far, and the host's busy CPU seconds (what the rest is made of)."""
         daemon = psutil.Process(self.nxrd.pid) if self.nxrd is not None else None
-        with (
-            (self.out / "server_cpu.txt").open("w") as f,
-            (self.out / "nxrd_cpu.txt").open("w") as g,
-        ):
-            while gen.poll() is None:
-                if server is None or not server.is_running():
-                    server = find("nxrd.demo.server")  # a scan of /proc: not every time
-                for proc, out in ((server, f), (daemon, g)):
+        procs: dict[str, psutil.Process | None] = {"server": None, "batch": None}
+        with contextlib.ExitStack() as files:
+            out = {
+                name: files.enter_context((self.out / f"{name}_cpu.txt").open("w"))
+                for name in ("server", "batch", "nxrd", "host")
+            }
+            while going():
+                for name, proc in procs.items():
+                    if proc is None or not proc.is_running():
+                        procs[name] = find(f"nxrd.demo.{name}")  # a scan of /proc: not always
+                now = f"{time.monotonic():.3f}"
+                for name, proc in (*procs.items(), ("nxrd", daemon)):
                     if proc is not None:
                         with contextlib.suppress(psutil.Error):
                             t = proc.cpu_times()
-                            out.write(f"{time.monotonic():.3f} {t.user + t.system:.3f}\n")
+                            out[name].write(f"{now} {t.user + t.system:.3f}\n")
+                h = psutil.cpu_times()
+                busy = h.user + h.nice + h.system + h.irq + h.softirq + h.steal
+                out["host"].write(f"{now} {busy:.3f}\n")
                 time.sleep(0.5)
-        if gen.returncode != 0:
-            raise SystemExit(f"demo: the load generator failed ({gen.returncode})")
 
     def spawn(self, argv: list[str], cgroup: Path | None) -> None:
         def enter() -> None:

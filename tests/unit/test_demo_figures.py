@@ -100,6 +100,8 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     alone.mkdir()
     (alone / "window.json").write_text(json.dumps({"from": 100.0, "to": 110.0}))
     (alone / "batch.progress").write_text("".join(f"{100 + t} {40 * t} 2\n" for t in range(11)))
+    (alone / "batch_cpu.txt").write_text("".join(f"{100 + t} {1.6 * t}\n" for t in range(11)))
+    (alone / "host_cpu.txt").write_text("".join(f"{100 + t} {1.9 * t}\n" for t in range(11)))
     run = tmp_path / "controller"
     run.mkdir()
     start = 1000.0  # monotonic time of the load's start; wall = monotonic + 5000
@@ -113,6 +115,8 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     (run / "batch.progress").write_text("".join(f"{start + t} {30 * t} 2\n" for t in range(21)))
     (run / "server_cpu.txt").write_text("".join(f"{start + t} {0.4 * t}\n" for t in range(21)))
     (run / "nxrd_cpu.txt").write_text("".join(f"{start + t} {0.05 * t}\n" for t in range(21)))
+    (run / "batch_cpu.txt").write_text("".join(f"{start + t} {1.25 * t}\n" for t in range(21)))
+    (run / "host_cpu.txt").write_text("".join(f"{start + t} {1.8 * t}\n" for t in range(21)))
     event = {"workload": "controller", "old": "share", "new": "static", "time": 5000 + start + 10.5}
     (run / "events.jsonl").write_text(json.dumps({**event, "cause": "chat slack -100%"}) + "\n")
 
@@ -139,6 +143,15 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
         in text
     )
     assert "    10.5 s  share -> static  (chat slack -100%)" in text
+    # where the CPUs went: alone, batch does 25 blocks per CPU second; here 30/s on 1.25
+    # CPUs is 24, so 96%; the host's 1.8 busy CPUs less server, nxrd and batch leave 0.10
+    cpu = text.splitlines()
+    head = cpu.index("CPUs          LOAD SERVER  BATCH  NXRD  REST  IDLE  WORK/CPU")
+    assert cpu[head + 1 : head + 4] == [
+        "alone            -      -   1.60     -  0.30  0.10      100%",
+        "controller    10/s   0.40   1.25  0.05  0.10  0.20       96%",
+        "controller    20/s   0.40   1.25  0.05  0.10  0.20       96%",
+    ]
     plot(meta, runs, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
