@@ -343,7 +343,7 @@ class Daemon:
             if a.kind == "restart":
                 self.sup.restart(a.workload, now, cause=f"restarted: {a.cause}")
             elif a.kind == "stop":
-                self.sup.stop(a.workload, now, cause=f"stopped: {a.cause}")
+                self.sup.stop(a.workload, now, cause=f"stopped: {a.cause}", hold=True)
             else:
                 state = self.sup.records[a.workload].state.value
                 self.events.record(time.time(), a.workload, state, state, a.cause)
@@ -522,6 +522,7 @@ class Daemon:
                     str(entry.get("state")),
                     str(entry.get("reason", "")),
                     entry.get("stop_cause") if isinstance(entry.get("stop_cause"), str) else None,
+                    entry.get("held") is True,
                 )
                 continue
             if entry.get("state") not in RUNNING:

@@ -44,6 +44,7 @@ class Record:
     backoff_until: float | None = None
     stop_deadline: float | None = None
     stop_cause: str | None = None  # set when nxr itself stops it
+    held: bool = False  # stopped by a policy: stays stopped across nxrd's restarts
     next_probe: float = 0.0
     oom_before: int = 0
     last_exit: str | None = None
@@ -128,11 +129,17 @@ class Supervisor:
             rec.history, rec.waiting_since = History(), now
             self._move(rec, State.PENDING, "started by operator")
             rec.stop_cause = rec.stop_deadline = None
+            rec.held = False
 
-    def stop(self, name: str, now: float, cause: str = "stopped-by-operator") -> None:
-        """Stop a workload: stop.signal, then after stop.timeout kill its whole cgroup."""
+    def stop(
+        self, name: str, now: float, cause: str = "stopped-by-operator", hold: bool = False
+    ) -> None:
+        """Stop a workload: stop.signal, then after stop.timeout kill its whole cgroup.
+
+        hold: a policy's stop (not an operator's) that a restarted nxrd keeps, as it keeps
+        an operator's, until an operator starts the workload."""
         rec = self.records[name]
-        rec.stop_cause = cause
+        rec.stop_cause, rec.held = cause, hold
         rec.start_after_stop = False  # a stop wins over a restart or start still pending
         if rec.state in (State.STARTING, State.READY):
             if rec.frozen:  # a frozen process cannot act on its stop signal
@@ -218,26 +225,33 @@ class Supervisor:
                 "launch": r.launch_key,
                 "reason": r.reason,
                 "stop_cause": r.stop_cause,
+                "held": r.held,
             }
             for r in self.records.values()
         }
 
     def stop_all(self, now: float) -> None:
-        """Stop everything because nxrd is exiting (the next nxrd starts them again)."""
-        for name in self.records:
-            self.stop(name, now, cause="nxrd-exiting")
+        """Stop everything because nxrd is exiting (the next nxrd starts them again). Those
+        already stopped or failed keep their cause: the next nxrd keeps an operator's stop,
+        a held stop and a failure."""
+        for name, rec in self.records.items():
+            if rec.state not in (State.STOPPED, State.FAILED):
+                self.stop(name, now, cause="nxrd-exiting")
 
-    def restore(self, name: str, state: str, reason: str, stop_cause: str | None) -> bool:
-        """Keep a workload failed, or stopped by an operator, across nxrd's own restarts.
+    def restore(
+        self, name: str, state: str, reason: str, stop_cause: str | None, held: bool = False
+    ) -> bool:
+        """Keep a workload failed, stopped by an operator or held stopped by a policy across
+        nxrd's own restarts.
 
         This sets the initial state (no transition): only an operator's start ends it.
         """
         rec = self.records[name]
         if state == State.FAILED.value:
             restored = State.FAILED
-        elif state == State.STOPPED.value and stop_cause == "stopped-by-operator":
+        elif state == State.STOPPED.value and (stop_cause == "stopped-by-operator" or held):
             restored = State.STOPPED
-            rec.stop_cause = stop_cause
+            rec.stop_cause, rec.held = stop_cause, held
         else:
             return False
         rec.state, rec.reason = restored, reason
@@ -349,7 +363,7 @@ class Supervisor:
             self._exited(rec, Exit("spawn-failed"), now, str(e))
             return
         rec.pid, rec.shim_pid = started.pid, started.shim_pid
-        rec.stop_cause, rec.next_probe = None, now
+        rec.stop_cause, rec.held, rec.next_probe = None, False, now
         self._move(rec, State.STARTING, f"{cause}; pid {started.pid}")
         self._probe(rec, now)
 

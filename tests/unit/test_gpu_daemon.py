@@ -203,3 +203,4 @@ def test_over_gpu_memory_is_said_then_restarted_then_stopped_past_its_restart_li
     for t in (8.5, 9.0):
         d.sup.tick(t)
     assert llm.state.value == "stopped"
+    assert d.sup.snapshot()["llm"]["held"]  # a restarted nxrd does not start it again

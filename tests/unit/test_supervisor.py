@@ -314,6 +314,40 @@ def test_failed_and_operator_stopped_survive_a_restart_of_nxrd() -> None:
     assert sup.records["f"].state == State.READY  # an operator's start ends it
 
 
+def test_stops_and_failures_outlast_nxrd_exiting() -> None:
+    """nxrd stops everything on its way out; what an operator stopped, what a policy held
+    stopped and what failed must still read so in the state the next nxrd adopts."""
+    sup, rt, clock, _ = make(
+        '[workloads.s]\ncommand=["x"]\n[workloads.h]\ncommand=["x"]\n'
+        '[workloads.f]\ncommand=["x"]\nrestart={max_restarts=0}\n[workloads.r]\ncommand=["x"]\n'
+    )
+    run(sup, clock, 1)
+    sup.stop("s", clock.now)
+    sup.stop("h", clock.now, cause="stopped: over its GPU memory", hold=True)
+    rt.exit("f", code=1)
+    run(sup, clock, 2)
+    sup.stop_all(clock.now)
+    run(sup, clock, 2)
+    snap = sup.snapshot()
+    assert {n: (e["state"], e["stop_cause"], e["held"]) for n, e in snap.items()} == {
+        "s": ("stopped", "stopped-by-operator", False),
+        "h": ("stopped", "stopped: over its GPU memory", True),
+        "f": ("failed", None, False),
+        "r": ("stopped", "nxrd-exiting", False),
+    }
+    nxt, rt2, clock2, _ = make(
+        '[workloads.s]\ncommand=["x"]\n[workloads.h]\ncommand=["x"]\n'
+        '[workloads.f]\ncommand=["x"]\nrestart={max_restarts=0}\n[workloads.r]\ncommand=["x"]\n'
+    )
+    for n, e in snap.items():
+        nxt.restore(n, str(e["state"]), str(e["reason"]), e["stop_cause"], e["held"] is True)
+    run(nxt, clock2, 2)
+    assert rt2.launches == ["r"]
+    nxt.start("h", clock2.now)
+    run(nxt, clock2, 1)
+    assert nxt.records["h"].state == State.READY and not nxt.snapshot()["h"]["held"]
+
+
 def test_nxrd_exiting_is_not_an_operator_stop() -> None:
     sup, _rt, clock, _ = make('[workloads.w]\ncommand=["x"]\n')
     sup.tick(clock.now)
