@@ -21,8 +21,8 @@ def test_reports_count_only_from_the_workloads_own_processes(tmp_path: Path) -> 
     rx = PushReceiver(path, owner_of=lambda pid: "chat" if pid == me else None)
     try:
         assert oct(os.stat(path).st_mode & 0o777) == "0o666"
-        ok = LatencyReporter("chat", path)
-        liar = LatencyReporter("rank", path)  # this process is not in rank's cgroup
+        ok = LatencyReporter("chat", path, every=0)  # each report its own datagram
+        liar = LatencyReporter("rank", path, every=0)  # this process is not in rank's cgroup
         ok(0.125)
         ok(0.25)
         liar(9.0)
@@ -36,6 +36,39 @@ def test_reports_count_only_from_the_workloads_own_processes(tmp_path: Path) -> 
         rx.close()
     assert not Path(path).exists()
     LatencyReporter("chat", path)(0.1)  # nxrd gone: silently nothing
+
+
+def test_reports_go_out_together_at_most_every_50_ms(tmp_path: Path) -> None:
+    """A busy server's reports must not cost nxrd a wake per request; none is lost."""
+    path = str(tmp_path / "latency.sock")
+    rx = PushReceiver(path, owner_of=lambda pid: "chat")
+    now = [100.0]
+    report = LatencyReporter("chat", path, clock=lambda: now[0])
+    datagrams: list[list[float]] = []
+
+    def take() -> None:
+        got = rx.drain()
+        if got:
+            datagrams.append([s for _, s in got])
+
+    try:
+        report(0.1)  # the first after a quiet spell goes at once
+        take()
+        for t, v in ((100.01, 0.2), (100.02, 0.3)):
+            now[0] = t
+            report(v)
+        take()  # those two wait
+        now[0] = 100.06
+        report(0.4)  # 60 ms after the last datagram: all three go
+        take()
+        now[0] = 100.07
+        report(0.5)
+        take()
+        report.close()  # what waits goes with close
+        take()
+        assert datagrams == [[0.1], [0.2, 0.3, 0.4], [0.5]]
+    finally:
+        rx.close()
 
 
 def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path: Path) -> None:
@@ -53,7 +86,7 @@ def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path
     poller = select.poll()
     for fd in (d.push.fileno(), wake_r):
         poller.register(fd, select.POLLIN)
-    report = LatencyReporter("chat", path)
+    report = LatencyReporter("chat", path, every=0)
 
     def send(values: list[float], then_wake: bool) -> None:
         for v in values:
