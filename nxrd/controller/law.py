@@ -26,9 +26,12 @@ Latency-critical workloads are never capped.
 Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
 for the whole window after the rung that answered it; climbing on them alone winds the
 ladder up (caps, then freezes) for latency that has already recovered. Where the source
-gives it (`Observation.recent`: the percentile of the requests since the last rung change),
-a climb from static or above also needs that recent latency under `act_below`; while it is
-fine the controller holds, and the evidence grows with every request until it is not.
+gives it (`Observation.recent`: the percentile of the requests that started after the last
+rung change), a climb from static or above also needs that recent latency under
+`act_below`; while it is fine the controller holds, and the evidence grows with every
+request until it is not. Started, not answered: the backlog a rung inherits (requests
+queued under the one before) shows the old conditions, and climbing on it caps batch work
+for a queue that is already draining.
 """
 
 from __future__ import annotations
@@ -86,8 +89,8 @@ class Observation:
     age: dict[str, float] = field(default_factory=dict)  # seconds since measured
     # per workload, recorded with each decision: pressure, throttling, memory (nxrd.observe)
     signals: dict[str, dict[str, float]] = field(default_factory=dict)
-    # per target whose source has each request: the percentile of those since the last
-    # rung change (None: none yet); a target missing here is judged on `latency` alone
+    # per target whose source has each request: the percentile of those started since the
+    # last rung change (None: none yet); a target missing here is judged on `latency` alone
     recent: dict[str, float | None] = field(default_factory=dict)
 
 

@@ -47,9 +47,11 @@ class SampleWindow:
         return nearest_rank((v for _, v in self.samples), q)
 
     def percentile_since(self, q: float, since: float, now: float) -> float | None:
-        """The same, over the samples in the window that came after `since`."""
+        """The same, over the requests in the window that started after `since` (a sample
+        arrives when its request is answered: it started its latency earlier). A request
+        queued before a change and answered after it shows the old conditions, not the new."""
         self.expire(now)
-        return nearest_rank((v for at, v in self.samples if at > since), q)
+        return nearest_rank((v for at, v in self.samples if at - v > since), q)
 
     def __len__(self) -> int:
         return len(self.samples)

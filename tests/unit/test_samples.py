@@ -22,3 +22,14 @@ def test_the_limit_bounds_memory_and_bad_values_are_ignored() -> None:
         w.add(0.0, v)
     assert len(w) == 3 and w.dropped == 1
     assert w.percentile(0.0001, 1.0) == 2.0
+
+
+def test_the_requests_since_a_change_are_those_that_started_after_it() -> None:
+    """A request queued before a rung change and answered after it saw the old rung."""
+    w = SampleWindow(seconds=5.0)
+    w.add(10.0, 0.5)  # answered after the change at 9.8, but started at 9.5
+    w.add(10.0, 0.1)  # started at 9.9
+    w.add(10.1, 0.05)  # started at 10.05
+    assert w.percentile_since(0.99, 9.8, 10.1) == 0.1
+    assert w.percentile_since(0.99, 9.4, 10.1) == 0.5
+    assert w.percentile_since(0.99, 10.1, 10.1) is None  # none yet: the law holds
