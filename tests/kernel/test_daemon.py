@@ -21,6 +21,7 @@ from nxrd.profile import parse_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 NXRD = str(Path(sys.executable).parent / "nxrd")
+NXRCTL = str(Path(sys.executable).parent / "nxrctl")
 PY = sys.executable
 
 FORKER = textwrap.dedent(
@@ -182,6 +183,49 @@ def test_a_crash_loop_backs_off_then_fails(tmp_path: Path, cgroup_root: Path) ->
         d.wait_for(lambda: d.events("crash"))
         time.sleep(2)
         assert [e[1] for e in d.events("crash")] == ["failed"]
+    finally:
+        d.stop()
+
+
+def test_an_operators_stop_and_a_failure_outlast_a_clean_restart_of_nxrd(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    """On SIGTERM nxrd stops every workload; the next one starts those again, but not one an
+    operator had stopped nor one that had failed."""
+    text = (
+        '[workloads.held]\ncommand = ["sleep", "600"]\n'
+        '[workloads.crash]\ncommand = ["sh", "-c", "exit 1"]\n'
+        'restart = {delay = "100ms", max_restarts = 1}\n'
+        '[workloads.run]\ncommand = ["sleep", "600"]\n'
+    )
+    d = Nxrd(tmp_path, text, cgroup_root).start()
+    try:
+        d.wait_for(
+            lambda: (
+                d.state_of("held").get("state") == "ready"
+                and d.state_of("crash").get("state") == "failed"
+            )
+        )
+        r = subprocess.run(
+            [NXRCTL, "--socket", str(d.socket), "stop", "held"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        d.wait_for(lambda: d.state_of("held").get("state") == "stopped")
+    finally:
+        assert d.stop() == 0  # SIGTERM: nxrd stops the rest, then exits
+    assert d.state_of("run")["state"] == "stopped"
+    d.start()
+    try:
+        d.wait_for(lambda: d.state_of("run").get("state") == "ready")
+        time.sleep(1)
+        assert d.state_of("held")["state"] == "stopped"
+        assert d.state_of("crash")["state"] == "failed"
+        assert [e[1:] for e in d.events("held")] == [
+            ("stopped", "kept from before: stopped by operator (signal SIGTERM)")
+        ]
     finally:
         d.stop()
 
