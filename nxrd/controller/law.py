@@ -3,9 +3,11 @@ actions on the lower classes. Pure: (state, observation, spec, now) -> (state, d
 
 The ladder, bottom to top (each rung includes those below it):
 
-    share       (below static, only with `share`) batch and background may also run on the
-                latency-critical workloads' cores, at their low weight: the capacity those
-                leave idle goes to batch work while every SLO is comfortably met
+    share       (below static, only with `share`) batch may also run on the latency-critical
+                workloads' cores, at its low weight: the capacity those leave idle goes to
+                batch work while every SLO is comfortably met. Not background: a task at
+                cpu.idle keeps the CPU from going idle, so the scheduler never pulls a
+                batch thread there, and background would take what batch could have
     static      the profile's own values (level 0)
     weight      lower classes' cpu.weight cut (batch to a tenth, interactive to half); only
                 where a lower class shares a CPU with a target (weights act per CPU)
@@ -80,7 +82,7 @@ class Spec:
     max_step: int = 1
     stale_after: float = 5.0  # a latency older than this is no latency
     period: int = 100_000  # cpu.max period, microseconds
-    share: bool = False  # may go below static: batch and background on the targets' cores
+    share: bool = False  # may go below static: batch on the targets' cores
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def _competes(w: Lower, t: Target) -> bool:
 
 
 SHARE = "share"
-SHARED_CLASSES = ("batch", "background")
+SHARED_CLASSES = ("batch",)
 
 
 def floor(spec: Spec) -> int:

@@ -209,13 +209,16 @@ def test_sharing_ends_when_latency_goes_missing() -> None:
 def test_settings_when_sharing() -> None:
     s = rung_settings(State(level=-1), SHARING).files
     assert s["embed"] == {"cpu.weight": "100", "cpuset.cpus": "0-5", "cpu.max": "max 100000"}
-    assert s["index"] == {"cpuset.cpus": "0-5", "cpu.max": "max 100000"}
+    assert s["index"] == {"cpuset.cpus": "2-5", "cpu.max": "max 100000"}  # background: not
     assert s["chat"] == {"cpuset.cpus": "0-1"}  # its own cores, nothing lent or taken
 
 
-def test_nothing_to_share_without_batch_or_background() -> None:
-    spec = Spec((CHAT,), (Lower("ui", "interactive", cpus=(2, 3), weight=100),), share=True)
-    assert run([0.1] * 30, spec) == []
+def test_nothing_to_share_without_batch() -> None:
+    for lower in (
+        Lower("ui", "interactive", cpus=(2, 3), weight=100),
+        Lower("index", "background", cpus=(2, 3), weight=None),
+    ):
+        assert run([0.1] * 30, Spec((CHAT,), (lower,), share=True)) == []
 
 
 def fresh(
