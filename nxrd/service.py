@@ -467,17 +467,21 @@ class Daemon:
             if rec is None or rec.pid is None:
                 self.tick_cpu.pop(name, None)
                 continue
-            leaf = f"{self.root}/{rec.plan.cgroup}"  # str: pathlib costs more than the read
+            leaf = self._leaf(rec)
             texts = {f: self.counters.read(f"{leaf}/{f}") for f in TICK_FILES}
             out[name], cur = tick_signals(texts, self.tick_cpu.get(name), time.monotonic())
             if cur is not None:
                 self.tick_cpu[name] = cur
         return out
 
+    def _leaf(self, rec: Record) -> str:
+        """The workload's leaf as a plain string: pathlib joins cost more than the reads."""
+        return f"{self.root}/{rec.plan.cgroup}"
+
     def _sample(self, now: float) -> None:
         """CPU counters of every running workload, so status can show rates."""
         for rec in list(self.sup.records.values()):
-            leaf = f"{self.root}/{rec.plan.cgroup}"
+            leaf = self._leaf(rec)
             if rec.pid is None:
                 self.samples.pop(rec.name, None)
                 self.counters.forget_under(leaf)

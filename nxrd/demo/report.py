@@ -203,7 +203,6 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
     cpus, alone = meta["cpus"], meta["by_itself"]
     if alone.cpu is None and not any(p.host_cpu is not None for ps in figs.values() for p in ps):
         return []  # recorded before these were
-    per_cpu = alone.rate / alone.cpu if alone.rate and alone.cpu else None
 
     def row(
         name: str,
@@ -217,9 +216,10 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
         used = [v for v in (server, nxrd, batch_cpu) if v is not None]
         rest = None if host is None or batch_cpu is None else max(0.0, host - sum(used))
         idle = None if host is None else max(0.0, cpus - host)
+        # blocks per CPU second against alone's: p_batch is already a share of alone's rate
         work = None
-        if per_cpu and p_batch is not None and batch_cpu:
-            work = p_batch * (alone.rate or 0) / batch_cpu / per_cpu
+        if alone.rate and alone.cpu and p_batch is not None and batch_cpu:
+            work = p_batch * alone.cpu / batch_cpu
         return (
             f"{name:<11} {load:>6} {_cpus(server):>6} {_cpus(batch_cpu):>6} {_cpus(nxrd):>5} "
             f"{_cpus(rest):>5} {_cpus(idle):>5} {_pct(work):>9}"
