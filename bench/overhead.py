@@ -2,7 +2,7 @@
 its controller ticking (one latency-critical workload with a pushed-latency SLO).
 
     bash scripts/vm-run.sh '.venv/bin/python bench/overhead.py'   # in the test VM
-    .venv/bin/python bench/overhead.py [SECONDS]                  # as root, on cgroup v2
+    .venv/bin/python bench/overhead.py [SECONDS [COUNT...]]       # as root, on cgroup v2
 
 Each count runs a real nxrd over `sleep` workloads; once every workload is ready, nxrd's
 CPU time (user + system, from /proc) is measured over SECONDS (default 30) while its loop
@@ -24,6 +24,7 @@ import psutil
 
 BIN = Path(sys.executable).parent
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
+COUNTS = [int(a) for a in sys.argv[2:]] or [1, 10, 50]
 PUSHER = (
     "import time; from nxrd.latency import LatencyReporter; r = LatencyReporter()\n"
     "while True: r(0.01); time.sleep(0.1)"
@@ -87,7 +88,7 @@ def main() -> None:
         f"{'WORKLOADS':>9} {'CPU % OF A CORE':>15} {'PER WORKLOAD':>12} {'PER TICK':>9} "
         f"{'RSS':>7} {'READY AFTER':>11}"
     )
-    for n in (1, 10, 50):
+    for n in COUNTS:
         with tempfile.TemporaryDirectory(prefix="nxr-bench-") as tmp:
             cpu, ready, rss = measure(n, Path(tmp))
         print(

@@ -51,32 +51,22 @@ def cpu_rates(prev: CpuSample | None, cur: CpuSample) -> dict[str, float]:
     return out
 
 
-# What the controller reads of every workload each tick (nxrd.kernel.counters keeps them open).
-TICK_FILES = (
-    "cpu.stat",
-    "cpu.pressure",
-    "memory.pressure",
-    "io.pressure",
-    "memory.current",
-    "memory.events",
-)
+# What the controller reads of every workload it watches each tick (nxrd.kernel.counters
+# keeps them open): usage every tick, pressure every PSI_PERIOD, since the kernel recomputes
+# its avg10 averages only that often (PSI_FREQ): reading them more often gives the same
+# figures for three more reads per workload per tick.
+USAGE_FILES = ("cpu.stat", "memory.current", "memory.events")
+PRESSURE_FILES = ("cpu.pressure", "memory.pressure", "io.pressure")
+PSI_PERIOD = 2.0
 
 
-def tick_signals(
+def usage_signals(
     texts: Mapping[str, str | None], prev: CpuSample | None, now: float
 ) -> tuple[dict[str, float], CpuSample | None]:
-    """One tick's observations of a workload from the contents of TICK_FILES: pressure
-    `some`/`full` avg10 (%), CPU use and throttled periods (%) since the previous tick,
-    memory.current (bytes) and memory.events counts. Returns them and this tick's CPU
-    sample."""
+    """A workload's usage from the contents of USAGE_FILES: CPU use and throttled periods
+    (%) since the previous sample, memory.current (bytes) and memory.events counts. Returns
+    them and this sample of cpu.stat."""
     out: dict[str, float] = {}
-    for res in ("cpu", "memory", "io"):
-        text = texts.get(f"{res}.pressure")
-        if text:
-            p = pressure(text)
-            out[f"{res}_some"] = p.get("some_avg10", 0.0)
-            if "full_avg10" in p:
-                out[f"{res}_full"] = p["full_avg10"]
     cur = None
     stat = texts.get("cpu.stat")
     if stat is not None:
@@ -90,6 +80,19 @@ def tick_signals(
         if events.get(key, "").strip().isdigit():
             out[f"memory_{key}_events"] = float(events[key])
     return out, cur
+
+
+def pressure_signals(texts: Mapping[str, str | None]) -> dict[str, float]:
+    """`some`/`full` avg10 (%) from the contents of PRESSURE_FILES (a missing one: none)."""
+    out: dict[str, float] = {}
+    for res in ("cpu", "memory", "io"):
+        text = texts.get(f"{res}.pressure")
+        if text:
+            p = pressure(text)
+            out[f"{res}_some"] = p.get("some_avg10", 0.0)
+            if "full_avg10" in p:
+                out[f"{res}_full"] = p["full_avg10"]
+    return out
 
 
 def pressure(text: str) -> dict[str, float]:

@@ -37,7 +37,17 @@ from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
 from nxrd.ledger import Ledger
-from nxrd.observe import TICK_FILES, CpuSample, cpu_rates, cpu_sample, pressure, tick_signals
+from nxrd.observe import (
+    PRESSURE_FILES,
+    PSI_PERIOD,
+    USAGE_FILES,
+    CpuSample,
+    cpu_rates,
+    cpu_sample,
+    pressure,
+    pressure_signals,
+    usage_signals,
+)
 from nxrd.plan import Plan, make_plan
 from nxrd.plan.diff import Change, diff
 from nxrd.profile.load import parse_profiles, read_profiles
@@ -130,6 +140,10 @@ class Daemon:
         self.push: PushReceiver | None = None
         self.counters = KeptOpen()
         self.tick_cpu: dict[str, CpuSample] = {}  # the previous tick's, for throttling
+        # workload -> (its pid, when read, its pressure signals): re-read every PSI_PERIOD
+        self.tick_pressure: dict[str, tuple[int, float, dict[str, float]]] = {}
+        self.owners: dict[str, str] = {}  # cgroup below the root -> the workload it was
+        self.main_pids: dict[int, str] = {}  # a workload's main process -> the workload
         self.ledger = Ledger(time.time)
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         # No GPUs found (no driver, no pynvml): no NVML session, no GPU figures, no errors.
@@ -397,10 +411,20 @@ class Daemon:
         return Controller(profile, plan, self.fs, self.sup, self.events, self.ledger, time.time)
 
     def _workload_of_pid(self, pid: int) -> str | None:
-        """The workload whose cgroup holds pid (or None): who may report its latency."""
+        """The workload whose cgroup holds pid (or None): who may report its latency.
+        A workload's main process, once found there, is known by its PID for as long as
+        the supervisor has it running: reading /proc for each report cost nxrd more than
+        the rest of a report's handling."""
+        main = self.main_pids.get(pid)
+        if main is not None:
+            rec = self.sup.records.get(main)
+            if rec is not None and rec.pid == pid:
+                return main
+            del self.main_pids[pid]
         try:
-            line = Path(f"/proc/{pid}/cgroup").read_text().splitlines()[0]
-        except (OSError, IndexError):
+            with open(f"/proc/{pid}/cgroup") as f:  # each datagram: no pathlib
+                line = f.readline().rstrip("\n")
+        except OSError:
             return None
         # /proc paths are below the cgroup2 mount; nxrd's root is a filesystem path.
         path = (self.topology.cgroup.mount or "/sys/fs/cgroup").rstrip("/") + line.partition("::")[
@@ -409,9 +433,20 @@ class Daemon:
         mine = str(self.root)
         if not path.startswith(mine + "/"):
             return None
-        rel = path[len(mine) + 1 :]
+        name = self._owner(path[len(mine) + 1 :])
+        if name is not None and self.sup.records[name].pid == pid:
+            self.main_pids[pid] = name
+        return name
+
+    def _owner(self, rel: str) -> str | None:
+        """The workload whose leaf is rel or holds it; remembered, and checked each time
+        against the records, which an apply replaces."""
+        known = self.owners.get(rel)
+        if known is not None and _holds(self.sup.records.get(known), rel):
+            return known
         for rec in self.sup.records.values():
-            if rel == rec.plan.cgroup or rel.startswith(rec.plan.cgroup + "/"):
+            if _holds(rec, rel):
+                self.owners[rel] = rec.name
                 return rec.name
         return None
 
@@ -459,19 +494,27 @@ class Daemon:
             self.metrics.close()
 
     def _tick_signals(self, names: list[str]) -> dict[str, dict[str, float]]:
-        """Pressure, throttling and memory of running workloads, read every controller tick
-        through kept-open files."""
+        """Usage, throttling, memory and pressure of running workloads, read every
+        controller tick through kept-open files (pressure only when the kernel has new
+        averages)."""
         out = {}
+        now = time.monotonic()
         for name in names:
             rec = self.sup.records.get(name)
             if rec is None or rec.pid is None:
                 self.tick_cpu.pop(name, None)
+                self.tick_pressure.pop(name, None)
                 continue
             leaf = self._leaf(rec)
-            texts = {f: self.counters.read(f"{leaf}/{f}") for f in TICK_FILES}
-            out[name], cur = tick_signals(texts, self.tick_cpu.get(name), time.monotonic())
+            texts = {f: self.counters.read(f"{leaf}/{f}") for f in USAGE_FILES}
+            out[name], cur = usage_signals(texts, self.tick_cpu.get(name), now)
             if cur is not None:
                 self.tick_cpu[name] = cur
+            held = self.tick_pressure.get(name)
+            if held is None or held[0] != rec.pid or now - held[1] >= PSI_PERIOD:
+                texts = {f: self.counters.read(f"{leaf}/{f}") for f in PRESSURE_FILES}
+                held = self.tick_pressure[name] = (rec.pid, now, pressure_signals(texts))
+            out[name].update(held[2])
         return out
 
     def _leaf(self, rec: Record) -> str:
@@ -479,17 +522,22 @@ class Daemon:
         return f"{self.root}/{rec.plan.cgroup}"
 
     def _sample(self, now: float) -> None:
-        """CPU counters of every running workload, so status can show rates."""
+        """CPU counters of every running workload, so status can show rates (a workload
+        the controller watches was read by its tick, less than a second ago)."""
         for rec in list(self.sup.records.values()):
             leaf = self._leaf(rec)
             if rec.pid is None:
                 self.samples.pop(rec.name, None)
                 self.counters.forget_under(leaf)
                 continue
-            text = self.counters.read(f"{leaf}/cpu.stat")
-            if text is not None:
+            cur = self.tick_cpu.get(rec.name)
+            if cur is None or now - cur.time >= 1.0:
+                text = self.counters.read(f"{leaf}/cpu.stat")
+                if text is None:
+                    continue
                 cur = cpu_sample(now, parse_keyed(text))
-                last = self.samples.get(rec.name, (None, None))[0]
+            last = self.samples.get(rec.name, (None, None))[0]
+            if cur is not last:
                 self.samples[rec.name] = (cur, last)
 
     def explain(self, rec: Record) -> dict[str, object]:
@@ -681,3 +729,8 @@ def _digest(files: list[tuple[str, str]]) -> str:
 def _pushes(profile: Profile) -> bool:
     """Whether some workload pushes its latencies (nxrd then listens for them)."""
     return any(w.slo is not None and w.slo.source.push for w in profile.workloads.values())
+
+
+def _holds(rec: Record | None, rel: str) -> bool:
+    """Whether rel (a cgroup below nxrd's root) is rec's leaf or below it."""
+    return rec is not None and (rel == rec.plan.cgroup or rel.startswith(rec.plan.cgroup + "/"))

@@ -10,7 +10,15 @@ import queue
 from collections.abc import Callable
 
 from nxrd.controller.histogram import ScrapeError
-from nxrd.controller.law import Observation, State, ladder, rung_name, settings, step
+from nxrd.controller.law import (
+    Observation,
+    Settings,
+    State,
+    ladder,
+    rung_name,
+    settings,
+    step,
+)
 from nxrd.controller.poll import Fetched, Poller
 from nxrd.controller.samples import QUANTILES, SampleWindow
 from nxrd.controller.scraped import Scraped
@@ -49,6 +57,8 @@ class Controller:
         # leaves, and a restarted process starts from the plan, so held values are not
         # re-read every tick (150 reads a tick with 50 workloads)
         self.held: dict[tuple[str, str], tuple[int, str]] = {}
+        # what the current rung means: the same every tick until the rung changes
+        self.wanted: tuple[tuple[int, tuple[tuple[int, str], ...]], Settings] | None = None
         self.actions: dict[tuple[str, str], int] = {}  # (direction, rung) -> decisions
         self.windows: dict[str, SampleWindow] = {}  # push and probe: exact samples
         self.scraped: dict[str, Scraped] = {}  # prometheus
@@ -192,7 +202,10 @@ class Controller:
 
     def _enforce(self, now: float, cause: str) -> None:
         """Make the running workloads match the rung: values, freezes, stops."""
-        want = settings(self.state, self.spec)
+        rung = (self.state.level, self.state.loans)  # all that settings() reads of the state
+        if self.wanted is None or self.wanted[0] != rung:
+            self.wanted = (rung, settings(self.state, self.spec))
+        want = self.wanted[1]
         with self.ledger.because(cause):
             for name, files in want.files.items():
                 rec = self.sup.records.get(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nxrd.observe import cpu_rates, cpu_sample, pressure, tick_signals
+from nxrd.observe import cpu_rates, cpu_sample, pressure, pressure_signals, usage_signals
 
 
 def stat(u: int, p: int, t: int) -> dict[str, str]:
@@ -40,24 +40,28 @@ def test_pressure_file() -> None:
     assert pressure("") == {}
 
 
-def test_tick_signals_from_the_files_of_one_tick() -> None:
+def test_signals_from_the_files_of_one_tick() -> None:
     texts = {
         "cpu.pressure": "some avg10=12.50 avg60=1.00 avg300=0.00 total=100\n"
         "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
         "memory.pressure": "some avg10=3.00 avg60=0 avg300=0 total=1\n"
         "full avg10=1.50 avg60=0 avg300=0 total=1\n",
         "io.pressure": None,  # a kernel without io accounting for this leaf
-        "memory.current": "1048576\n",
-        "memory.events": "low 0\nhigh 4\nmax 1\noom 0\noom_kill 0\noom_group_kill 0\n",
     }
-    prev = cpu_sample(10.0, {"usage_usec": "0", "nr_periods": "10", "nr_throttled": "0"})
-    texts["cpu.stat"] = "usage_usec 250000\nnr_periods 20\nnr_throttled 5\n"
-    out, cur = tick_signals(texts, prev, 10.5)
-    assert out == {
+    assert pressure_signals(texts) == {
         "cpu_some": 12.5,
         "cpu_full": 0.0,
         "memory_some": 3.0,
         "memory_full": 1.5,
+    }
+    prev = cpu_sample(10.0, {"usage_usec": "0", "nr_periods": "10", "nr_throttled": "0"})
+    texts = {
+        "cpu.stat": "usage_usec 250000\nnr_periods 20\nnr_throttled 5\n",
+        "memory.current": "1048576\n",
+        "memory.events": "low 0\nhigh 4\nmax 1\noom 0\noom_kill 0\noom_group_kill 0\n",
+    }
+    out, cur = usage_signals(texts, prev, 10.5)
+    assert out == {
         "cpu_percent": 50.0,  # 0.25 s of CPU in 0.5 s
         "throttled_percent": 50.0,  # 5 of the 10 periods since the previous tick
         "memory_current": 1048576.0,
@@ -66,4 +70,5 @@ def test_tick_signals_from_the_files_of_one_tick() -> None:
         "memory_oom_kill_events": 0.0,
     }
     assert cur is not None and cur.usage_usec == 250000
-    assert tick_signals({}, None, 1.0) == ({}, None)  # the leaf is gone
+    # the leaf is gone
+    assert usage_signals({}, None, 1.0) == ({}, None) and pressure_signals({}) == {}
