@@ -9,6 +9,9 @@ Set-ups:
     weights     cgroups with static cpu.weight only (1000 server, 50 batch, idle background)
                 and default thread counts, as systemd's CPUWeight= would give
     pinned      nxrd with the profile, controller off: exclusive cores, sized threads
+    capped      pinned, with batch and background held at the controller's cap-25% rung
+                throughout (cpu.max at a quarter of their CPUs): what that rung does to
+                the server's latency, with no controller deciding when
     controller  nxrd with the profile and its controller on
 
     python -m nxrd.demo.run --profile profiles/demo.toml --setups pinned,controller \\
@@ -103,7 +106,7 @@ class Setup:
         RUN_DIR.mkdir(parents=True)
         commands = workload_commands(self.profile)
         try:
-            if self.name in ("pinned", "controller"):
+            if self.name in ("pinned", "capped", "controller"):
                 self.start_nxrd()
             elif self.name == "alone":
                 self.spawn(commands["embed"], None)
@@ -179,6 +182,8 @@ class Setup:
     def start_nxrd(self) -> None:
         enabled = "true" if self.name == "controller" else "false"
         text = self.profile.replace("enabled = true", f"enabled = {enabled}")
+        if self.name == "capped":
+            text = capped(text)
         text = text.replace('"python3"', json.dumps(sys.executable))
         state = self.out / "state"
         (self.out / "profile.toml").write_text(text)
@@ -207,6 +212,19 @@ class Setup:
                 if child.is_dir():
                     child.rmdir()
             self.cgroup.rmdir()
+
+
+def capped(profile: str, share: int = 25) -> str:
+    """The profile with its batch and background workloads capped as the controller's
+    cap-N% rung caps them: cpu.max at N% of the CPUs they run on (all but the server's)."""
+    server = int(tomllib.loads(profile)["workloads"]["chat"]["cpus"])
+    cap = f'cpu_max = "{share * (len(os.sched_getaffinity(0)) - server)}%"'
+    for cls in ("batch", "background"):
+        line = f'class = "{cls}"\n'
+        if line not in profile:
+            raise SystemExit(f"demo: no {cls} workload in the profile to cap")
+        profile = profile.replace(line, f"{line}{cap}\n", 1)
+    return profile
 
 
 def calibrate(server: list[str], requests: int = 200) -> float:

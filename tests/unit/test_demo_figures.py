@@ -179,3 +179,33 @@ def test_the_service_time_is_the_median_round_trip_of_single_requests() -> None:
     assert 0.02 <= got < 0.05  # the slow tenth does not move the median
     server.close()
     client.close()
+
+
+def test_the_capped_set_up_holds_what_the_controllers_cap_25_rung_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from nxrd.controller.law import CAPS, State, ladder, settings
+    from nxrd.controller.spec import control_spec
+    from nxrd.demo.run import capped
+    from nxrd.plan import make_plan
+    from nxrd.plan.model import Plan
+    from nxrd.plan.topology import load_topology
+    from nxrd.profile import parse_profile
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "profiles/demo.toml").read_text()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})  # the test VM
+    topology = load_topology(root / "tests/fixtures/topologies/vm-2cpu.json")
+
+    def plan(profile: str) -> Plan:
+        return make_plan(parse_profile(profile, "demo.toml"), topology, "demo.toml")
+
+    held = {w.name: w.files for w in plan(capped(text)).workloads}
+    spec = control_spec(parse_profile(text, "demo.toml"), plan(text))
+    rung = ladder(spec).index(f"cap-{min(CAPS)}%") + 1
+    want = settings(State(level=rung), spec).files
+    for name in ("embed", "indexer"):
+        assert held[name]["cpu.max"] == want[name]["cpu.max"] == "25000 100000"
+    assert held["chat"]["cpu.max"] == "max 100000"  # never a cap on the server
