@@ -63,6 +63,7 @@ from nxrd.supervisor.supervisor import Record, Supervisor
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
     from nxrd.metrics import MetricsServer
 
+OWNERS_KEPT = 1024  # cgroup -> workload matches remembered, at most
 RUNNING = (State.STARTING.value, State.READY.value, State.STOPPING.value)
 
 
@@ -143,7 +144,8 @@ class Daemon:
         # workload -> (its pid, when read, its pressure signals): re-read every PSI_PERIOD
         self.tick_pressure: dict[str, tuple[int, float, dict[str, float]]] = {}
         self.owners: dict[str, str] = {}  # cgroup below the root -> the workload it was
-        self.main_pids: dict[int, str] = {}  # a workload's main process -> the workload
+        # a workload's main process -> (the workload, a pidfd telling whether it still lives)
+        self.main_pids: dict[int, tuple[str, int]] = {}
         self.ledger = Ledger(time.time)
         self.samples: dict[str, tuple[CpuSample, CpuSample | None]] = {}  # last, one before
         # No GPUs found (no driver, no pynvml): no NVML session, no GPU figures, no errors.
@@ -412,31 +414,41 @@ class Daemon:
 
     def _workload_of_pid(self, pid: int) -> str | None:
         """The workload whose cgroup holds pid (or None): who may report its latency.
-        A workload's main process, once found there, is known by its PID for as long as
-        the supervisor has it running: reading /proc for each report cost nxrd more than
-        the rest of a report's handling."""
-        main = self.main_pids.get(pid)
-        if main is not None:
-            rec = self.sup.records.get(main)
-            if rec is not None and rec.pid == pid:
-                return main
-            del self.main_pids[pid]
+        A workload's main process, once found there, is known by its PID while it lives,
+        as told by a pidfd taken before the lookup (the shim reaps it, and its PID may go
+        to another process before nxrd hears of the exit): reading /proc for each report
+        cost nxrd more than the rest of a report's handling."""
+        held = self.main_pids.get(pid)
+        if held is not None:
+            known, pidfd = held
+            rec = self.sup.records.get(known)
+            if rec is not None and rec.pid == pid and not _exited(pidfd):
+                return known
+            self._forget_pid(pid)
         try:
-            with open(f"/proc/{pid}/cgroup") as f:  # each datagram: no pathlib
-                line = f.readline().rstrip("\n")
+            fd = os.pidfd_open(pid)
         except OSError:
-            return None
-        # /proc paths are below the cgroup2 mount; nxrd's root is a filesystem path.
-        path = (self.topology.cgroup.mount or "/sys/fs/cgroup").rstrip("/") + line.partition("::")[
-            2
-        ]
-        mine = str(self.root)
-        if not path.startswith(mine + "/"):
-            return None
-        name = self._owner(path[len(mine) + 1 :])
+            return None  # gone already
+        name: str | None = None
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:  # each report but the main's: no pathlib
+                line = f.readline().rstrip("\n")
+            # /proc paths are below the cgroup2 mount; nxrd's root is a filesystem path.
+            mount = (self.topology.cgroup.mount or "/sys/fs/cgroup").rstrip("/")
+            path, mine = mount + line.partition("::")[2], str(self.root)
+            if path.startswith(mine + "/"):
+                name = self._owner(path[len(mine) + 1 :])
+        except OSError:
+            pass
         if name is not None and self.sup.records[name].pid == pid:
-            self.main_pids[pid] = name
+            self.main_pids[pid] = (name, fd)
+        else:
+            os.close(fd)
         return name
+
+    def _forget_pid(self, pid: int) -> None:
+        _, fd = self.main_pids.pop(pid)
+        os.close(fd)
 
     def _owner(self, rel: str) -> str | None:
         """The workload whose leaf is rel or holds it; remembered, and checked each time
@@ -487,6 +499,8 @@ class Daemon:
             self.mps.close()
         self.api.close()
         self.counters.close()
+        for pid in list(self.main_pids):
+            self._forget_pid(pid)
         self.controller.close()
         if self.push is not None:
             self.push.close()
@@ -524,6 +538,12 @@ class Daemon:
     def _sample(self, now: float) -> None:
         """CPU counters of every running workload, so status can show rates (a workload
         the controller watches was read by its tick, less than a second ago)."""
+        for pid, (name, _) in list(self.main_pids.items()):
+            rec = self.sup.records.get(name)
+            if rec is None or rec.pid != pid:
+                self._forget_pid(pid)
+        if len(self.owners) > OWNERS_KEPT:  # cgroups a workload made below its leaf
+            self.owners.clear()
         for rec in list(self.sup.records.values()):
             leaf = self._leaf(rec)
             if rec.pid is None:
@@ -729,6 +749,13 @@ def _digest(files: list[tuple[str, str]]) -> str:
 def _pushes(profile: Profile) -> bool:
     """Whether some workload pushes its latencies (nxrd then listens for them)."""
     return any(w.slo is not None and w.slo.source.push for w in profile.workloads.values())
+
+
+def _exited(pidfd: int) -> bool:
+    """Whether the process behind a pidfd has exited (its pidfd turns readable)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _holds(rec: Record | None, rel: str) -> bool:

@@ -215,8 +215,10 @@ class Setup:
 
 
 def capped(profile: str, share: int = 25) -> str:
-    """The profile with its batch and background workloads capped as the controller's
-    cap-N% rung caps them: cpu.max at N% of the CPUs they run on (all but the server's)."""
+    """The demo's profile with its batch and background workloads capped as the
+    controller's cap-N% rung caps them: cpu.max at N% of the CPUs they run on (all but the
+    server's). For profiles/demo.toml only: one workload of each class, no cpu_max of their
+    own, and N% of their CPUs above the rung's min_cpu floor."""
     server = int(tomllib.loads(profile)["workloads"]["chat"]["cpus"])
     cap = f'cpu_max = "{share * (len(os.sched_getaffinity(0)) - server)}%"'
     for cls in ("batch", "background"):

@@ -6,6 +6,7 @@ leaves, read through nxrd's own kept-open descriptors."""
 from __future__ import annotations
 
 import io
+import subprocess
 import types
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def daemon(tmp_path: Path) -> Daemon:
     d = Daemon.__new__(Daemon)
     d.root = tmp_path
     d.counters = KeptOpen()
-    d.tick_cpu, d.tick_pressure, d.samples, d.owners = {}, {}, {}, {}
+    d.tick_cpu, d.tick_pressure, d.samples, d.owners, d.main_pids = {}, {}, {}, {}, {}
     records = {"chat": rec("chat", "lc/chat"), "idle": rec("idle", "batch/idle")}
     d.sup = types.SimpleNamespace(records=records)  # type: ignore[assignment]
     leaf(tmp_path, "lc/chat", cpu_some=10.0)
@@ -111,12 +112,15 @@ def test_a_reporters_cgroup_is_remembered_but_checked_against_the_records(
     assert daemon._owner("lc/chat2") == "chat"
 
 
-def test_a_workloads_main_process_is_known_by_its_pid_while_it_runs(
+def test_a_workloads_main_process_is_known_by_its_pid_while_it_lives(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    procs = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
+    main, worker, other = (p.pid for p in procs)
     daemon.topology = types.SimpleNamespace(cgroup=types.SimpleNamespace(mount="/sys/fs/cgroup"))  # type: ignore[assignment]
-    daemon.root, daemon.main_pids = Path("/sys/fs/cgroup/nxr"), {}
-    where = {100: "/nxr/lc/chat", 101: "/nxr/lc/chat", 300: "/elsewhere"}  # 101: a worker
+    daemon.root = Path("/sys/fs/cgroup/nxr")
+    daemon.sup.records["chat"].pid = main
+    where = {main: "/nxr/lc/chat", worker: "/nxr/lc/chat", other: "/elsewhere"}
     opened: list[int] = []
 
     def fake_open(path: str) -> io.StringIO:
@@ -125,10 +129,19 @@ def test_a_workloads_main_process_is_known_by_its_pid_while_it_runs(
         return io.StringIO(f"0::{where[pid]}\n")
 
     monkeypatch.setattr(service, "open", fake_open, raising=False)
-    assert [daemon._workload_of_pid(p) for p in (100, 100, 101, 101, 300)] == [
-        *("chat", "chat", "chat", "chat", None)
-    ]
-    assert opened == [100, 101, 101, 300]  # the main process's cgroup was read once
-    daemon.sup.records["chat"].pid = 200  # it exited and was started again: read anew
-    where[100] = "/elsewhere"  # and its old PID went to a process outside every workload
-    assert daemon._workload_of_pid(100) is None and daemon.main_pids == {}
+    try:
+        assert [daemon._workload_of_pid(p) for p in (main, main, worker, worker, other)] == [
+            *("chat", "chat", "chat", "chat", None)
+        ]
+        assert opened == [main, worker, worker, other]  # the main one's cgroup read once
+        # it exits, and before the supervisor hears of it (rec.pid unchanged) its PID goes
+        # to a process outside every workload: the pidfd says the one found is gone
+        procs[0].kill()
+        procs[0].wait()
+        where[main] = "/elsewhere"
+        assert daemon._workload_of_pid(main) is None
+        assert daemon.main_pids == {}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
