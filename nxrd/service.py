@@ -63,7 +63,6 @@ from nxrd.supervisor.supervisor import Record, Supervisor
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
     from nxrd.metrics import MetricsServer
 
-OWNERS_KEPT = 1024  # cgroup -> workload matches remembered, at most
 RUNNING = (State.STARTING.value, State.READY.value, State.STOPPING.value)
 
 
@@ -143,7 +142,6 @@ class Daemon:
         self.tick_cpu: dict[str, CpuSample] = {}  # the previous tick's, for throttling
         # workload -> (its pid, when read, its pressure signals): re-read every PSI_PERIOD
         self.tick_pressure: dict[str, tuple[int, float, dict[str, float]]] = {}
-        self.owners: dict[str, str] = {}  # cgroup below the root -> the workload it was
         # a workload's main process -> (the workload, a pidfd telling whether it still lives)
         self.main_pids: dict[int, tuple[str, int]] = {}
         self.ledger = Ledger(time.time)
@@ -451,14 +449,9 @@ class Daemon:
         os.close(fd)
 
     def _owner(self, rel: str) -> str | None:
-        """The workload whose leaf is rel or holds it; remembered, and checked each time
-        against the records, which an apply replaces."""
-        known = self.owners.get(rel)
-        if known is not None and _holds(self.sup.records.get(known), rel):
-            return known
+        """The workload whose leaf is rel (a cgroup below nxrd's root) or holds it."""
         for rec in self.sup.records.values():
-            if _holds(rec, rel):
-                self.owners[rel] = rec.name
+            if rel == rec.plan.cgroup or rel.startswith(rec.plan.cgroup + "/"):
                 return rec.name
         return None
 
@@ -542,8 +535,6 @@ class Daemon:
             rec = self.sup.records.get(name)
             if rec is None or rec.pid != pid:
                 self._forget_pid(pid)
-        if len(self.owners) > OWNERS_KEPT:  # cgroups a workload made below its leaf
-            self.owners.clear()
         for rec in list(self.sup.records.values()):
             leaf = self._leaf(rec)
             if rec.pid is None:
@@ -756,8 +747,3 @@ def _exited(pidfd: int) -> bool:
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     return bool(poller.poll(0))
-
-
-def _holds(rec: Record | None, rel: str) -> bool:
-    """Whether rel (a cgroup below nxrd's root) is rec's leaf or below it."""
-    return rec is not None and (rel == rec.plan.cgroup or rel.startswith(rec.plan.cgroup + "/"))

@@ -40,7 +40,7 @@ def daemon(tmp_path: Path) -> Daemon:
     d = Daemon.__new__(Daemon)
     d.root = tmp_path
     d.counters = KeptOpen()
-    d.tick_cpu, d.tick_pressure, d.samples, d.owners, d.main_pids = {}, {}, {}, {}, {}
+    d.tick_cpu, d.tick_pressure, d.samples, d.main_pids = {}, {}, {}, {}
     records = {"chat": rec("chat", "lc/chat"), "idle": rec("idle", "batch/idle")}
     d.sup = types.SimpleNamespace(records=records)  # type: ignore[assignment]
     leaf(tmp_path, "lc/chat", cpu_some=10.0)
@@ -100,7 +100,7 @@ def test_the_per_second_sample_takes_what_the_tick_just_read(
     assert daemon.samples["chat"][1] is daemon.tick_cpu["chat"]
 
 
-def test_a_reporters_cgroup_is_remembered_but_checked_against_the_records(
+def test_a_reporters_cgroup_maps_to_the_workload_whose_leaf_holds_it(
     daemon: Daemon,
 ) -> None:
     assert daemon._owner("lc/chat") == "chat"
