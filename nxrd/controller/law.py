@@ -25,6 +25,12 @@ more than `max_step` rungs per tick, and never twice within `cooldown`. Missing 
 latency moves back to the profile's static values (rung 0), at the same pace.
 Latency-critical workloads are never capped.
 
+Stepping down, once begun, goes on a rung per cooldown while comfort lasts and the requests
+started since the last step down (`Observation.recent`) were comfortable too: that rung has
+then shown it keeps the SLO, and waiting `relax_after` again at each rung leaves batch
+capped or frozen for most of a load's ebb (five rungs: over 20 s). Without per-request
+latency, or while those requests are not comfortable, each step down waits `relax_after`.
+
 Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
 for the whole window after the rung that answered it; climbing on them alone winds the
 ladder up (caps, then freezes) for latency that has already recovered. Where the source
@@ -197,10 +203,19 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
     if min(slacks.values()) > spec.relax_above:
         since = state.comfortable_since if state.comfortable_since is not None else now
         state = replace(state, comfortable_since=since)
-        if state.level <= floor(spec) or now - since < spec.relax_after or not cooled:
+        if state.level <= floor(spec) or not cooled:
             return state, []
-        why = f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s"
-        return _move(state, -1, "down", why, inputs, spec, rungs, now, None)
+        if since < state.changed_at and all(_relaxed(t, obs, spec) for t in spec.targets):
+            why = (
+                f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s, "
+                f"and since the last step down"
+            )
+        elif now - max(since, state.changed_at) >= spec.relax_after:
+            why = f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s"
+        else:
+            return state, []
+        new, decisions = _move(state, -1, "down", why, inputs, spec, rungs, now, None)
+        return replace(new, comfortable_since=since), decisions  # comfort lasts on down
     return replace(state, comfortable_since=None), []  # inside the band: hold
 
 
@@ -222,6 +237,12 @@ def _recovered(name: str, obs: Observation, spec: Spec) -> bool:
     recent = obs.recent[name]
     target = next(t for t in spec.targets if t.name == name)
     return recent is None or (target.slo - recent) / target.slo >= spec.act_below
+
+
+def _relaxed(target: Target, obs: Observation, spec: Spec) -> bool:
+    """Whether the requests since the last rung change were comfortable (none: no proof)."""
+    recent = obs.recent.get(target.name)
+    return recent is not None and (target.slo - recent) / target.slo > spec.relax_above
 
 
 def _move(

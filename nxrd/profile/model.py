@@ -193,7 +193,11 @@ class Controller(Section):
     relax_above: float = Field(
         0.30, ge=-1.0, le=1.0, description="Step back once every slack stays above this."
     )
-    relax_after: Duration = Field(5.0, description="How long slack must stay above relax_above.")
+    relax_after: Duration = Field(
+        5.0,
+        description="How long slack must stay above relax_above before a step down (further "
+        "steps need only the cooldown while the requests since the last one were comfortable).",
+    )
     cooldown: Duration = Field(2.0, description="Least time between two controller actions.")
     max_step: int = Field(1, ge=1, le=10, description="Most rungs climbed in one action.")
     stale_after: Duration = Field(

@@ -61,7 +61,8 @@ def test_recovery_steps_down_after_sustained_comfort() -> None:
         (0.0, "up", "cap-75%"),
         (2.0, "up", "cap-50%"),
         (7.5, "down", "cap-75%"),  # comfortable since 2.5 s: 5 s later
-        (13.0, "down", "static"),  # comfort measured again after each step down (from 8 s)
+        # no per-request latency to show the rung below keeps the SLO: relax_after again
+        (12.5, "down", "static"),
     ]
 
 
@@ -194,7 +195,7 @@ def test_comfort_shares_the_targets_cores_and_the_first_risk_takes_them_back() -
         (7.0, "up", "static"),  # slack 5%: back to static in one step, not to the ladder
         (9.0, "up", "cap-75%"),  # still 5% two seconds later (cooldown): the ladder
         (14.5, "down", "static"),  # comfortable again from 9.5 s
-        (20.0, "down", "share"),  # comfort measured again after each step (from 15 s)
+        (19.5, "down", "share"),  # relax_after after the last step: no per-request latency
     ]
 
 
@@ -247,6 +248,36 @@ def test_a_burst_that_is_over_climbs_once_and_holds() -> None:
         (2.0, "up", "cap-50%"),
         (4.0, "up", "cap-25%"),
         (9.5, "down", "cap-50%"),
+    ]
+
+
+def test_stepping_down_goes_on_a_rung_per_cooldown_while_the_requests_since_are_fine() -> None:
+    trace = [(0.25, 0.25)] * 5 + [(0.1, 0.1)] * 30
+    assert fresh(trace, SHARING) == [
+        (0.0, "up", "cap-75%"),
+        (2.0, "up", "cap-50%"),
+        (7.5, "down", "cap-75%"),  # comfortable since 2.5 s: relax_after later
+        (9.5, "down", "static"),  # the requests at cap-75% were comfortable: a cooldown
+        (11.5, "down", "share"),
+    ]
+
+
+def test_stepping_down_waits_relax_after_again_when_the_rung_below_is_not_proven() -> None:
+    climbed = [(0.25, 0.25)] * 5 + [(0.1, 0.1)] * 11  # down to cap-75% at 7.5 s
+    # the window stays comfortable, the requests since the step down are in the band (15%)
+    assert fresh(climbed + [(0.1, 0.17)] * 14)[2:] == [
+        (7.5, "down", "cap-75%"),
+        (12.5, "down", "static"),  # relax_after since that step
+    ]
+    # no request since the step down: no proof either
+    assert fresh(climbed + [(0.1, None)] * 14)[2:] == [
+        (7.5, "down", "cap-75%"),
+        (12.5, "down", "static"),
+    ]
+    # the window leaves comfort (15%) at 8-8.5 s: comfort starts over, from 9 s
+    assert fresh(climbed + [(0.17, 0.1)] * 2 + [(0.1, 0.1)] * 20)[2:] == [
+        (7.5, "down", "cap-75%"),
+        (14.0, "down", "static"),
     ]
 
 

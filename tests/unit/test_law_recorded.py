@@ -99,7 +99,7 @@ def test_fresh_evidence_keeps_a_recorded_step_from_winding_the_ladder_up() -> No
         (25.0, "up", "cap-50%"),
         (26.0, "up", "cap-25%"),
         (30.25, "down", "cap-50%"),
-        (34.5, "down", "cap-75%"),
+        (34.25, "down", "cap-75%"),
         (46.75, "up", "cap-50%"),
         (47.75, "up", "cap-25%"),
         (48.75, "up", "freeze-background"),
