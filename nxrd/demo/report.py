@@ -91,9 +91,8 @@ def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]]
     meta = json.loads((folder / "meta.json").read_text())
     slo_name, slo = Slo.model_validate(meta["slo"]).target
     q = QUANTILES[slo_name]
-    by_itself = batch_alone(folder) if (folder / "alone").exists() else Alone(None, None, None)
-    alone = by_itself.rate
-    meta.update(slo_seconds=slo, slo_name=slo_name, alone=alone, by_itself=by_itself)
+    alone = batch_alone(folder) if (folder / "alone").exists() else Alone(None, None, None)
+    meta.update(slo_seconds=slo, slo_name=slo_name, alone=alone)
     out, runs = {}, []
     for name in meta["setups"]:
         if name == "alone":
@@ -110,7 +109,7 @@ def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]]
                 run.server,
                 slo,
                 q,
-                alone,
+                alone.rate,
                 SETTLE,
                 WINDOW,
                 run.nxrd,
@@ -138,7 +137,7 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
     if meta.get("capacity"):
         shares = ", ".join(p.partition(":")[0] for p in meta["asked"].split(","))
         load += f" ({shares} of the server's capacity alone, {meta['capacity']:.1f}/s)"
-    alone = meta["alone"]
+    alone = meta["alone"].rate
     lines = [
         f"{meta['slo_name']} SLO {slo * 1000:.0f} ms; load {load}; {cpus} CPUs; "
         + (f"batch alone {alone:.1f} blocks/s" if alone else "no batch-alone run"),
@@ -200,7 +199,7 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
     """Where the CPUs went in each phase: what is not the server's share and not batch's is
     nxrd, the rest of the host (load generator, background job, kernel) or idle; WORK/CPU
     says whether batch's CPUs gave the throughput they give it alone."""
-    cpus, alone = meta["cpus"], meta["by_itself"]
+    cpus, alone = meta["cpus"], meta["alone"]
     if alone.cpu is None and not any(p.host_cpu is not None for ps in figs.values() for p in ps):
         return []  # recorded before these were
 

@@ -121,7 +121,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     (run / "events.jsonl").write_text(json.dumps({**event, "cause": "chat slack -100%"}) + "\n")
 
     meta, figs, runs = figures(tmp_path)
-    assert meta["alone"] == 40.0
+    assert meta["alone"].rate == 40.0
     low, high = figs["controller"]
     assert (low.p99, low.over, low.batch, low.server_cpu) == (0.05, 0.0, 0.75, 0.4)
     assert low.nxrd_cpu == pytest.approx(0.05)
