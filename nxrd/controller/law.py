@@ -28,8 +28,10 @@ Latency-critical workloads are never capped.
 Stepping down, once begun, goes on a rung per cooldown while comfort lasts and the requests
 started since the last step down (`Observation.recent`) were comfortable too: that rung has
 then shown it keeps the SLO, and waiting `relax_after` again at each rung leaves batch
-capped or frozen for most of a load's ebb (five rungs: over 20 s). Without per-request
-latency, or while those requests are not comfortable, each step down waits `relax_after`.
+capped or frozen for most of a load's ebb (five rungs: over 20 s). While any target lacks
+per-request latency (a scraped histogram), or those requests are not comfortable, or less
+than one SLO has passed since that step (a slow request still running is not seen yet),
+each step down waits `relax_after` after the last change.
 
 Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
 for the whole window after the rung that answered it; climbing on them alone winds the
@@ -98,7 +100,8 @@ class Observation:
     # per workload, recorded with each decision: pressure, throttling, memory (nxrd.observe)
     signals: dict[str, dict[str, float]] = field(default_factory=dict)
     # per target whose source has each request: the percentile of those started since the
-    # last rung change (None: none yet); a target missing here is judged on `latency` alone
+    # last rung change (None: none yet); a target missing here is judged on `latency` alone,
+    # and every step down then waits relax_after
     recent: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -205,15 +208,14 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         state = replace(state, comfortable_since=since)
         if state.level <= floor(spec) or not cooled:
             return state, []
-        if since < state.changed_at and all(_relaxed(t, obs, spec) for t in spec.targets):
-            why = (
-                f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s, "
-                f"and since the last step down"
-            )
-        elif now - max(since, state.changed_at) >= spec.relax_after:
-            why = f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s"
-        else:
+        proven = since < state.changed_at and all(
+            _relaxed(t, obs, spec, now, state) for t in spec.targets
+        )
+        if not proven and now - max(since, state.changed_at) < spec.relax_after:
             return state, []
+        why = f"every slack above {spec.relax_above:.0%} for {now - since:.1f}s" + (
+            ", and at the last rung" if proven else ""
+        )
         new, decisions = _move(state, -1, "down", why, inputs, spec, rungs, now, None)
         return replace(new, comfortable_since=since), decisions  # comfort lasts on down
     return replace(state, comfortable_since=None), []  # inside the band: hold
@@ -239,10 +241,14 @@ def _recovered(name: str, obs: Observation, spec: Spec) -> bool:
     return recent is None or (target.slo - recent) / target.slo >= spec.act_below
 
 
-def _relaxed(target: Target, obs: Observation, spec: Spec) -> bool:
-    """Whether the requests since the last rung change were comfortable (none: no proof)."""
+def _relaxed(target: Target, obs: Observation, spec: Spec, now: float, state: State) -> bool:
+    """Whether the requests started since the last rung change were comfortable. Only
+    answered ones are seen, each faster than the time since the change: before one SLO has
+    passed, a slow request still running would be missing from them."""
     recent = obs.recent.get(target.name)
-    return recent is not None and (target.slo - recent) / target.slo > spec.relax_above
+    if recent is None or now - state.changed_at < target.slo:
+        return False
+    return (target.slo - recent) / target.slo > spec.relax_above
 
 
 def _move(

@@ -281,6 +281,25 @@ def test_stepping_down_waits_relax_after_again_when_the_rung_below_is_not_proven
     ]
 
 
+def test_a_step_down_proven_needs_every_targets_requests_and_one_slo_of_them() -> None:
+    rank = Target("rank", slo=0.05, cpus=(6,))
+    spec = replace(SPEC, targets=(CHAT, rank))
+    stepped = State(level=2, changed_at=10.0, comfortable_since=5.0)  # stepped down at 10 s
+    fine = {"chat": 0.05, "rank": 0.01}
+    # rank is scraped (no per-request latency): chat's fast requests prove nothing for it
+    scraped = Observation(fine, recent={"chat": 0.05})
+    assert step(stepped, scraped, spec, 12.0)[1] == []
+    assert step(stepped, scraped, spec, 15.0)[1][0].rung == "cap-75%"  # relax_after
+    state, (d,) = step(stepped, Observation(fine, recent=fine), spec, 12.0)
+    assert (state.level, d.reason) == (1, "every slack above 30% for 7.0s, and at the last rung")
+    # an SLO longer than the cooldown: a request slower than the time since the step is
+    # still running, unseen; the requests answered so far prove nothing until one SLO passed
+    slow = Target("chat", slo=3.0, cpus=(0, 1))
+    obs = Observation({"chat": 1.0}, recent={"chat": 1.0})
+    assert step(stepped, obs, replace(SPEC, targets=(slow,)), 12.0)[1] == []
+    assert step(stepped, obs, replace(SPEC, targets=(slow,)), 13.0)[1][0].rung == "cap-75%"
+
+
 def test_latency_still_high_since_the_last_rung_climbs_at_the_cooldowns_pace() -> None:
     assert fresh([(0.25, 0.25)] * 7) == [(0.0, "up", "cap-75%"), (2.0, "up", "cap-50%")]
     # at risk within the SLO (slack 5%) counts as much as over it
