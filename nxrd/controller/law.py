@@ -64,6 +64,10 @@ class Target:
     percentile: str = "p99"
     cpus: tuple[int, ...] = ()  # its planned (exclusive) cores
 
+    def slack(self, latency: float) -> float:
+        """How far under the SLO, as a share of it (negative: over)."""
+        return (self.slo - latency) / self.slo
+
 
 @dataclass(frozen=True)
 class Lower:
@@ -209,7 +213,7 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         if state.level <= floor(spec) or not cooled:
             return state, []
         proven = since < state.changed_at and all(
-            _relaxed(t, obs, spec, now, state) for t in spec.targets
+            _relaxed(t, obs, spec, now - state.changed_at) for t in spec.targets
         )
         if not proven and now - max(since, state.changed_at) < spec.relax_after:
             return state, []
@@ -228,7 +232,7 @@ def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
         if seen is None or obs.age.get(t.name, 0.0) > spec.stale_after:
             stale.append(t.name)
         else:
-            slacks[t.name] = (t.slo - seen) / t.slo
+            slacks[t.name] = t.slack(seen)
     return slacks, stale
 
 
@@ -238,17 +242,17 @@ def _recovered(name: str, obs: Observation, spec: Spec) -> bool:
         return False
     recent = obs.recent[name]
     target = next(t for t in spec.targets if t.name == name)
-    return recent is None or (target.slo - recent) / target.slo >= spec.act_below
+    return recent is None or target.slack(recent) >= spec.act_below
 
 
-def _relaxed(target: Target, obs: Observation, spec: Spec, now: float, state: State) -> bool:
+def _relaxed(target: Target, obs: Observation, spec: Spec, since_change: float) -> bool:
     """Whether the requests started since the last rung change were comfortable. Only
     answered ones are seen, each faster than the time since the change: before one SLO has
     passed, a slow request still running would be missing from them."""
     recent = obs.recent.get(target.name)
-    if recent is None or now - state.changed_at < target.slo:
+    if recent is None or since_change < target.slo:
         return False
-    return (target.slo - recent) / target.slo > spec.relax_above
+    return target.slack(recent) > spec.relax_above
 
 
 def _move(
