@@ -1,7 +1,8 @@
-"""Open-loop load: Poisson arrivals at a rate per phase, each request stamped with the time
-it was due (not the time it was sent), so a late sender or a full queue shows up as latency
-instead of hiding it. Writes one line per request: due time (seconds from the start) and
-latency, or "lost" when no reply came within --timeout.
+"""Open-loop load: Poisson arrivals at a rate per phase, each request's latency counted from
+the time it was due (not the time it was sent), so a late sender or a full queue shows up as
+latency instead of hiding it. Writes one line per request: due time (seconds from the start)
+and latency, or "lost" when no reply came within --timeout. Each request carries the time it
+was actually sent, from which the server times it as a server would (nxrd.demo.server).
 
     python -m nxrd.demo.loadgen --port 7070 --phases 10:20,25:40 --out latency.csv
 """
@@ -95,7 +96,7 @@ def main() -> None:
         delay = start + t - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        sock.sendto(f"{i} {start + t:.6f}".encode(), addr)
+        sock.sendto(f"{i} {time.monotonic():.6f}".encode(), addr)
     last = time.monotonic()
     while time.monotonic() - last < args.timeout and any(d is None for d in done[-50:]):
         time.sleep(0.1)

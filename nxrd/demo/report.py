@@ -26,6 +26,8 @@ WINDOW = 2.0  # seconds per window when counting windows over the SLO
 class Run:
     name: str
     samples: list[tuple[float, float]] = field(default_factory=list)  # (due, latency)
+    # (due, latency as the server timed it: from the request's send to its reply)
+    served: list[tuple[float, float]] = field(default_factory=list)
     batch: list[tuple[float, float]] = field(default_factory=list)  # (t, blocks)
     server: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
     nxrd: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
@@ -46,6 +48,7 @@ def load_run(folder: Path) -> Run:
             elif line.strip():
                 due, value = line.split()
                 run.samples.append((float(due), LOST if value == "lost" else float(value)))
+        run.served = _served(folder / "server.latency", [due for due, _ in run.samples])
     else:  # no load (batch alone): time from the window's start
         start = json.loads((folder / "window.json").read_text())["from"]
     run.batch = _series(folder / "batch.progress", start)
@@ -62,6 +65,19 @@ def load_run(folder: Path) -> Run:
                 t = e["time"] - offset - start
                 run.actions.append((t, e["old"], e["new"], e["cause"]))
     return run
+
+
+def _served(path: Path, due: list[float]) -> list[tuple[float, float]]:
+    """The server's log ("ID SECONDS") on the load generator's time axis: request ID is the
+    ID-th request due; one the server never answered counts as lost."""
+    if not path.exists():
+        return []
+    took = [LOST] * len(due)
+    for line in path.read_text().splitlines():
+        rid, _, value = line.partition(" ")
+        if rid.isdigit() and int(rid) < len(due):
+            took[int(rid)] = float(value)
+    return list(zip(due, took, strict=True))
 
 
 def _series(path: Path, start: float) -> list[tuple[float, float]]:
@@ -87,24 +103,26 @@ def batch_alone(folder: Path) -> Alone:
     return Alone(rate(run.batch, 0.0, span), rate(run.batch_cpu, 0, span), rate(run.host, 0, span))
 
 
-def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]], list[Run]]:
+Figs = dict[str, list[PhaseFigures]]
+
+
+def figures(folder: Path) -> tuple[dict[str, Any], Figs, Figs, list[Run]]:
+    """The run's meta, each set-up's figures per phase by the client's latencies and by the
+    server's (set-ups recorded before the server logged its own are left out of those),
+    and the runs."""
     meta = json.loads((folder / "meta.json").read_text())
     slo_name, slo = Slo.model_validate(meta["slo"]).target
     q = QUANTILES[slo_name]
     alone = batch_alone(folder) if (folder / "alone").exists() else Alone(None, None, None)
     meta.update(slo_seconds=slo, slo_name=slo_name, alone=alone)
-    out, runs = {}, []
-    for name in meta["setups"]:
-        if name == "alone":
-            continue
-        run = load_run(folder / name)
-        runs.append(run)
-        phs = phases(meta["phases"])
-        out[name] = [
+    phs = phases(meta["phases"])
+
+    def per_phase(run: Run, samples: list[tuple[float, float]]) -> list[PhaseFigures]:
+        return [
             phase_figures(
                 ph,
                 i > 0 and ph.rate > phs[i - 1].rate,
-                run.samples,
+                samples,
                 run.batch,
                 run.server,
                 slo,
@@ -118,7 +136,17 @@ def figures(folder: Path) -> tuple[dict[str, Any], dict[str, list[PhaseFigures]]
             )
             for i, ph in enumerate(phs)
         ]
-    return meta, out, runs
+
+    client, served, runs = {}, {}, []
+    for name in meta["setups"]:
+        if name == "alone":
+            continue
+        run = load_run(folder / name)
+        runs.append(run)
+        client[name] = per_phase(run, run.samples)
+        if run.served:
+            served[name] = per_phase(run, run.served)
+    return meta, client, served, runs
 
 
 def _ms(v: float | None) -> str:
@@ -131,7 +159,18 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.0%}"
 
 
-def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[Run]) -> str:
+def _reaction(p: PhaseFigures, phs: list[PhaseFigures]) -> str:
+    if p.reaction is not None:
+        return f"{p.reaction:.1f} s"
+    i = phs.index(p)
+    return "never" if i > 0 and p.rate > phs[i - 1].rate else "-"
+
+
+def _ratio(p99: float | None, slo: float) -> str:
+    return "-" if p99 is None or math.isinf(p99) else f"{p99 / slo:.2f}"
+
+
+def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> str:
     cpus, slo = meta["cpus"], meta["slo_seconds"]
     load = ", then ".join(f"{p.rate:g}/s for {p.end - p.start:g} s" for p in phases(meta["phases"]))
     if meta.get("capacity"):
@@ -148,7 +187,6 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
     ]
     for name, phs in figs.items():
         for p in phs:
-            ratio = "-" if p.p99 is None or math.isinf(p.p99) else f"{p.p99 / slo:.2f}"
             idle = None
             if p.batch is not None and p.server_cpu is not None:
                 left = 1 - p.server_cpu / cpus
@@ -156,18 +194,13 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
             util = None
             if p.batch is not None and p.server_cpu is not None:
                 util = p.server_cpu / cpus + p.batch
-            react = "-"
-            if p.reaction is not None:
-                react = f"{p.reaction:.1f} s"
-            elif p.rate and p is not phs[0] and p.rate > phs[phs.index(p) - 1].rate:
-                react = "never"
             server = "-" if p.server_cpu is None else f"{p.server_cpu:.2f}"
             over = f"{p.over:.0%} of {p.windows}"
             daemon = "-" if p.nxrd_cpu is None else f"{p.nxrd_cpu:.2f}"
             lines.append(
-                f"{name:<11} {p.rate:>4g}/s {_ms(p.p99):>8} {ratio:>5} {over:>12} "
-                f"{_pct(p.batch):>6} {_pct(idle):>7} {server:>6} {_pct(util):>5} {react:>8} "
-                f"{daemon:>5}"
+                f"{name:<11} {p.rate:>4g}/s {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} {over:>12} "
+                f"{_pct(p.batch):>6} {_pct(idle):>7} {server:>6} {_pct(util):>5} "
+                f"{_reaction(p, phs):>8} {daemon:>5}"
             )
     lines += [
         "",
@@ -177,6 +210,7 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
         "it used; UTIL: server CPUs / CPUs + BATCH; REACTION: from the load step until every "
         "later 1 s window is within the SLO; NXRD: CPUs nxrd itself used.",
     ]
+    lines += served_table(meta, figs, served)
     lines += cpu_table(meta, figs)
     for run in runs:
         if run.actions:
@@ -189,6 +223,36 @@ def table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]], runs: list[
             if len(run.actions) > 12:
                 lines.append(f"  ... and {len(run.actions) - 12} more")
     return "\n".join(lines)
+
+
+def served_table(meta: dict[str, Any], client: Figs, served: Figs) -> list[str]:
+    """The latency figures again, as the server timed each request: from the moment the
+    load generator sent it to the server's reply. On a host this small the load generator
+    shares the CPUs with the workloads, and its own delays (sending late, reading the
+    reply late) are in the client's figures; a client on another host would not have them."""
+    if not served:
+        return []
+    name = meta["slo_name"]
+    slo = meta["slo_seconds"]
+    lines = [
+        "",
+        f"SERVED      {'LOAD':>6} {name.upper():>8} {'/SLO':>5} {'OVER SLO':>12} "
+        f"{'REACTION':>8} {'CLIENT':>8}",
+    ]
+    for setup, phs in served.items():
+        for p, c in zip(phs, client[setup], strict=True):
+            lines.append(
+                f"{setup:<11} {f'{p.rate:g}/s':>6} {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} "
+                f"{f'{p.over:.0%} of {p.windows}':>12} {_reaction(p, phs):>8} {_ms(c.p99):>8}"
+            )
+    lines += [
+        "",
+        f"SERVED: the same figures by the server's own timing, from each request's send to "
+        f"its reply; the load generator's delays (sending late, reading the reply late) "
+        f"are left out. CLIENT: the {name} above, from when each request was due until the "
+        "load generator read the reply.",
+    ]
+    return lines
 
 
 def _cpus(v: float | None) -> str:
@@ -264,6 +328,16 @@ def plot(meta: dict[str, Any], runs: list[Run], png: Path) -> None:
         ok = [(t, v * 1000) for t, v in run.samples if not math.isinf(v)]
         lost = [t for t, v in run.samples if math.isinf(v)]
         ax.scatter([t for t, _ in ok], [v for _, v in ok], s=3, color="tab:blue", label="latency")
+        served = [(t, v * 1000) for t, v in run.served if not math.isinf(v)]
+        if served:
+            ax.scatter(
+                [t for t, _ in served],
+                [v for _, v in served],
+                s=1,
+                color="tab:purple",
+                alpha=0.5,
+                label="as the server timed it",
+            )
         if lost:
             ax.scatter(lost, [slo * 4] * len(lost), s=6, marker="x", color="black", label="lost")
         ax.axhline(slo, color="tab:red", linestyle="--", label=f"SLO {slo:.0f} ms")
@@ -305,8 +379,8 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--png", type=Path, help="write the plot here")
     args = ap.parse_args()
-    meta, figs, runs = figures(args.folder)
-    print(table(meta, figs, runs))
+    meta, figs, served, runs = figures(args.folder)
+    print(table(meta, figs, served, runs))
     if args.png:
         plot(meta, runs, args.png)
         print(f"\nplot: {args.png}")

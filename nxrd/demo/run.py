@@ -130,8 +130,9 @@ class Setup:
                 (self.out / "events.jsonl").write_text(events)
         finally:
             self.stop()
-            for f in RUN_DIR.glob("*.progress"):
-                shutil.copy(f, self.out / f.name)
+            for f in (*RUN_DIR.glob("*.progress"), RUN_DIR / "server.latency"):
+                if f.exists():
+                    shutil.copy(f, self.out / f.name)
 
     def load(self) -> None:
         """The load generator, from the harness's own cgroup (like a client elsewhere),

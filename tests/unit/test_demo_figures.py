@@ -112,6 +112,12 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     lines += [f"{t / 10:.1f} 0.05" for t in range(100)]  # 10/s, 50 ms
     lines += [f"{10 + t / 20:.2f} {0.4 if t < 20 else 0.1}" for t in range(199)] + ["19.99 lost"]
     (run / "latency.csv").write_text("\n".join(lines) + "\n")
+    # the server's own log: the slow start of the step was mostly the client's (150 ms of
+    # 400), the last request never reached it, and "-2" is a calibration request, not one of
+    # the load's
+    served = ["-2 0.02"] + [f"{i} 0.03" for i in range(100)]
+    served += [f"{100 + i} {0.15 if i < 20 else 0.05}" for i in range(199)]
+    (run / "server.latency").write_text("\n".join(served) + "\n")
     (run / "batch.progress").write_text("".join(f"{start + t} {30 * t} 2\n" for t in range(21)))
     (run / "server_cpu.txt").write_text("".join(f"{start + t} {0.4 * t}\n" for t in range(21)))
     (run / "nxrd_cpu.txt").write_text("".join(f"{start + t} {0.05 * t}\n" for t in range(21)))
@@ -120,7 +126,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     event = {"workload": "controller", "old": "share", "new": "static", "time": 5000 + start + 10.5}
     (run / "events.jsonl").write_text(json.dumps({**event, "cause": "chat slack -100%"}) + "\n")
 
-    meta, figs, runs = figures(tmp_path)
+    meta, figs, served, runs = figures(tmp_path)
     assert meta["alone"].rate == 40.0
     low, high = figs["controller"]
     assert (low.p99, low.over, low.batch, low.server_cpu) == (0.05, 0.0, 0.75, 0.4)
@@ -129,7 +135,11 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     # 1 s window is still over it: the step up is never recovered from
     assert (high.p99, high.over, high.reaction) == (0.4, 0.4, None)
     assert runs[0].actions == [(10.5, "share", "static", "chat slack -100%")]
-    text = table(meta, figs, runs)
+    assert [(p.p99, p.over, p.windows, p.reaction) for p in served["controller"]] == [
+        (0.03, 0.0, 3, None),
+        (0.15, 0.2, 5, None),  # the lost request's window, and so never recovered
+    ]
+    text = table(meta, figs, served, runs)
     assert (
         "p99 SLO 200 ms; load 10/s for 10 s, then 20/s for 10 s (20%, 40% of the server's "
         "capacity alone, 50.0/s); 2 CPUs; batch alone 40.0" in text
@@ -143,6 +153,12 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
         in text
     )
     assert "    10.5 s  share -> static  (chat slack -100%)" in text
+    lines = text.splitlines()
+    head = lines.index("SERVED        LOAD      P99  /SLO     OVER SLO REACTION   CLIENT")
+    assert lines[head + 1 : head + 3] == [
+        "controller    10/s    30 ms  0.15      0% of 3        -    50 ms",
+        "controller    20/s   150 ms  0.75     20% of 5    never   400 ms",
+    ]
     # where the CPUs went: alone, batch does 25 blocks per CPU second; here 30/s on 1.25
     # CPUs is 24, so 96%; the host's 1.8 busy CPUs less server, nxrd and batch leave 0.10
     cpu = text.splitlines()
@@ -209,3 +225,56 @@ def test_the_capped_set_up_holds_what_the_controllers_cap_25_rung_writes(
     for name in ("embed", "indexer"):
         assert held[name]["cpu.max"] == want[name]["cpu.max"] == "25000 100000"
     assert held["chat"]["cpu.max"] == "max 100000"  # never a cap on the server
+
+
+def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
+    tmp_path: Path,
+) -> None:
+    """The real demo server: a request stamped as sent 1 s ago took at least 1 s (time in
+    the queue counts), and what it logs is what it pushes to nxrd."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pushed = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pushed.bind(str(tmp_path / "latency.sock"))
+    pushed.settimeout(10)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # the server binds it next
+    env = {**os.environ, "NXR_LATENCY_SOCKET": str(tmp_path / "latency.sock")}
+    env["NXR_WORKLOAD"] = "chat"
+    log = tmp_path / "run" / "server.latency"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nxrd.demo.server", "--port", str(port), "--log", str(log)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(1)
+    try:
+        for _ in range(60):  # numpy's start
+            client.sendto(f"7 {time.monotonic() - 1:.6f}".encode(), ("127.0.0.1", port))
+            try:
+                assert client.recv(64) == b"7"
+                break
+            except TimeoutError:
+                continue
+        client.sendto(b"not a request", ("127.0.0.1", port))
+        client.sendto(f"8 {time.monotonic():.6f}".encode(), ("127.0.0.1", port))
+        assert client.recv(64) == b"8"
+    finally:
+        server.kill()
+        server.wait()
+        client.close()
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert [r[0] for r in rows][-1] == "8" and {r[0] for r in rows} == {"7", "8"}
+    took = {rid: float(v) for rid, v in rows}
+    assert took["7"] >= 1.0 and took["8"] < 1.0
+    # the reporter sends at once, then gathers for a while: the first is out
+    first = pushed.recv(65536).decode().splitlines()
+    assert first == [f"chat {v}" for _, v in rows[: len(first)]] and first
+    pushed.close()
