@@ -2,8 +2,8 @@
 # Co-location: the demo's latency-critical server beside its batch job and background
 # indexer under five set-ups in one run (plain processes; static cgroup weights; nxr
 # static pinning; the same with batch and background held at the controller's cap-25% rung;
-# nxr with the controller), plus batch alone for its capacity, at three
-# load levels with a step up and a step down: 20% of the server's capacity alone (measured
+# nxr with the controller), plus batch alone for its capacity and the server alone on one
+# CPU (the best latency any rung could give it), at three load levels with a step up and a step down: 20% of the server's capacity alone (measured
 # first) for 20 s, 60% for 30 s, 40% for 20 s.
 # Prints p99/SLO, windows over the SLO, batch throughput (of batch alone and of what the
 # server left idle), utilization and the reaction to the step, and plots latency.
@@ -12,5 +12,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec bash scripts/live.sh alone,plain,weights,pinned,capped,controller 20%:20,60%:30,40%:20 \
+exec bash scripts/live.sh alone,solo,plain,weights,pinned,capped,controller 20%:20,60%:30,40%:20 \
     "${1:-bench-out/colocation}"

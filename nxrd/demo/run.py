@@ -5,6 +5,8 @@ VM when this host has none).
 Set-ups:
     alone       the batch job by itself on every CPU: the capacity batch throughput is
                 measured against (no load)
+    solo        the server by itself on one CPU with one BLAS thread, as nxr runs it, and
+                nothing else: the best latency any rung of the controller could give it
     plain       plain processes, no cgroups, default thread counts (no nxr)
     weights     cgroups with static cpu.weight only (1000 server, 50 batch, idle background)
                 and default thread counts, as systemd's CPUWeight= would give
@@ -47,6 +49,7 @@ from nxrd.demo.figures import of_capacity
 CGROUP2 = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
 BIN = Path(sys.executable).parent
+ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
 
 
 def main() -> None:
@@ -110,13 +113,16 @@ class Setup:
                 self.start_nxrd()
             elif self.name == "alone":
                 self.spawn(commands["embed"], None)
+            elif self.name == "solo":
+                self.spawn(commands["chat"], None, one_cpu=True)
             elif self.name in ("plain", "weights"):
                 self.cgroup = make_weight_groups() if self.name == "weights" else None
                 for wl, group in (("chat", "server"), ("embed", "batch"), ("indexer", "bg")):
                     self.spawn(commands[wl], self.cgroup / group if self.cgroup else None)
             else:
                 raise SystemExit(f"demo: unknown set-up {self.name!r}")
-            wait_for(lambda: line_count(RUN_DIR / "batch.progress") >= 2, 300, "batch job")
+            if self.name != "solo":
+                wait_for(lambda: line_count(RUN_DIR / "batch.progress") >= 2, 300, "batch job")
             t0 = time.monotonic()
             if self.name == "alone":
                 self.sample_cpu(lambda: time.monotonic() - t0 < self.alone)
@@ -172,13 +178,20 @@ class Setup:
                 out["host"].write(f"{now} {busy:.3f}\n")
                 time.sleep(0.5)
 
-    def spawn(self, argv: list[str], cgroup: Path | None) -> None:
+    def spawn(self, argv: list[str], cgroup: Path | None, one_cpu: bool = False) -> None:
+        env = {**os.environ, **(ONE_THREAD if one_cpu else {})}
+        cpu = min(os.sched_getaffinity(0))
+
         def enter() -> None:
             os.setsid()
             if cgroup is not None:
                 (cgroup / "cgroup.procs").write_text("0")
+            if one_cpu:
+                os.sched_setaffinity(0, {cpu})
 
-        self.procs.append(subprocess.Popen(argv, preexec_fn=enter, stdout=subprocess.DEVNULL))
+        self.procs.append(
+            subprocess.Popen(argv, preexec_fn=enter, env=env, stdout=subprocess.DEVNULL)
+        )
 
     def start_nxrd(self) -> None:
         enabled = "true" if self.name == "controller" else "false"
@@ -233,7 +246,7 @@ def capped(profile: str, share: int = 25) -> str:
 def calibrate(server: list[str], requests: int = 200) -> float:
     """Requests per second the server answers alone on one CPU with one BLAS thread (as
     nxr runs it), one request at a time."""
-    env = {**os.environ, **{v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
+    env = {**os.environ, **ONE_THREAD}
     cpu = min(os.sched_getaffinity(0))
     proc = subprocess.Popen(
         server,
