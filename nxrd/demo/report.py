@@ -155,6 +155,10 @@ def _ms(v: float | None) -> str:
     return "lost" if math.isinf(v) else f"{v * 1000:.0f} ms"
 
 
+def _ms1(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.1f} ms"
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.0%}"
 
@@ -237,20 +241,22 @@ def served_table(meta: dict[str, Any], client: Figs, served: Figs) -> list[str]:
     lines = [
         "",
         f"SERVED      {'LOAD':>6} {name.upper():>8} {'/SLO':>5} {'OVER SLO':>12} "
-        f"{'REACTION':>8} {'CLIENT':>8}",
+        f"{'REACTION':>8} {'CLIENT':>8} {'CPU/REQ':>7}",
     ]
     for setup, phs in served.items():
         for p, c in zip(phs, client[setup], strict=True):
             lines.append(
                 f"{setup:<11} {f'{p.rate:g}/s':>6} {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} "
-                f"{f'{p.over:.0%} of {p.windows}':>12} {_reaction(p, phs):>8} {_ms(c.p99):>8}"
+                f"{f'{p.over:.0%} of {p.windows}':>12} {_reaction(p, phs):>8} {_ms(c.p99):>8} "
+                f"{_ms1(p.server_cpu / p.rate if p.server_cpu is not None else None):>7}"
             )
     lines += [
         "",
         f"SERVED: the same figures by the server's own timing, from each request's send to "
         f"its reply; the load generator's delays (sending late, reading the reply late) "
         f"are left out. CLIENT: the {name} above, from when each request was due until the "
-        "load generator read the reply.",
+        "load generator read the reply. CPU/REQ: the server's CPU time per request (its own "
+        "speed: a slower request here is the server slowed, not queued).",
     ]
     return lines
 
