@@ -24,7 +24,7 @@ echo "vm: booting $KVER in qemu (software emulation, $CPUS vCPUs, 2G)" >&2
 # vng's own exit status is unreliable (255 on success): the result comes from $RES.
 PATH=$REPO/.venv/bin:$PATH timeout "${NXR_VM_TIMEOUT:-2400}" vng --disable-kvm \
     --run "$KERNEL" --memory 2G --cpus "$CPUS" "${RW[@]}" \
-    --exec "cd $REPO && NXR_VM_RESULTS=$RES bash $RES/cmd.sh > $RES/out.txt 2>&1; echo \$? > $RES/rc" \
+    --exec "cd $REPO && NXR_VM_RESULTS=$RES bash $RES/cmd.sh > $RES/out.txt 2>&1; echo \$? > $RES/rc; dmesg | tail -n 20 > $RES/dmesg.txt" \
     </dev/null >"$RES/vng.log" 2>&1 || true
 
 if [[ ! -s $RES/rc ]]; then
@@ -34,4 +34,10 @@ if [[ ! -s $RES/rc ]]; then
     exit 1
 fi
 cat "$RES/out.txt"
-exit "$(cat "$RES/rc")"
+rc=$(cat "$RES/rc")
+if [[ $rc != 0 ]]; then
+    # An OOM kill or a kernel warning shows in the guest's log, not in the command's output.
+    echo "vm: the command exited $rc; the guest kernel's last messages:" >&2
+    cat "$RES/dmesg.txt" >&2
+fi
+exit "$rc"
