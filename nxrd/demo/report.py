@@ -179,7 +179,10 @@ def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> st
     load = ", then ".join(f"{p.rate:g}/s for {p.end - p.start:g} s" for p in phases(meta["phases"]))
     if meta.get("capacity"):
         shares = ", ".join(p.partition(":")[0] for p in meta["asked"].split(","))
-        load += f" ({shares} of the server's capacity alone, {meta['capacity']:.1f}/s)"
+        load += f" ({shares} of the server's capacity alone, {meta['capacity']:.1f}/s"
+        if meta.get("one_at_a_time"):
+            load += f"; {meta['one_at_a_time']:.1f}/s one at a time"
+        load += ")"
     alone = meta["alone"].rate
     lines = [
         f"{meta['slo_name']} SLO {slo * 1000:.0f} ms; load {load}; {cpus} CPUs; "

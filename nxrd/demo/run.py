@@ -20,9 +20,10 @@ Set-ups:
         --phases 8:20,24:40 --out DIR
 
 A rate with "%" is a share of the server's capacity on this host, measured first: the
-server alone on one CPU, requests sent one at a time (`--phases 20%:20,60%:30`). Hosts
-(and the test VM from one day to the next) differ twofold in speed; the same share of
-capacity puts the same pressure on the server everywhere.
+requests the server alone on one CPU answers per CPU second under open-loop load
+(`--phases 20%:20,60%:30`). Hosts (and the test VM from one day to the next) differ
+twofold in speed; the same share of capacity puts the same pressure on the server
+everywhere.
 """
 
 from __future__ import annotations
@@ -68,16 +69,20 @@ def main() -> None:
     text = Path(args.profile).read_text()
     profile = tomllib.loads(text)
     load = args.phases
-    capacity = None
+    capacity = one_at_a_time = None
     if "%" in load:
-        capacity = calibrate(workload_commands(text)["chat"])
+        capacity, one_at_a_time = calibrate(workload_commands(text)["chat"], out)
         load = of_capacity(load, capacity)
-        print(f"demo: the server alone answers {capacity:.1f} requests/s; load {load}")
+        print(
+            f"demo: the server alone answers {capacity:.1f} requests per CPU second under "
+            f"load ({one_at_a_time:.1f}/s one at a time); load {load}"
+        )
     meta = {
         "profile": args.profile,
         "phases": load,
         "asked": args.phases,
         "capacity": capacity,
+        "one_at_a_time": one_at_a_time,
         "cpus": len(os.sched_getaffinity(0)),
         "slo": profile["workloads"]["chat"]["slo"],
         "setups": args.setups.split(","),
@@ -243,9 +248,14 @@ def capped(profile: str, share: int = 25) -> str:
     return profile
 
 
-def calibrate(server: list[str], requests: int = 200) -> float:
-    """Requests per second the server answers alone on one CPU with one BLAS thread (as
-    nxr runs it), one request at a time."""
+def calibrate(
+    server: list[str], out: Path, requests: int = 200, seconds: float = 10.0
+) -> tuple[float, float]:
+    """The server's capacity alone on one CPU with one BLAS thread (as nxr runs it): the
+    requests it answers per CPU second under open-loop load (for `seconds`) at half the rate that
+    one request at a time suggests; and that rate (requests per second, one at a time),
+    which overstates it: between requests under load the server sleeps and wakes, and each
+    request costs more (20-40% more CPU in the test VM)."""
     env = {**os.environ, **ONE_THREAD}
     cpu = min(os.sched_getaffinity(0))
     proc = subprocess.Popen(
@@ -258,7 +268,23 @@ def calibrate(server: list[str], requests: int = 200) -> float:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         addr = ("127.0.0.1", 7070)
         loadgen.wait_for_server(sock, addr, 300)
-        return 1 / loadgen.service_time(sock, addr, requests)
+        one_at_a_time = 1 / loadgen.service_time(sock, addr, requests)
+        sock.close()
+        server_cpu = psutil.Process(proc.pid)
+        before = sum(server_cpu.cpu_times()[:2])
+        latency = out / "calibration.csv"
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "nxrd.demo.loadgen"),
+                *("--phases", f"{one_at_a_time / 2:.1f}:{seconds}", "--out", str(latency)),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        used = sum(server_cpu.cpu_times()[:2]) - before
+        rows = [r for r in latency.read_text().splitlines() if not r.startswith("#")]
+        answered = sum(not r.endswith("lost") for r in rows)
+        return answered / used, one_at_a_time
     finally:
         proc.kill()
         proc.wait()

@@ -90,6 +90,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
                 "phases": "10:10,20:10",
                 "asked": "20%:10,40%:10",
                 "capacity": 50.0,
+                "one_at_a_time": 62.5,
                 "cpus": 2,
                 "slo": {"p99": "200ms", "window": "3s", "source": {"push": True}},
                 "setups": ["alone", "controller"],
@@ -142,7 +143,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     text = table(meta, figs, served, runs)
     assert (
         "p99 SLO 200 ms; load 10/s for 10 s, then 20/s for 10 s (20%, 40% of the server's "
-        "capacity alone, 50.0/s); 2 CPUs; batch alone 40.0" in text
+        "capacity alone, 50.0/s; 62.5/s one at a time); 2 CPUs; batch alone 40.0" in text
     )
     assert (
         "controller    10/s    50 ms  0.25      0% of 3    75%     94%   0.40   95%        -  0.05"
@@ -282,3 +283,29 @@ def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
     first = pushed.recv(65536).decode().splitlines()
     assert first == [f"chat {v}" for _, v in rows[: len(first)]] and first
     pushed.close()
+
+
+def test_the_servers_capacity_is_what_it_answers_per_cpu_second(tmp_path: Path) -> None:
+    """A stand-in server that spends 5 ms of CPU on each request: under load at half its
+    one-at-a-time rate it is idle half the time, and its capacity is still about 200/s."""
+    import sys
+
+    from nxrd.demo.run import calibrate
+
+    server = tmp_path / "server.py"
+    server.write_text(
+        "import socket, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.bind(('127.0.0.1', 7070))\n"
+        "while True:\n"
+        "    data, addr = s.recvfrom(256)\n"
+        "    end = time.thread_time() + 0.005\n"
+        "    while time.thread_time() < end:\n"
+        "        pass\n"
+        "    s.sendto(data.split()[0], addr)\n"
+    )
+    capacity, one_at_a_time = calibrate([sys.executable, str(server)], tmp_path, 50, 2.0)
+    assert 150 < capacity <= 205  # 5 ms a request, and a little for the syscalls
+    assert one_at_a_time <= 200
+    answered = (tmp_path / "calibration.csv").read_text().splitlines()[1:]
+    assert 0.3 * capacity < len(answered) / 2.0 < 0.6 * capacity  # it was not saturated
