@@ -2,7 +2,7 @@
 # The main job: a CPU model server with a p99 SLO, a batch job and a background indexer
 # (profiles/demo.toml, real BLAS work) run under nxrd with a load step, first with static
 # pinning (controller off), then with the latency-SLO controller on, after the server by
-# itself under the same load (the best any controller could do); prints p99 against the
+# itself under the same load (what no controller rung can improve on); prints p99 against the
 # SLO, windows over it, batch throughput and the controller's actions, and plots latency.
 # Runs inside a qemu VM when this host lacks cgroup v2 (about 12 minutes). Sets itself up
 # first (apt packages, virtualenv). Results: demo-out/ (NXR_DEMO_OUT to change).

@@ -38,6 +38,6 @@ rc=$(cat "$RES/rc")
 if [[ $rc != 0 ]]; then
     # An OOM kill or a kernel warning shows in the guest's log, not in the command's output.
     echo "vm: the command exited $rc; the guest kernel's last messages:" >&2
-    cat "$RES/dmesg.txt" >&2
+    cat "$RES/dmesg.txt" >&2 2>/dev/null || true
 fi
 exit "$rc"

@@ -110,6 +110,9 @@ class PhaseFigures:
     reaction: float | None  # for a phase that starts with a step up; else None
     batch_cpu: float | None = None  # CPUs the batch job used
     host_cpu: float | None = None  # CPUs busy on the whole host
+    steps_up: bool = False  # the load stepped up at its start
+    # the server's CPU seconds per request it answered in the phase (its own speed)
+    cpu_per_request: float | None = None
 
 
 def phase_figures(
@@ -132,16 +135,24 @@ def phase_figures(
     begin = max(ph.start, settle)
     wins = windows(samples, begin, ph.end, window, q)
     in_phase = [v for t, v in samples if ph.start <= t < ph.end]
+    answered = sum(ph.start <= t + v < ph.end for t, v in samples)  # never a lost one
     b = rate(batch, ph.start, ph.end)
+    server_cpu = rate(server, ph.start, ph.end)
     return PhaseFigures(
         rate=ph.rate,
         p99=percentile(in_phase, q),
         over=over(wins, slo),
         windows=sum(v is not None for _, v in wins),
         batch=None if b is None or not alone else b / alone,
-        server_cpu=rate(server, ph.start, ph.end),
+        server_cpu=server_cpu,
         nxrd_cpu=rate(daemon, ph.start, ph.end),
         reaction=reaction(samples, ph.start, ph.end, slo, q) if steps_up else None,
         batch_cpu=rate(batch_cpu, ph.start, ph.end),
         host_cpu=rate(host, ph.start, ph.end),
+        steps_up=steps_up,
+        cpu_per_request=(
+            server_cpu * (ph.end - ph.start) / answered
+            if server_cpu is not None and answered
+            else None
+        ),
     )

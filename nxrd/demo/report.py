@@ -163,11 +163,10 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.0%}"
 
 
-def _reaction(p: PhaseFigures, phs: list[PhaseFigures]) -> str:
+def _reaction(p: PhaseFigures) -> str:
     if p.reaction is not None:
         return f"{p.reaction:.1f} s"
-    i = phs.index(p)
-    return "never" if i > 0 and p.rate > phs[i - 1].rate else "-"
+    return "never" if p.steps_up else "-"
 
 
 def _ratio(p99: float | None, slo: float) -> str:
@@ -207,7 +206,7 @@ def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> st
             lines.append(
                 f"{name:<11} {p.rate:>4g}/s {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} {over:>12} "
                 f"{_pct(p.batch):>6} {_pct(idle):>7} {server:>6} {_pct(util):>5} "
-                f"{_reaction(p, phs):>8} {daemon:>5}"
+                f"{_reaction(p):>8} {daemon:>5}"
             )
     lines += [
         "",
@@ -250,16 +249,17 @@ def served_table(meta: dict[str, Any], client: Figs, served: Figs) -> list[str]:
         for p, c in zip(phs, client[setup], strict=True):
             lines.append(
                 f"{setup:<11} {f'{p.rate:g}/s':>6} {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} "
-                f"{f'{p.over:.0%} of {p.windows}':>12} {_reaction(p, phs):>8} {_ms(c.p99):>8} "
-                f"{_ms1(p.server_cpu / p.rate if p.server_cpu is not None else None):>7}"
+                f"{f'{p.over:.0%} of {p.windows}':>12} {_reaction(p):>8} {_ms(c.p99):>8} "
+                f"{_ms1(p.cpu_per_request):>7}"
             )
     lines += [
         "",
         f"SERVED: the same figures by the server's own timing, from each request's send to "
         f"its reply; the load generator's delays (sending late, reading the reply late) "
         f"are left out. CLIENT: the {name} above, from when each request was due until the "
-        "load generator read the reply. CPU/REQ: the server's CPU time per request (its own "
-        "speed: a slower request here is the server slowed, not queued).",
+        "load generator read the reply. CPU/REQ: the server's CPU time per request it answered "
+        "in the phase (its own speed: a slower request here is the server slowed, not "
+        "queued).",
     ]
     return lines
 

@@ -5,8 +5,8 @@ VM when this host has none).
 Set-ups:
     alone       the batch job by itself on every CPU: the capacity batch throughput is
                 measured against (no load)
-    solo        the server by itself on one CPU with one BLAS thread, as nxr runs it, and
-                nothing else: the best latency any rung of the controller could give it
+    solo        the server by itself on one CPU with one BLAS thread, as nxr runs it, with
+                no batch or background work: what no rung of the controller can improve on
     plain       plain processes, no cgroups, default thread counts (no nxr)
     weights     cgroups with static cpu.weight only (1000 server, 50 batch, idle background)
                 and default thread counts, as systemd's CPUWeight= would give
@@ -184,19 +184,7 @@ class Setup:
                 time.sleep(0.5)
 
     def spawn(self, argv: list[str], cgroup: Path | None, one_cpu: bool = False) -> None:
-        env = {**os.environ, **(ONE_THREAD if one_cpu else {})}
-        cpu = min(os.sched_getaffinity(0))
-
-        def enter() -> None:
-            os.setsid()
-            if cgroup is not None:
-                (cgroup / "cgroup.procs").write_text("0")
-            if one_cpu:
-                os.sched_setaffinity(0, {cpu})
-
-        self.procs.append(
-            subprocess.Popen(argv, preexec_fn=enter, env=env, stdout=subprocess.DEVNULL)
-        )
+        self.procs.append(launch(argv, cgroup, one_cpu))
 
     def start_nxrd(self) -> None:
         enabled = "true" if self.name == "controller" else "false"
@@ -248,42 +236,73 @@ def capped(profile: str, share: int = 25) -> str:
     return profile
 
 
+def launch(
+    argv: list[str], cgroup: Path | None = None, one_cpu: bool = False
+) -> subprocess.Popen[bytes]:
+    """A workload in its own session (killed with its group), in `cgroup` if given; with
+    one_cpu, on this host's first CPU with one BLAS thread, as nxr runs the server."""
+    env = {**os.environ, **(ONE_THREAD if one_cpu else {})}
+    cpu = min(os.sched_getaffinity(0))
+
+    def enter() -> None:
+        os.setsid()
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text("0")
+        if one_cpu:
+            os.sched_setaffinity(0, {cpu})
+
+    return subprocess.Popen(argv, preexec_fn=enter, env=env, stdout=subprocess.DEVNULL)
+
+
 def calibrate(
-    server: list[str], out: Path, requests: int = 200, seconds: float = 10.0
+    server: list[str], out: Path, port: int = 7070, requests: int = 200, seconds: float = 10.0
 ) -> tuple[float, float]:
     """The server's capacity alone on one CPU with one BLAS thread (as nxr runs it): the
     requests it answers per CPU second under open-loop load (for `seconds`) at half the rate that
     one request at a time suggests; and that rate (requests per second, one at a time),
     which overstates it: between requests under load the server sleeps and wakes, and each
     request costs more (20-40% more CPU in the test VM)."""
-    env = {**os.environ, **ONE_THREAD}
-    cpu = min(os.sched_getaffinity(0))
-    proc = subprocess.Popen(
-        server,
-        env=env,
-        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
-        stdout=subprocess.DEVNULL,
-    )
+    proc = launch(server, one_cpu=True)
+
+    def alive() -> None:
+        if proc.poll() is not None:  # then whatever answers on the port is not it
+            raise SystemExit(f"demo: the server exited ({proc.returncode}) while calibrating")
+
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        addr = ("127.0.0.1", 7070)
-        loadgen.wait_for_server(sock, addr, 300)
-        one_at_a_time = 1 / loadgen.service_time(sock, addr, requests)
+        addr = ("127.0.0.1", port)
+        end = time.monotonic() + 300
+        while True:  # a few seconds at a time, so that a server that died is said at once
+            alive()
+            try:
+                loadgen.wait_for_server(sock, addr, 2)
+                break
+            except SystemExit:
+                if time.monotonic() > end:
+                    raise
+        try:
+            one_at_a_time = 1 / loadgen.service_time(sock, addr, requests)
+        except TimeoutError:
+            alive()
+            raise SystemExit("demo: the server stopped answering while calibrating") from None
         sock.close()
         server_cpu = psutil.Process(proc.pid)
         before = sum(server_cpu.cpu_times()[:2])
         latency = out / "calibration.csv"
         subprocess.run(
             [
-                *(sys.executable, "-m", "nxrd.demo.loadgen"),
+                *(sys.executable, "-m", "nxrd.demo.loadgen", "--port", str(port)),
                 *("--phases", f"{one_at_a_time / 2:.1f}:{seconds}", "--out", str(latency)),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        alive()
         used = sum(server_cpu.cpu_times()[:2]) - before
         rows = [r for r in latency.read_text().splitlines() if not r.startswith("#")]
         answered = sum(not r.endswith("lost") for r in rows)
+        if used <= 0 or not answered:
+            raise SystemExit("demo: the server answered nothing under load while calibrating")
         return answered / used, one_at_a_time
     finally:
         proc.kill()
