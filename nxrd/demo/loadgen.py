@@ -15,8 +15,9 @@ import socket
 import statistics
 import threading
 import time
+from pathlib import Path
 
-from nxrd.demo.figures import Phase, phases
+from nxrd.demo.figures import LOST, Phase, phases
 
 
 def schedule(load: list[Phase], seed: int) -> list[float]:
@@ -31,6 +32,19 @@ def schedule(load: list[Phase], seed: int) -> list[float]:
                 break
             due.append(t)
     return due
+
+
+def read(path: Path) -> tuple[float, list[tuple[float, float]]]:
+    """What main() writes: the load's start (CLOCK_MONOTONIC seconds) and each request's
+    (due time from the start, latency), LOST for one never answered."""
+    start, samples = 0.0, []
+    for line in path.read_text().splitlines():
+        if line.startswith("# start_monotonic"):
+            start = float(line.split()[-1])
+        elif line.strip():
+            due, value = line.split()
+            samples.append((float(due), LOST if value == "lost" else float(value)))
+    return start, samples
 
 
 def wait_for_server(sock: socket.socket, addr: tuple[str, int], timeout: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nxrd.controller.samples import QUANTILES
+from nxrd.demo import loadgen
 from nxrd.demo.figures import LOST, PhaseFigures, phase_figures, phases, rate
 from nxrd.profile.model import Slo
 
@@ -39,15 +40,9 @@ class Run:
 def load_run(folder: Path) -> Run:
     """Everything on one time axis: seconds from the load's start."""
     run = Run(folder.name)
-    start = 0.0
     lat = folder / "latency.csv"
     if lat.exists():
-        for line in lat.read_text().splitlines():
-            if line.startswith("# start_monotonic"):
-                start = float(line.split()[-1])
-            elif line.strip():
-                due, value = line.split()
-                run.samples.append((float(due), LOST if value == "lost" else float(value)))
+        start, run.samples = loadgen.read(lat)
         run.served = _served(folder / "server.latency", [due for due, _ in run.samples])
     else:  # no load (batch alone): time from the window's start
         start = json.loads((folder / "window.json").read_text())["from"]

@@ -45,7 +45,7 @@ from pathlib import Path
 import psutil
 
 from nxrd.demo import loadgen
-from nxrd.demo.figures import of_capacity
+from nxrd.demo.figures import LOST, of_capacity
 
 CGROUP2 = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
@@ -299,8 +299,7 @@ def calibrate(
         )
         alive()
         used = sum(server_cpu.cpu_times()[:2]) - before
-        rows = [r for r in latency.read_text().splitlines() if not r.startswith("#")]
-        answered = sum(not r.endswith("lost") for r in rows)
+        answered = sum(v != LOST for _, v in loadgen.read(latency)[1])
         if used <= 0 or not answered:
             raise SystemExit("demo: the server answered nothing under load while calibrating")
         return answered / used, one_at_a_time
