@@ -5,9 +5,10 @@ The ladder, bottom to top (each rung includes those below it):
 
     share       (below static, only with `share`) batch may also run on the latency-critical
                 workloads' cores, at its low weight: the capacity those leave idle goes to
-                batch work while every SLO is comfortably met. Not background: a task at
-                cpu.idle keeps the CPU from going idle, so the scheduler never pulls a
-                batch thread there, and background would take what batch could have
+                batch work while every SLO is comfortably met and every target uses under
+                `share_below` of its cores. Not background: a task at cpu.idle keeps the
+                CPU from going idle, so the scheduler never pulls a batch thread there, and
+                background would take what batch could have
     static      the profile's own values (level 0)
     weight      lower classes' cpu.weight cut (batch to a tenth, interactive to half); only
                 where a lower class shares a CPU with a target (weights act per CPU)
@@ -32,6 +33,13 @@ capped or frozen for most of a load's ebb (five rungs: over 20 s). While any tar
 per-request latency (a scraped histogram), or those requests are not comfortable, or less
 than one SLO has passed since that step (a slow request still running is not seen yet),
 each step down waits `relax_after` after the last change.
+
+Sharing also ends, before any latency shows it, once a target uses `share_below` of its
+cores or more (`Observation.busy`), and starts again only under four fifths of that.
+Sharing costs the target something on every request (a batch thread to preempt, caches
+that batch work used in between), which a lightly loaded server absorbs and a busy one's
+queue amplifies: in the test VM, sharing at 60% load ended on slow windows seconds after
+the step, and no rung climbed after that brought them back.
 
 Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
 for the whole window after the rung that answered it; climbing on them alone winds the
@@ -95,6 +103,7 @@ class Spec:
     stale_after: float = 5.0  # a latency older than this is no latency
     period: int = 100_000  # cpu.max period, microseconds
     share: bool = False  # may go below static: batch on the targets' cores
+    share_below: float = 0.5  # ...only while each target uses under this share of its cores
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,9 @@ class Observation:
     # last rung change (None: none yet); a target missing here is judged on `latency` alone,
     # and every step down then waits relax_after
     recent: dict[str, float | None] = field(default_factory=dict)
+    # per target with cores of its own: the share of them it used lately (1.0: all); a
+    # target missing here is judged on latency alone
+    busy: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,9 @@ def _competes(w: Lower, t: Target) -> bool:
 
 SHARE = "share"
 SHARED_CLASSES = ("batch",)
+# sharing starts again only under this share of share_below, so that a load near it does
+# not start and end sharing every relax_after
+SHARE_AGAIN = 0.8
 
 
 def floor(spec: Spec) -> int:
@@ -179,6 +194,8 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
     }
     if obs.recent:
         inputs["recent"] = dict(obs.recent)
+    if obs.busy:
+        inputs["busy"] = {n: round(b, 3) for n, b in obs.busy.items()}
     cooled = now - state.changed_at >= spec.cooldown
     if stale:
         # No latency, no guessing: back down towards the profile's static values.
@@ -207,11 +224,20 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
         return _move(state, by, "up", why, inputs, spec, rungs, now, name)
+    busiest = max(obs.busy.items(), key=lambda kv: kv[1], default=None)
+    if state.level < 0 and busiest is not None and busiest[1] >= spec.share_below:
+        if not cooled:
+            return state, []
+        why = f"{busiest[0]} uses {busiest[1]:.0%} of its cores, {spec.share_below:.0%} or more"
+        return _move(state, 1, "up", why, inputs, spec, rungs, now, None)
     if min(slacks.values()) > spec.relax_above:
         since = state.comfortable_since if state.comfortable_since is not None else now
         state = replace(state, comfortable_since=since)
         if state.level <= floor(spec) or not cooled:
             return state, []
+        busy = busiest is not None and busiest[1] >= SHARE_AGAIN * spec.share_below
+        if state.level == 0 and busy:
+            return state, []  # comfortable, but too busy to share: static holds
         proven = since < state.changed_at and all(
             _relaxed(t, obs, spec, now - state.changed_at) for t in spec.targets
         )

@@ -7,6 +7,7 @@ with the rung and the reason, so `nxrctl events` and `explain` say why.
 from __future__ import annotations
 
 import queue
+from collections import deque
 from collections.abc import Callable
 
 from nxrd.controller.histogram import ScrapeError
@@ -31,6 +32,11 @@ from nxrd.profile.model import Profile
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.states import State as WorkloadState
 from nxrd.supervisor.supervisor import Supervisor
+
+# Seconds of a target's CPU use that say whether it may share its cores: long enough that
+# a lightly loaded server's bursts stay under share_below, short enough to end sharing
+# about a second after a load step that makes the server busy.
+BUSY_WINDOW = 2.0
 
 
 class Controller:
@@ -63,6 +69,7 @@ class Controller:
         self.windows: dict[str, SampleWindow] = {}  # push and probe: exact samples
         self.scraped: dict[str, Scraped] = {}  # prometheus
         self.last_sample: dict[str, float] = {}
+        self.used: dict[str, deque[tuple[float, float]]] = {}  # target -> (tick, CPU %)
         self.fetched: queue.Queue[Fetched] = queue.Queue()
         self.pollers: list[Poller] = []
         self.failing: dict[str, str | None] = {}  # the source's last error, said once
@@ -147,7 +154,8 @@ class Controller:
         age = {n: now - self.last_sample.get(n, float("-inf")) for n in latency}
         before = self.state.level
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
-        observed = Observation(latency, age, observe(names), self.recent(now))
+        signals = observe(names)
+        observed = Observation(latency, age, signals, self.recent(now), self.busy(now, signals))
         self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
             self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1
@@ -192,6 +200,21 @@ class Controller:
             for t in self.spec.targets
             if t.name not in self.scraped
         }
+
+    def busy(self, now: float, signals: dict[str, dict[str, float]]) -> dict[str, float]:
+        """Per target with cores of its own: the share of them it used over BUSY_WINDOW,
+        the mean of its ticks' CPU use (ticks come at a steady pace)."""
+        out = {}
+        for t in self.spec.targets:
+            used = self.used.setdefault(t.name, deque())
+            percent = signals.get(t.name, {}).get("cpu_percent")
+            if percent is not None:
+                used.append((now, percent))
+            while used and used[0][0] <= now - BUSY_WINDOW:
+                used.popleft()
+            if t.cpus and used:
+                out[t.name] = sum(p for _, p in used) / len(used) / 100 / len(t.cpus)
+        return out
 
     def summary(self) -> dict[str, object]:
         """For the metrics endpoint."""

@@ -43,4 +43,5 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
         max_step=c.max_step,
         stale_after=c.stale_after,
         share=c.share,
+        share_below=c.share_below,
     )

@@ -205,9 +205,17 @@ class Controller(Section):
     )
     share: bool = Field(
         True,
-        description="While every SLO is comfortably met, let batch and background work also "
-        "run on the latency-critical workloads' cores (at their low weight); taken back at "
-        "the first sign of risk, and whenever latency is missing.",
+        description="While every SLO is comfortably met, let batch work also run on the "
+        "latency-critical workloads' cores (at its low weight); taken back at the first sign "
+        "of risk, and whenever latency is missing.",
+    )
+    share_below: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Share only while each latency-critical workload uses less than this "
+        "share of its own cores (over the last 2 s); sharing starts again under four fifths "
+        "of it. Sharing costs a busy server more than its queue can absorb.",
     )
 
 

@@ -134,6 +134,31 @@ def test_an_operator_freeze_is_left_alone() -> None:
     assert ctl.state.level == -1 and sup.records["embed"].frozen
 
 
+def test_sharing_ends_when_the_target_gets_busy_and_waits_until_it_is_not() -> None:
+    ctl, fs, _sup, log, _ = setup()
+    static_cpus = fs.read("batch/embed", "cpuset.cpus")
+
+    def using(percent: float, start: float, seconds: float) -> float:
+        now = start
+        while now < start + seconds:
+            ctl.push("chat", 0.05, now)  # comfortable throughout
+            ctl.tick(now, lambda names: {"chat": {"cpu_percent": percent}})
+            now += 0.5
+        return now
+
+    now = using(40.0, 0.0, 3.0)  # 20% of chat's 2 CPUs
+    assert ctl.state.level == -1
+    now = using(150.0, now, 2.0)  # 75%: the 2 s mean passes 50% on the third tick
+    (ended,) = [e for e in log.since(0, "controller") if e.new == "static"]
+    assert ended.data["busy"]["chat"] >= 0.5
+    assert ended.cause.startswith("chat uses 61% of its cores, 50% or more")
+    assert fs.read("batch/embed", "cpuset.cpus") == static_cpus
+    now = using(90.0, now, 10.0)  # 45%: under share_below, not under four fifths of it
+    assert ctl.state.level == 0
+    using(60.0, now, 4.0)  # 30%: shares again
+    assert ctl.state.level == -1
+
+
 class Endpoint:
     """A local HTTP server: /metrics serves a latency histogram whose slow bucket grows by
     `slow` per scrape; /probe answers after `delay` seconds."""

@@ -163,16 +163,23 @@ latencies = st.lists(st.one_of(st.none(), st.floats(0.0, 1.0)), min_size=1, max_
     dt=st.sampled_from([0.1, 0.25, 0.5, 1.0]),
     share=st.booleans(),
     recents=st.one_of(st.none(), latencies),
+    busies=st.one_of(st.none(), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=50)),
 )
 def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
-    trace: list[float | None], dt: float, share: bool, recents: list[float | None] | None
+    trace: list[float | None],
+    dt: float,
+    share: bool,
+    recents: list[float | None] | None,
+    busies: list[float] | None,
 ) -> None:
     spec = replace(SPEC, share=share)
     state, last_change = State(), None
     for i, seen in enumerate(trace):
         now = i * dt
         recent = {} if recents is None else {"chat": recents[i % len(recents)]}
-        state, decisions = step(state, Observation({"chat": seen}, recent=recent), spec, now)
+        busy = {} if busies is None else {"chat": busies[i % len(busies)]}
+        obs = Observation({"chat": seen}, recent=recent, busy=busy)
+        state, decisions = step(state, obs, spec, now)
         if decisions:
             if last_change is not None:
                 assert now - last_change >= SPEC.cooldown
@@ -183,6 +190,8 @@ def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
         assert (-1 if share else 0) <= state.level <= len(ladder(spec))
         if seen is None:
             assert state.level >= 0 or not decisions  # no latency: never towards sharing
+        if busy.get("chat", 0.0) >= spec.share_below:
+            assert state.level >= 0 or not decisions  # too busy: never towards sharing
 
 
 SHARING = replace(SPEC, share=True)
@@ -212,6 +221,24 @@ def test_settings_when_sharing() -> None:
     assert s["embed"] == {"cpu.weight": "100", "cpuset.cpus": "0-5", "cpu.max": "max 100000"}
     assert s["index"] == {"cpuset.cpus": "2-5", "cpu.max": "max 100000"}  # background: not
     assert s["chat"] == {"cpuset.cpus": "0-1"}  # its own cores, nothing lent or taken
+
+
+def test_a_busy_target_ends_sharing_before_its_latency_does() -> None:
+    # latency comfortable throughout (50% slack); chat's use of its cores: 20%, then 60%
+    # from 6 s, then 45% (under share_below, over four fifths of it), then 30% from 17 s
+    busy = [0.2] * 12 + [0.6] * 4 + [0.45] * 18 + [0.3] * 10
+    state, got = State(), []
+    for i, used in enumerate(busy):
+        obs = Observation({"chat": 0.1}, busy={"chat": used})
+        state, decisions = step(state, obs, SHARING, i * 0.5)
+        got += [(i * 0.5, d.direction, d.rung, d.reason) for d in decisions]
+    assert got == [
+        (5.0, "down", "share", "every slack above 30% for 5.0s"),
+        (7.0, "up", "static", "chat uses 60% of its cores, 50% or more"),  # the cooldown
+        (17.0, "down", "share", "every slack above 30% for 9.5s"),  # under 40% again
+    ]
+    # judged on its latency alone, sharing would have gone on
+    assert run([0.1] * len(busy), SHARING) == [(5.0, "down", "share")]
 
 
 def test_nothing_to_share_without_batch() -> None:

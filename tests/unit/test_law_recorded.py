@@ -6,9 +6,11 @@ every request, so the replay can give the law the latency since its last rung ch
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 
 from nxrd.controller.law import Observation, State, settings, step
+from nxrd.controller.loop import BUSY_WINDOW
 from nxrd.controller.samples import SampleWindow
 from nxrd.controller.spec import control_spec
 from nxrd.plan import make_plan
@@ -53,16 +55,30 @@ def test_the_demo_profile_on_a_recorded_load_step() -> None:
     assert max(levels) == 5 and min(levels) == -1  # no core to lend: embed keeps its one
 
 
-def replay_requests(name: str, fresh: bool) -> list[tuple[float, str, str]]:
+def used(cpu: list[tuple[float, float | None]], now: float) -> float:
+    """CPUs used over the BUSY_WINDOW before now, from the recorded CPU seconds so far."""
+
+    def at(t: float) -> float:
+        i = min(max(bisect.bisect([c[0] for c in cpu], t), 1), len(cpu) - 1)
+        (t0, v0), (t1, v1) = cpu[i - 1], cpu[i]
+        assert v0 is not None and v1 is not None
+        return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+
+    return (at(now) - at(now - BUSY_WINDOW)) / BUSY_WINDOW
+
+
+def replay_requests(name: str, fresh: bool, cpu: str | None = None) -> list[tuple[float, str, str]]:
     """The law every 250 ms over recorded requests, each reaching nxrd when it was answered
     (due + latency), through the controller's own sample window; with `fresh`, also the
-    percentile of the requests since the last rung change, as nxrd's loop gives it."""
+    percentile of the requests since the last rung change, as nxrd's loop gives it; with
+    `cpu`, the server's recorded CPU use as the share of its one core it used lately."""
     profile = load_profile(ROOT / "profiles/demo.toml")
     plan = make_plan(profile, load_topology(ROOT / "tests/fixtures/topologies/vm-2cpu.json"))
     spec = control_spec(profile, plan)
     slo = profile.workloads["chat"].slo
     assert slo is not None
     rows = trace(name)
+    cpus = trace(cpu) if cpu else []
     answered = sorted((due + v, v) for due, v in rows if v is not None)
     window, state, got, i, tick = SampleWindow(slo.window), State(), [], 0, 0
     while tick * 0.25 <= rows[-1][0] + 2:
@@ -73,7 +89,9 @@ def replay_requests(name: str, fresh: bool) -> list[tuple[float, str, str]]:
         seen = window.percentile(0.99, now)
         age = {"chat": now - answered[i - 1][0]} if i else {}
         recent = {"chat": window.percentile_since(0.99, state.changed_at, now)} if fresh else {}
-        state, decisions = step(state, Observation({"chat": seen}, age, recent=recent), spec, now)
+        busy = {"chat": used(cpus, now)} if cpus else {}
+        obs = Observation({"chat": seen}, age, recent=recent, busy=busy)
+        state, decisions = step(state, obs, spec, now)
         got += [(now, d.direction, d.rung) for d in decisions]
         tick += 1
     return got
@@ -104,4 +122,27 @@ def test_fresh_evidence_keeps_a_recorded_step_from_winding_the_ladder_up() -> No
         (47.75, "up", "cap-25%"),
         (48.75, "up", "freeze-background"),
         (49.75, "up", "freeze-batch"),
+    ]
+
+
+def test_a_recorded_load_step_ends_sharing_on_the_servers_cpu_use() -> None:
+    # 9.5/s, 28.5/s from 20 s, 19/s from 50 s; the server used about 0.25, 0.56 and 0.50 of
+    # its CPU in the three phases
+    requests, cpu = "vm-pinned-3step-requests.txt", "vm-pinned-3step-cpu.txt"
+    assert replay_requests(requests, True, cpu) == [
+        (4.25, "down", "share"),
+        (22.0, "up", "static"),  # 2 s after the step, on its CPU use alone
+        (32.25, "up", "cap-75%"),  # the phase's slow window (pinning had it too)
+        (46.25, "down", "static"),  # comfortable again, but too busy to share
+        (60.75, "up", "cap-75%"),
+        (67.75, "down", "static"),
+        (70.5, "down", "share"),  # the load is over
+    ]
+    # on latency alone, sharing went on for 12 s at 60% and through most of the 40% phase
+    assert replay_requests(requests, fresh=True) == [
+        (4.25, "down", "share"),
+        (32.25, "up", "static"),
+        (46.25, "down", "share"),
+        (60.75, "up", "static"),
+        (67.75, "down", "share"),
     ]
