@@ -12,7 +12,9 @@ The ladder, bottom to top (each rung includes those below it):
     static      the profile's own values (level 0)
     weight      lower classes' cpu.weight cut (batch to a tenth, interactive to half); only
                 where a lower class shares a CPU with a target (weights act per CPU)
-    cap-N%      batch and background capped with cpu.max at N% of their cores
+    cap-N%      batch capped with cpu.max at N% of its cores; background at its floor
+                where it shares a CPU with batch (it would take what batch leaves), else
+                at N% of its cores too
     core-N      N shared CPUs lent to the latency-critical workload furthest from its SLO,
                 removed from the lower classes' cpusets (each keeps at least one; at most
                 as many as the largest target has)
@@ -335,6 +337,7 @@ def settings(state: State, spec: Spec) -> Settings:
     stopped: set[str] = set()
     caps = [int(r.removeprefix("cap-").rstrip("%")) for r in rungs if r.startswith("cap-")]
     lent = {core for core, _ in state.loans}
+    batch_cpus = {c for w in spec.lowers if w.workload_class == "batch" for c in w.cpus}
     for w in spec.lowers:
         f: dict[str, str] = {}
         if w.weight is not None:
@@ -347,7 +350,10 @@ def settings(state: State, spec: Spec) -> Settings:
         if w.workload_class in ("batch", "background"):
             quota = w.cpu_max
             if caps:
-                cap = max(w.min_cpu, len(cores) * min(caps) / 100)
+                # background beside batch runs whenever batch leaves a CPU idle, so it would
+                # take exactly the headroom batch's cap makes: it is held at its floor
+                beside = w.workload_class == "background" and bool(set(w.cpus) & batch_cpus)
+                cap = w.min_cpu if beside else max(w.min_cpu, len(cores) * min(caps) / 100)
                 quota = cap if quota is None else min(quota, cap)
             f["cpu.max"] = (
                 f"max {spec.period}"

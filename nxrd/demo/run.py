@@ -46,6 +46,7 @@ import psutil
 
 from nxrd.demo import loadgen
 from nxrd.demo.figures import LOST, of_capacity
+from nxrd.profile.model import Control
 
 CGROUP2 = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
@@ -223,16 +224,21 @@ class Setup:
 
 def capped(profile: str, share: int = 25) -> str:
     """The demo's profile with its batch and background workloads capped as the
-    controller's cap-N% rung caps them: cpu.max at N% of the CPUs they run on (all but the
-    server's). For profiles/demo.toml only: one workload of each class, no cpu_max of their
-    own, and N% of their CPUs above the rung's min_cpu floor."""
+    controller's cap-N% rung caps them: batch's cpu.max at N% of the CPUs it runs on (all
+    but the server's), background's at the rung's floor (control.min_cpu), since it runs
+    beside batch. For profiles/demo.toml only: one workload of each class, no cpu_max or
+    control of their own, and N% of their CPUs above the floor."""
     server = int(tomllib.loads(profile)["workloads"]["chat"]["cpus"])
-    cap = f'cpu_max = "{share * (len(os.sched_getaffinity(0)) - server)}%"'
-    for cls in ("batch", "background"):
+    floor = Control.model_fields["min_cpu"].default
+    caps = {
+        "batch": f"{share * (len(os.sched_getaffinity(0)) - server)}%",
+        "background": f"{round(100 * floor)}%",
+    }
+    for cls, cap in caps.items():
         line = f'class = "{cls}"\n'
         if line not in profile:
             raise SystemExit(f"demo: no {cls} workload in the profile to cap")
-        profile = profile.replace(line, f"{line}{cap}\n", 1)
+        profile = profile.replace(line, f'{line}cpu_max = "{cap}"\n', 1)
     return profile
 
 

@@ -136,7 +136,11 @@ def test_settings_at_each_rung() -> None:
     assert at(4)["embed"]["cpu.max"] == "75000 100000"  # 25% of the 3 cores it keeps
     assert at(4)["embed"]["cpu.weight"] == "100"  # no weight rung: weights act per CPU
     assert at(4)["chat"] == {"cpuset.cpus": "0-1,5"}
-    assert at(4)["index"] == {"cpuset.cpus": "2-4", "cpu.max": "75000 100000"}
+    # background beside batch: held at its floor (0.1 CPU), or it takes what batch leaves
+    assert at(1)["index"] == {"cpuset.cpus": "2-5", "cpu.max": "10000 100000"}
+    assert at(4)["index"] == {"cpuset.cpus": "2-4", "cpu.max": "10000 100000"}
+    alone = Spec((CHAT,), (Lower("index", "background", cpus=(2, 3, 4, 5), weight=None),))
+    assert rung_settings(State(level=2), alone).files["index"]["cpu.max"] == "200000 100000"
     top = rung_settings(State(level=8), SPEC)
     assert top.frozen == {"embed", "index"} and top.stopped == {"embed"}
 
