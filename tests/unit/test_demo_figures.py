@@ -332,3 +332,47 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
+    from nxrd.demo.repeats import summary
+
+    def setup(run: Path, name: str, blocks: tuple[float, float], slow: bool) -> None:
+        folder = run / name
+        folder.mkdir(parents=True)
+        start = 1000.0
+        lines = [f"# start_monotonic {start}"] + [f"{t / 10:.1f} 0.05" for t in range(100)]
+        lines += [f"{10 + t / 20:.2f} {0.4 if slow and t < 20 else 0.05}" for t in range(200)]
+        (folder / "latency.csv").write_text("\n".join(lines) + "\n")
+        done = [
+            blocks[0] * t if t <= 10 else blocks[0] * 10 + blocks[1] * (t - 10) for t in range(21)
+        ]
+        (folder / "batch.progress").write_text(
+            "".join(f"{start + t} {d} 1\n" for t, d in enumerate(done))
+        )
+
+    runs = []
+    for run, order, controller in (
+        ("a", ["pinned", "controller"], (45.0, 15.0)),
+        ("b", ["controller", "pinned"], (60.0, 30.0)),
+    ):
+        folder = tmp_path / run
+        setup(folder, "pinned", (30.0, 30.0), slow=True)
+        setup(folder, "controller", controller, slow=run == "a")
+        meta = {
+            "phases": "10:10,20:10",
+            "asked": "20%:10,40%:10",
+            "capacity": 50.0,
+            "cpus": 2,
+            "slo": {"p99": "200ms", "window": "3s", "source": {"push": True}},
+            "setups": order,
+        }
+        (folder / "meta.json").write_text(json.dumps(meta))
+        runs.append(folder)
+    text = summary(runs).splitlines()
+    assert "a    pinned,controller             10/s, 20/s (capacity 50.0/s)" in text
+    # a 1 s burst at the step: one of the 5 windows after it, in each run pinned, in one
+    # with the controller (3 windows before the step, from 4 s in)
+    assert "pinned       1  1   2 of 16 (87.5% within)" in text
+    assert "controller   1  0   1 of 16 (93.8% within)" in text
+    assert "controller  20% 1.50 2.00 (median 1.75),  40% 0.50 1.00 (median 0.75)" in text

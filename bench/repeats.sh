@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Static pinning against the controller, judged over repeats: the server alone (solo),
+# pinned and the controller, three times in one run with the order rotated
+# (solo,pinned,controller; controller,solo,pinned; pinned,controller,solo), each time with
+# the server's capacity measured first, at co-location's loads (20% for 20 s, 60% for 30 s,
+# 40% for 20 s). Prints the windows over the SLO per run and in all, and batch throughput
+# with the controller as a share of pinning's in the same run (nxrd.demo.repeats).
+# The test VM's speed drifts by a third within a run, so single runs cannot tell the set-ups
+# apart. In the test VM when this host lacks cgroup v2 (about 15 minutes).
+#   bash bench/repeats.sh [OUT_DIR]      (default bench-out/repeats)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+mkdir -p "${1:-bench-out/repeats}"
+OUT=$(cd "${1:-bench-out/repeats}" && pwd)
+PHASES=20%:20,60%:30,40%:20
+RUNS="a:solo,pinned,controller b:controller,solo,pinned c:pinned,controller,solo"
+RUN="for o in $RUNS; do .venv/bin/python -m nxrd.demo.run --profile profiles/demo.toml \
+--setups \${o#*:} --phases $PHASES --out $OUT/\${o%%:*} || exit 1; done"
+if .venv/bin/nxrd check >/dev/null 2>&1; then
+    echo "repeats: this host has cgroup v2 with the controllers nxr needs: running here"
+    bash -c "$RUN"
+else
+    echo "repeats: this host cannot isolate workloads (nxrd check): running in the test VM"
+    bash scripts/setup.sh --vm
+    NXR_VM_OUT=$OUT bash scripts/vm-run.sh "$RUN"
+fi
+.venv/bin/python -m nxrd.demo.repeats "$OUT/a" "$OUT/b" "$OUT/c"

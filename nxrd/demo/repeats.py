@@ -1,0 +1,84 @@
+"""Several runs of the same set-ups judged together (bench/repeats.sh).
+
+One run of each set-up cannot tell the controller from the test VM's drift: the server's
+CPU time per request moved by a third within single runs. So the same set-ups run several
+times in one VM boot, in rotated order, and are judged on the sums and medians: windows
+over the SLO per set-up, added up over the runs, and per run and phase the batch job's
+throughput under each set-up as a share of its throughput pinned, in the same minutes.
+
+    python -m nxrd.demo.repeats DIR [DIR...]      (each written by nxrd.demo.run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from nxrd.demo.figures import PhaseFigures, phases, rate
+from nxrd.demo.report import figures, load_run
+
+BASE = "pinned"  # what batch throughput is measured against
+
+
+def summary(folders: list[Path]) -> str:
+    runs = []
+    for folder in folders:
+        meta, client, _served, _runs = figures(folder)
+        phs = phases(meta["phases"])
+        batch = {}
+        for name in client:
+            series = load_run(folder / name).batch
+            batch[name] = [rate(series, ph.start, ph.end) for ph in phs]
+        runs.append((folder, meta, client, batch))
+    asked = [part.partition(":")[0] for part in runs[0][1]["asked"].split(",")]
+    setups = list(dict.fromkeys(name for *_, client, _b in runs for name in client))
+    out = ["RUN  ORDER                         LOAD"]
+    for folder, meta, client, _batch in runs:
+        loads = ", ".join(f"{ph.rate:g}/s" for ph in phases(meta["phases"]))
+        order = ",".join(client)
+        out.append(f"{folder.name:4} {order:29} {loads} (capacity {meta['capacity']:.1f}/s)")
+    out += ["", "WINDOWS OVER THE SLO (2 s, from 4 s in), per run and in all"]
+    for name in setups:
+        counts = [_over(client[name]) for *_, client, _b in runs if name in client]
+        over, of = sum(c for c, _ in counts), sum(n for _, n in counts)
+        each = " ".join(f"{c:2}" for c, _ in counts)
+        out.append(f"{name:11} {each}   {over} of {of} ({1 - over / of:.1%} within)")
+    out += ["", f"BATCH THROUGHPUT AS A SHARE OF {BASE.upper()}'S IN THE SAME RUN, per run"]
+    for name in setups:
+        if name == BASE or not all(name in b and BASE in b and any(b[name]) for *_, b in runs):
+            continue  # no batch job beside it (solo), or not in every run
+        cells = []
+        for i, load in enumerate(asked):
+            shares = [s for *_, b in runs if (s := _share(b[name][i], b[BASE][i])) is not None]
+            each = " ".join(f"{s:.2f}" for s in shares)
+            median = f"{statistics.median(shares):.2f}" if shares else "-"
+            cells.append(f"{load} {each} (median {median})")
+        out.append(f"{name:11} " + ",  ".join(cells))
+    return "\n".join(out)
+
+
+def _over(figs: list[PhaseFigures]) -> tuple[int, int]:
+    return sum(round(p.over * p.windows) for p in figs), sum(p.windows for p in figs)
+
+
+def _share(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("folders", type=Path, nargs="+")
+    args = ap.parse_args()
+    for f in args.folders:
+        if not (f / "meta.json").exists():
+            raise SystemExit(f"repeats: {f} has no meta.json (not a nxrd.demo.run folder)")
+        for name in json.loads((f / "meta.json").read_text())["setups"]:
+            if not (f / name / "window.json").exists():
+                raise SystemExit(f"repeats: {f / name} is not finished (no window.json)")
+    print(summary(args.folders))
+
+
+if __name__ == "__main__":
+    main()
