@@ -37,7 +37,8 @@ than one SLO has passed since that step (a slow request still running is not see
 each step down waits `relax_after` after the last change.
 
 Sharing also ends, before any latency shows it, once a target uses `share_below` of its
-cores or more (`Observation.busy`), and starts again only under four fifths of that.
+cores or more (`Observation.busy`), and starts again only under four fifths of that, once
+comfort has lasted `relax_after` since the last tick it was busier.
 Sharing costs the target something on every request (a batch thread to preempt, caches
 that batch work used in between), which a lightly loaded server absorbs and a busy one's
 queue amplifies: in the test VM, sharing at 60% load ended on slow windows seconds after
@@ -56,6 +57,7 @@ for a queue that is already draining.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -226,7 +228,9 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
         return _move(state, by, "up", why, inputs, spec, rungs, now, name)
-    busiest = max(obs.busy.items(), key=lambda kv: kv[1], default=None)
+    # a value that is not a number says nothing about headroom: as busy as can be
+    busy = {n: b if math.isfinite(b) else 1.0 for n, b in obs.busy.items()}
+    busiest = max(busy.items(), key=lambda kv: kv[1], default=None)
     if state.level < 0 and busiest is not None and busiest[1] >= spec.share_below:
         if not cooled:
             return state, []
@@ -237,9 +241,15 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         state = replace(state, comfortable_since=since)
         if state.level <= floor(spec) or not cooled:
             return state, []
-        busy = busiest is not None and busiest[1] >= SHARE_AGAIN * spec.share_below
-        if state.level == 0 and busy:
-            return state, []  # comfortable, but too busy to share: static holds
+        if (
+            state.level == 0
+            and busiest is not None
+            and busiest[1] >= SHARE_AGAIN * spec.share_below
+        ):
+            # comfortable, but too busy to share: static holds, and the relax_after that
+            # sharing needs counts from when the target was last this busy, so that a
+            # load swinging around the line does not start and end sharing every time
+            return replace(state, comfortable_since=None), []
         proven = since < state.changed_at and all(
             _relaxed(t, obs, spec, now - state.changed_at) for t in spec.targets
         )

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from nxrd.demo.figures import PhaseFigures, phases, rate
-from nxrd.demo.report import figures, load_run
+from nxrd.demo.report import figures
 
 BASE = "pinned"  # what batch throughput is measured against
 
@@ -25,12 +25,9 @@ BASE = "pinned"  # what batch throughput is measured against
 def summary(folders: list[Path]) -> str:
     runs = []
     for folder in folders:
-        meta, client, _served, _runs = figures(folder)
+        meta, client, _served, loaded = figures(folder)
         phs = phases(meta["phases"])
-        batch = {}
-        for name in client:
-            series = load_run(folder / name).batch
-            batch[name] = [rate(series, ph.start, ph.end) for ph in phs]
+        batch = {run.name: [rate(run.batch, ph.start, ph.end) for ph in phs] for run in loaded}
         runs.append((folder, meta, client, batch))
     asked = [part.partition(":")[0] for part in runs[0][1]["asked"].split(",")]
     setups = list(dict.fromkeys(name for *_, client, _b in runs for name in client))
@@ -44,10 +41,12 @@ def summary(folders: list[Path]) -> str:
         counts = [_over(client[name]) for *_, client, _b in runs if name in client]
         over, of = sum(c for c, _ in counts), sum(n for _, n in counts)
         each = " ".join(f"{c:2}" for c, _ in counts)
-        out.append(f"{name:11} {each}   {over} of {of} ({1 - over / of:.1%} within)")
+        within = f"{1 - over / of:.1%} within" if of else "no windows"
+        out.append(f"{name:11} {each}   {over} of {of} ({within})")
     out += ["", f"BATCH THROUGHPUT AS A SHARE OF {BASE.upper()}'S IN THE SAME RUN, per run"]
     for name in setups:
-        if name == BASE or not all(name in b and BASE in b and any(b[name]) for *_, b in runs):
+        has = [name in b and BASE in b and any(v is not None for v in b[name]) for *_, b in runs]
+        if name == BASE or not all(has):
             continue  # no batch job beside it (solo), or not in every run
         cells = []
         for i, load in enumerate(asked):

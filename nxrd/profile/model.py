@@ -215,7 +215,8 @@ class Controller(Section):
         le=1.0,
         description="Share only while each latency-critical workload uses less than this "
         "share of its own cores (over the last 2 s); sharing starts again under four fifths "
-        "of it. Sharing costs a busy server more than its queue can absorb.",
+        "of it. Sharing costs a busy server more than its queue can absorb. A share of its "
+        "cores: for a server that runs one request at a time on N cores, set it under 1/N.",
     )
 
 

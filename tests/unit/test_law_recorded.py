@@ -135,8 +135,7 @@ def test_a_recorded_load_step_ends_sharing_on_the_servers_cpu_use() -> None:
         (32.25, "up", "cap-75%"),  # the phase's slow window (pinning had it too)
         (46.25, "down", "static"),  # comfortable again, but too busy to share
         (60.75, "up", "cap-75%"),
-        (67.75, "down", "static"),
-        (70.5, "down", "share"),  # the load is over
+        (67.75, "down", "static"),  # too busy to share until the load ends at 70 s
     ]
     # on latency alone, sharing went on for 12 s at 60% and through most of the 40% phase
     assert replay_requests(requests, fresh=True) == [
