@@ -28,12 +28,12 @@ def summary(folders: list[Path]) -> str:
         meta, client, _served, loaded = figures(folder)
         phs = phases(meta["phases"])
         batch = {run.name: [rate(run.batch, ph.start, ph.end) for ph in phs] for run in loaded}
-        runs.append((folder, meta, client, batch))
+        runs.append((folder, meta, phs, client, batch))
     asked = [part.partition(":")[0] for part in runs[0][1]["asked"].split(",")]
     setups = list(dict.fromkeys(name for *_, client, _b in runs for name in client))
     out = ["RUN  ORDER                         LOAD"]
-    for folder, meta, client, _batch in runs:
-        loads = ", ".join(f"{ph.rate:g}/s" for ph in phases(meta["phases"]))
+    for folder, meta, phs, client, _batch in runs:
+        loads = ", ".join(f"{ph.rate:g}/s" for ph in phs)
         order = ",".join(client)
         out.append(f"{folder.name:4} {order:29} {loads} (capacity {meta['capacity']:.1f}/s)")
     out += ["", "WINDOWS OVER THE SLO (2 s, from 4 s in), per run and in all"]
