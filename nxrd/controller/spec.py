@@ -44,4 +44,5 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
         stale_after=c.stale_after,
         share=c.share,
         share_below=c.share_below,
+        probe_after=c.probe_after or None,
     )

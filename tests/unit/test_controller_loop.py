@@ -271,3 +271,12 @@ def test_held_values_are_not_reread_each_tick_but_a_new_process_gets_them_again(
     drive(ctl, 0.17, now, 0.5)
     assert ctl.state.level == level and fs.read("batch/embed", "cpu.max") == cap
     assert ("batch/embed", "cpu.max") in reads
+
+
+def test_probe_after_comes_from_the_profile_and_zero_turns_it_off() -> None:
+    from nxrd.controller.spec import control_spec
+
+    for line, want in (("", 15.0), ('probe_after = "8s"', 8.0), ('probe_after = "0s"', None)):
+        profile = parse_profile(PROFILE.replace("[controller]", f"[controller]\n{line}"))
+        plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
+        assert control_spec(profile, plan).probe_after == want

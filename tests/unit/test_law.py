@@ -50,9 +50,38 @@ def test_a_violation_climbs_one_rung_per_cooldown() -> None:
     assert run([0.25] * 7) == [(0.0, "up", "cap-75%"), (2.0, "up", "cap-50%")]
 
 
-def test_inside_the_band_nothing_moves() -> None:
+def test_inside_the_band_nothing_moves_until_probe_after() -> None:
     # slack 15%: above act_below (10%), under relax_above (30%)
-    assert run([0.25] + [0.17] * 30) == [(0.0, "up", "cap-75%")]
+    assert run([0.25] + [0.17] * 29) == [(0.0, "up", "cap-75%")]
+    assert run([0.25] + [0.17] * 29, replace(SPEC, probe_after=None)) == [(0.0, "up", "cap-75%")]
+
+
+def test_a_rung_held_inside_the_band_is_tried_one_lower() -> None:
+    held = [(0.25, 0.25)] * 5 + [(0.17, 0.17)] * 60  # cap-50% from 2 s, then 15% slack
+    assert fresh(held) == [
+        (0.0, "up", "cap-75%"),
+        (2.0, "up", "cap-50%"),
+        (17.0, "down", "cap-75%"),  # probe_after (15 s) inside the band
+        (32.0, "down", "static"),  # that held for as long again: one more
+    ]
+    # the requests since the rung was reached were at risk (5%): that rung is not tried
+    assert fresh([(0.25, 0.25)] * 5 + [(0.17, 0.19)] * 60)[2:] == []
+    assert fresh(held, replace(SPEC, probe_after=None))[2:] == []
+
+
+def test_a_try_answered_by_a_climb_doubles_the_wait_before_the_next() -> None:
+    band, at_risk = (0.17, 0.17), [(0.19, 0.19)] * 5  # 15% slack; 5%, under act_below
+    held = [(0.25, 0.25)] * 5 + [band] * 30
+    trace = held + at_risk + [band] * 59 + at_risk + [band] * 120
+    assert fresh(trace) == [
+        (0.0, "up", "cap-75%"),
+        (2.0, "up", "cap-50%"),
+        (17.0, "down", "cap-75%"),  # tried
+        (19.0, "up", "cap-50%"),  # answered by a climb (after the cooldown)
+        (49.0, "down", "cap-75%"),  # 2 x 15 s after the climb
+        (51.0, "up", "cap-50%"),
+        (111.0, "down", "cap-75%"),  # 4 x 15 s
+    ]
 
 
 def test_recovery_steps_down_after_sustained_comfort() -> None:

@@ -49,8 +49,12 @@ def test_the_demo_profile_on_a_recorded_load_step() -> None:
         (26.25, "up", "cap-25%"),
         (27.25, "up", "freeze-background"),
         (28.25, "up", "freeze-batch"),  # the top of this profile's ladder
+        # inside the band (p99 130-160 ms) for probe_after (10 s) from 32.75 s: a try
+        (42.75, "down", "freeze-background"),
+        (43.75, "up", "freeze-batch"),  # a burst (226 ms) answers it: this trace is pinned
         (57.0, "down", "freeze-background"),  # 15/s from 50 s: comfortable for 4 s
-        (69.75, "up", "freeze-batch"),  # a late burst (p99 over 160 ms): up again
+        (67.0, "down", "cap-25%"),  # comfort reset the wait: a try after 10 s in the band
+        (69.75, "up", "freeze-background"),  # a late burst (p99 over 160 ms): up again
     ]
     assert max(levels) == 5 and min(levels) == -1  # no core to lend: embed keeps its one
 
@@ -118,10 +122,11 @@ def test_fresh_evidence_keeps_a_recorded_step_from_winding_the_ladder_up() -> No
         (26.0, "up", "cap-25%"),
         (30.25, "down", "cap-50%"),
         (34.25, "down", "cap-75%"),
-        (46.75, "up", "cap-50%"),
-        (47.75, "up", "cap-25%"),
-        (48.75, "up", "freeze-background"),
-        (49.75, "up", "freeze-batch"),
+        (44.25, "down", "static"),  # 10 s inside the band: a try
+        (46.75, "up", "cap-75%"),
+        (47.75, "up", "cap-50%"),
+        (48.75, "up", "cap-25%"),
+        (49.75, "up", "freeze-background"),
     ]
 
 
