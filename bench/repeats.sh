@@ -15,15 +15,8 @@ mkdir -p "${1:-bench-out/repeats}"
 OUT=$(cd "${1:-bench-out/repeats}" && pwd)
 PHASES=20%:20,60%:30,40%:20
 RUNS="a:solo,pinned,controller b:controller,solo,pinned c:pinned,controller,solo"
-# the folder goes into a command line run by another shell (in the VM): quoted for it
+# the folder goes into a command line run by another shell: quoted for it
 RUN="for o in $RUNS; do .venv/bin/python -m nxrd.demo.run --profile profiles/demo.toml \
 --setups \${o#*:} --phases $PHASES --out $(printf %q "$OUT")/\${o%%:*} || exit 1; done"
-if .venv/bin/nxrd check >/dev/null 2>&1; then
-    echo "repeats: this host has cgroup v2 with the controllers nxr needs: running here"
-    bash -c "$RUN"
-else
-    echo "repeats: this host cannot isolate workloads (nxrd check): running in the test VM"
-    bash scripts/setup.sh --vm
-    NXR_VM_OUT=$OUT bash scripts/vm-run.sh "$RUN"
-fi
+bash scripts/isolated.sh "$RUN" "$OUT"
 .venv/bin/python -m nxrd.demo.repeats "$OUT/a" "$OUT/b" "$OUT/c"

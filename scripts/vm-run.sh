@@ -18,7 +18,10 @@ trap 'rm -rf "$RES"' EXIT
 printf '%s\n' "$1" > "$RES/cmd.sh"
 CPUS=${NXR_VM_CPUS:-2}
 RW=(--rwdir "$RES")
-[[ -n ${NXR_VM_OUT:-} ]] && RW+=(--rwdir "$NXR_VM_OUT")
+if [[ -n ${NXR_VM_OUT:-} ]]; then
+    mkdir -p "$NXR_VM_OUT"
+    RW+=(--rwdir "$NXR_VM_OUT")
+fi
 echo "vm: booting $KVER in qemu (software emulation, $CPUS vCPUs, 2G)" >&2
 # /dev/kvm hangs under qemu on these machines: always emulate (shared/docs/real-kernel.md).
 # vng's own exit status is unreliable (255 on success): the result comes from $RES.
