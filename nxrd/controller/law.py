@@ -286,7 +286,8 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         and now - state.changed_at >= wait
         and not any(n in obs.recent and not _recovered(n, obs, spec) for n in slacks)
     ):
-        why = f"every slack inside the band for {now - state.changed_at:.1f}s: trying a rung lower"
+        held = now - state.changed_at
+        why = f"{held:.1f}s at this rung, every slack inside the band: trying a rung lower"
         new, decisions = _move(state, -1, "down", why, inputs, spec, rungs, now, None)
         # a try right after a try: the one before held for a whole wait
         return replace(new, probed=True, failed=0 if state.probed else state.failed), decisions
