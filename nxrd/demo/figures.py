@@ -113,6 +113,10 @@ class PhaseFigures:
     steps_up: bool = False  # the load stepped up at its start
     # the server's CPU seconds per request it answered in the phase (its own speed)
     cpu_per_request: float | None = None
+    # share of windows over the SLO, and their number, from `settle` after the phase's
+    # start: the windows right after a load change left out
+    settled_over: float = 0.0
+    settled_windows: int = 0
 
 
 def phase_figures(
@@ -131,9 +135,11 @@ def phase_figures(
     host: Sequence[tuple[float, float]] = (),
 ) -> PhaseFigures:
     """Figures of one phase. Times of batch and server series are seconds from the load's
-    start, like the samples'; windows start `settle` seconds into the run."""
+    start, like the samples'; windows start `settle` seconds into the run (and the settled
+    ones `settle` seconds into the phase)."""
     begin = max(ph.start, settle)
     wins = windows(samples, begin, ph.end, window, q)
+    settled = windows(samples, ph.start + settle, ph.end, window, q)
     in_phase = [v for t, v in samples if ph.start <= t < ph.end]
     answered = sum(ph.start <= t + v < ph.end for t, v in samples)  # never a lost one
     b = rate(batch, ph.start, ph.end)
@@ -155,4 +161,6 @@ def phase_figures(
             if server_cpu is not None and answered
             else None
         ),
+        settled_over=over(settled, slo),
+        settled_windows=sum(v is not None for _, v in settled),
     )

@@ -337,12 +337,16 @@ def free_udp_port() -> int:
 def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
     from nxrd.demo.repeats import summary
 
-    def setup(run: Path, name: str, blocks: tuple[float, float], slow: bool) -> None:
+    def setup(
+        run: Path, name: str, blocks: tuple[float, float], slow: bool, late: bool = False
+    ) -> None:
         folder = run / name
         folder.mkdir(parents=True)
         start = 1000.0
         lines = [f"# start_monotonic {start}"] + [f"{t / 10:.1f} 0.05" for t in range(100)]
-        lines += [f"{10 + t / 20:.2f} {0.4 if slow and t < 20 else 0.05}" for t in range(200)]
+        for t in range(200):  # slow: 10-11 s, right after the step; late: 16-17 s
+            bad = (slow and t < 20) or (late and 120 <= t < 140)
+            lines.append(f"{10 + t / 20:.2f} {0.4 if bad else 0.05}")
         (folder / "latency.csv").write_text("\n".join(lines) + "\n")
         done = [
             blocks[0] * t if t <= 10 else blocks[0] * 10 + blocks[1] * (t - 10) for t in range(21)
@@ -358,7 +362,7 @@ def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
     ):
         folder = tmp_path / run
         setup(folder, "pinned", (30.0, 30.0), slow=True)
-        setup(folder, "controller", controller, slow=run == "a")
+        setup(folder, "controller", controller, slow=run == "a", late=run == "b")
         meta = {
             "phases": "10:10,20:10",
             "asked": "20%:10,40%:10",
@@ -371,8 +375,14 @@ def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
         runs.append(folder)
     text = summary(runs).splitlines()
     assert "a    pinned,controller             10/s, 20/s (capacity 50.0/s)" in text
-    # a 1 s burst at the step: one of the 5 windows after it, in each run pinned, in one
-    # with the controller (3 windows before the step, from 4 s in)
+    # a 1 s burst at the step: one of the 5 windows after it, in each run pinned, in a
+    # with the controller, and one later in b (3 windows before the step, from 4 s in)
     assert "pinned       1  1   2 of 16 (87.5% within)" in text
-    assert "controller   1  0   1 of 16 (93.8% within)" in text
+    assert "controller   1  1   2 of 16 (87.5% within)" in text
+    # from 4 s after the step: only the controller's late burst in b
+    settled = text.index("THE SAME, LEAVING OUT THE 4 S AFTER EACH LOAD CHANGE")
+    assert text[settled + 1 : settled + 3] == [
+        "pinned       0  0   0 of 12 (100.0% within)",
+        "controller   0  1   1 of 12 (91.7% within)",
+    ]
     assert "controller  20% 1.50 2.00 (median 1.75),  40% 0.50 1.00 (median 0.75)" in text
