@@ -6,6 +6,7 @@ import contextlib
 
 from nxrd.errors import KernelError
 from nxrd.kernel.cgroupfs import CgroupFS, controller_of
+from nxrd.kernel.subtree import DAEMON_LEAF
 from nxrd.plan.model import Plan
 
 
@@ -76,6 +77,10 @@ def apply_plan(plan: Plan, fs: CgroupFS) -> None:
         for cls in plan.classes:
             for filename, value in cls.files.items():
                 undo.write(cls.path, filename, value)
+        if fs.exists(DAEMON_LEAF) and "cpuset" in needed:
+            # nxrd's own work (its loop, the latency receiver, the shims, MPS daemons) keeps
+            # off the cores that workloads hold exclusively: those are theirs alone
+            undo.write(DAEMON_LEAF, "cpuset.cpus", plan.daemon_cpus)
         for wl in plan.workloads:
             undo.mkdir(wl.cgroup)
             for filename, value in wl.files.items():

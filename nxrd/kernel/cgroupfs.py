@@ -208,6 +208,10 @@ _CONTROLLER_FILES = {
 }
 
 
+def _parent(rel: str) -> str:
+    return str(PurePosixPath(rel).parent) if "/" in rel else ""
+
+
 class FakeCgroupFS(CgroupFS):
     """In-memory cgroupfs for unit tests: files appear as controllers are enabled."""
 
@@ -240,7 +244,7 @@ class FakeCgroupFS(CgroupFS):
 
     def mkdir(self, rel: str) -> None:
         rel = _check_rel(rel)
-        parent = str(PurePosixPath(rel).parent) if "/" in rel else ""
+        parent = _parent(rel)
         if rel in self.dirs:
             raise KernelError(f"cannot create cgroup fake:/{rel}: File exists")
         enabled = self._dir(parent)["cgroup.subtree_control"].split()
@@ -280,6 +284,16 @@ class FakeCgroupFS(CgroupFS):
                     )
                 (have.add if token[0] == "+" else have.discard)(name)
             files[filename] = " ".join(c for c in available if c in have)
+            # as in the kernel, children that exist already gain (or lose) their files
+            for child in [d for d in self.dirs if d and _parent(d) == rel]:
+                its = self.dirs[child]
+                for c in available:
+                    for name, default in _CONTROLLER_FILES.get(c, {}).items():
+                        if c not in have:
+                            its.pop(name, None)
+                        else:
+                            its.setdefault(name, default)
+                its["cgroup.controllers"] = files[filename]
         elif filename == "cgroup.procs":
             files[filename] = "\n".join([*files[filename].split(), value])
         else:

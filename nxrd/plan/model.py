@@ -61,6 +61,12 @@ class Plan(Data):
         default_factory=list, description="UUIDs of the GPUs whose MPS control daemon nxrd runs"
     )
 
+    @property
+    def daemon_cpus(self) -> str:
+        """Where nxrd itself runs: the reserved CPUs, else the shared pool; every online CPU
+        only when workloads hold all the others exclusively."""
+        return self.reserved_cpus or self.shared_cpus or self.online_cpus
+
     def workload(self, name: str) -> WorkloadPlan:
         for wl in self.workloads:
             if wl.name == name:

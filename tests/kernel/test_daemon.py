@@ -18,6 +18,7 @@ from nxrd.kernel.discovery import discover
 from nxrd.kernel.spawn import spawn_in_cgroup
 from nxrd.plan import make_plan
 from nxrd.profile import parse_profile
+from nxrd.profile.units import parse_cpu_list
 
 ROOT = Path(__file__).resolve().parents[2]
 NXRD = str(Path(sys.executable).parent / "nxrd")
@@ -129,9 +130,17 @@ def test_every_thread_of_every_process_is_pinned_as_planned(
     leaf = cgroup_root / "latency-critical/chat"
     try:
         d.wait_for(lambda: leaf.exists() and len(pids_of(leaf)) == 2)
-        planned = make_plan(parse_profile(text), discover(gpus=False)).workload("chat")
+        plan = make_plan(parse_profile(text), discover(gpus=False))
+        planned = plan.workload("chat")
         for filename, value in planned.files.items():
             assert (leaf / filename).read_text().strip() == value, filename
+        # nxrd's own threads keep off chat's core (on the VM's 2 CPUs: the other one)
+        assert not parse_cpu_list(plan.daemon_cpus) & parse_cpu_list(planned.cpus)
+        assert (cgroup_root / "nxrd/cpuset.cpus").read_text().strip() == plan.daemon_cpus
+        assert d.proc is not None
+        for task in Path(f"/proc/{d.proc.pid}/task").iterdir():
+            allowed = (task / "status").read_text()
+            assert f"Cpus_allowed_list:\t{plan.daemon_cpus}\n" in allowed, task.name
         tasks = [(p, t.name) for p in pids_of(leaf) for t in Path(f"/proc/{p}/task").iterdir()]
         assert len(tasks) >= 7  # 4 threads in the workload, 3 in its grandchild
         for pid, tid in tasks:

@@ -9,8 +9,11 @@ import pytest
 from nxrd.errors import KernelError
 from nxrd.kernel.apply import apply_plan, controllers_needed, read_back
 from nxrd.kernel.cgroupfs import FakeCgroupFS, LinuxCgroupFS
+from nxrd.kernel.subtree import DAEMON_LEAF
 from nxrd.plan import Plan, Topology, make_plan
+from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
+from tests.unit.conftest import TOPOLOGIES
 
 PROFILE = (
     '[workloads.chat]\ncommand=["x"]\nclass="latency-critical"\ncpus=4\nmemory_min="1G"\n'
@@ -119,3 +122,23 @@ def test_flat_keyed_files_and_removal_retries(tmp_path: Path) -> None:
     (tmp_path / "leaf" / "cpu.stat").unlink()
     fs.rmdir_when_empty("leaf")
     assert not fs.exists("leaf")
+
+
+def test_nxrd_itself_keeps_off_the_cores_workloads_hold_exclusively(
+    the_plan: Plan, smt16: Topology
+) -> None:
+    fs = FakeCgroupFS()
+    fs.mkdir(DAEMON_LEAF)  # nxrd moved itself there before applying (kernel.subtree)
+    apply_plan(the_plan, fs)
+    assert fs.read(DAEMON_LEAF, "cpuset.cpus") == the_plan.reserved_cpus == "0,16"
+    # a host too small to reserve CPUs: the shared pool, not chat's core
+    small = parse_profile(
+        '[workloads.chat]\ncommand=["x"]\nclass="latency-critical"\ncpus=1\n'
+        '[workloads.embed]\ncommand=["x"]\nclass="batch"\n'
+    )
+    plan = make_plan(small, load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    fs = FakeCgroupFS()
+    fs.mkdir(DAEMON_LEAF)
+    apply_plan(plan, fs)
+    assert plan.workload("chat").cpus == "0"
+    assert fs.read(DAEMON_LEAF, "cpuset.cpus") == plan.shared_cpus == "1"
