@@ -9,5 +9,5 @@ SETUPS=$1 PHASES=$2
 mkdir -p "$3"
 OUT=$(cd "$3" && pwd)
 bash scripts/isolated.sh ".venv/bin/python -m nxrd.demo.run --profile profiles/demo.toml \
---setups $SETUPS --phases $PHASES --out $(printf %q "$OUT")" "$OUT"
+--setups $(printf %q "$SETUPS") --phases $(printf %q "$PHASES") --out $(printf %q "$OUT")" "$OUT"
 .venv/bin/python -m nxrd.demo.report "$OUT" --png "$OUT/latency.png"

@@ -36,13 +36,15 @@ per-request latency (a scraped histogram), or those requests are not comfortable
 than one SLO has passed since that step (a slow request still running is not seen yet),
 each step down waits `relax_after` after the last change.
 
-A rung held inside the band (slack between `act_below` and `relax_above`) for `probe_after`
-is tried one lower, if the requests since it was reached were within `act_below` too: at a
+A rung above static held for `probe_after` with no slack under `act_below` (since the
+rung was reached, or since the last tick one was under it), and inside the band now, is
+tried one lower, if the requests since it was reached were within `act_below` too: at a
 steady load near a server's limit the percentile rarely stays above `relax_above` for
 `relax_after`, and without trying, caps and freezes held through the whole load (in the
 test VM, 30 s at 60% of the server's capacity, batch at 0.4-0.8x what pinning gave it).
-A try answered by a climb doubles the wait before the next (up to eight times
-`probe_after`); one that held, a step down on comfort or a fallback resets it.
+A try answered by a climb within `probe_after` doubles the wait before the next (up to
+eight times `probe_after`); one that held that long, a step down on comfort or a
+fallback resets it.
 
 Sharing also ends, before any latency shows it, once a target uses `share_below` of its
 cores or more (`Observation.busy`), and starts again only under four fifths of that, once
@@ -142,6 +144,7 @@ class State:
     loans: tuple[tuple[int, str], ...] = ()  # (core, target) lent, oldest first
     probed: bool = False  # this rung was reached by trying one lower (probe_after)
     failed: int = 0  # tries answered by a climb, in a row
+    risk_at: float = float("-inf")  # the last tick a slack was under act_below
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         return state, []
     name, slack = worst
     if slack < spec.act_below:
-        state = replace(state, comfortable_since=None)
+        state = replace(state, comfortable_since=None, risk_at=now)
         if state.level >= len(rungs) or not cooled:
             return state, []
         if state.level >= 0:  # sharing, the riskiest rung, ends on the window alone
@@ -241,10 +244,7 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
         new, decisions = _move(state, by, "up", why, inputs, spec, rungs, now, name)
-        # a climb soon after a try answers it: the next try waits longer
-        wait = _probe_wait(state, spec)
-        answered = state.probed and wait is not None and now - state.changed_at < wait
-        return replace(new, failed=state.failed + 1 if answered else state.failed), decisions
+        return replace(new, failed=_failed(state, spec, now)), decisions
     # a value that is not a number says nothing about headroom: as busy as can be
     busy = {n: b if math.isfinite(b) else 1.0 for n, b in obs.busy.items()}
     busiest = max(busy.items(), key=lambda kv: kv[1], default=None)
@@ -279,15 +279,15 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         return replace(new, comfortable_since=since), decisions  # comfort lasts on down
     state = replace(state, comfortable_since=None)  # inside the band
     wait = _probe_wait(state, spec)
+    calm = now - max(state.changed_at, state.risk_at)  # no slack under act_below since
     if (
         state.level > 0
         and cooled
         and wait is not None
-        and now - state.changed_at >= wait
+        and calm >= wait
         and not any(n in obs.recent and not _recovered(n, obs, spec) for n in slacks)
     ):
-        held = now - state.changed_at
-        why = f"{held:.1f}s at this rung, every slack inside the band: trying a rung lower"
+        why = f"{calm:.1f}s with no slack under {spec.act_below:.0%}: trying a rung lower"
         new, decisions = _move(state, -1, "down", why, inputs, spec, rungs, now, None)
         # a try right after a try: the one before held for a whole wait
         return replace(new, probed=True, failed=0 if state.probed else state.failed), decisions
@@ -303,6 +303,14 @@ def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
         else:
             slacks[t.name] = t.slack(seen)
     return slacks, stale
+
+
+def _failed(state: State, spec: Spec, now: float) -> int:
+    """Tries answered by a climb in a row, once this climb is counted: one within
+    probe_after of a try answers it; a try that held longer than that succeeded."""
+    if not state.probed or spec.probe_after is None:
+        return state.failed
+    return state.failed + 1 if now - state.changed_at < spec.probe_after else 0
 
 
 def _probe_wait(state: State, spec: Spec) -> float | None:

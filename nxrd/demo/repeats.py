@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from nxrd.demo.figures import PhaseFigures, phases, rate
-from nxrd.demo.report import figures
+from nxrd.demo.report import SETTLE, WINDOW, figures
 
 BASE = "pinned"  # what batch throughput is measured against
 
@@ -37,8 +37,8 @@ def summary(folders: list[Path]) -> str:
         order = ",".join(client)
         out.append(f"{folder.name:4} {order:29} {loads} (capacity {meta['capacity']:.1f}/s)")
     for settled, title in (
-        (False, "WINDOWS OVER THE SLO (2 s, from 4 s in), per run and in all"),
-        (True, "THE SAME, LEAVING OUT THE 4 S AFTER EACH LOAD CHANGE"),
+        (False, f"WINDOWS OVER THE SLO ({WINDOW:g} s, from {SETTLE:g} s in), per run and in all"),
+        (True, f"THE SAME, LEAVING OUT THE {SETTLE:g} S AFTER EACH LOAD CHANGE"),
     ):
         out += ["", title]
         for name in setups:

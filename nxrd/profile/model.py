@@ -202,9 +202,9 @@ class Controller(Section):
     probe_after: Duration = Field(
         15.0,
         ge=0.0,
-        description="Try one rung lower after this long above the static values with every "
-        "slack between act_below and relax_above (a try answered by a climb doubles the wait, "
-        'up to eight times this). "0s": never; each rung is then held until comfort.',
+        description="Try one rung lower after this long above the static values with no "
+        "slack under act_below (a try answered by a climb doubles the wait, up to eight times "
+        'this). "0s": never; each rung is then held until comfort.',
     )
     max_step: int = Field(1, ge=1, le=10, description="Most rungs climbed in one action.")
     stale_after: Duration = Field(

@@ -72,16 +72,40 @@ def test_a_rung_held_inside_the_band_is_tried_one_lower() -> None:
 def test_a_try_answered_by_a_climb_doubles_the_wait_before_the_next() -> None:
     band, at_risk = (0.17, 0.17), [(0.19, 0.19)] * 5  # 15% slack; 5%, under act_below
     held = [(0.25, 0.25)] * 5 + [band] * 30
-    trace = held + at_risk + [band] * 59 + at_risk + [band] * 120
+    trace = held + at_risk + [band] * 60 + at_risk + [band] * 121
     assert fresh(trace) == [
         (0.0, "up", "cap-75%"),
         (2.0, "up", "cap-50%"),
         (17.0, "down", "cap-75%"),  # tried
         (19.0, "up", "cap-50%"),  # answered by a climb (after the cooldown)
-        (49.0, "down", "cap-75%"),  # 2 x 15 s after the climb
-        (51.0, "up", "cap-50%"),
-        (111.0, "down", "cap-75%"),  # 4 x 15 s
+        (49.5, "down", "cap-75%"),  # 2 x 15 s after the last tick at risk (19.5 s)
+        (51.5, "up", "cap-50%"),
+        (112.0, "down", "cap-75%"),  # 4 x 15 s after 52 s
     ]
+
+
+def test_a_held_try_resets_the_wait_and_the_wait_stops_doubling_at_eight_times() -> None:
+    tried = State(level=1, changed_at=0.0, probed=True, failed=2)
+    at_risk = Observation({"chat": 0.19}, recent={"chat": 0.19})
+    assert step(tried, at_risk, SPEC, 5.0)[0].failed == 3  # answered within probe_after
+    assert step(tried, at_risk, SPEC, 20.0)[0].failed == 0  # it held for 15 s: a success
+    band = Observation({"chat": 0.17}, recent={"chat": 0.17})
+    failed_often = State(level=2, changed_at=0.0, failed=5)
+    assert step(failed_often, band, SPEC, 119.5)[1] == []
+    assert step(failed_often, band, SPEC, 120.0)[1][0].rung == "cap-75%"  # 8 x 15 s
+
+
+def test_without_per_request_latency_the_wait_counts_from_the_last_tick_at_risk() -> None:
+    # at the top rung, over the SLO until 20 s (nothing left to climb), then in the band:
+    # a scraped source has no recent requests to say the rung is fine, so the try waits
+    # probe_after from the last tick at risk, not from the rung's start
+    state, got = State(level=len(ladder(SPEC)), changed_at=0.0), []
+    for i in range(80):
+        now = i * 0.5
+        obs = Observation({"chat": 0.25 if now < 20 else 0.17})
+        state, decisions = step(state, obs, SPEC, now)
+        got += [(now, d.rung, d.reason) for d in decisions]
+    assert got == [(34.5, "freeze-batch", "15.0s with no slack under 10%: trying a rung lower")]
 
 
 def test_recovery_steps_down_after_sustained_comfort() -> None:
