@@ -135,11 +135,11 @@ def phase_figures(
     host: Sequence[tuple[float, float]] = (),
 ) -> PhaseFigures:
     """Figures of one phase. Times of batch and server series are seconds from the load's
-    start, like the samples'; windows start `settle` seconds into the run (and the settled
-    ones `settle` seconds into the phase)."""
+    start, like the samples'; windows start `settle` seconds into the run (the settled ones,
+    of those, `settle` seconds into the phase or later)."""
     begin = max(ph.start, settle)
     wins = windows(samples, begin, ph.end, window, q)
-    settled = windows(samples, ph.start + settle, ph.end, window, q)
+    settled = [(t, v) for t, v in wins if t >= ph.start + settle - 1e-9]
     in_phase = [v for t, v in samples if ph.start <= t < ph.end]
     answered = sum(ph.start <= t + v < ph.end for t, v in samples)  # never a lost one
     b = rate(batch, ph.start, ph.end)
