@@ -7,7 +7,7 @@ import re
 
 from nxrd.errors import Problem
 from nxrd.profile.model import Profile, Workload
-from nxrd.profile.units import format_cpu_list, format_size
+from nxrd.profile.units import format_cpu_list, format_duration, format_size
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -28,6 +28,7 @@ def check_profile(
         problems += _check_workload(profile, name, wl, declared or set(), gone)
     problems += _check_after_cycles(profile)
     problems += _check_explicit_overlaps(profile)
+    problems += _check_controller(profile)
     return problems
 
 
@@ -157,6 +158,28 @@ def _check_workload(
     if wl.restart.max_delay < wl.restart.delay:
         bad("restart.max_delay", "is shorter than restart.delay")
     return out
+
+
+def _check_controller(profile: Profile) -> list[Problem]:
+    c = profile.controller
+    problems = []
+    if c.relax_above <= c.act_below:  # else one slack both acts and relaxes: a climb a tick
+        problems.append(
+            Problem(
+                "controller.relax_above",
+                f"must be above act_below ({c.relax_above:g} <= {c.act_below:g}): the band "
+                "between them is where the controller holds its rung",
+            )
+        )
+    if 0 < c.probe_after < c.cooldown:
+        problems.append(
+            Problem(
+                "controller.probe_after",
+                'must be "0s" (no tries) or at least the cooldown '
+                f"({format_duration(c.probe_after)} < {format_duration(c.cooldown)})",
+            )
+        )
+    return problems
 
 
 def _check_after_cycles(profile: Profile) -> list[Problem]:

@@ -337,11 +337,13 @@ class SloSource(Section):
 class Slo(Section):
     """A latency target kept by the controller (exactly one percentile)."""
 
-    p50: Duration | None = Field(None, description="Median latency target.")
-    p90: Duration | None = Field(None, description="90th percentile latency target.")
-    p95: Duration | None = Field(None, description="95th percentile latency target.")
-    p99: Duration | None = Field(None, description="99th percentile latency target.")
-    window: Duration = Field(30.0, description="Window over which the percentile is computed.")
+    p50: Duration | None = Field(None, gt=0.0, description="Median latency target.")
+    p90: Duration | None = Field(None, gt=0.0, description="90th percentile latency target.")
+    p95: Duration | None = Field(None, gt=0.0, description="95th percentile latency target.")
+    p99: Duration | None = Field(None, gt=0.0, description="99th percentile latency target.")
+    window: Duration = Field(
+        30.0, gt=0.0, description="Window over which the percentile is computed."
+    )
     source: SloSource = Field(description="Where the latency is observed.")
 
     @property

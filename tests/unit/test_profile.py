@@ -149,6 +149,26 @@ def test_slo_needs_exactly_one_source_and_target() -> None:
     parse_profile(slo + prom % ', preset = "triton"')  # valid
 
 
+def test_an_slo_of_zero_is_refused_before_the_controller_divides_by_it() -> None:
+    slo = MINIMAL + "[workloads.chat.slo]\nsource = {push = true}\n"
+    assert errors(slo + 'p99 = "0ms"\n') == [
+        "p.toml: workloads.chat.slo.p99: input should be greater than 0 (got '0ms')"
+    ]
+    (line,) = errors(slo + 'p95 = "100ms"\nwindow = "0s"\n')
+    assert line.startswith("p.toml: workloads.chat.slo.window: input should be greater than 0")
+
+
+def test_controller_settings_that_would_flap_or_walk_down_are_refused() -> None:
+    assert errors(MINIMAL + "[controller]\nact_below = 0.3\nrelax_above = 0.3\n") == [
+        "p.toml: controller.relax_above: must be above act_below (0.3 <= 0.3): the band "
+        "between them is where the controller holds its rung"
+    ]
+    assert errors(MINIMAL + '[controller]\ncooldown = "2s"\nprobe_after = "1s"\n') == [
+        'p.toml: controller.probe_after: must be "0s" (no tries) or at least the cooldown (1s < 2s)'
+    ]
+    parse_profile(MINIMAL + '[controller]\ncooldown = "2s"\nprobe_after = "0s"\n')  # no tries
+
+
 def test_explicit_exclusive_cpusets_must_not_overlap() -> None:
     lines = errors(
         '[workloads.a]\ncommand=["x"]\nexclusive=true\ncpuset="2-3"\n'
