@@ -3,8 +3,9 @@
 # pinned and the controller, three times in one run with the order rotated
 # (solo,pinned,controller; controller,solo,pinned; pinned,controller,solo), each time with
 # the server's capacity measured first, at co-location's loads (20% for 20 s, 60% for 30 s,
-# 40% for 20 s). Prints the windows over the SLO per run and in all, and batch throughput
-# with the controller as a share of pinning's in the same run (nxrd.demo.repeats).
+# 40% for 20 s) and with the SLO at 10 times the server's CPU per request. Prints the
+# windows over the SLO per run and in all, and batch throughput with the controller as a
+# share of pinning's in the same run (nxrd.demo.repeats).
 # The test VM's speed drifts by a third within a run, so single runs cannot tell the set-ups
 # apart. In the test VM when this host lacks cgroup v2 (about 15 minutes).
 #   bash bench/repeats.sh [OUT_DIR]      (default bench-out/repeats)
@@ -17,6 +18,6 @@ PHASES=20%:20,60%:30,40%:20
 RUNS="a:solo,pinned,controller b:controller,solo,pinned c:pinned,controller,solo"
 # the folder goes into a command line run by another shell: quoted for it
 RUN="for o in $RUNS; do .venv/bin/python -m nxrd.demo.run --profile profiles/demo.toml \
---setups \${o#*:} --phases $PHASES --out $(printf %q "$OUT")/\${o%%:*} || exit 1; done"
+--setups \${o#*:} --phases $PHASES --slo 10x --out $(printf %q "$OUT")/\${o%%:*} || exit 1; done"
 bash scripts/isolated.sh "$RUN" "$OUT"
 .venv/bin/python -m nxrd.demo.repeats "$OUT/a" "$OUT/b" "$OUT/c"

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 SETUPS=$1 PHASES=$2
 mkdir -p "$3"
 OUT=$(cd "$3" && pwd)
+# The SLO in requests' worth of the server's CPU (nxrd.demo.run --slo): 10x is the profile's
+# 200 ms on a day the test VM serves 50 requests per CPU second.
 bash scripts/isolated.sh ".venv/bin/python -m nxrd.demo.run --profile profiles/demo.toml \
---setups $(printf %q "$SETUPS") --phases $(printf %q "$PHASES") --out $(printf %q "$OUT")" "$OUT"
+--setups $(printf %q "$SETUPS") --phases $(printf %q "$PHASES") --slo 10x \
+--out $(printf %q "$OUT")" "$OUT"
 .venv/bin/python -m nxrd.demo.report "$OUT" --png "$OUT/latency.png"

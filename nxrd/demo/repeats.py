@@ -35,7 +35,10 @@ def summary(folders: list[Path]) -> str:
     for folder, meta, phs, client, _batch in runs:
         loads = ", ".join(f"{ph.rate:g}/s" for ph in phs)
         order = ",".join(client)
-        out.append(f"{folder.name:4} {order:29} {loads} (capacity {meta['capacity']:.1f}/s)")
+        out.append(
+            f"{folder.name:4} {order:29} {loads} (capacity {meta['capacity']:.1f}/s, "
+            f"SLO {meta['slo_seconds'] * 1000:.0f} ms)"
+        )
     for settled, title in (
         (False, f"WINDOWS OVER THE SLO ({WINDOW:g} s, from {SETTLE:g} s in), per run and in all"),
         (True, f"THE SAME, LEAVING OUT THE {SETTLE:g} S AFTER EACH LOAD CHANGE"),

@@ -178,8 +178,10 @@ def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> st
             load += f"; {meta['one_at_a_time']:.1f}/s one at a time"
         load += ")"
     alone = meta["alone"].rate
+    asked = meta.get("slo_asked") or ""
+    per = f" ({asked[:-1]} times the server's CPU per request)" if asked.endswith("x") else ""
     lines = [
-        f"{meta['slo_name']} SLO {slo * 1000:.0f} ms; load {load}; {cpus} CPUs; "
+        f"{meta['slo_name']} SLO {slo * 1000:.0f} ms{per}; load {load}; {cpus} CPUs; "
         + (f"batch alone {alone:.1f} blocks/s" if alone else "no batch-alone run"),
         "",
         f"{'SET-UP':<11} {'LOAD':>5} {meta['slo_name'].upper():>8} {'/SLO':>5} "

@@ -43,10 +43,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from pydantic import ValidationError
 
 from nxrd.demo import loadgen
 from nxrd.demo.figures import LOST, of_capacity
-from nxrd.profile.model import Control
+from nxrd.profile.model import Control, Slo
 
 CGROUP2 = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
@@ -62,6 +63,11 @@ def main() -> None:
         "--phases", default="8:20,24:40", help="load: RATE:SECONDS,... (RATE or SHARE%%)"
     )
     ap.add_argument("--alone", type=float, default=15.0, help="seconds of the alone set-up")
+    ap.add_argument(
+        "--slo",
+        help="the server's SLO target in place of the profile's: a duration (\"200ms\") or "
+        '"10x", ten times the CPU a request takes the server alone (measured first)',
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -71,13 +77,17 @@ def main() -> None:
     profile = tomllib.loads(text)
     load = args.phases
     capacity = one_at_a_time = None
-    if "%" in load:
+    if "%" in load or (args.slo or "").endswith("x"):
         capacity, one_at_a_time = calibrate(workload_commands(text)["chat"], out)
         load = of_capacity(load, capacity)
         print(
             f"demo: the server alone answers {capacity:.1f} requests per CPU second under "
             f"load ({one_at_a_time:.1f}/s one at a time); load {load}"
         )
+    if args.slo:
+        text = with_slo(text, args.slo, capacity)
+        profile = tomllib.loads(text)
+        print(f"demo: the server's SLO {profile['workloads']['chat']['slo']}")
     meta = {
         "profile": args.profile,
         "phases": load,
@@ -86,6 +96,7 @@ def main() -> None:
         "one_at_a_time": one_at_a_time,
         "cpus": len(os.sched_getaffinity(0)),
         "slo": profile["workloads"]["chat"]["slo"],
+        "slo_asked": args.slo,
         "setups": args.setups.split(","),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -240,6 +251,34 @@ def capped(profile: str, share: int = 25) -> str:
             raise SystemExit(f"demo: no {cls} workload in the profile to cap")
         profile = profile.replace(line, f'{line}cpu_max = "{cap}"\n', 1)
     return profile
+
+
+def with_slo(profile: str, slo: str, capacity: float | None) -> str:
+    """The demo's profile with the server's SLO target set to `slo`: a duration, or "Nx",
+    N times the CPU seconds a request takes the server (1 / capacity). The test VM's speed
+    varies twofold from one day to the next; a load in shares of capacity keeps the
+    pressure the same, and an SLO in requests' worth of CPU keeps the same room under it."""
+    bad = f"demo: --slo {slo}: not a duration (200ms) or a positive multiple (10x)"
+    chat = tomllib.loads(profile)["workloads"]["chat"]
+    name = Slo.model_validate(chat["slo"]).target[0]
+    new = slo
+    if slo.endswith("x"):
+        if capacity is None:
+            raise SystemExit(f"demo: --slo {slo} needs the server's capacity, measured first")
+        try:
+            times = float(slo[:-1])
+        except ValueError:
+            raise SystemExit(bad) from None
+        new = f"{round(times / capacity * 1000)}ms"
+    line = f'{name} = "{chat["slo"][name]}"'
+    if profile.count(line) != 1:
+        raise SystemExit(f"demo: the profile must set the server's SLO as {line} exactly once")
+    rewritten = profile.replace(line, f'{name} = "{new}"')
+    try:
+        Slo.model_validate(tomllib.loads(rewritten)["workloads"]["chat"]["slo"])
+    except ValidationError:
+        raise SystemExit(bad) from None
+    return rewritten
 
 
 def launch(

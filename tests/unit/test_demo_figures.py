@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
                 "one_at_a_time": 62.5,
                 "cpus": 2,
                 "slo": {"p99": "200ms", "window": "3s", "source": {"push": True}},
+                "slo_asked": "10x",
                 "setups": ["alone", "controller"],
             }
         )
@@ -142,7 +144,7 @@ def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
     ]
     text = table(meta, figs, served, runs)
     assert (
-        "p99 SLO 200 ms; load 10/s for 10 s, then 20/s for 10 s (20%, 40% of the server's "
+        "p99 SLO 200 ms (10 times the server's CPU per request); load 10/s for 10 s, then 20/s for 10 s (20%, 40% of the server's "
         "capacity alone, 50.0/s; 62.5/s one at a time); 2 CPUs; batch alone 40.0" in text
     )
     assert (
@@ -226,6 +228,31 @@ def test_the_capped_set_up_holds_what_the_controllers_cap_25_rung_writes(
     assert held["embed"]["cpu.max"] == want["embed"]["cpu.max"] == "25000 100000"
     assert held["indexer"]["cpu.max"] == want["indexer"]["cpu.max"] == "10000 100000"  # floor
     assert held["chat"]["cpu.max"] == "max 100000"  # never a cap on the server
+
+
+def test_the_demos_slo_can_be_set_in_requests_worth_of_the_servers_cpu() -> None:
+    import tomllib
+
+    from nxrd.demo.run import with_slo
+
+    text = (Path(__file__).resolve().parents[2] / "profiles/demo.toml").read_text()
+
+    def slo(asked: str, capacity: float | None) -> dict[str, object]:
+        return dict(tomllib.loads(with_slo(text, asked, capacity))["workloads"]["chat"]["slo"])
+
+    # 40 requests per CPU second: 25 ms a request, the SLO ten of them
+    assert slo("10x", 40.0) == {"p99": "250ms", "window": "3s", "source": {"push": True}}
+    assert slo("150ms", None)["p99"] == "150ms"
+    for asked, capacity, said in (
+        ("10x", None, "demo: --slo 10x needs the server's capacity, measured first"),
+        ("tenx", 40.0, "demo: --slo tenx: not a duration (200ms) or a positive multiple (10x)"),
+        ("-3x", 40.0, "demo: --slo -3x: not a duration (200ms) or a positive multiple (10x)"),
+        ("0ms", None, "demo: --slo 0ms: not a duration (200ms) or a positive multiple (10x)"),
+    ):
+        with pytest.raises(SystemExit, match=re.escape(said)):
+            with_slo(text, asked, capacity)
+    with pytest.raises(SystemExit, match="exactly once"):
+        with_slo(text + '# was p99 = "200ms"\n', "10x", 40.0)  # which one?
 
 
 def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
@@ -374,7 +401,7 @@ def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
         (folder / "meta.json").write_text(json.dumps(meta))
         runs.append(folder)
     text = summary(runs).splitlines()
-    assert "a    pinned,controller             10/s, 20/s (capacity 50.0/s)" in text
+    assert "a    pinned,controller             10/s, 20/s (capacity 50.0/s, SLO 200 ms)" in text
     # a 1 s burst at the step: one of the 5 windows after it, in each run pinned, in a
     # with the controller, and one later in b (3 windows before the step, from 4 s in)
     assert "pinned       1  1   2 of 16 (87.5% within)" in text
