@@ -8,14 +8,23 @@
 # share of pinning's in the same run (nxrd.demo.repeats).
 # The test VM's speed drifts by a third within a run, so single runs cannot tell the set-ups
 # apart. In the test VM when this host lacks cgroup v2 (about 15 minutes).
-#   bash bench/repeats.sh [OUT_DIR]      (default bench-out/repeats)
+#   bash bench/repeats.sh [OUT_DIR [SETUPS]]   (default bench-out/repeats and
+#                                              solo,pinned,controller; "untried" is the
+#                                              controller without tries, nxrd.demo.run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p "${1:-bench-out/repeats}"
 OUT=$(cd "${1:-bench-out/repeats}" && pwd)
 PHASES=20%:20,60%:30,40%:20
-RUNS="a:solo,pinned,controller b:controller,solo,pinned c:pinned,controller,solo"
+IFS=, read -ra SETUPS <<< "${2:-solo,pinned,controller}"
+[[ ${SETUPS[*]} =~ ^[a-z\ ]+$ ]] || { echo "repeats: set-ups are names: $2" >&2; exit 2; }
+n=${#SETUPS[@]} RUNS=""
+for i in 0 1 2; do  # runs a, b and c: the set-ups rotated i to the right
+    order=""
+    for j in "${!SETUPS[@]}"; do order+=,${SETUPS[$(((j - i % n + n) % n))]}; done
+    RUNS+=" $(tr 012 abc <<< $i):${order#,}"
+done
 # the folder goes into a command line run by another shell: quoted for it
 RUN="for o in $RUNS; do .venv/bin/python -m nxrd.demo.run --profile profiles/demo.toml \
 --setups \${o#*:} --phases $PHASES --slo 10x --out $(printf %q "$OUT")/\${o%%:*} || exit 1; done"

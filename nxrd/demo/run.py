@@ -15,6 +15,7 @@ Set-ups:
                 throughout (cpu.max at a quarter of their CPUs): what that rung does to
                 the server's latency, with no controller deciding when
     controller  nxrd with the profile and its controller on
+    untried     the same with probe_after = "0s": no tries, each rung held until comfort
 
     python -m nxrd.demo.run --profile profiles/demo.toml --setups pinned,controller \\
         --phases 8:20,24:40 --out DIR
@@ -32,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,6 +55,7 @@ CGROUP2 = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
 BIN = Path(sys.executable).parent
 ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+SETUPS = ("alone", "solo", "plain", "weights", "pinned", "capped", "controller", "untried")
 
 
 def main() -> None:
@@ -71,6 +74,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
+    unknown = set(args.setups.split(",")) - set(SETUPS)
+    if unknown:
+        raise SystemExit(f"demo: unknown set-ups {', '.join(sorted(unknown))} (see --help)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = Path(args.profile).read_text()
@@ -126,7 +132,7 @@ class Setup:
         RUN_DIR.mkdir(parents=True)
         commands = workload_commands(self.profile)
         try:
-            if self.name in ("pinned", "capped", "controller"):
+            if self.name in ("pinned", "capped", "controller", "untried"):
                 self.start_nxrd()
             elif self.name == "alone":
                 self.spawn(commands["embed"], None)
@@ -136,8 +142,6 @@ class Setup:
                 self.cgroup = make_weight_groups() if self.name == "weights" else None
                 for wl, group in (("chat", "server"), ("embed", "batch"), ("indexer", "bg")):
                     self.spawn(commands[wl], self.cgroup / group if self.cgroup else None)
-            else:
-                raise SystemExit(f"demo: unknown set-up {self.name!r}")
             if self.name != "solo":
                 wait_for(lambda: line_count(RUN_DIR / "batch.progress") >= 2, 300, "batch job")
             t0 = time.monotonic()
@@ -199,10 +203,12 @@ class Setup:
         self.procs.append(launch(argv, cgroup, one_cpu))
 
     def start_nxrd(self) -> None:
-        enabled = "true" if self.name == "controller" else "false"
+        enabled = "true" if self.name in ("controller", "untried") else "false"
         text = self.profile.replace("enabled = true", f"enabled = {enabled}")
         if self.name == "capped":
             text = capped(text)
+        if self.name == "untried":
+            text = untried(text)
         text = text.replace('"python3"', json.dumps(sys.executable))
         state = self.out / "state"
         (self.out / "profile.toml").write_text(text)
@@ -279,6 +285,16 @@ def with_slo(profile: str, slo: str, capacity: float | None) -> str:
     except ValidationError:
         raise SystemExit(bad) from None
     return rewritten
+
+
+def untried(profile: str) -> str:
+    """The profile with the controller's tries turned off (probe_after = "0s")."""
+    off = 'probe_after = "0s"'
+    if re.search(r"^probe_after\s*=", profile, re.M):
+        return re.sub(r"^probe_after\s*=.*$", off, profile, count=1, flags=re.M)
+    if "[controller]\n" not in profile:
+        return f"[controller]\n{off}\n\n{profile}"
+    return profile.replace("[controller]\n", f"[controller]\n{off}\n", 1)
 
 
 def launch(

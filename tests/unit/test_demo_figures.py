@@ -255,6 +255,20 @@ def test_the_demos_slo_can_be_set_in_requests_worth_of_the_servers_cpu() -> None
         with_slo(text + '# was p99 = "200ms"\n', "10x", 40.0)  # which one?
 
 
+def test_the_untried_set_up_is_the_controller_without_tries() -> None:
+    import tomllib
+
+    from nxrd.demo.run import untried
+    from nxrd.profile import parse_profile
+
+    text = (Path(__file__).resolve().parents[2] / "profiles/demo.toml").read_text()
+    got, want = tomllib.loads(untried(text)), tomllib.loads(text)
+    assert want["controller"]["probe_after"] != "0s"
+    assert got["controller"] == {**want["controller"], "probe_after": "0s"}
+    assert {**got, "controller": None} == {**want, "controller": None}
+    assert parse_profile(untried(text)).controller.probe_after == 0.0
+
+
 def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
     tmp_path: Path,
 ) -> None:
