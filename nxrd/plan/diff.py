@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nxrd.kernel.subtree import DAEMON_LEAF
 from nxrd.plan.classes import THREAD_VARS
 from nxrd.plan.model import Plan, WorkloadPlan
 from nxrd.profile.model import Profile, Workload
@@ -66,6 +67,12 @@ def diff(old: tuple[Profile, Plan], new: tuple[Profile, Plan]) -> list[Change]:
     old_tree = {c.path: c.files for c in [old_plan.root, *old_plan.classes]}
     for cg in [new_plan.root, *new_plan.classes]:
         changes += _files("", cg.path, old_tree.get(cg.path, {}), cg.files)
+    if old_plan.daemon_cpus != new_plan.daemon_cpus:  # nxrd's own leaf (kernel/apply.py)
+        changes.append(
+            Change(
+                "", f"{DAEMON_LEAF}/cpuset.cpus", old_plan.daemon_cpus, new_plan.daemon_cpus, LIVE
+            )
+        )
     old_names = {w.name for w in old_plan.workloads}
     for wl in new_plan.workloads:
         spec = new_profile.workloads[wl.name]

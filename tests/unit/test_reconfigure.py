@@ -67,6 +67,17 @@ def test_more_cores_change_live_and_threads_wait_for_the_next_start() -> None:
     assert RESTART not in effects.values()  # OMP_NUM_THREADS alone does not restart
 
 
+def test_a_change_to_the_cpus_nxrd_itself_keeps_to_is_listed() -> None:
+    new = '[host]\nreserved_cpus = "0-3"\n' + BASE
+    (change,) = [c for c in diff(*both(BASE, new)) if c.what == "nxrd/cpuset.cpus"]
+    assert (change.workload, change.old, change.new, change.effect) == (
+        "",
+        "0,16",
+        "0-3",
+        LIVE,
+    )  # CPU 0 and its sibling
+
+
 def test_class_move_restarts() -> None:
     new = BASE.replace('class = "batch"', 'class = "background"')
     changes = [c for c in diff(*both(BASE, new)) if c.workload == "batch"]
