@@ -282,6 +282,16 @@ class FakeCgroupFS(CgroupFS):
                     raise KernelError(
                         f"cannot enable {name} in fake:/{rel}: No such file or directory"
                     )
+                users = [
+                    d
+                    for d in self.dirs
+                    if d and _parent(d) == rel and name in self.dirs[d][filename].split()
+                ]
+                if token[0] == "-" and users:  # the kernel's rule, as in disabling it
+                    raise KernelError(
+                        f"cannot disable {name} in fake:/{rel}: Device or resource busy "
+                        f"(fake:/{users[0]} enables it for its children)"
+                    )
                 (have.add if token[0] == "+" else have.discard)(name)
             files[filename] = " ".join(c for c in available if c in have)
             # as in the kernel, children that exist already gain (or lose) their files

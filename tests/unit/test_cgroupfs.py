@@ -83,6 +83,18 @@ def test_rollback_disables_the_controllers_it_enabled(the_plan: Plan) -> None:
     assert list(fs.dirs) == [""] and fs.subtree_control("") == []
 
 
+def test_the_fake_refuses_to_disable_a_controller_a_child_passes_on() -> None:
+    fs = FakeCgroupFS()
+    fs.enable("", ["cpu", "memory"])
+    fs.mkdir("batch")
+    fs.enable("batch", ["cpu"])
+    with pytest.raises(KernelError, match="cannot disable cpu in fake:/: Device or resource busy"):
+        fs.write("", "cgroup.subtree_control", "-memory -cpu")
+    assert fs.subtree_control("") == ["cpu", "memory"]  # nothing of the write took
+    fs.write("", "cgroup.subtree_control", "-memory")
+    assert fs.subtree_control("") == ["cpu"]
+
+
 def test_controllers_needed(the_plan: Plan) -> None:
     assert controllers_needed(the_plan) == ["cpuset", "cpu", "io", "memory", "pids"]
 
