@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -83,6 +84,8 @@ def main() -> None:
     profile = tomllib.loads(text)
     load = args.phases
     capacity = one_at_a_time = None
+    if args.slo:
+        with_slo(text, args.slo, 1.0)  # a bad --slo is said before the minute calibrating takes
     if "%" in load or (args.slo or "").endswith("x"):
         capacity, one_at_a_time = calibrate(workload_commands(text)["chat"], out)
         load = of_capacity(load, capacity)
@@ -275,6 +278,8 @@ def with_slo(profile: str, slo: str, capacity: float | None) -> str:
             times = float(slo[:-1])
         except ValueError:
             raise SystemExit(bad) from None
+        if not 0 < times < math.inf:
+            raise SystemExit(bad)
         new = f"{round(times / capacity * 1000)}ms"
     line = f'{name} = "{chat["slo"][name]}"'
     if profile.count(line) != 1:

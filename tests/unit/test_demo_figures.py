@@ -247,6 +247,7 @@ def test_the_demos_slo_can_be_set_in_requests_worth_of_the_servers_cpu() -> None
         ("10x", None, "demo: --slo 10x needs the server's capacity, measured first"),
         ("tenx", 40.0, "demo: --slo tenx: not a duration (200ms) or a positive multiple (10x)"),
         ("-3x", 40.0, "demo: --slo -3x: not a duration (200ms) or a positive multiple (10x)"),
+        ("nanx", 40.0, "demo: --slo nanx: not a duration (200ms) or a positive multiple (10x)"),
         ("0ms", None, "demo: --slo 0ms: not a duration (200ms) or a positive multiple (10x)"),
     ):
         with pytest.raises(SystemExit, match=re.escape(said)):
