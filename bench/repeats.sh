@@ -9,8 +9,8 @@
 # The test VM's speed drifts by a third within a run, so single runs cannot tell the set-ups
 # apart. In the test VM when this host lacks cgroup v2 (about 15 minutes).
 #   bash bench/repeats.sh [OUT_DIR [SETUPS]]   (default bench-out/repeats and
-#                                              solo,pinned,controller; "untried" is the
-#                                              controller without tries, nxrd.demo.run)
+#       solo,pinned,controller; controller+probe_after=0s is the controller with one of
+#       the profile's settings changed, see nxrd.demo.run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,7 +18,7 @@ mkdir -p "${1:-bench-out/repeats}"
 OUT=$(cd "${1:-bench-out/repeats}" && pwd)
 PHASES=20%:20,60%:30,40%:20
 IFS=, read -ra SETUPS <<< "${2:-solo,pinned,controller}"
-[[ ${SETUPS[*]} =~ ^[a-z\ ]+$ ]] || { echo "repeats: set-ups are names: $2" >&2; exit 2; }
+[[ ${SETUPS[*]} =~ ^[a-z0-9_.=+\ ]+$ ]] || { echo "repeats: not set-up names: $2" >&2; exit 2; }
 n=${#SETUPS[@]} RUNS=""
 for i in 0 1 2; do  # runs a, b and c: the set-ups rotated i to the right
     order=""

@@ -15,7 +15,9 @@ Set-ups:
                 throughout (cpu.max at a quarter of their CPUs): what that rung does to
                 the server's latency, with no controller deciding when
     controller  nxrd with the profile and its controller on
-    untried     the same with probe_after = "0s": no tries, each rung held until comfort
+
+A controller set-up may carry settings of the profile's [controller] table after "+", to
+judge them against the profile's in one run: controller+probe_after=0s+act_below=0.1.
 
     python -m nxrd.demo.run --profile profiles/demo.toml --setups pinned,controller \\
         --phases 8:20,24:40 --out DIR
@@ -50,13 +52,15 @@ from pydantic import ValidationError
 
 from nxrd.demo import loadgen
 from nxrd.demo.figures import LOST, of_capacity
-from nxrd.profile.model import Control, Slo
+from nxrd.errors import ProfileError
+from nxrd.profile import parse_profile
+from nxrd.profile.model import Control, Controller, Slo
 
 CGROUP2 = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
 BIN = Path(sys.executable).parent
 ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-SETUPS = ("alone", "solo", "plain", "weights", "pinned", "capped", "controller", "untried")
+SETUPS = ("alone", "solo", "plain", "weights", "pinned", "capped", "controller")
 
 
 def main() -> None:
@@ -75,12 +79,16 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    unknown = set(args.setups.split(",")) - set(SETUPS)
-    if unknown:
-        raise SystemExit(f"demo: unknown set-ups {', '.join(sorted(unknown))} (see --help)")
+    text = Path(args.profile).read_text()
+    for setup in args.setups.split(","):  # said before the minute calibrating takes
+        base, _, settings = setup.partition("+")
+        if base not in SETUPS:
+            raise SystemExit(f"demo: unknown set-up {base!r} (see --help)")
+        if settings and base != "controller":
+            raise SystemExit(f"demo: {setup}: only the controller set-up takes settings")
+        tuned(text, settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = Path(args.profile).read_text()
     profile = tomllib.loads(text)
     load = args.phases
     capacity = one_at_a_time = None
@@ -135,7 +143,7 @@ class Setup:
         RUN_DIR.mkdir(parents=True)
         commands = workload_commands(self.profile)
         try:
-            if self.name in ("pinned", "capped", "controller", "untried"):
+            if self.name.partition("+")[0] in ("pinned", "capped", "controller"):
                 self.start_nxrd()
             elif self.name == "alone":
                 self.spawn(commands["embed"], None)
@@ -206,12 +214,11 @@ class Setup:
         self.procs.append(launch(argv, cgroup, one_cpu))
 
     def start_nxrd(self) -> None:
-        enabled = "true" if self.name in ("controller", "untried") else "false"
-        text = self.profile.replace("enabled = true", f"enabled = {enabled}")
+        base, _, settings = self.name.partition("+")
+        enabled = "true" if base == "controller" else "false"
+        text = tuned(self.profile.replace("enabled = true", f"enabled = {enabled}"), settings)
         if self.name == "capped":
             text = capped(text)
-        if self.name == "untried":
-            text = untried(text)
         text = text.replace('"python3"', json.dumps(sys.executable))
         state = self.out / "state"
         (self.out / "profile.toml").write_text(text)
@@ -292,14 +299,29 @@ def with_slo(profile: str, slo: str, capacity: float | None) -> str:
     return rewritten
 
 
-def untried(profile: str) -> str:
-    """The profile with the controller's tries turned off (probe_after = "0s")."""
-    off = 'probe_after = "0s"'
-    if re.search(r"^probe_after\s*=", profile, re.M):
-        return re.sub(r"^probe_after\s*=.*$", off, profile, count=1, flags=re.M)
-    if "[controller]\n" not in profile:
-        return f"[controller]\n{off}\n\n{profile}"
-    return profile.replace("[controller]\n", f"[controller]\n{off}\n", 1)
+def tuned(profile: str, settings: str) -> str:
+    """The profile with `settings` ("probe_after=0s+act_below=0.1") in its [controller]
+    table, each in place of the profile's line for it or added."""
+    head, _, table = profile.partition("[controller]\n")
+    if not table:
+        head, table = "", profile
+    table, brace, rest = table.partition("\n[")
+    for setting in filter(None, settings.split("+")):
+        key, _, value = setting.partition("=")
+        if key not in Controller.model_fields or not value:
+            raise SystemExit(f"demo: {setting!r} is not KEY=VALUE of a [controller] setting")
+        if value not in ("true", "false") and not re.fullmatch(r"-?[0-9.]+", value):
+            value = json.dumps(value)  # a duration, a TOML string
+        line = f"{key} = {value}"
+        table, found = re.subn(rf"^{key}\s*=.*$", line, table, count=1, flags=re.M)
+        if not found:
+            table = f"{line}\n{table}"
+    text = f"{head}[controller]\n{table}{brace}{rest}"
+    try:
+        parse_profile(text)
+    except ProfileError as e:
+        raise SystemExit(f"demo: {settings}: {e.lines()[0]}") from None
+    return text
 
 
 def launch(

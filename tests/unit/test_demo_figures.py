@@ -256,18 +256,26 @@ def test_the_demos_slo_can_be_set_in_requests_worth_of_the_servers_cpu() -> None
         with_slo(text + '# was p99 = "200ms"\n', "10x", 40.0)  # which one?
 
 
-def test_the_untried_set_up_is_the_controller_without_tries() -> None:
+def test_a_controller_set_up_can_carry_its_own_controller_settings() -> None:
     import tomllib
 
-    from nxrd.demo.run import untried
+    from nxrd.demo.run import tuned
     from nxrd.profile import parse_profile
 
     text = (Path(__file__).resolve().parents[2] / "profiles/demo.toml").read_text()
-    got, want = tomllib.loads(untried(text)), tomllib.loads(text)
-    assert want["controller"]["probe_after"] != "0s"
-    assert got["controller"] == {**want["controller"], "probe_after": "0s"}
-    assert {**got, "controller": None} == {**want, "controller": None}
-    assert parse_profile(untried(text)).controller.probe_after == 0.0
+    assert tuned(text, "") == text
+    got = tuned(text, "probe_after=0s+act_below=0.1+max_step=2")
+    want = tomllib.loads(text)
+    controller = {**want["controller"], "probe_after": "0s", "act_below": 0.1, "max_step": 2}
+    assert tomllib.loads(got) == {**want, "controller": controller}
+    assert parse_profile(got).controller.probe_after == 0.0
+    for settings, said in (
+        ("bogus=1", "demo: 'bogus=1' is not KEY=VALUE of a [controller] setting"),
+        ("act_below", "demo: 'act_below' is not KEY=VALUE of a [controller] setting"),
+        ("act_below=0.5", "demo: act_below=0.5: controller.relax_above: must be above"),
+    ):
+        with pytest.raises(SystemExit, match=re.escape(said)):
+            tuned(text, settings)
 
 
 def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
