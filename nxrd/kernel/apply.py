@@ -8,6 +8,7 @@ from nxrd.errors import KernelError
 from nxrd.kernel.cgroupfs import CgroupFS, controller_of
 from nxrd.kernel.subtree import DAEMON_LEAF
 from nxrd.plan.model import Plan
+from nxrd.profile.units import format_cpu_list, parse_cpu_list
 
 
 def controllers_needed(plan: Plan) -> list[str]:
@@ -61,10 +62,37 @@ class _Undo:
                     self.fs.write(rel, "cgroup.subtree_control", f"-{detail}")
 
 
+def _check_cpus_within_reach(plan: Plan, fs: CgroupFS) -> None:
+    """cgroup v2 accepts a cpuset.cpus outside the parent's CPUs and quietly runs the
+    cgroup on the parent's instead: under a parent that restricts CPUs (systemd's
+    AllowedCPUs=), pinned workloads would share cores the plan keeps apart."""
+    allowed_text = fs.read("", "cpuset.cpus.effective").strip()
+    if not allowed_text:
+        return  # not known (a fake tree): nothing to compare with
+    allowed = parse_cpu_list(allowed_text)
+    wanted = {
+        c
+        for w in plan.workloads
+        if "cpuset.cpus" in w.files
+        for c in parse_cpu_list(w.files["cpuset.cpus"])
+    }
+    if fs.exists(DAEMON_LEAF):
+        wanted |= parse_cpu_list(plan.daemon_cpus)
+    beyond = wanted - allowed
+    if beyond:
+        raise KernelError(
+            f"the plan uses CPUs {format_cpu_list(beyond)}, but {fs.describe('')} may run only "
+            f"on {allowed_text} (its cpuset.cpus.effective, narrowed by a parent cgroup, as "
+            "systemd's AllowedCPUs= does): allow nxrd's cgroup every CPU it plans on"
+        )
+
+
 def apply_plan(plan: Plan, fs: CgroupFS) -> None:
     """Create the class parents and workload leaves and write every planned value."""
     needed = controllers_needed(plan)
     fs.require(needed)
+    if "cpuset" in needed:
+        _check_cpus_within_reach(plan, fs)  # before any write: all or nothing
     undo = _Undo(fs)
     try:
         undo.enable("", needed)

@@ -88,3 +88,20 @@ def test_apply_is_repeatable(scratch_fs: LinuxCgroupFS) -> None:
     apply_plan(plan, scratch_fs)
     apply_plan(plan, scratch_fs)  # re-applying the same plan is a no-op, not an error
     assert os.path.isdir(scratch_fs.describe("latency-critical/chat"))
+
+
+def test_a_plan_beyond_the_cpus_a_parent_allows_is_refused(
+    scratch_fs: LinuxCgroupFS, scratch: Path
+) -> None:
+    # The kernel takes a child's cpuset.cpus outside its parent's and runs it on the
+    # parent's CPUs instead: nxrd says so rather than pin workloads onto shared cores.
+    plan = _plan()
+    (scratch / "cpuset.cpus").write_text("0")
+    leaf = scratch / "probe"
+    leaf.mkdir()
+    (leaf / "cpuset.cpus").write_text("1")  # accepted...
+    assert (leaf / "cpuset.cpus.effective").read_text().strip() == "0"  # ...and not used
+    leaf.rmdir()
+    with pytest.raises(KernelError, match=r"the plan uses CPUs 1, but .* may run only on 0 "):
+        apply_plan(plan, scratch_fs)
+    assert [p.name for p in scratch.iterdir() if p.is_dir()] == []

@@ -95,6 +95,24 @@ def test_the_fake_refuses_to_disable_a_controller_a_child_passes_on() -> None:
     assert fs.subtree_control("") == ["cpu"]
 
 
+def test_a_plan_beyond_the_cpus_a_parent_allows_is_refused_before_any_write(
+    the_plan: Plan,
+) -> None:
+    fs = FakeCgroupFS()
+    fs.mkdir(DAEMON_LEAF)
+    fs.dirs[""]["cpuset.cpus.effective"] = "0-3,16-19"  # a parent allows 8 of 32
+    with pytest.raises(KernelError) as info:
+        apply_plan(the_plan, fs)
+    assert str(info.value) == (
+        "the plan uses CPUs 4-15,20-31, but fake:/ may run only on 0-3,16-19 (its "
+        "cpuset.cpus.effective, narrowed by a parent cgroup, as systemd's AllowedCPUs= "
+        "does): allow nxrd's cgroup every CPU it plans on"
+    )
+    assert fs.writes == [] and list(fs.dirs) == ["", DAEMON_LEAF]
+    fs.dirs[""]["cpuset.cpus.effective"] = "0-31"
+    apply_plan(the_plan, fs)
+
+
 def test_controllers_needed(the_plan: Plan) -> None:
     assert controllers_needed(the_plan) == ["cpuset", "cpu", "io", "memory", "pids"]
 
