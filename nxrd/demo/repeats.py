@@ -4,7 +4,8 @@ One run of each set-up cannot tell the controller from the test VM's drift: the 
 CPU time per request moved by a third within single runs. So the same set-ups run several
 times in one VM boot, in rotated order, and are judged on the sums and medians: windows
 over the SLO per set-up, added up over the runs, and per run and phase the batch job's
-throughput under each set-up as a share of its throughput pinned, in the same minutes.
+throughput under each set-up as a share of its throughput pinned, in the same minutes,
+and the same over the whole load.
 
     python -m nxrd.demo.repeats DIR [DIR...]      (each written by nxrd.demo.run)
 """
@@ -27,7 +28,8 @@ def summary(folders: list[Path]) -> str:
     for folder in folders:
         meta, client, _served, loaded = figures(folder)
         phs = phases(meta["phases"])
-        batch = {run.name: [rate(run.batch, ph.start, ph.end) for ph in phs] for run in loaded}
+        spans = [(ph.start, ph.end) for ph in phs] + [(phs[0].start, phs[-1].end)]
+        batch = {run.name: [rate(run.batch, a, b) for a, b in spans] for run in loaded}
         runs.append((folder, meta, phs, client, batch))
     asked = [part.partition(":")[0] for part in runs[0][1]["asked"].split(",")]
     setups = list(dict.fromkeys(name for *_, client, _b in runs for name in client))
@@ -56,7 +58,7 @@ def summary(folders: list[Path]) -> str:
         if name == BASE or not all(has):
             continue  # no batch job beside it (solo), or not in every run
         cells = []
-        for i, load in enumerate(asked):
+        for i, load in enumerate([*asked, "all"]):  # each phase, then the whole load
             shares = [s for *_, b in runs if (s := _share(b[name][i], b[BASE][i])) is not None]
             each = " ".join(f"{s:.2f}" for s in shares)
             median = f"{statistics.median(shares):.2f}" if shares else "-"
