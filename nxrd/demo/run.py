@@ -104,7 +104,8 @@ def main() -> None:
     if args.slo:
         text = with_slo(text, args.slo, capacity)
         profile = tomllib.loads(text)
-        print(f"demo: the server's SLO {profile['workloads']['chat']['slo']}")
+        target = Slo.model_validate(profile["workloads"]["chat"]["slo"]).target
+        print(f"demo: the server's SLO: {target[0]} {target[1] * 1000:.0f} ms")
     meta = {
         "profile": args.profile,
         "phases": load,
@@ -216,7 +217,7 @@ class Setup:
     def start_nxrd(self) -> None:
         base, _, settings = self.name.partition("+")
         enabled = "true" if base == "controller" else "false"
-        text = tuned(self.profile.replace("enabled = true", f"enabled = {enabled}"), settings)
+        text = tuned(self.profile, "+".join(filter(None, (f"enabled={enabled}", settings))))
         if self.name == "capped":
             text = capped(text)
         text = text.replace('"python3"', json.dumps(sys.executable))
@@ -269,13 +270,25 @@ def capped(profile: str, share: int = 25) -> str:
     return profile
 
 
+def _table(profile: str, header: str) -> tuple[int, int] | None:
+    """Where the body of the TOML table `header` ("workloads.chat") lies in the text."""
+    m = re.search(rf"(?m)^\[{re.escape(header)}\][ \t]*(#.*)?\r?\n", profile)
+    if m is None:
+        return None
+    after = re.search(r"(?m)^[ \t]*\[", profile[m.end() :])
+    return m.end(), m.end() + after.start() if after else len(profile)
+
+
 def with_slo(profile: str, slo: str, capacity: float | None) -> str:
     """The demo's profile with the server's SLO target set to `slo`: a duration, or "Nx",
     N times the CPU seconds a request takes the server (1 / capacity). The test VM's speed
     varies twofold from one day to the next; a load in shares of capacity keeps the
     pressure the same, and an SLO in requests' worth of CPU keeps the same room under it."""
     bad = f"demo: --slo {slo}: not a duration (200ms) or a positive multiple (10x)"
-    chat = tomllib.loads(profile)["workloads"]["chat"]
+    chat = tomllib.loads(profile).get("workloads", {}).get("chat", {})
+    span = _table(profile, "workloads.chat")
+    if "slo" not in chat or span is None:
+        raise SystemExit("demo: the profile's server, [workloads.chat], has no slo to set")
     name = Slo.model_validate(chat["slo"]).target[0]
     new = slo
     if slo.endswith("x"):
@@ -287,14 +300,19 @@ def with_slo(profile: str, slo: str, capacity: float | None) -> str:
             raise SystemExit(bad) from None
         if not 0 < times < math.inf:
             raise SystemExit(bad)
-        new = f"{round(times / capacity * 1000)}ms"
-    line = f'{name} = "{chat["slo"][name]}"'
-    if profile.count(line) != 1:
-        raise SystemExit(f"demo: the profile must set the server's SLO as {line} exactly once")
-    rewritten = profile.replace(line, f'{name} = "{new}"')
+        new = f"{max(1, round(times / capacity * 1000))}ms"
+    body, found = re.subn(
+        rf'\b{name}\s*=\s*("[^"\n]*"|[0-9.eE+-]+)',
+        lambda _m: f"{name} = {json.dumps(new)}",
+        profile[span[0] : span[1]],
+        count=1,
+    )
+    if not found:
+        raise SystemExit(f"demo: no {name} = ... in [workloads.chat] to set the SLO in")
+    rewritten = profile[: span[0]] + body + profile[span[1] :]
     try:
         Slo.model_validate(tomllib.loads(rewritten)["workloads"]["chat"]["slo"])
-    except ValidationError:
+    except (ValidationError, tomllib.TOMLDecodeError):
         raise SystemExit(bad) from None
     return rewritten
 
@@ -302,21 +320,26 @@ def with_slo(profile: str, slo: str, capacity: float | None) -> str:
 def tuned(profile: str, settings: str) -> str:
     """The profile with `settings` ("probe_after=0s+act_below=0.1") in its [controller]
     table, each in place of the profile's line for it or added."""
-    head, _, table = profile.partition("[controller]\n")
-    if not table:
-        head, table = "", profile
-    table, brace, rest = table.partition("\n[")
+    span = _table(profile, "controller")
+    if span is None:  # a table of its own at the end: keys before it would join another
+        profile = profile.rstrip("\n") + "\n\n[controller]\n"
+        span = (len(profile), len(profile))
+    table = profile[span[0] : span[1]]
     for setting in filter(None, settings.split("+")):
         key, _, value = setting.partition("=")
         if key not in Controller.model_fields or not value:
             raise SystemExit(f"demo: {setting!r} is not KEY=VALUE of a [controller] setting")
-        if value not in ("true", "false") and not re.fullmatch(r"-?[0-9.]+", value):
-            value = json.dumps(value)  # a duration, a TOML string
+        try:
+            tomllib.loads(f"v = {value}")  # a number or a boolean as it is
+        except tomllib.TOMLDecodeError:
+            value = json.dumps(value)  # a duration: a TOML string
         line = f"{key} = {value}"
-        table, found = re.subn(rf"^{key}\s*=.*$", line, table, count=1, flags=re.M)
+        pattern = rf"(?m)^[ \t]*{key}[ \t]*=.*$"
+        # the line as it is: a replacement string would read its backslashes as escapes
+        table, found = re.subn(pattern, line.replace("\\", "\\\\"), table, count=1)
         if not found:
             table = f"{line}\n{table}"
-    text = f"{head}[controller]\n{table}{brace}{rest}"
+    text = profile[: span[0]] + table + profile[span[1] :]
     try:
         parse_profile(text)
     except ProfileError as e:

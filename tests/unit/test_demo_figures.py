@@ -252,8 +252,20 @@ def test_the_demos_slo_can_be_set_in_requests_worth_of_the_servers_cpu() -> None
     ):
         with pytest.raises(SystemExit, match=re.escape(said)):
             with_slo(text, asked, capacity)
-    with pytest.raises(SystemExit, match="exactly once"):
-        with_slo(text + '# was p99 = "200ms"\n', "10x", 40.0)  # which one?
+    # only the server's own table is rewritten, whatever else says p99
+    other = text + '\n[workloads.other]\ncommand = ["x"]\nclass = "latency-critical"\ncpus = 1\n'
+    other += 'slo = { p99 = "200ms", source = { push = true } }\n'
+    got = tomllib.loads(with_slo(other, "10x", 40.0))["workloads"]
+    assert (got["chat"]["slo"]["p99"], got["other"]["slo"]["p99"]) == ("250ms", "200ms")
+    # a target written as seconds, and a value TOML would not take as it is
+    seconds = text.replace('p99 = "200ms"', "p99 = 0.2")
+    assert slo("10x", 40.0) == dict(
+        tomllib.loads(with_slo(seconds, "10x", 40.0))["workloads"]["chat"]["slo"]
+    )
+    with pytest.raises(SystemExit, match="not a duration"):
+        with_slo(text, '2"00ms', None)
+    with pytest.raises(SystemExit, match=re.escape("[workloads.chat], has no slo to set")):
+        with_slo(text.replace("slo = {", "# slo = {"), "10x", 40.0)
 
 
 def test_a_controller_set_up_can_carry_its_own_controller_settings() -> None:
@@ -269,8 +281,19 @@ def test_a_controller_set_up_can_carry_its_own_controller_settings() -> None:
     controller = {**want["controller"], "probe_after": "0s", "act_below": 0.1, "max_step": 2}
     assert tomllib.loads(got) == {**want, "controller": controller}
     assert parse_profile(got).controller.probe_after == 0.0
+    # a header with a comment, an indented key; a profile with no [controller] table
+    spaced = text.replace("[controller]\n", "[controller]   # the law\n").replace(
+        "cooldown =", "  cooldown ="
+    )
+    assert tomllib.loads(tuned(spaced, "cooldown=2s"))["controller"]["cooldown"] == "2s"
+    bare = '[host]\nreserved_cpus = "0"\n[workloads.w]\ncommand = ["x"]\n'
+    assert tomllib.loads(tuned(bare, "share=false+period=1s")) == {
+        **tomllib.loads(bare),
+        "controller": {"share": False, "period": "1s"},
+    }
     for settings, said in (
         ("bogus=1", "demo: 'bogus=1' is not KEY=VALUE of a [controller] setting"),
+        ("act_below=.5", "demo: act_below=.5: controller.act_below: "),
         ("act_below", "demo: 'act_below' is not KEY=VALUE of a [controller] setting"),
         ("act_below=0.5", "demo: act_below=0.5: controller.relax_above: must be above"),
     ):
