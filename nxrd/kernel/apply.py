@@ -6,8 +6,7 @@ import contextlib
 
 from nxrd.errors import KernelError
 from nxrd.kernel.cgroupfs import CgroupFS, controller_of
-from nxrd.kernel.subtree import DAEMON_LEAF
-from nxrd.plan.model import Plan
+from nxrd.plan.model import DAEMON_LEAF, Plan
 from nxrd.profile.units import format_cpu_list, parse_cpu_list
 
 

@@ -270,9 +270,6 @@ class FakeCgroupFS(CgroupFS):
                 f"cannot write {filename} = {value!r} in fake:/{rel}: "
                 + ("Invalid argument" if filename in files else "No such file or directory")
             )
-        self.writes.append((rel, filename, value))
-        if self.on_write is not None:
-            self.on_write(rel, filename, value)
         if filename == "cgroup.subtree_control":
             have = set(files[filename].split())
             available = files["cgroup.controllers"].split()
@@ -293,6 +290,7 @@ class FakeCgroupFS(CgroupFS):
                         f"(fake:/{users[0]} enables it for its children)"
                     )
                 (have.add if token[0] == "+" else have.discard)(name)
+            self._took(rel, filename, value)
             files[filename] = " ".join(c for c in available if c in have)
             # as in the kernel, children that exist already gain (or lose) their files
             for child in [d for d in self.dirs if d and _parent(d) == rel]:
@@ -305,9 +303,17 @@ class FakeCgroupFS(CgroupFS):
                             its.setdefault(name, default)
                 its["cgroup.controllers"] = files[filename]
         elif filename == "cgroup.procs":
+            self._took(rel, filename, value)
             files[filename] = "\n".join([*files[filename].split(), value])
         else:
+            self._took(rel, filename, value)
             files[filename] = value
+
+    def _took(self, rel: str, filename: str, value: str) -> None:
+        """A write the kernel would take: recorded, and told to on_write (the ledger)."""
+        self.writes.append((rel, filename, value))
+        if self.on_write is not None:
+            self.on_write(rel, filename, value)
 
     def restrict_gpus(self, rel: str, gpu_minors: list[int]) -> None:
         self._dir(rel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 PLAN_FORMAT = 1
+DAEMON_LEAF = "nxrd"  # nxrd's own leaf in its subtree, where daemon_cpus go
 
 
 class Data(BaseModel):

@@ -13,6 +13,7 @@ from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.discovery import discover
 from nxrd.plan import Plan, make_plan
 from nxrd.profile import parse_profile
+from nxrd.profile.units import format_cpu_list, parse_cpu_list
 
 PROFILE = """
 [workloads.chat]
@@ -102,6 +103,8 @@ def test_a_plan_beyond_the_cpus_a_parent_allows_is_refused(
     (leaf / "cpuset.cpus").write_text("1")  # accepted...
     assert (leaf / "cpuset.cpus.effective").read_text().strip() == "0"  # ...and not used
     leaf.rmdir()
-    with pytest.raises(KernelError, match=r"the plan uses CPUs 1, but .* may run only on 0 "):
+    used = {c for w in plan.workloads for c in parse_cpu_list(w.files["cpuset.cpus"])}
+    beyond = format_cpu_list(used - {0})
+    with pytest.raises(KernelError, match=rf"the plan uses CPUs {beyond}, but .* only on 0 "):
         apply_plan(plan, scratch_fs)
     assert [p.name for p in scratch.iterdir() if p.is_dir()] == []

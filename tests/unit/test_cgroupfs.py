@@ -9,8 +9,8 @@ import pytest
 from nxrd.errors import KernelError
 from nxrd.kernel.apply import apply_plan, controllers_needed, read_back
 from nxrd.kernel.cgroupfs import FakeCgroupFS, LinuxCgroupFS
-from nxrd.kernel.subtree import DAEMON_LEAF
 from nxrd.plan import Plan, Topology, make_plan
+from nxrd.plan.model import DAEMON_LEAF
 from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
 from tests.unit.conftest import TOPOLOGIES
@@ -91,6 +91,7 @@ def test_the_fake_refuses_to_disable_a_controller_a_child_passes_on() -> None:
     with pytest.raises(KernelError, match="cannot disable cpu in fake:/: Device or resource busy"):
         fs.write("", "cgroup.subtree_control", "-memory -cpu")
     assert fs.subtree_control("") == ["cpu", "memory"]  # nothing of the write took
+    assert ("", "cgroup.subtree_control", "-memory -cpu") not in fs.writes
     fs.write("", "cgroup.subtree_control", "-memory")
     assert fs.subtree_control("") == ["cpu"]
 
