@@ -13,12 +13,12 @@
 #       the profile's settings changed, see nxrd.demo.run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[[ ${2:-x} =~ ^[a-z0-9_.=+,-]+$ ]] || { echo "repeats: not a list of set-ups: $2" >&2; exit 2; }
 bash scripts/setup.sh
 mkdir -p "${1:-bench-out/repeats}"
 OUT=$(cd "${1:-bench-out/repeats}" && pwd)
 PHASES=20%:20,60%:30,40%:20
 IFS=, read -ra SETUPS <<< "${2:-solo,pinned,controller}"
-[[ ${SETUPS[*]} =~ ^[a-z0-9_.=+\ ]+$ ]] || { echo "repeats: not set-up names: $2" >&2; exit 2; }
 n=${#SETUPS[@]} RUNS=""
 for i in 0 1 2; do  # runs a, b and c: the set-ups rotated i to the right
     order=""

@@ -132,14 +132,19 @@ def _default(field: FieldInfo) -> str:
 
 
 def _range(field: FieldInfo) -> str:
-    lo = hi = None
+    lo = hi = above = None
     for meta in field.metadata:
         lo = getattr(meta, "ge", lo)
         hi = getattr(meta, "le", hi)
+        above = getattr(meta, "gt", above)
     if lo is not None and hi is not None:
         return f" ({lo}-{hi})"
     if lo is not None:
         return f" (>= {lo})"
+    if above is not None and hi is not None:
+        return f" (> {above:g}, <= {hi})"
+    if above is not None:
+        return f" (> {above:g})"
     return ""
 
 

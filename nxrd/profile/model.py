@@ -191,7 +191,10 @@ class Controller(Section):
         0.10, ge=-1.0, le=1.0, description="Act when (SLO - observed) / SLO falls under this."
     )
     relax_above: float = Field(
-        0.30, ge=-1.0, le=1.0, description="Step back once every slack stays above this."
+        0.30,
+        ge=-1.0,
+        le=1.0,
+        description="Step back once every slack stays above this (above act_below).",
     )
     relax_after: Duration = Field(
         5.0,
@@ -204,7 +207,7 @@ class Controller(Section):
         ge=0.0,
         description="Try one rung lower after this long above the static values with no "
         "slack under act_below (a try answered by a climb doubles the wait, up to eight times "
-        'this). "0s": never; each rung is then held until comfort.',
+        'this). "0s": never; each rung is then held until comfort. Else at least cooldown.',
     )
     max_step: int = Field(1, ge=1, le=10, description="Most rungs climbed in one action.")
     stale_after: Duration = Field(
