@@ -63,8 +63,8 @@ class _Undo:
 
 def _check_cpus_within_reach(plan: Plan, fs: CgroupFS) -> None:
     """cgroup v2 accepts a cpuset.cpus outside the parent's CPUs and quietly runs the
-    cgroup on the parent's instead: under a parent that restricts CPUs (systemd's
-    AllowedCPUs=), pinned workloads would share cores the plan keeps apart."""
+    cgroup on the CPUs both have, or on the parent's if none: under a parent that restricts
+    CPUs (systemd's AllowedCPUs=), pinned workloads would share cores the plan keeps apart."""
     allowed_text = fs.read("", "cpuset.cpus.effective").strip()
     if not allowed_text:
         return  # not known (a fake tree): nothing to compare with

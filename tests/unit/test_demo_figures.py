@@ -458,7 +458,7 @@ def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
         "pinned       0  0   0 of 12 (100.0% within)",
         "controller   0  1   1 of 12 (91.7% within)",
     ]
-    # then over the whole load: 600 blocks against pinning's 600 in a, 900 in b
+    # then over the whole load: the controller's 600 blocks in a and 900 in b, pinning's 600
     assert (
         "controller  20% 1.50 2.00 (median 1.75),  40% 0.50 1.00 (median 0.75),  "
         "all 1.00 1.50 (median 1.25)" in text
