@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nxrd.errors import Problem, ProfileError
 from nxrd.profile.checks import check_profile
-from nxrd.profile.model import NAME_RE, Host, Pool, Profile, Workload
+from nxrd.profile.model import NAME_RE, Controller, Host, Pool, Profile, Workload
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
@@ -103,7 +103,10 @@ def _valid_parts(data: Any) -> tuple[Profile | None, set[str], dict[str, set[str
             workloads[name] = wl
             dropped[name] = bad
     declared = set(table("workloads")) | {f"pool:{k}" for k in table("pools")}
-    partial = Profile.model_construct(host=host, pools=pools, workloads=workloads)
+    controller = valid(Controller, data.get("controller", {})) or Controller()
+    partial = Profile.model_construct(
+        host=host, pools=pools, workloads=workloads, controller=controller
+    )
     return partial, declared, dropped
 
 

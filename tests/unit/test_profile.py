@@ -167,6 +167,12 @@ def test_controller_settings_that_would_flap_or_walk_down_are_refused() -> None:
         'p.toml: controller.probe_after: must be "0s" (no tries) or at least the cooldown (1s < 2s)'
     ]
     parse_profile(MINIMAL + '[controller]\ncooldown = "2s"\nprobe_after = "0s"\n')  # no tries
+    # said alongside a workload's own mistake, in the one pass
+    lines = errors(MINIMAL + "pids_max = -1\n[controller]\nact_below = 0.3\nrelax_above = 0.3\n")
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "workloads.chat.pids_max",
+        "controller.relax_above",
+    ]
 
 
 def test_explicit_exclusive_cpusets_must_not_overlap() -> None:
