@@ -81,8 +81,9 @@ def _check_cpus_within_reach(plan: Plan, fs: CgroupFS) -> None:
     if beyond:
         raise KernelError(
             f"the plan uses CPUs {format_cpu_list(beyond)}, but {fs.describe('')} may run only "
-            f"on {allowed_text} (its cpuset.cpus.effective, narrowed by a parent cgroup, as "
-            "systemd's AllowedCPUs= does): allow nxrd's cgroup every CPU it plans on"
+            f"on {allowed_text} (its cpuset.cpus.effective: a parent cgroup's limit, as "
+            "systemd's AllowedCPUs= sets, or CPUs gone offline since nxrd started): allow "
+            "nxrd's cgroup every CPU it plans on, or restart nxrd to plan on the CPUs online"
         )
 
 

@@ -106,8 +106,9 @@ def test_a_plan_beyond_the_cpus_a_parent_allows_is_refused_before_any_write(
         apply_plan(the_plan, fs)
     assert str(info.value) == (
         "the plan uses CPUs 4-15,20-31, but fake:/ may run only on 0-3,16-19 (its "
-        "cpuset.cpus.effective, narrowed by a parent cgroup, as systemd's AllowedCPUs= "
-        "does): allow nxrd's cgroup every CPU it plans on"
+        "cpuset.cpus.effective: a parent cgroup's limit, as systemd's AllowedCPUs= sets, or "
+        "CPUs gone offline since nxrd started): allow nxrd's cgroup every CPU it plans on, or "
+        "restart nxrd to plan on the CPUs online"
     )
     assert fs.writes == [] and list(fs.dirs) == ["", DAEMON_LEAF]
     fs.dirs[""]["cpuset.cpus.effective"] = "0-31"
