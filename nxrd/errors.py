@@ -39,7 +39,7 @@ class PlanError(ProfileError):
 
 
 class TopologyError(NxrError):
-    """A captured topology file cannot be read."""
+    """A captured topology file cannot be read, or nxrd's cgroup leaves nothing to plan on."""
 
 
 class KernelError(NxrError):

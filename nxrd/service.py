@@ -119,7 +119,7 @@ class Daemon:
         files = read_profiles(profiles)
         self.applied = self._applied(files)
         self.profile, self.source = parse_profiles(self.applied or files)
-        self.topology = discover()
+        self.topology = discover(subtree=cgroup_root)
         self.plan = make_plan(self.profile, self.topology, self.source)
         self.on_stop = on_stop
         reqs = check(self.topology.cgroup)
@@ -182,6 +182,8 @@ class Daemon:
         self.controller = self._controller(self.profile, self.plan)
         if self.applied:
             self._say(f"using the profile applied by nxrctl ({self.source})")
+        for warning in self.plan.warnings:
+            self._say(f"warning: {warning}")
         self._adopt(time.monotonic())
         self.ledger.cause = "planned value, written when the workload started"
         self.api.handlers = Handlers(

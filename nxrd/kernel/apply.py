@@ -61,30 +61,32 @@ class _Undo:
                     self.fs.write(rel, "cgroup.subtree_control", f"-{detail}")
 
 
-def _check_cpus_within_reach(plan: Plan, fs: CgroupFS) -> None:
-    """cgroup v2 accepts a cpuset.cpus outside the parent's CPUs and quietly runs the
-    cgroup on the CPUs both have, or on the parent's if none: under a parent that restricts
-    CPUs (systemd's AllowedCPUs=), pinned workloads would share cores the plan keeps apart."""
-    allowed_text = fs.read("", "cpuset.cpus.effective").strip()
-    if not allowed_text:
-        return  # not known (a fake tree): nothing to compare with
-    allowed = parse_cpu_list(allowed_text)
-    wanted = {
-        c
-        for w in plan.workloads
-        if "cpuset.cpus" in w.files
-        for c in parse_cpu_list(w.files["cpuset.cpus"])
-    }
-    if fs.exists(DAEMON_LEAF):
-        wanted |= parse_cpu_list(plan.daemon_cpus)
-    beyond = wanted - allowed
-    if beyond:
-        raise KernelError(
-            f"the plan uses CPUs {format_cpu_list(beyond)}, but {fs.describe('')} may run only "
-            f"on {allowed_text} (its cpuset.cpus.effective: a parent cgroup's limit, as "
-            "systemd's AllowedCPUs= sets, or CPUs gone offline since nxrd started): allow "
-            "nxrd's cgroup every CPU it plans on, or restart nxrd to plan on the CPUs online"
-        )
+def _check_within_reach(plan: Plan, fs: CgroupFS) -> None:
+    """cgroup v2 accepts a cpuset.cpus (or .mems) outside the parent's and quietly runs the
+    cgroup on what both have, or on the parent's if nothing: pinned workloads would share
+    cores the plan keeps apart. The plan is made within nxrd's reach at start
+    (Topology.within_reach); this catches a reach that shrank since (CPUs gone offline, a
+    parent's AllowedCPUs= changed) on a reload or a restart of a workload."""
+    for kind, what in (("cpus", "CPUs"), ("mems", "memory nodes")):
+        allowed_text = fs.read("", f"cpuset.{kind}.effective").strip()
+        if not allowed_text:
+            continue  # not known (a fake tree): nothing to compare with
+        wanted = {
+            c
+            for w in plan.workloads
+            if f"cpuset.{kind}" in w.files
+            for c in parse_cpu_list(w.files[f"cpuset.{kind}"])
+        }
+        if kind == "cpus" and fs.exists(DAEMON_LEAF):
+            wanted |= parse_cpu_list(plan.daemon_cpus)
+        beyond = wanted - parse_cpu_list(allowed_text)
+        if beyond:
+            raise KernelError(
+                f"the plan uses {what} {format_cpu_list(beyond)}, but {fs.describe('')} may "
+                f"use only {allowed_text} (its cpuset.{kind}.effective, narrower than when "
+                "nxrd planned: a parent cgroup's limit changed, or CPUs went offline): "
+                "restart nxrd to plan within it"
+            )
 
 
 def apply_plan(plan: Plan, fs: CgroupFS) -> None:
@@ -92,7 +94,7 @@ def apply_plan(plan: Plan, fs: CgroupFS) -> None:
     needed = controllers_needed(plan)
     fs.require(needed)
     if "cpuset" in needed:
-        _check_cpus_within_reach(plan, fs)  # before any write: all or nothing
+        _check_within_reach(plan, fs)  # before any write: all or nothing
     undo = _Undo(fs)
     try:
         undo.enable("", needed)

@@ -186,7 +186,12 @@ _CORE_FILES = {
     "cgroup.freeze": "0",
 }
 _CONTROLLER_FILES = {
-    "cpuset": {"cpuset.cpus": "", "cpuset.mems": "", "cpuset.cpus.effective": ""},
+    "cpuset": {
+        "cpuset.cpus": "",
+        "cpuset.mems": "",
+        "cpuset.cpus.effective": "",
+        "cpuset.mems.effective": "",
+    },
     "cpu": {
         "cpu.weight": "100",
         "cpu.max": "max 100000",

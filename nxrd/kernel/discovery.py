@@ -10,13 +10,23 @@ import socket
 from pathlib import Path
 
 from nxrd.kernel.gpu import discover_gpus
+from nxrd.kernel.requirements import subtree_path
 from nxrd.plan.topology import CgroupInfo, Cpu, Node, Topology
 from nxrd.profile.units import parse_cpu_list
 
 
-def discover(root: str | Path = "/", *, gpus: bool = True) -> Topology:
-    """The host's topology; GPUs through NVML (0 GPUs plus a note without a driver)."""
+def discover(root: str | Path = "/", *, gpus: bool = True, subtree: str | None = None) -> Topology:
+    """The host's topology; GPUs through NVML (0 GPUs plus a note without a driver).
+
+    subtree: the cgroup nxrd owns (an absolute path), whose reach its CPUs and memory
+    nodes are read from; by default the one subtree_path names.
+    """
     root = Path(root)
+    info = cgroup_info(root)
+    subtree = subtree or subtree_path(info)
+    if subtree is not None and info.mount is not None:
+        allowed, mems = reach(root, info.mount, subtree)
+        info = info.model_copy(update={"cpus": allowed, "mems": mems})
     cpus = _cpus(root)
     nodes = _nodes(root, cpus)
     node_of = {cpu: n.id for n in nodes for cpu in _node_cpus(root, n.id)}
@@ -30,8 +40,27 @@ def discover(root: str | Path = "/", *, gpus: bool = True) -> Topology:
         page_size=os.sysconf("SC_PAGE_SIZE") if root == Path("/") else 4096,
         gpus=found,
         gpu_note=note,
-        cgroup=cgroup_info(root),
+        cgroup=info,
     )
+
+
+def reach(root: Path, mount: str, subtree: str) -> tuple[str, str]:
+    """cpuset.cpus.effective and cpuset.mems.effective of the subtree, or of its nearest
+    ancestor that has them (before nxrd creates it, or without cpuset enabled there, the
+    cgroup runs where that ancestor does); "" for each not found."""
+    top = (root / mount.lstrip("/")).resolve()
+    path = root / subtree.lstrip("/")
+    while True:
+        try:
+            return (
+                _read(path / "cpuset.cpus.effective"),
+                _read(path / "cpuset.mems.effective"),
+            )
+        except OSError:
+            pass
+        if path.resolve() == top or path.parent == path:
+            return "", ""
+        path = path.parent
 
 
 def _read(path: Path) -> str:

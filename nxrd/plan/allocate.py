@@ -53,6 +53,7 @@ def make_plan(
     avoid: GPUs (UUID -> why) that get no new placements, such as quarantined ones; a
     workload that names one explicitly keeps it, with a warning.
     """
+    topo, limits = topo.within_reach()
     online = frozenset(c.id for c in topo.cpus)
     st = _State(topo, _reserved_cpus(profile, topo, online), dict(avoid or {}), profile.host.mps)
     if profile.host.reserved_cpus is not None and not profile.host.reserved_cpus <= online:
@@ -60,7 +61,10 @@ def make_plan(
         st.problems.append(
             Problem(
                 "host.reserved_cpus",
-                f"CPUs {missing} do not exist on this host (online: {format_cpu_list(online)})",
+                f"CPUs {missing} do not exist on this host (online: {format_cpu_list(online)})"
+                if not limits
+                else f"CPUs {missing} are beyond the CPUs nxrd's cgroup may run on "
+                f"({format_cpu_list(online)})",
             )
         )
     order = sorted(
@@ -93,7 +97,7 @@ def make_plan(
             if any(w.workload_class == cls for w in workloads)
         ],
         workloads=workloads,
-        warnings=st.warnings,
+        warnings=limits + st.warnings,
         mps=mps,
     )
 

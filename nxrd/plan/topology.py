@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nxrd.errors import TopologyError
+from nxrd.profile.units import format_cpu_list, parse_cpu_list
 
 
 class Data(BaseModel):
@@ -78,6 +79,13 @@ class CgroupInfo(Data):
     subtree_control: list[str] = Field(default_factory=list)
     writable: bool = False
     v1_controllers: list[str] = Field(default_factory=list)
+    cpus: str = Field(
+        "",
+        description="CPUs nxrd's cgroup may run on: cpuset.cpus.effective of the nearest "
+        "cgroup that has one (a parent's limit, as systemd's AllowedCPUs= sets); empty "
+        "where not known",
+    )
+    mems: str = Field("", description="memory nodes it may use (cpuset.mems.effective), likewise")
 
 
 class Topology(Data):
@@ -128,6 +136,48 @@ class Topology(Data):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"
+
+    def within_reach(self) -> tuple[Topology, list[str]]:
+        """The CPUs and memory nodes nxrd's cgroup may use, and a sentence for each limit.
+
+        The kernel takes a cpuset outside the parent's and quietly runs the cgroup on the
+        parent's CPUs (or memory), so workloads planned beyond it would share what the plan
+        keeps apart. A node whose memory is out of reach counts as memoryless.
+        """
+        said: list[str] = []
+        cpus, nodes, memory = self.cpus, self.nodes, self.memory
+        online = {c.id for c in self.cpus}
+        allowed = parse_cpu_list(self.cgroup.cpus) if self.cgroup.cpus else online
+        if not online <= allowed:
+            cpus = [c for c in self.cpus if c.id in allowed]
+            if not cpus:
+                raise TopologyError(
+                    f"nxrd's cgroup may run only on CPUs {self.cgroup.cpus}, none of them "
+                    f"online ({format_cpu_list(online)})"
+                )
+            said.append(
+                f"planning on CPUs {format_cpu_list([c.id for c in cpus])} of the "
+                f"{format_cpu_list(online)} online: nxrd's cgroup may run only on those "
+                "(cpuset.cpus.effective, a parent's limit such as systemd's AllowedCPUs=)"
+            )
+        with_memory = {n.id for n in self.nodes if n.memory > 0}
+        mems = parse_cpu_list(self.cgroup.mems) if self.cgroup.mems else with_memory
+        if not with_memory <= mems:
+            if not with_memory & mems:
+                raise TopologyError(
+                    f"nxrd's cgroup may use only memory nodes {self.cgroup.mems}, none of "
+                    f"them with memory ({format_cpu_list(with_memory)})"
+                )
+            nodes = [n if n.id in mems else n.model_copy(update={"memory": 0}) for n in nodes]
+            memory = sum(n.memory for n in nodes)
+            said.append(
+                f"planning on the memory of NUMA nodes {format_cpu_list(with_memory & mems)} "
+                "only: nxrd's cgroup may use only those (cpuset.mems.effective, a "
+                "parent's limit such as systemd's AllowedMemoryNodes=)"
+            )
+        if not said:
+            return self, []
+        return self.model_copy(update={"cpus": cpus, "nodes": nodes, "memory": memory}), said
 
 
 def load_topology(path: str | Path) -> Topology:

@@ -91,20 +91,32 @@ def test_apply_is_repeatable(scratch_fs: LinuxCgroupFS) -> None:
     assert os.path.isdir(scratch_fs.describe("latency-critical/chat"))
 
 
-def test_a_plan_beyond_the_cpus_a_parent_allows_is_refused(
+def test_nxrd_plans_within_the_cpus_a_parent_allows_and_refuses_beyond_them(
     scratch_fs: LinuxCgroupFS, scratch: Path
 ) -> None:
     # The kernel takes a child's cpuset.cpus outside its parent's and runs it on the
-    # parent's CPUs instead: nxrd says so rather than pin workloads onto shared cores.
-    plan = _plan()
-    (scratch / "cpuset.cpus").write_text("0")
+    # parent's CPUs instead: nxrd plans within what its cgroup may use, and refuses a plan
+    # beyond that rather than pin workloads onto shared cores.
+    (scratch / "cpuset.cpus").write_text("0")  # as systemd's AllowedCPUs=0 would
     leaf = scratch / "probe"
     leaf.mkdir()
     (leaf / "cpuset.cpus").write_text("1")  # accepted...
     assert (leaf / "cpuset.cpus.effective").read_text().strip() == "0"  # ...and not used
     leaf.rmdir()
-    used = {c for w in plan.workloads for c in parse_cpu_list(w.files["cpuset.cpus"])}
-    beyond = format_cpu_list(used - {0})
-    with pytest.raises(KernelError, match=rf"the plan uses CPUs {beyond}, but .* only on 0 "):
-        apply_plan(plan, scratch_fs)
-    assert [p.name for p in scratch.iterdir() if p.is_dir()] == []
+    topo = discover(gpus=False, subtree=str(scratch))
+    assert (topo.cgroup.cpus, [c.id for c in topo.cpus]) == ("0", [0, 1])
+    shared_only = PROFILE[PROFILE.index("[workloads.api]") :]  # chat's own core would not fit
+    plan = make_plan(parse_profile(shared_only, "kernel-test"), topo)
+    assert plan.online_cpus == "0" and plan.warnings[0].startswith("planning on CPUs 0 of")
+    apply_plan(plan, scratch_fs)
+    for wl in plan.workloads:
+        assert (scratch / wl.cgroup / "cpuset.cpus.effective").read_text().strip() == "0"
+    for wl in plan.workloads:
+        scratch_fs.rmdir(wl.cgroup)
+    beyond = _plan()  # planned on the whole VM, as before a limit narrowed the reach
+    used = {c for w in beyond.workloads for c in parse_cpu_list(w.files["cpuset.cpus"])}
+    with pytest.raises(
+        KernelError, match=rf"the plan uses CPUs {format_cpu_list(used - {{0}})}, but .* only 0 "
+    ):
+        apply_plan(beyond, scratch_fs)
+    assert {p.name for p in scratch.iterdir() if p.is_dir()} == {"interactive", "batch"}

@@ -96,22 +96,28 @@ def test_the_fake_refuses_to_disable_a_controller_a_child_passes_on() -> None:
     assert fs.subtree_control("") == ["cpu"]
 
 
-def test_a_plan_beyond_the_cpus_a_parent_allows_is_refused_before_any_write(
+def test_a_plan_beyond_the_reach_of_nxrds_cgroup_is_refused_before_any_write(
     the_plan: Plan,
 ) -> None:
+    # planned within reach at start, and the reach shrank since (a reload, a restart)
     fs = FakeCgroupFS()
     fs.mkdir(DAEMON_LEAF)
     fs.dirs[""]["cpuset.cpus.effective"] = "0-3,16-19"  # a parent allows 8 of 32
     with pytest.raises(KernelError) as info:
         apply_plan(the_plan, fs)
     assert str(info.value) == (
-        "the plan uses CPUs 4-15,20-31, but fake:/ may run only on 0-3,16-19 (its "
-        "cpuset.cpus.effective: a parent cgroup's limit, as systemd's AllowedCPUs= sets, or "
-        "CPUs gone offline since nxrd started): allow nxrd's cgroup every CPU it plans on, or "
-        "restart nxrd to plan on the CPUs online"
+        "the plan uses CPUs 4-15,20-31, but fake:/ may use only 0-3,16-19 (its "
+        "cpuset.cpus.effective, narrower than when nxrd planned: a parent cgroup's limit "
+        "changed, or CPUs went offline): restart nxrd to plan within it"
     )
     assert fs.writes == [] and list(fs.dirs) == ["", DAEMON_LEAF]
     fs.dirs[""]["cpuset.cpus.effective"] = "0-31"
+    fs.dirs[""]["cpuset.mems.effective"] = "1"
+    mems = sorted({w.files["cpuset.mems"] for w in the_plan.workloads})
+    with pytest.raises(KernelError, match=r"uses memory nodes 0, but fake:/ may use only 1 "):
+        apply_plan(the_plan, fs)
+    assert mems == ["0"] and fs.writes == []
+    fs.dirs[""]["cpuset.mems.effective"] = "0-1"
     apply_plan(the_plan, fs)
 
 

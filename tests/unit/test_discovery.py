@@ -74,6 +74,33 @@ def test_cgroup_v2_host(tmp_path: Path) -> None:
     assert info.subtree_control == ["cpu", "memory"] and info.writable
 
 
+def test_the_reach_of_nxrds_cgroup_is_read_from_it_or_its_nearest_ancestor(
+    tmp_path: Path,
+) -> None:
+    root = fake_host(tmp_path, own="/system.slice/nxrd.service")
+    write(root, "sys/fs/cgroup/cpuset.cpus.effective", "0-7\n")
+    write(root, "sys/fs/cgroup/cpuset.mems.effective", "0-1\n")
+    write(root, "sys/fs/cgroup/system.slice/cpuset.cpus.effective", "0-3\n")  # AllowedCPUs=
+    write(root, "sys/fs/cgroup/system.slice/cpuset.mems.effective", "0\n")
+    # the service's cgroup has no cpuset files (cpuset not enabled for it): the slice's
+    topo = discover(root, gpus=False)
+    assert (topo.cgroup.cpus, topo.cgroup.mems) == ("0-3", "0")
+    # a cgroup that does not exist yet (--cgroup-root, or standalone /nxr) runs where its
+    # nearest ancestor does
+    assert discover(root, gpus=False, subtree="/sys/fs/cgroup/nxr").cgroup.cpus == "0-7"
+    own = "sys/fs/cgroup/system.slice/nxrd.service"
+    write(root, f"{own}/cpuset.cpus.effective", "2-3\n")
+    write(root, f"{own}/cpuset.mems.effective", "0\n")
+    assert discover(root, gpus=False).cgroup.cpus == "2-3"
+    # the whole host is still what was found: the planner narrows it (Topology.within_reach)
+    assert [c.id for c in topo.cpus] == list(range(8))
+
+
+def test_without_cpuset_files_the_reach_is_unknown(tmp_path: Path) -> None:
+    topo = discover(fake_host(tmp_path), gpus=False)
+    assert (topo.cgroup.cpus, topo.cgroup.mems) == ("", "")
+
+
 def test_hybrid_host_reports_v1_controllers(tmp_path: Path) -> None:
     info = cgroup_info(fake_host(tmp_path, HYBRID_MOUNTINFO, own="/"))
     assert info.mount == "/sys/fs/cgroup/unified"

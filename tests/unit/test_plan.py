@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nxrd.errors import PlanError
+from nxrd.errors import PlanError, TopologyError
 from nxrd.plan import Plan, Topology, make_plan
 from nxrd.plan.classes import THREAD_VARS
 from nxrd.profile import parse_profile
@@ -415,3 +415,46 @@ def test_quarantined_gpus_get_no_new_placements(socket2: Topology, smt16: Topolo
     assert info.value.lines() == [
         "p.toml: workloads.a.gpus: needs 1 GPU(s); 0 free of 1 (GPUs 0 are quarantined)"
     ]
+
+
+def _limited(topo: Topology, cpus: str = "", mems: str = "") -> Topology:
+    cgroup = topo.cgroup.model_copy(update={"cpus": cpus, "mems": mems})
+    return topo.model_copy(update={"cgroup": cgroup})
+
+
+def test_a_parents_cpu_limit_is_planned_within_and_said(smt16: Topology) -> None:
+    # under systemd's AllowedCPUs=0-3,16-19: 4 cores of 16, CPU 0's reserved by default
+    text = LC.format(name="a", cpus=2) + '[workloads.b]\ncommand=["x"]\nclass="batch"\n'
+    p = plan(text, _limited(smt16, "0-3,16-19"))
+    assert p.online_cpus == "0-3,16-19"
+    assert p.reserved_cpus == "0,16"
+    assert cpus(p, "a") | cpus(p, "b") <= {1, 2, 3, 17, 18, 19}
+    assert not cpus(p, "a") & cpus(p, "b")
+    assert parse_cpu_list(p.daemon_cpus) <= {0, 16}
+    assert p.warnings == [
+        "planning on CPUs 0-3,16-19 of the 0-31 online: nxrd's cgroup may run only on those "
+        "(cpuset.cpus.effective, a parent's limit such as systemd's AllowedCPUs=)"
+    ]
+    # what does not fit in reach is refused as on a smaller host
+    assert refused(LC.format(name="a", cpus=8), _limited(smt16, "0-3,16-19"))
+    # and a reserved CPU out of reach is named
+    host = '[host]\nreserved_cpus = "8"\n'
+    assert refused(host + LC.format(name="a", cpus=1), _limited(smt16, "0-3,16-19")) == [
+        "p.toml: host.reserved_cpus: CPUs 8 are beyond the CPUs nxrd's cgroup may run on "
+        "(0-3,16-19)"
+    ]
+    # a limit that leaves every CPU says nothing
+    assert plan(text, _limited(smt16, "0-31")).warnings == []
+
+
+def test_memory_nodes_out_of_reach_are_planned_as_memoryless(socket2: Topology) -> None:
+    text = LC.format(name="a", cpus=2) + '[workloads.b]\ncommand=["x"]\nclass="batch"\n'
+    p = plan(text, _limited(socket2, mems="1"))
+    assert {w.files["cpuset.mems"] for w in p.workloads} == {"1"}
+    assert p.memory == socket2.nodes[1].memory
+    assert p.warnings[0].startswith("planning on the memory of NUMA nodes 1 only:")
+
+
+def test_no_cpu_within_reach_is_refused_in_a_sentence(vm2: Topology) -> None:
+    with pytest.raises(TopologyError, match=r"^nxrd's cgroup may run only on CPUs 5-6, none "):
+        plan(LC.format(name="a", cpus=1), _limited(vm2, "5-6"))
