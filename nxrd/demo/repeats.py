@@ -33,12 +33,14 @@ def summary(folders: list[Path]) -> str:
         runs.append((folder, meta, phs, client, batch))
     asked = [part.partition(":")[0] for part in runs[0][1]["asked"].split(",")]
     setups = list(dict.fromkeys(name for *_, client, _b in runs for name in client))
-    out = ["RUN  ORDER                         LOAD"]
-    for folder, meta, phs, client, _batch in runs:
+    w = max([11, *map(len, setups)])  # settings after "+" make long names
+    orders = [",".join(client) for *_, client, _b in runs]
+    ow = max([29, *map(len, orders)])
+    out = [f"RUN  {'ORDER':<{ow}} LOAD"]
+    for (folder, meta, phs, _client, _batch), order in zip(runs, orders, strict=True):
         loads = ", ".join(f"{ph.rate:g}/s" for ph in phs)
-        order = ",".join(client)
         out.append(
-            f"{folder.name:4} {order:29} {loads} (capacity {meta['capacity']:.1f}/s, "
+            f"{folder.name:4} {order:{ow}} {loads} (capacity {meta['capacity']:.1f}/s, "
             f"SLO {meta['slo_seconds'] * 1000:.0f} ms)"
         )
     for settled, title in (
@@ -51,7 +53,7 @@ def summary(folders: list[Path]) -> str:
             over, of = sum(c for c, _ in counts), sum(n for _, n in counts)
             each = " ".join(f"{c:2}" for c, _ in counts)
             within = f"{1 - over / of:.1%} within" if of else "no windows"
-            out.append(f"{name:11} {each}   {over} of {of} ({within})")
+            out.append(f"{name:{w}} {each}   {over} of {of} ({within})")
     out += ["", f"BATCH THROUGHPUT AS A SHARE OF {BASE.upper()}'S IN THE SAME RUN, per run"]
     for name in setups:
         has = [name in b and BASE in b and any(v is not None for v in b[name]) for *_, b in runs]
@@ -63,7 +65,7 @@ def summary(folders: list[Path]) -> str:
             each = " ".join(f"{s:.2f}" for s in shares)
             median = f"{statistics.median(shares):.2f}" if shares else "-"
             cells.append(f"{load} {each} (median {median})")
-        out.append(f"{name:11} " + ",  ".join(cells))
+        out.append(f"{name:{w}} " + ",  ".join(cells))
     return "\n".join(out)
 
 

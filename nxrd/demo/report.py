@@ -178,13 +178,14 @@ def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> st
             load += f"; {meta['one_at_a_time']:.1f}/s one at a time"
         load += ")"
     alone = meta["alone"].rate
+    w = _width(figs)
     asked = meta.get("slo_asked") or ""
     per = f" ({asked[:-1]} times the server's CPU per request)" if asked.endswith("x") else ""
     lines = [
         f"{meta['slo_name']} SLO {slo * 1000:.0f} ms{per}; load {load}; {cpus} CPUs; "
         + (f"batch alone {alone:.1f} blocks/s" if alone else "no batch-alone run"),
         "",
-        f"{'SET-UP':<11} {'LOAD':>5} {meta['slo_name'].upper():>8} {'/SLO':>5} "
+        f"{'SET-UP':<{w}} {'LOAD':>5} {meta['slo_name'].upper():>8} {'/SLO':>5} "
         f"{'OVER SLO':>12} {'BATCH':>6} {'OF IDLE':>7} {'SERVER':>6} {'UTIL':>5} "
         f"{'REACTION':>8} {'NXRD':>5}",
     ]
@@ -201,7 +202,7 @@ def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> st
             over = f"{p.over:.0%} of {p.windows}"
             daemon = "-" if p.nxrd_cpu is None else f"{p.nxrd_cpu:.2f}"
             lines.append(
-                f"{name:<11} {p.rate:>4g}/s {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} {over:>12} "
+                f"{name:<{w}} {p.rate:>4g}/s {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} {over:>12} "
                 f"{_pct(p.batch):>6} {_pct(idle):>7} {server:>6} {_pct(util):>5} "
                 f"{_reaction(p):>8} {daemon:>5}"
             )
@@ -237,15 +238,16 @@ def served_table(meta: dict[str, Any], client: Figs, served: Figs) -> list[str]:
         return []
     name = meta["slo_name"]
     slo = meta["slo_seconds"]
+    w = _width(served)
     lines = [
         "",
-        f"SERVED      {'LOAD':>6} {name.upper():>8} {'/SLO':>5} {'OVER SLO':>12} "
+        f"{'SERVED':<{w}} {'LOAD':>6} {name.upper():>8} {'/SLO':>5} {'OVER SLO':>12} "
         f"{'REACTION':>8} {'CLIENT':>8} {'CPU/REQ':>7}",
     ]
     for setup, phs in served.items():
         for p, c in zip(phs, client[setup], strict=True):
             lines.append(
-                f"{setup:<11} {f'{p.rate:g}/s':>6} {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} "
+                f"{setup:<{w}} {f'{p.rate:g}/s':>6} {_ms(p.p99):>8} {_ratio(p.p99, slo):>5} "
                 f"{f'{p.over:.0%} of {p.windows}':>12} {_reaction(p):>8} {_ms(c.p99):>8} "
                 f"{_ms1(p.cpu_per_request):>7}"
             )
@@ -261,6 +263,11 @@ def served_table(meta: dict[str, Any], client: Figs, served: Figs) -> list[str]:
     return lines
 
 
+def _width(figs: dict[str, Any]) -> int:
+    """The set-up column: as wide as the longest name (those carrying settings are long)."""
+    return max([11, *map(len, figs)])
+
+
 def _cpus(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -270,6 +277,7 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
     nxrd, the rest of the host (load generator, background job, kernel) or idle; WORK/CPU
     says whether batch's CPUs gave the throughput they give it alone."""
     cpus, alone = meta["cpus"], meta["alone"]
+    w = _width(figs)
     if alone.cpu is None and not any(p.host_cpu is not None for ps in figs.values() for p in ps):
         return []  # recorded before these were
 
@@ -290,13 +298,13 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
         if alone.rate and alone.cpu and p_batch is not None and batch_cpu:
             work = p_batch * alone.cpu / batch_cpu
         return (
-            f"{name:<11} {load:>6} {_cpus(server):>6} {_cpus(batch_cpu):>6} {_cpus(nxrd):>5} "
+            f"{name:<{w}} {load:>6} {_cpus(server):>6} {_cpus(batch_cpu):>6} {_cpus(nxrd):>5} "
             f"{_cpus(rest):>5} {_cpus(idle):>5} {_pct(work):>9}"
         )
 
     lines = [
         "",
-        f"CPUs        {'LOAD':>6} {'SERVER':>6} {'BATCH':>6} {'NXRD':>5} {'REST':>5} "
+        f"{'CPUs':<{w}} {'LOAD':>6} {'SERVER':>6} {'BATCH':>6} {'NXRD':>5} {'REST':>5} "
         f"{'IDLE':>5} {'WORK/CPU':>9}",
         row("alone", "-", None, None, 1.0 if alone.rate else None, alone.cpu, alone.host),
     ]
