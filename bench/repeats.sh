@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ ${2:-x} =~ ^[a-z0-9_.=+,-]+$ ]] || { echo "repeats: not a list of set-ups: $2" >&2; exit 2; }
 bash scripts/setup.sh
+.venv/bin/python -m nxrd.demo.run --check --setups "${2:-solo,pinned,controller}" --slo 10x
 mkdir -p "${1:-bench-out/repeats}"
 OUT=$(cd "${1:-bench-out/repeats}" && pwd)
 PHASES=20%:20,60%:30,40%:20

@@ -76,8 +76,15 @@ def main() -> None:
         help="the server's SLO target in place of the profile's: a duration (\"200ms\") or "
         '"10x", ten times the CPU a request takes the server alone (measured first)',
     )
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="only check --setups and --slo (before a VM boots for them), then exit",
+    )
     args = ap.parse_args()
+    if not args.check and not args.out:
+        ap.error("the following arguments are required: --out")
 
     text = Path(args.profile).read_text()
     for setup in args.setups.split(","):  # said before the minute calibrating takes
@@ -87,13 +94,15 @@ def main() -> None:
         if settings and base != "controller":
             raise SystemExit(f"demo: {setup}: only the controller set-up takes settings")
         tuned(text, settings)
+    if args.slo:
+        with_slo(text, args.slo, 1.0)  # a bad --slo is said before the minute calibrating takes
+    if args.check:
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     profile = tomllib.loads(text)
     load = args.phases
     capacity = one_at_a_time = None
-    if args.slo:
-        with_slo(text, args.slo, 1.0)  # a bad --slo is said before the minute calibrating takes
     if "%" in load or (args.slo or "").endswith("x"):
         capacity, one_at_a_time = calibrate(workload_commands(text)["chat"], out)
         load = of_capacity(load, capacity)

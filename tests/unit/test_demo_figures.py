@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,28 @@ def test_a_controller_set_up_can_carry_its_own_controller_settings() -> None:
     ):
         with pytest.raises(SystemExit, match=re.escape(said)):
             tuned(text, settings)
+
+
+def test_set_ups_and_the_slo_are_checked_before_a_vm_boots_for_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nxrd.demo import run
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+
+    def check(*args: str) -> None:
+        monkeypatch.setattr(sys, "argv", ["run", "--check", *args])
+        run.main()
+
+    check("--setups", "solo,pinned,controller+act_below=0.1", "--slo", "10x")  # no --out
+    for args, said in (
+        (("--setups", "pinned,controler"), "demo: unknown set-up 'controler'"),
+        (("--setups", "pinned+act_below=0.1"), "only the controller set-up takes settings"),
+        (("--setups", "controller+act_below=2"), "controller.act_below: input should be"),
+        (("--setups", "pinned", "--slo", "fast"), "--slo"),
+    ):
+        with pytest.raises(SystemExit, match=re.escape(said)):
+            check(*args)
 
 
 def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
