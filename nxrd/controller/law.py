@@ -54,6 +54,18 @@ that batch work used in between), which a lightly loaded server absorbs and a bu
 queue amplifies: in the test VM, sharing at 60% load ended on slow windows seconds after
 the step, and no rung climbed after that brought them back.
 
+With `judge` (off by default), climbs above static are judged by what they bought: where
+every request is seen (`Observation.cost`: CPU seconds per request answered), COST_WINDOW
+after the last of a run of climbs, unless some target's requests got MIN_GAIN cheaper than
+before the first, the rungs are stepped back at once and the ladder climbs no higher for
+CEILING_FOR, unless requests get MIN_GAIN dearer than at the step back. A target on cores of
+its own is slowed by lower classes only through what it shares with them (memory bandwidth,
+caches, the host's CPUs under a VM), which makes each request dearer; latency that rises
+with each request's cost unchanged is the target's own queue, which no cap on another core
+shortens. In the test VM the server's CPU per request was 44 ms at static and 45 ms under
+caps or freezes (repeated trials): the climbs there cost batch work its CPU for nothing.
+Climbs that lend cores are not judged: more cores make no request cheaper.
+
 Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
 for the whole window after the rung that answered it; climbing on them alone winds the
 ladder up (caps, then freezes) for latency that has already recovered. Where the source
@@ -119,6 +131,7 @@ class Spec:
     share: bool = False  # may go below static: batch on the targets' cores
     share_below: float = 0.5  # ...only while each target uses under this share of its cores
     probe_after: float | None = 15.0  # try a rung lower after this long in the band (None: never)
+    judge: bool = False  # step back from climbs that did not make requests cheaper in CPU
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,9 @@ class Observation:
     # per target with cores of its own: the share of them it used lately (1.0: all); a
     # target missing here is judged on latency alone
     busy: dict[str, float] = field(default_factory=dict)
+    # per target whose every request nxrd sees, with cores of its own: its CPU seconds per
+    # request answered over the last COST_WINDOW (missing: too few requests to say)
+    cost: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,14 @@ class State:
     probed: bool = False  # this rung was reached by trying one lower (probe_after)
     failed: int = 0  # tries answered by a climb, in a row
     risk_at: float = float("-inf")  # the last tick a slack was under act_below
+    # a climb being judged (spec.judge): the level it started from and the targets' cost then
+    judged_from: int | None = None
+    cost_before: tuple[tuple[str, float], ...] = ()
+    # a judged climb did not help: no climbing above `ceiling` until `ceiling_until`, unless
+    # a target's requests get dearer than `ceiling_cost` (new interference)
+    ceiling: int | None = None
+    ceiling_until: float = float("-inf")
+    ceiling_cost: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,6 +209,12 @@ SHARED_CLASSES = ("batch",)
 SHARE_AGAIN = 0.8
 # a try answered by a climb doubles the wait before the next, up to 2**PROBE_BACKOFF times
 PROBE_BACKOFF = 3
+# judging a climb (spec.judge): seconds of requests its cost is measured over, the least
+# share cheaper that counts as help (the test VM's CPU per request drifts by a few percent
+# within seconds), and how long a climb that did not help keeps the ladder down
+COST_WINDOW = 2.0
+MIN_GAIN = 0.05
+CEILING_FOR = 30.0
 
 
 def floor(spec: Spec) -> int:
@@ -216,6 +246,8 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         inputs["recent"] = dict(obs.recent)
     if obs.busy:
         inputs["busy"] = {n: round(b, 3) for n, b in obs.busy.items()}
+    if obs.cost:
+        inputs["cost"] = {n: round(c, 4) for n, c in obs.cost.items()}
     cooled = now - state.changed_at >= spec.cooldown
     if stale:
         # No latency, no guessing: back down towards the profile's static values.
@@ -228,6 +260,11 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
     if worst is None:
         return state, []
     name, slack = worst
+    if state.judged_from is not None and cooled and now - state.changed_at >= COST_WINDOW:
+        back = _judged(state, obs, spec, rungs, now, inputs)
+        if back is not None:
+            return back
+        state = replace(state, judged_from=None, cost_before=())  # it helped: kept
     if slack < spec.act_below:
         state = replace(state, comfortable_since=None, risk_at=now)
         if state.level >= len(rungs) or not cooled:
@@ -241,10 +278,15 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
             if not fresh:
                 return state, []
             name, slack = min(fresh, key=lambda kv: kv[1])
+            if _held_down(state, obs, now):
+                return state, []
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
         new, decisions = _move(state, by, "up", why, inputs, spec, rungs, now, name)
-        return replace(new, failed=_failed(state, spec, now)), decisions
+        new = replace(new, failed=_failed(state, spec, now))
+        if state.ceiling is not None and state.level >= state.ceiling:
+            new = replace(new, ceiling=None, ceiling_until=float("-inf"), ceiling_cost=())
+        return _to_judge(state, new, obs, spec, rungs), decisions
     # a value that is not a number says nothing about headroom: as busy as can be
     busy = {n: b if math.isfinite(b) else 1.0 for n, b in obs.busy.items()}
     busiest = max(busy.items(), key=lambda kv: kv[1], default=None)
@@ -292,6 +334,63 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         # a try right after a try: the one before held for a whole wait
         return replace(new, probed=True, failed=0 if state.probed else state.failed), decisions
     return state, []  # hold
+
+
+def _to_judge(old: State, new: State, obs: Observation, spec: Spec, rungs: list[str]) -> State:
+    """A climb from static or above, to be judged COST_WINDOW after the last of the climbs
+    in a row, against the targets' cost before the first. Not a climb that lends cores:
+    more cores do not make a request cheaper, they take the queue's work in parallel."""
+    if not spec.judge or old.level < 0:
+        return new
+    start = old.judged_from if old.judged_from is not None else old.level
+    before = old.cost_before if old.judged_from is not None else tuple(sorted(obs.cost.items()))
+    if not before or any(r.startswith("core-") for r in rungs[start : new.level]):
+        return new
+    return replace(new, judged_from=start, cost_before=before)
+
+
+def _judged(
+    state: State,
+    obs: Observation,
+    spec: Spec,
+    rungs: list[str],
+    now: float,
+    inputs: dict[str, Any],
+) -> tuple[State, list[Decision]] | None:
+    """The climbs since `judged_from`, judged by the targets' CPU per request: latency on
+    cores of their own that lower classes slow down only through the memory, caches and
+    host they share, which makes each request dearer. No target's requests at least MIN_GAIN
+    cheaper: those rungs took CPU from batch work for nothing (the latency is the target's
+    own queue), so back down to where the climbs began, and no higher for CEILING_FOR."""
+    assert state.judged_from is not None
+    now_cost = {n: obs.cost[n] for n, _ in state.cost_before if n in obs.cost}
+    if not now_cost or any(
+        now_cost[n] <= c * (1 - MIN_GAIN) for n, c in state.cost_before if n in now_cost
+    ):
+        return None  # helped, or nothing to judge by: the rungs stay
+    went = ", ".join(
+        f"{n} {now_cost[n] * 1000:.1f} ms of CPU a request, {c * 1000:.1f} ms before"
+        for n, c in state.cost_before
+        if n in now_cost
+    )
+    why = (
+        f"{rung_name(state.level, rungs)} made no request cheaper ({went}): back to "
+        f"{rung_name(state.judged_from, rungs)}, and no higher for {CEILING_FOR:g}s unless "
+        f"requests get {MIN_GAIN:.0%} dearer"
+    )
+    by = state.judged_from - state.level
+    new, decisions = _move(state, by, "down", why, inputs, spec, rungs, now, None)
+    ceiling = tuple(sorted(now_cost.items()))
+    return replace(
+        new, ceiling=new.level, ceiling_until=now + CEILING_FOR, ceiling_cost=ceiling
+    ), decisions
+
+
+def _held_down(state: State, obs: Observation, now: float) -> bool:
+    """Whether a judged climb that did not help still keeps the ladder at this rung."""
+    if state.ceiling is None or now >= state.ceiling_until or state.level < state.ceiling:
+        return False
+    return not any(obs.cost.get(n, 0.0) >= c * (1 + MIN_GAIN) for n, c in state.ceiling_cost)
 
 
 def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
@@ -358,7 +457,15 @@ def _move(
         loans.pop()  # returned last lent, first
     while len(loans) < n_loans:
         loans.append((lendable[len(loans)], worst or spec.targets[0].name))
-    new = State(level, now, None, tuple(loans))
+    new = State(
+        level,
+        now,
+        None,
+        tuple(loans),
+        ceiling=state.ceiling,
+        ceiling_until=state.ceiling_until,
+        ceiling_cost=state.ceiling_cost,
+    )
     return new, [Decision(direction, level, rung_name(level, rungs), why, inputs)]
 
 

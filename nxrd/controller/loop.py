@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from nxrd.controller.histogram import ScrapeError
 from nxrd.controller.law import (
+    COST_WINDOW,
     Observation,
     Settings,
     State,
@@ -35,8 +36,11 @@ from nxrd.supervisor.supervisor import Supervisor
 
 # Seconds of a target's CPU use that say whether it may share its cores: long enough that
 # a lightly loaded server's bursts stay under share_below, short enough to end sharing
-# about a second after a load step that makes the server busy.
-BUSY_WINDOW = 2.0
+# about a second after a load step that makes the server busy. Also the span a request's
+# CPU cost is measured over (the law's COST_WINDOW).
+BUSY_WINDOW = COST_WINDOW
+# fewer requests than this in COST_WINDOW give no cost: one slow request would swing it
+MIN_REQUESTS = 10
 
 
 class Controller:
@@ -69,6 +73,7 @@ class Controller:
         self.windows: dict[str, SampleWindow] = {}  # push and probe: exact samples
         self.scraped: dict[str, Scraped] = {}  # prometheus
         self.last_sample: dict[str, float] = {}
+        self.pushed: set[str] = set()  # targets that push each request's latency
         self.used: dict[str, deque[tuple[float, float]]] = {}  # target -> (tick, CPU %)
         self.fetched: queue.Queue[Fetched] = queue.Queue()
         self.pollers: list[Poller] = []
@@ -79,6 +84,8 @@ class Controller:
             assert slo is not None
             self.windows[t.name] = SampleWindow(slo.window)
             src = slo.source
+            if src.push:
+                self.pushed.add(t.name)
             if not self.enabled:
                 continue
             if src.prometheus is not None:
@@ -155,7 +162,8 @@ class Controller:
         before = self.state.level
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
         signals = observe(names)
-        observed = Observation(latency, age, signals, self.recent(now), self.busy(now, signals))
+        busy = self.busy(now, signals)
+        observed = Observation(latency, age, signals, self.recent(now), busy, self.cost(now, busy))
         self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
             self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1
@@ -214,6 +222,22 @@ class Controller:
                 used.popleft()
             if t.cpus and used:
                 out[t.name] = sum(p for _, p in used) / len(used) / 100 / len(t.cpus)
+        return out
+
+    def cost(self, now: float, busy: dict[str, float]) -> dict[str, float]:
+        """Per pushing target with cores of its own: CPU seconds per request answered over
+        the last COST_WINDOW (its busy share of its cores over the same span), where at
+        least MIN_REQUESTS were answered; probes are nxrd's own few requests, not its load."""
+        if not self.spec.judge:
+            return {}
+        out = {}
+        for t in self.spec.targets:
+            window = self.windows[t.name]
+            if t.name not in busy or t.name not in self.pushed or window.seconds < COST_WINDOW:
+                continue
+            answered = sum(1 for at, _ in window.samples if at > now - COST_WINDOW)
+            if answered >= MIN_REQUESTS:
+                out[t.name] = busy[t.name] * len(t.cpus) * COST_WINDOW / answered
         return out
 
     def summary(self) -> dict[str, object]:

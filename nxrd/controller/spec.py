@@ -45,4 +45,5 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
         share=c.share,
         share_below=c.share_below,
         probe_after=c.probe_after or None,
+        judge=c.judge,
     )

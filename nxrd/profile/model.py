@@ -228,6 +228,16 @@ class Controller(Section):
         "of it. Sharing costs a busy server more than its queue can absorb. A share of its "
         "cores: for a server that runs one request at a time on N cores, set it under 1/N.",
     )
+    judge: bool = Field(
+        False,
+        description="Judge each climb above the static values by the latency-critical "
+        "workloads' CPU time per request (those that push each request's latency and have "
+        "cores of their own): when none got 5% cheaper 2 s after the last climb, the rungs "
+        "did not remove interference, only batch work's CPU; step back to where the climbs "
+        "began and climb no higher for 30 s unless requests get 5% dearer. For CPU-bound "
+        "servers whose requests cost about the same each; a GPU server's CPU per request "
+        "says little.",
+    )
 
 
 class Control(Section):

@@ -6,6 +6,8 @@ import http.server
 import threading
 import time
 
+import pytest
+
 from nxrd.controller.loop import Controller
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import FakeCgroupFS
@@ -280,3 +282,27 @@ def test_probe_after_comes_from_the_profile_and_zero_turns_it_off() -> None:
         profile = parse_profile(PROFILE.replace("[controller]", f"[controller]\n{line}"))
         plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
         assert control_spec(profile, plan).probe_after == want
+
+
+def test_judging_costs_each_pushed_request_in_cpu_and_steps_back_from_a_useless_cap() -> None:
+    judging = PROFILE.replace('cooldown = "1s"', 'cooldown = "2s"\njudge = true')
+    ctl, fs, _sup, log, _ = setup(judging)
+    for i in range(15):  # 10 requests a second, each 300 ms: over the SLO throughout
+        ctl.push("chat", 0.3, i / 10)
+    now = 1.5
+    while now < 4.0:
+        for i in range(5):
+            ctl.push("chat", 0.3, now - i / 10)
+        # 80% of one of chat's two CPUs: 0.8 CPU s a second for 10 requests, 80 ms each
+        ctl.tick(now, lambda names: {"chat": {"cpu_percent": 80.0}})
+        now += 0.5
+    assert ctl.cost(3.5, ctl.busy(3.5, {})) == {"chat": pytest.approx(0.08)}
+    up, back = log.since(0, "controller")
+    assert (up.new, up.data["cost"]) == ("cap-75%", {"chat": 0.08})
+    assert (back.new, back.data["direction"]) == ("static", "down")
+    assert ctl.state.changed_at == 3.5  # 2 s after the climb at 1.5 s
+    assert back.cause.startswith("cap-75% made no request cheaper (chat 80.0 ms of CPU")
+    assert fs.read("batch/embed", "cpu.max") == "max 100000"
+    # without judge, no cost is taken
+    plain, *_ = setup()
+    assert plain.cost(now, {"chat": 0.5}) == {}

@@ -217,13 +217,14 @@ latencies = st.lists(st.one_of(st.none(), st.floats(0.0, 1.0)), min_size=1, max_
 @settings(max_examples=300, deadline=None)
 # comfortable throughout and too busy to share: random latencies are rarely comfortable
 # for relax_after, so this one is given
-@example(trace=[0.05] * 60, dt=0.25, share=True, recents=None, busies=[0.9])
+@example(trace=[0.05] * 60, dt=0.25, share=True, recents=None, busies=[0.9], costs=None)
 @given(
     trace=latencies,
     dt=st.sampled_from([0.1, 0.25, 0.5, 1.0]),
     share=st.booleans(),
     recents=st.one_of(st.none(), latencies),
     busies=st.one_of(st.none(), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=50)),
+    costs=st.one_of(st.none(), st.lists(st.floats(0.01, 0.1), min_size=1, max_size=50)),
 )
 def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
     trace: list[float | None],
@@ -231,14 +232,16 @@ def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
     share: bool,
     recents: list[float | None] | None,
     busies: list[float] | None,
+    costs: list[float] | None,
 ) -> None:
-    spec = replace(SPEC, share=share)
+    spec = replace(SPEC, share=share, judge=costs is not None)
     state, last_change = State(), None
     for i, seen in enumerate(trace):
         now = i * dt
         recent = {} if recents is None else {"chat": recents[i % len(recents)]}
         busy = {} if busies is None else {"chat": busies[i % len(busies)]}
-        obs = Observation({"chat": seen}, recent=recent, busy=busy)
+        cost = {} if costs is None else {"chat": costs[i % len(costs)]}
+        obs = Observation({"chat": seen}, recent=recent, busy=busy, cost=cost)
         state, decisions = step(state, obs, spec, now)
         if decisions:
             if last_change is not None:
@@ -434,3 +437,85 @@ def test_two_targets_the_one_still_slow_drives_the_climb() -> None:
     assert state.loans == ((5, "rank"),)
     recovered = Observation({"chat": 0.3, "rank": 0.048}, recent={"chat": 0.05, "rank": 0.01})
     assert step(state, recovered, spec, 4.0)[1] == []
+
+
+JUDGING = replace(SPEC, judge=True)
+
+
+def judged(
+    trace: list[tuple[float, float | None]],
+    spec: Spec = JUDGING,
+    dt: float = 0.5,
+    state: State | None = None,
+) -> list[tuple[float, str, str]]:
+    """Like run(), with chat's CPU seconds per request beside its latency (None: unknown)."""
+    state, out = state or State(), []
+    for i, (seen, cost) in enumerate(trace):
+        now = i * dt
+        obs = Observation({"chat": seen}, cost={} if cost is None else {"chat": cost})
+        state, decisions = step(state, obs, spec, now)
+        out += [(now, d.direction, d.rung) for d in decisions]
+    return out
+
+
+def test_a_climb_that_makes_no_request_cheaper_steps_back_and_holds_the_ladder_down() -> None:
+    # over the SLO throughout, each request 40 ms of CPU at every rung: the latency is
+    # chat's own queue, which capping batch on other cores does not shorten
+    assert judged([(0.25, 0.040)] * 71) == [
+        (0.0, "up", "cap-75%"),
+        (2.0, "down", "static"),  # 2 s of requests at cap-75%: no cheaper
+        (32.0, "up", "cap-75%"),  # held at static for 30 s, then judged again
+        (34.0, "down", "static"),
+    ]
+    state, (d,) = step(State(), Observation({"chat": 0.25}, cost={"chat": 0.040}), JUDGING, 0.0)
+    state, (d,) = step(state, Observation({"chat": 0.25}, cost={"chat": 0.039}), JUDGING, 2.0)
+    assert d.reason == (
+        "cap-75% made no request cheaper (chat 39.0 ms of CPU a request, 40.0 ms before): "
+        "back to static, and no higher for 30s unless requests get 5% dearer"
+    )
+    assert d.inputs["cost"] == {"chat": 0.039}
+    # without judging, the same trace winds the ladder up a rung per cooldown
+    assert judged([(0.25, 0.040)] * 5, SPEC) == [(0.0, "up", "cap-75%"), (2.0, "up", "cap-50%")]
+
+
+def test_a_climb_that_makes_requests_cheaper_stays_and_the_next_is_judged_from_there() -> None:
+    trace = [(0.25, 0.040)] + [(0.25, 0.030)] * 8  # interference: 25% cheaper at cap-75%
+    assert judged(trace) == [
+        (0.0, "up", "cap-75%"),
+        (2.0, "up", "cap-50%"),  # cap-75% helped: kept, and the climb goes on
+        (4.0, "down", "cap-75%"),  # cap-50% did not help beyond it
+    ]
+
+
+def test_requests_getting_dearer_lift_the_hold() -> None:
+    trace = [(0.25, 0.040)] * 10 + [(0.25, 0.043)] * 2  # 5% dearer than at the step back
+    assert judged(trace) == [
+        (0.0, "up", "cap-75%"),
+        (2.0, "down", "static"),
+        (5.0, "up", "cap-75%"),
+    ]
+    assert judged([(0.25, 0.040)] * 10 + [(0.25, 0.041)] * 2) == judged([(0.25, 0.040)] * 12)
+
+
+def test_climbs_in_a_row_are_judged_together_after_the_last() -> None:
+    # cooldown 1 s: two rungs before the first can be judged; then inside the band
+    spec = replace(JUDGING, cooldown=1.0)
+    trace = [(0.25, 0.040)] * 3 + [(0.17, 0.040)] * 6
+    assert judged(trace, spec) == [
+        (0.0, "up", "cap-75%"),
+        (1.0, "up", "cap-50%"),
+        (3.0, "down", "static"),  # back where the climbs began, in one step
+    ]
+
+
+def test_no_cost_or_lent_cores_are_not_judged() -> None:
+    # too few requests to cost them: climbs as without judging
+    assert judged([(0.25, None)] * 5) == judged([(0.25, 0.040)] * 5, SPEC)
+    # lending a core gives chat more CPUs, not cheaper requests: not judged
+    at_cap = State(level=3, changed_at=-10.0)
+    assert judged([(0.25, 0.040)] * 13, state=at_cap) == [
+        (0.0, "up", "core-1"),
+        (2.0, "up", "core-2"),
+        (4.0, "up", "freeze-background"),
+        (6.0, "down", "core-2"),  # freezing background is judged, from core-2
+    ]
