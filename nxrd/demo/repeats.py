@@ -13,24 +13,35 @@ and the same over the whole load.
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
+import math
 import statistics
 from pathlib import Path
 
 from nxrd.demo.figures import PhaseFigures, phases, rate
-from nxrd.demo.report import SETTLE, WINDOW, figures
+from nxrd.demo.report import SETTLE, WINDOW, Run, figures
 
 BASE = "pinned"  # what batch throughput is measured against
 
 
 def summary(folders: list[Path]) -> str:
     runs = []
+    costs: dict[str, dict[str, list[float]]] = {}  # set-up -> rung -> [CPU s, requests]
     for folder in folders:
         meta, client, _served, loaded = figures(folder)
         phs = phases(meta["phases"])
         spans = [(ph.start, ph.end) for ph in phs] + [(phs[0].start, phs[-1].end)]
         batch = {run.name: [rate(run.batch, a, b) for a, b in spans] for run in loaded}
         runs.append((folder, meta, phs, client, batch))
+        step = next((ph.start for i, ph in enumerate(phs) if i and ph.rate > phs[i - 1].rate), None)
+        if step is not None:
+            for run in loaded:
+                for group, (cpu, n) in _cost_by_rung(run, step + SETTLE / 2, phs[-1].end).items():
+                    had = costs.setdefault(run.name, {}).setdefault(group, [0.0, 0])
+                    had[0] += cpu
+                    had[1] += n
     asked = [part.partition(":")[0] for part in runs[0][1]["asked"].split(",")]
     setups = list(dict.fromkeys(name for *_, client, _b in runs for name in client))
     w = max([11, *map(len, setups)])  # settings after "+" make long names
@@ -66,7 +77,41 @@ def summary(folders: list[Path]) -> str:
             median = f"{statistics.median(shares):.2f}" if shares else "-"
             cells.append(f"{load} {each} (median {median})")
         out.append(f"{name:{w}} " + ",  ".join(cells))
+    if costs:
+        out += ["", "THE SERVER'S CPU PER REQUEST FROM 2 S AFTER THE STEP UP, BY RUNG (requests)"]
+        for name in setups:
+            groups = sorted(costs.get(name, {}).items(), key=lambda kv: _ORDER.get(kv[0], 9))
+            cells = [
+                f"{group} {1000 * cpu / n:.1f} ms ({n:.0f})" for group, (cpu, n) in groups if n
+            ]
+            out.append(f"{name:{w}} " + ",  ".join(cells))
     return "\n".join(out)
+
+
+def _cost_by_rung(run: Run, start: float, end: float) -> dict[str, tuple[float, int]]:
+    """The server's CPU seconds and the requests it answered between start and end, by the
+    rung the controller was on (caps and freezes each counted together; a set-up without
+    the controller is all `static`). Does a rung make the server's requests cheaper?"""
+    answered = sorted(due + v for due, v in run.samples if math.isfinite(v))
+    changes = [(t, new) for t, _, new, _ in run.actions]
+    out: dict[str, tuple[float, int]] = {}
+    for (a, cpu_a), (b, cpu_b) in itertools.pairwise(run.server):
+        if a < start or b > end:
+            continue
+        rung = "static"
+        for t, new in changes:
+            if t <= (a + b) / 2:
+                rung = new
+        group = "capped" if rung.startswith("cap-") else "frozen" if "freeze" in rung else rung
+        cpu, n = out.get(group, (0.0, 0))
+        out[group] = (
+            cpu + cpu_b - cpu_a,
+            n + bisect.bisect_right(answered, b) - bisect.bisect_right(answered, a),
+        )
+    return out
+
+
+_ORDER = {"share": 0, "static": 1, "capped": 2, "frozen": 3}  # the ladder's order
 
 
 def _over(figs: list[PhaseFigures], settled: bool) -> tuple[int, int]:

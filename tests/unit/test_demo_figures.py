@@ -486,3 +486,20 @@ def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
         "controller  20% 1.50 2.00 (median 1.75),  40% 0.50 1.00 (median 0.75),  "
         "all 1.00 1.50 (median 1.25)" in text
     )
+
+
+def test_the_servers_cpu_per_request_is_counted_by_the_rung_it_ran_under() -> None:
+    from nxrd.demo.repeats import _cost_by_rung
+    from nxrd.demo.report import Run
+
+    run = Run("controller")
+    run.samples = [(t / 10, 0.05) for t in range(200)] + [(5.0, math.inf)]  # 10/s, one lost
+    run.server = [(t / 2, 0.4 * t / 2) for t in range(41)]  # 0.4 CPU s a second throughout
+    run.actions = [(6.0, "static", "cap-75%", ""), (8.0, "cap-75%", "cap-50%", "")]
+    run.actions += [(10.0, "cap-50%", "freeze-background", ""), (12.0, "x", "static", "")]
+    got = _cost_by_rung(run, 4.0, 14.0)
+    assert {g: (round(c, 6), n) for g, (c, n) in got.items()} == {
+        "static": (1.6, 40),  # 4-6 s and 12-14 s: 40 ms a request
+        "capped": (1.6, 40),
+        "frozen": (0.8, 20),
+    }
