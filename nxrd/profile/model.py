@@ -232,9 +232,9 @@ class Controller(Section):
         False,
         description="Judge each climb above the static values by the latency-critical "
         "workloads' CPU time per request (those that push each request's latency and have "
-        "cores of their own): when none got 5% cheaper 2 s after the last climb, the rungs "
+        "cores of their own): when none got 10% cheaper 2 s after the last climb, the rungs "
         "did not remove interference, only batch work's CPU; step back to where the climbs "
-        "began and climb no higher for 30 s unless requests get 5% dearer. For CPU-bound "
+        "began and climb no higher for 30 s unless requests get 10% dearer. For CPU-bound "
         "servers whose requests cost about the same each; a GPU server's CPU per request "
         "says little.",
     )

@@ -301,7 +301,7 @@ def test_judging_costs_each_pushed_request_in_cpu_and_steps_back_from_a_useless_
     assert (up.new, up.data["cost"]) == ("cap-75%", {"chat": 0.08})
     assert (back.new, back.data["direction"]) == ("static", "down")
     assert ctl.state.changed_at == 3.5  # 2 s after the climb at 1.5 s
-    assert back.cause.startswith("cap-75% made no request cheaper (chat 80.0 ms of CPU")
+    assert back.cause.startswith("cap-75% did not make requests 10% cheaper (chat 80.0 ms of CPU")
     assert fs.read("batch/embed", "cpu.max") == "max 100000"
     # without judge, no cost is taken
     plain, *_ = setup()

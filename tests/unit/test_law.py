@@ -470,8 +470,8 @@ def test_a_climb_that_makes_no_request_cheaper_steps_back_and_holds_the_ladder_d
     state, (d,) = step(State(), Observation({"chat": 0.25}, cost={"chat": 0.040}), JUDGING, 0.0)
     state, (d,) = step(state, Observation({"chat": 0.25}, cost={"chat": 0.039}), JUDGING, 2.0)
     assert d.reason == (
-        "cap-75% made no request cheaper (chat 39.0 ms of CPU a request, 40.0 ms before): "
-        "back to static, and no higher for 30s unless requests get 5% dearer"
+        "cap-75% did not make requests 10% cheaper (chat 39.0 ms of CPU a request, 40.0 ms before): "
+        "back to static, and no higher for 30s unless requests get 10% dearer"
     )
     assert d.inputs["cost"] == {"chat": 0.039}
     # without judging, the same trace winds the ladder up a rung per cooldown
@@ -488,13 +488,13 @@ def test_a_climb_that_makes_requests_cheaper_stays_and_the_next_is_judged_from_t
 
 
 def test_requests_getting_dearer_lift_the_hold() -> None:
-    trace = [(0.25, 0.040)] * 10 + [(0.25, 0.043)] * 2  # 5% dearer than at the step back
+    trace = [(0.25, 0.040)] * 10 + [(0.25, 0.045)] * 2  # 12% dearer than at the step back
     assert judged(trace) == [
         (0.0, "up", "cap-75%"),
         (2.0, "down", "static"),
         (5.0, "up", "cap-75%"),
     ]
-    assert judged([(0.25, 0.040)] * 10 + [(0.25, 0.041)] * 2) == judged([(0.25, 0.040)] * 12)
+    assert judged([(0.25, 0.040)] * 10 + [(0.25, 0.043)] * 2) == judged([(0.25, 0.040)] * 12)
 
 
 def test_climbs_in_a_row_are_judged_together_after_the_last() -> None:

@@ -7,6 +7,7 @@ every request, so the replay can give the law the latency since its last rung ch
 from __future__ import annotations
 
 import bisect
+from dataclasses import replace
 from pathlib import Path
 
 from nxrd.controller.law import Observation, State, settings, step
@@ -69,7 +70,9 @@ def used(cpu: list[tuple[float, float | None]], now: float) -> float:
     return (at(now) - at(now - BUSY_WINDOW)) / BUSY_WINDOW
 
 
-def replay_requests(name: str, fresh: bool, cpu: str | None = None) -> list[tuple[float, str, str]]:
+def replay_requests(
+    name: str, fresh: bool, cpu: str | None = None, share_below: float | None = None
+) -> list[tuple[float, str, str]]:
     """The law every 250 ms over recorded requests, each reaching nxrd when it was answered
     (due + latency), through the controller's own sample window; with `fresh`, also the
     percentile of the requests since the last rung change, as nxrd's loop gives it; with
@@ -77,6 +80,8 @@ def replay_requests(name: str, fresh: bool, cpu: str | None = None) -> list[tupl
     profile = load_profile(ROOT / "profiles/demo.toml")
     plan = make_plan(profile, load_topology(ROOT / "tests/fixtures/topologies/vm-2cpu.json"))
     spec = control_spec(profile, plan)
+    if share_below is not None:
+        spec = replace(spec, share_below=share_below)
     slo = profile.workloads["chat"].slo
     assert slo is not None
     rows = trace(name)
@@ -132,7 +137,7 @@ def test_a_recorded_load_step_ends_sharing_on_the_servers_cpu_use() -> None:
     # 9.5/s, 28.5/s from 20 s, 19/s from 50 s; the server used about 0.25, 0.56 and 0.50 of
     # its CPU in the three phases
     requests, cpu = "vm-pinned-3step-requests.txt", "vm-pinned-3step-cpu.txt"
-    assert replay_requests(requests, True, cpu) == [
+    assert replay_requests(requests, True, cpu, share_below=0.5) == [
         (4.25, "down", "share"),
         (22.0, "up", "static"),  # 2 s after the step, on its CPU use alone
         (32.25, "up", "cap-75%"),  # the phase's slow window (pinning had it too)
@@ -140,7 +145,9 @@ def test_a_recorded_load_step_ends_sharing_on_the_servers_cpu_use() -> None:
         (60.75, "up", "cap-75%"),
         (67.75, "down", "static"),  # too busy to share until the load ends at 70 s
     ]
-    # on latency alone, sharing went on for 12 s at 60% and through most of the 40% phase
+    # on latency alone, sharing went on for 12 s at 60% and through most of the 40% phase;
+    # so it does with the demo profile's share_below of 0.7, over the server's 0.56
+    assert replay_requests(requests, True, cpu) == replay_requests(requests, fresh=True)
     assert replay_requests(requests, fresh=True) == [
         (4.25, "down", "share"),
         (32.25, "up", "static"),
