@@ -55,15 +55,17 @@ queue amplifies: in the test VM, sharing at 60% load ended on slow windows secon
 the step, and no rung climbed after that brought them back.
 
 With `judge` (off by default), climbs above static are judged by what they bought: where
-every request is seen (`Observation.cost`: CPU seconds per request answered), COST_WINDOW
-after the last of a run of climbs, unless some target's requests got MIN_GAIN cheaper than
-before the first, the rungs are stepped back at once and the ladder climbs no higher for
-CEILING_FOR, unless requests get MIN_GAIN dearer than at the step back. A target on cores of
+every target's requests are all seen (`Observation.cost`: CPU seconds per request
+answered), COST_WINDOW after the last of a run of climbs (or once a cost is known again),
+unless some target's requests got MIN_GAIN cheaper than before the first, the rungs are
+stepped back at once and the ladder climbs no higher for CEILING_FOR, unless requests get
+MIN_GAIN dearer than on the held rung (measured COST_WINDOW after it). A target on cores of
 its own is slowed by lower classes only through what it shares with them (memory bandwidth,
 caches, the host's CPUs under a VM), which makes each request dearer; latency that rises
 with each request's cost unchanged is the target's own queue, which no cap on another core
-shortens. In the test VM the server's CPU per request was 44 ms at static and 45 ms under
-caps or freezes (repeated trials): the climbs there cost batch work its CPU for nothing.
+shortens. In the test VM the server's CPU per request under caps or freezes was within
+-8% to +10% of that at static in the same runs (rep9-rep12): the climbs there cost batch
+work its CPU for nothing.
 Climbs that lend cores are not judged: more cores make no request cheaper.
 
 Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
@@ -262,10 +264,12 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
         return state, []
     name, slack = worst
     if state.judged_from is not None and cooled and now - state.changed_at >= COST_WINDOW:
-        back = _judged(state, obs, spec, rungs, now, inputs)
-        if back is not None:
-            return back
-        state = replace(state, judged_from=None, cost_before=())  # it helped: kept
+        verdict = _judged(state, obs, spec, rungs, now, inputs)
+        if isinstance(verdict, tuple):
+            return verdict
+        if verdict:  # it helped: the rungs stay (until then, judging waits for a cost)
+            state = replace(state, judged_from=None, cost_before=())
+    state = _hold_measured(state, obs, spec, now)
     if slack < spec.act_below:
         state = replace(state, comfortable_since=None, risk_at=now)
         if state.level >= len(rungs) or not cooled:
@@ -283,6 +287,12 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
                 return state, []
         why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
+        if (
+            state.ceiling is not None
+            and 0 <= state.level < state.ceiling
+            and _holding(state, obs, now)
+        ):
+            by = min(by, state.ceiling - state.level)  # up to the held rung, not past it
         new, decisions = _move(state, by, "up", why, inputs, spec, rungs, now, name)
         new = replace(new, failed=_failed(state, spec, now))
         if state.ceiling is not None and state.level >= state.ceiling:
@@ -344,10 +354,19 @@ def _to_judge(old: State, new: State, obs: Observation, spec: Spec, rungs: list[
     if not spec.judge or old.level < 0:
         return new
     start = old.judged_from if old.judged_from is not None else old.level
-    before = old.cost_before if old.judged_from is not None else tuple(sorted(obs.cost.items()))
+    before = old.cost_before if old.judged_from is not None else _costs(obs, spec)
     if not before or any(r.startswith("core-") for r in rungs[start : new.level]):
         return new
     return replace(new, judged_from=start, cost_before=before)
+
+
+def _costs(obs: Observation, spec: Spec) -> tuple[tuple[str, float], ...]:
+    """Every target's cost, or none: a climb made for a target that has no cost (scraped,
+    probed, sharing its cores) cannot be judged on another's."""
+    costs = {n: c for n, c in obs.cost.items() if math.isfinite(c)}
+    if any(t.name not in costs for t in spec.targets):
+        return ()
+    return tuple(sorted(costs.items()))
 
 
 def _judged(
@@ -357,22 +376,22 @@ def _judged(
     rungs: list[str],
     now: float,
     inputs: dict[str, Any],
-) -> tuple[State, list[Decision]] | None:
+) -> tuple[State, list[Decision]] | bool:
     """The climbs since `judged_from`, judged by the targets' CPU per request: latency on
     cores of their own that lower classes slow down only through the memory, caches and
     host they share, which makes each request dearer. No target's requests at least MIN_GAIN
     cheaper: those rungs took CPU from batch work for nothing (the latency is the target's
-    own queue), so back down to where the climbs began, and no higher for CEILING_FOR."""
+    own queue), so back down to where the climbs began, and no higher for CEILING_FOR.
+    True: it helped; False: no cost to judge by yet (too few requests): judged later."""
     assert state.judged_from is not None
-    now_cost = {n: obs.cost[n] for n, _ in state.cost_before if n in obs.cost}
-    if not now_cost or any(
-        now_cost[n] <= c * (1 - MIN_GAIN) for n, c in state.cost_before if n in now_cost
-    ):
-        return None  # helped, or nothing to judge by: the rungs stay
+    now_cost = dict(_costs(obs, spec))
+    if not now_cost:
+        return False
+    if any(now_cost[n] <= c * (1 - MIN_GAIN) for n, c in state.cost_before):
+        return True
     went = ", ".join(
         f"{n} {now_cost[n] * 1000:.1f} ms of CPU a request, {c * 1000:.1f} ms before"
         for n, c in state.cost_before
-        if n in now_cost
     )
     why = (
         f"{rung_name(state.level, rungs)} did not make requests {MIN_GAIN:.0%} cheaper "
@@ -381,17 +400,38 @@ def _judged(
     )
     by = state.judged_from - state.level
     new, decisions = _move(state, by, "down", why, inputs, spec, rungs, now, None)
-    ceiling = tuple(sorted(now_cost.items()))
-    return replace(
-        new, ceiling=new.level, ceiling_until=now + CEILING_FOR, ceiling_cost=ceiling
-    ), decisions
+    # "dearer" is measured against the rung held, once COST_WINDOW of it has passed
+    # (_hold_measured): against the rung left, a climb that helped a little would leave
+    # the held rung already that much dearer, and drift would lift the hold
+    held = replace(new, ceiling=new.level, ceiling_until=now + CEILING_FOR, ceiling_cost=())
+    return held, decisions
+
+
+def _hold_measured(state: State, obs: Observation, spec: Spec, now: float) -> State:
+    """The held rung's cost, taken once COST_WINDOW of it has passed."""
+    if (
+        state.ceiling is None
+        or state.ceiling_cost
+        or now - (state.ceiling_until - CEILING_FOR) < COST_WINDOW
+    ):
+        return state
+    return replace(state, ceiling_cost=_costs(obs, spec))
 
 
 def _held_down(state: State, obs: Observation, now: float) -> bool:
-    """Whether a judged climb that did not help still keeps the ladder at this rung."""
-    if state.ceiling is None or now >= state.ceiling_until or state.level < state.ceiling:
+    """Whether a judged climb that did not help keeps the ladder from climbing above this
+    rung."""
+    return state.ceiling is not None and state.level >= state.ceiling and _holding(state, obs, now)
+
+
+def _holding(state: State, obs: Observation, now: float) -> bool:
+    """Whether the hold lasts: until CEILING_FOR has passed, or a target's requests are
+    MIN_GAIN dearer than on the held rung (new interference); before that rung's cost is
+    measured, it lasts."""
+    if state.ceiling is None or now >= state.ceiling_until:
         return False
-    return not any(obs.cost.get(n, 0.0) >= c * (1 + MIN_GAIN) for n, c in state.ceiling_cost)
+    costs = {n: c for n, c in obs.cost.items() if math.isfinite(c)}
+    return not any(costs.get(n, 0.0) >= c * (1 + MIN_GAIN) for n, c in state.ceiling_cost)
 
 
 def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:

@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from nxrd.demo.figures import PhaseFigures, phases, rate
-from nxrd.demo.report import SETTLE, WINDOW, Run, figures
+from nxrd.demo.report import SETTLE, WINDOW, Run, figures, name_width
 
 BASE = "pinned"  # what batch throughput is measured against
 
@@ -44,7 +44,7 @@ def summary(folders: list[Path]) -> str:
                     had[1] += n
     asked = [part.partition(":")[0] for part in runs[0][1]["asked"].split(",")]
     setups = list(dict.fromkeys(name for *_, client, _b in runs for name in client))
-    w = max([11, *map(len, setups)])  # settings after "+" make long names
+    w = name_width(dict.fromkeys(setups))
     orders = [",".join(client) for *_, client, _b in runs]
     ow = max([29, *map(len, orders)])
     out = [f"RUN  {'ORDER':<{ow}} LOAD"]
@@ -78,7 +78,11 @@ def summary(folders: list[Path]) -> str:
             cells.append(f"{load} {each} (median {median})")
         out.append(f"{name:{w}} " + ",  ".join(cells))
     if costs:
-        out += ["", "THE SERVER'S CPU PER REQUEST FROM 2 S AFTER THE STEP UP, BY RUNG (requests)"]
+        out += [
+            "",
+            f"THE SERVER'S CPU PER REQUEST FROM {SETTLE / 2:g} S AFTER THE STEP UP, BY RUNG "
+            "(requests)",
+        ]
         for name in setups:
             groups = sorted(costs.get(name, {}).items(), key=lambda kv: _ORDER.get(kv[0], 9))
             cells = [

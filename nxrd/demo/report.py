@@ -178,7 +178,7 @@ def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> st
             load += f"; {meta['one_at_a_time']:.1f}/s one at a time"
         load += ")"
     alone = meta["alone"].rate
-    w = _width(figs)
+    w = name_width(figs)
     asked = meta.get("slo_asked") or ""
     per = f" ({asked[:-1]} times the server's CPU per request)" if asked.endswith("x") else ""
     lines = [
@@ -238,7 +238,7 @@ def served_table(meta: dict[str, Any], client: Figs, served: Figs) -> list[str]:
         return []
     name = meta["slo_name"]
     slo = meta["slo_seconds"]
-    w = _width(served)
+    w = name_width(served)
     lines = [
         "",
         f"{'SERVED':<{w}} {'LOAD':>6} {name.upper():>8} {'/SLO':>5} {'OVER SLO':>12} "
@@ -263,7 +263,7 @@ def served_table(meta: dict[str, Any], client: Figs, served: Figs) -> list[str]:
     return lines
 
 
-def _width(figs: dict[str, Any]) -> int:
+def name_width(figs: dict[str, Any]) -> int:
     """The set-up column: as wide as the longest name (those carrying settings are long)."""
     return max([11, *map(len, figs)])
 
@@ -277,7 +277,7 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
     nxrd, the rest of the host (load generator, background job, kernel) or idle; WORK/CPU
     says whether batch's CPUs gave the throughput they give it alone."""
     cpus, alone = meta["cpus"], meta["alone"]
-    w = _width(figs)
+    w = name_width(figs)
     if alone.cpu is None and not any(p.host_cpu is not None for ps in figs.values() for p in ps):
         return []  # recorded before these were
 

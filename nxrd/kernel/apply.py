@@ -66,7 +66,7 @@ def _check_within_reach(plan: Plan, fs: CgroupFS) -> None:
     cgroup on what both have, or on the parent's if nothing: pinned workloads would share
     cores the plan keeps apart. The plan is made within nxrd's reach at start
     (Topology.within_reach); this catches a reach that shrank since (CPUs gone offline, a
-    parent's AllowedCPUs= changed) on a reload or a restart of a workload."""
+    parent's AllowedCPUs= or AllowedMemoryNodes= changed) on a reload or an apply."""
     for kind, what in (("cpus", "CPUs"), ("mems", "memory nodes")):
         allowed_text = fs.read("", f"cpuset.{kind}.effective").strip()
         if not allowed_text:
@@ -83,9 +83,9 @@ def _check_within_reach(plan: Plan, fs: CgroupFS) -> None:
         if beyond:
             raise KernelError(
                 f"the plan uses {what} {format_cpu_list(beyond)}, but {fs.describe('')} may "
-                f"use only {allowed_text} (its cpuset.{kind}.effective, narrower than when "
-                "nxrd planned: a parent cgroup's limit changed, or CPUs went offline): "
-                "restart nxrd to plan within it"
+                f"use only {allowed_text} (its cpuset.{kind}.effective: a parent cgroup's "
+                f"limit, or {what} gone offline, since nxrd read it at start): restart nxrd "
+                "to plan within it"
             )
 
 

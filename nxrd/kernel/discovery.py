@@ -50,6 +50,8 @@ def reach(root: Path, mount: str, subtree: str) -> tuple[str, str]:
     cgroup runs where that ancestor does); "" for each not found."""
     top = (root / mount.lstrip("/")).resolve()
     path = root / subtree.lstrip("/")
+    if not path.resolve().is_relative_to(top):
+        return "", ""  # not a cgroup of this mount: nothing known
     while True:
         try:
             return (

@@ -107,8 +107,8 @@ def test_a_plan_beyond_the_reach_of_nxrds_cgroup_is_refused_before_any_write(
         apply_plan(the_plan, fs)
     assert str(info.value) == (
         "the plan uses CPUs 4-15,20-31, but fake:/ may use only 0-3,16-19 (its "
-        "cpuset.cpus.effective, narrower than when nxrd planned: a parent cgroup's limit "
-        "changed, or CPUs went offline): restart nxrd to plan within it"
+        "cpuset.cpus.effective: a parent cgroup's limit, or CPUs gone offline, since nxrd "
+        "read it at start): restart nxrd to plan within it"
     )
     assert fs.writes == [] and list(fs.dirs) == ["", DAEMON_LEAF]
     fs.dirs[""]["cpuset.cpus.effective"] = "0-31"

@@ -88,6 +88,7 @@ def test_the_reach_of_nxrds_cgroup_is_read_from_it_or_its_nearest_ancestor(
     # a cgroup that does not exist yet (--cgroup-root, or standalone /nxr) runs where its
     # nearest ancestor does
     assert discover(root, gpus=False, subtree="/sys/fs/cgroup/nxr").cgroup.cpus == "0-7"
+    assert discover(root, gpus=False, subtree="/elsewhere/nxr").cgroup.cpus == ""  # no cgroup
     own = "sys/fs/cgroup/system.slice/nxrd.service"
     write(root, f"{own}/cpuset.cpus.effective", "2-3\n")
     write(root, f"{own}/cpuset.mems.effective", "0\n")

@@ -519,3 +519,36 @@ def test_no_cost_or_lent_cores_are_not_judged() -> None:
         (4.0, "up", "freeze-background"),
         (6.0, "down", "core-2"),  # freezing background is judged, from core-2
     ]
+
+
+def test_a_climb_is_judged_only_on_every_targets_cost_and_waits_for_one() -> None:
+    two = replace(JUDGING, targets=(CHAT, Target("rank", slo=0.05, cpus=(6,))), cooldown=1.0)
+    slow = Observation({"chat": 0.25, "rank": 0.01}, cost={"chat": 0.040})  # rank: scraped
+    state, (d,) = step(State(), slow, two, 0.0)
+    assert state.judged_from is None  # chat's cost says nothing about a climb for rank
+    # the cost missing when the judgment is due: it waits, then judges
+    state, _ = step(State(), Observation({"chat": 0.25}, cost={"chat": 0.040}), JUDGING, 0.0)
+    assert state.judged_from == 0
+    state, d = step(state, Observation({"chat": 0.17}), JUDGING, 2.0)
+    assert d == [] and state.judged_from == 0 and state.level == 1
+    state, (d,) = step(state, Observation({"chat": 0.17}, cost={"chat": 0.040}), JUDGING, 2.5)
+    assert (d.rung, state.ceiling) == ("static", 0)
+
+
+def test_max_step_climbs_up_to_a_held_rung_not_past_it() -> None:
+    # held at cap-75% (a climb from there did not help); from static, two rungs a step
+    spec = replace(JUDGING, max_step=2)
+    held = State(
+        level=0, changed_at=0.0, ceiling=1, ceiling_until=30.0, ceiling_cost=(("chat", 0.04),)
+    )
+    _, (d,) = step(held, Observation({"chat": 0.25}, cost={"chat": 0.040}), spec, 5.0)
+    assert d.rung == "cap-75%"  # one rung, not two
+    unheld = replace(held, ceiling=None)
+    assert step(unheld, Observation({"chat": 0.25}), spec, 5.0)[1][0].rung == "cap-50%"
+
+
+def test_the_hold_is_lifted_against_the_held_rungs_cost_not_the_rung_left() -> None:
+    # cap-75% made requests 9.5% cheaper (not enough): back to static, where they cost
+    # 10.5% more again; that is the held rung's own cost, not new interference
+    trace = [(0.25, 0.040)] * 4 + [(0.25, 0.0362)] * 1 + [(0.25, 0.040)] * 20
+    assert judged(trace) == [(0.0, "up", "cap-75%"), (2.0, "down", "static")]
