@@ -363,7 +363,7 @@ def _to_judge(old: State, new: State, obs: Observation, spec: Spec, rungs: list[
 def _costs(obs: Observation, spec: Spec) -> tuple[tuple[str, float], ...]:
     """Every target's cost, or none: a climb made for a target that has no cost (scraped,
     probed, sharing its cores) cannot be judged on another's."""
-    costs = {n: c for n, c in obs.cost.items() if math.isfinite(c)}
+    costs = _finite(obs.cost)
     if any(t.name not in costs for t in spec.targets):
         return ()
     return tuple(sorted(costs.items()))
@@ -430,8 +430,13 @@ def _holding(state: State, obs: Observation, now: float) -> bool:
     measured, it lasts."""
     if state.ceiling is None or now >= state.ceiling_until:
         return False
-    costs = {n: c for n, c in obs.cost.items() if math.isfinite(c)}
+    costs = _finite(obs.cost)
     return not any(costs.get(n, 0.0) >= c * (1 + MIN_GAIN) for n, c in state.ceiling_cost)
+
+
+def _finite(costs: dict[str, float]) -> dict[str, float]:
+    """Costs that are numbers: a NaN would compare as neither cheaper nor dearer."""
+    return {n: c for n, c in costs.items() if math.isfinite(c)}
 
 
 def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
