@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nxrd.errors import TopologyError
 from nxrd.plan.classes import THREAD_VARS
 
 if TYPE_CHECKING:  # only for annotations: status output must not load pydantic
@@ -108,6 +109,12 @@ def topology_text(topo: Topology) -> str:
         ]
     else:
         lines.append(f"GPUs: none ({topo.gpu_note or 'none found'})")
+    # what plans are made on, said as the planner says it (it warns in the same words)
+    try:
+        _, limits = topo.within_reach()
+    except TopologyError as e:
+        limits = [str(e)]
+    lines += [f"reach: {limit}" for limit in limits]
     return "\n".join(lines)
 
 

@@ -25,6 +25,8 @@ class _State:
 
     topo: Topology
     reserved: frozenset[int]
+    # online CPU -> its node, for CPUs nxrd's cgroup may not run on (a parent's cpuset)
+    beyond: Mapping[int, int] = field(default_factory=dict)
     avoid: Mapping[str, str] = field(default_factory=dict)  # GPU UUID -> why
     mps: bool = False  # [host] mps: shared GPUs run under an MPS control daemon
     problems: list[Problem] = field(default_factory=list)
@@ -53,19 +55,15 @@ def make_plan(
     avoid: GPUs (UUID -> why) that get no new placements, such as quarantined ones; a
     workload that names one explicitly keeps it, with a warning.
     """
+    host_cpus = {c.id: c.node for c in topo.cpus}
     topo, limits = topo.within_reach()
     online = frozenset(c.id for c in topo.cpus)
-    st = _State(topo, _reserved_cpus(profile, topo, online), dict(avoid or {}), profile.host.mps)
+    beyond = {c: n for c, n in host_cpus.items() if c not in online}
+    st = _State(topo, _reserved_cpus(profile, topo, online), beyond)
+    st.avoid, st.mps = dict(avoid or {}), profile.host.mps
     if profile.host.reserved_cpus is not None and not profile.host.reserved_cpus <= online:
-        missing = format_cpu_list(profile.host.reserved_cpus - online)
         st.problems.append(
-            Problem(
-                "host.reserved_cpus",
-                f"CPUs {missing} do not exist on this host (online: {format_cpu_list(online)})"
-                if not limits
-                else f"CPUs {missing} are beyond the CPUs nxrd's cgroup may run on "
-                f"({format_cpu_list(online)})",
-            )
+            Problem("host.reserved_cpus", _not_here(st, profile.host.reserved_cpus, online))
         )
     order = sorted(
         profile.workloads.items(),
@@ -310,10 +308,13 @@ def _assign_exclusive(
         if local_nodes:
             nodes = {st.topo.node_of(c) for c in got}
             if not nodes <= local_nodes:
+                # a parent's cpuset can leave a GPU's node with few or no CPUs nxrd may use
+                reach = any(n in local_nodes for n in st.beyond.values())
                 st.note(
                     name,
                     "not all cores are NUMA-local to its GPUs (not enough free cores on node "
-                    f"{format_cpu_list(sorted(local_nodes))})",
+                    f"{format_cpu_list(sorted(local_nodes))}"
+                    + (" within the CPUs nxrd's cgroup may run on)" if reach else ")"),
                 )
 
 
@@ -372,13 +373,20 @@ def _pick_cores(
 def _cpus_exist(st: _State, name: str, cpus: frozenset[int], online: frozenset[int]) -> bool:
     if cpus <= online:
         return True
-    st.problem(
-        name,
-        "cpuset",
-        f"CPUs {format_cpu_list(cpus - online)} do not exist on this host "
-        f"(online: {format_cpu_list(online)})",
-    )
+    st.problem(name, "cpuset", _not_here(st, cpus, online))
     return False
+
+
+def _not_here(st: _State, cpus: frozenset[int], online: frozenset[int]) -> str:
+    """Why named CPUs cannot be planned on: not on this host, or out of nxrd's reach (a
+    parent's cpuset, which the kernel would quietly apply instead)."""
+    out = cpus & frozenset(st.beyond)
+    gone = cpus - online - out
+    said = [f"CPUs {format_cpu_list(gone)} do not exist on this host"] if gone else []
+    if out:
+        said.append(f"CPUs {format_cpu_list(out)} are beyond the CPUs nxrd's cgroup may run on")
+    where = "in reach" if st.beyond else "online"
+    return f"{', and '.join(said)} ({where}: {format_cpu_list(online)})"
 
 
 def _assign_shared(

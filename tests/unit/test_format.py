@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from nxrd.cli.format import changes_table, explain_text, status_row
+from nxrd.cli.format import changes_table, explain_text, status_row, topology_text
 from nxrd.explain import explain
 from nxrd.ledger import Write
+from nxrd.plan.topology import Topology
 
 
 def test_explain_rows_join_profile_plan_ledger_and_kernel() -> None:
@@ -79,3 +80,19 @@ def test_status_latency_and_pressure_columns() -> None:
     }
     row = status_row(w)
     assert row[5:12] == ["50", "0", "1M/max", "1.2/0", "0", "1", "-/p99 200ms"]
+
+
+def test_topology_summary_says_what_nxrd_may_plan_on(vm2: Topology) -> None:
+    topo = vm2
+    assert "reach" not in topology_text(topo)
+    limited = topo.model_copy(update={"cgroup": topo.cgroup.model_copy(update={"cpus": "1"})})
+    assert topology_text(limited).splitlines()[-1] == (
+        "reach: planning on CPUs 1 of the 0-1 online: nxrd's cgroup may run only on those "
+        "(cpuset.cpus.effective, a parent's limit such as systemd's AllowedCPUs=)"
+    )
+    nowhere = topo.model_copy(update={"cgroup": topo.cgroup.model_copy(update={"cpus": "7"})})
+    assert (
+        topology_text(nowhere)
+        .splitlines()[-1]
+        .startswith("reach: nxrd's cgroup may run only on CPUs 7, none of them online")
+    )

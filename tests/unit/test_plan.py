@@ -441,10 +441,34 @@ def test_a_parents_cpu_limit_is_planned_within_and_said(smt16: Topology) -> None
     host = '[host]\nreserved_cpus = "8"\n'
     assert refused(host + LC.format(name="a", cpus=1), _limited(smt16, "0-3,16-19")) == [
         "p.toml: host.reserved_cpus: CPUs 8 are beyond the CPUs nxrd's cgroup may run on "
-        "(0-3,16-19)"
+        "(in reach: 0-3,16-19)"
+    ]
+    # so is a cpuset out of reach, apart from CPUs the host does not have
+    pinned = '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ncpuset="{}"\n'
+    assert refused(pinned.format("8,40"), _limited(smt16, "0-3,16-19")) == [
+        "p.toml: workloads.a.cpuset: CPUs 40 do not exist on this host, and CPUs 8 are beyond "
+        "the CPUs nxrd's cgroup may run on (in reach: 0-3,16-19)"
+    ]
+    assert refused(pinned.format("40"), smt16) == [
+        "p.toml: workloads.a.cpuset: CPUs 40 do not exist on this host (online: 0-31)"
     ]
     # a limit that leaves every CPU says nothing
     assert plan(text, _limited(smt16, "0-31")).warnings == []
+
+
+def test_a_gpu_whose_node_is_out_of_reach_says_so(socket2: Topology) -> None:
+    # nxrd may run only on node 1's CPUs; GPU 0 sits on node 0
+    gpu0 = '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ngpus=[0]\ncpus=4\n'
+    p = plan(gpu0, _limited(socket2, "32-63,96-127"))
+    assert {socket2.node_of(c) for c in cpus(p, "a")} == {1}
+    assert p.workload("a").notes == [
+        "not all cores are NUMA-local to its GPUs (not enough free cores on node 0 within "
+        "the CPUs nxrd's cgroup may run on)"
+    ]
+    # with every CPU in reach, the same GPU gets cores on its own node and no note
+    p = plan(gpu0, socket2)
+    assert {socket2.node_of(c) for c in cpus(p, "a")} == {0}
+    assert not p.workload("a").notes
 
 
 def test_memory_nodes_out_of_reach_are_planned_as_memoryless(socket2: Topology) -> None:
