@@ -9,9 +9,9 @@ SETUPS=$1 PHASES=$2
 mkdir -p "$3"
 OUT=$(cd "$3" && pwd)
 # The SLO in requests' worth of the server's CPU (nxrd.demo.run --slo): 10x is the profile's
-# 200 ms on a day the test VM serves 50 requests per CPU second. A wrong set-up is said here,
-# not after the VM boots.
-.venv/bin/python -m nxrd.demo.run --check --setups "$SETUPS" --slo 10x
+# 200 ms on a day the test VM serves 50 requests per CPU second. A wrong set-up or load is
+# said here, not after the VM boots.
+.venv/bin/python -m nxrd.demo.run --check --setups "$SETUPS" --phases "$PHASES" --slo 10x
 bash scripts/isolated.sh ".venv/bin/python -m nxrd.demo.run --profile profiles/demo.toml \
 --setups $(printf %q "$SETUPS") --phases $(printf %q "$PHASES") --slo 10x \
 --out $(printf %q "$OUT")" "$OUT"

@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument(
         "--check",
         action="store_true",
-        help="only check --setups and --slo (before a VM boots for them), then exit",
+        help="only check --setups, --slo and --phases (before a VM boots for them), then exit",
     )
     args = ap.parse_args()
     if not args.check and not args.out:
@@ -96,6 +96,7 @@ def main() -> None:
         tuned(text, settings)
     if args.slo:
         with_slo(text, args.slo, 1.0)  # a bad --slo is said before the minute calibrating takes
+    checked_phases(args.phases)
     if args.check:
         return
     out = Path(args.out)
@@ -130,6 +131,23 @@ def main() -> None:
     for setup in meta["setups"]:
         print(f"demo: set-up {setup}", flush=True)
         Setup(setup, text, out / setup, load, args.alone).run()
+
+
+def checked_phases(text: str) -> str:
+    """--phases as given, once every part reads as RATE:SECONDS, a rate per second or a
+    share of the server's capacity ("60%") and a length, both above zero."""
+    for part in text.split(","):
+        rate, _, seconds = part.partition(":")
+        try:
+            ok = float(rate.removesuffix("%")) > 0 and float(seconds) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SystemExit(
+                f"demo: --phases: {part!r} is not RATE:SECONDS with both above 0 (a rate per "
+                "second or a share of capacity: 8:20,24:40 or 20%:20,60%:30)"
+            )
+    return text
 
 
 class Setup:

@@ -314,11 +314,14 @@ def test_set_ups_and_the_slo_are_checked_before_a_vm_boots_for_them(
         run.main()
 
     check("--setups", "solo,pinned,controller+act_below=0.1", "--slo", "10x")  # no --out
+    check("--setups", "pinned", "--phases", "20%:20,60%:30,12.5:20")
     for args, said in (
         (("--setups", "pinned,controler"), "demo: unknown set-up 'controler'"),
         (("--setups", "pinned+act_below=0.1"), "only the controller set-up takes settings"),
         (("--setups", "controller+act_below=2"), "controller.act_below: input should be"),
         (("--setups", "pinned", "--slo", "fast"), "--slo"),
+        (("--setups", "pinned", "--phases", "20%:20,60%"), "--phases: '60%' is not RATE:SECONDS"),
+        (("--setups", "pinned", "--phases", "0:20"), "--phases: '0:20' is not RATE:SECONDS"),
     ):
         with pytest.raises(SystemExit, match=re.escape(said)):
             check(*args)
