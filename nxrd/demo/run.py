@@ -106,7 +106,7 @@ def main() -> None:
     capacity = one_at_a_time = None
     if "%" in load or (args.slo or "").endswith("x"):
         capacity, one_at_a_time = calibrate(workload_commands(text)["chat"], out)
-        load = of_capacity(load, capacity)
+        load = checked_phases(of_capacity(load, capacity))  # a share too small for 0.1/s
         print(
             f"demo: the server alone answers {capacity:.1f} requests per CPU second under "
             f"load ({one_at_a_time:.1f}/s one at a time); load {load}"
@@ -134,18 +134,21 @@ def main() -> None:
 
 
 def checked_phases(text: str) -> str:
-    """--phases as given, once every part reads as RATE:SECONDS, a rate per second or a
-    share of the server's capacity ("60%") and a length, both above zero."""
+    """--phases as given, once every part reads as RATE:SECONDS, a rate per second (at
+    least 0.1, the load's resolution) or a share of the server's capacity ("60%"), and a
+    length, both finite and above zero."""
     for part in text.split(","):
         rate, _, seconds = part.partition(":")
         try:
-            ok = float(rate.removesuffix("%")) > 0 and float(seconds) > 0
+            r, s = float(rate.removesuffix("%")), float(seconds)
+            ok = math.isfinite(r) and math.isfinite(s) and s > 0
+            ok = ok and (r > 0 if rate.endswith("%") else r >= 0.1)
         except ValueError:
             ok = False
         if not ok:
             raise SystemExit(
-                f"demo: --phases: {part!r} is not RATE:SECONDS with both above 0 (a rate per "
-                "second or a share of capacity: 8:20,24:40 or 20%:20,60%:30)"
+                f"demo: --phases: {part!r} is not RATE:SECONDS with a rate of at least 0.1/s "
+                "or a share above 0%, and seconds above 0 (8:20,24:40 or 20%:20,60%:30)"
             )
     return text
 

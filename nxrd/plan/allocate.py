@@ -382,7 +382,7 @@ def _not_here(st: _State, cpus: frozenset[int], online: frozenset[int]) -> str:
     parent's cpuset, which the kernel would quietly apply instead)."""
     out = cpus & frozenset(st.beyond)
     gone = cpus - online - out
-    said = [f"CPUs {format_cpu_list(gone)} do not exist on this host"] if gone else []
+    said = [f"CPUs {format_cpu_list(gone)} are not online on this host"] if gone else []
     if out:
         said.append(f"CPUs {format_cpu_list(out)} are beyond the CPUs nxrd's cgroup may run on")
     where = "in reach" if st.beyond else "online"

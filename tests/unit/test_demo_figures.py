@@ -322,6 +322,9 @@ def test_set_ups_and_the_slo_are_checked_before_a_vm_boots_for_them(
         (("--setups", "pinned", "--slo", "fast"), "--slo"),
         (("--setups", "pinned", "--phases", "20%:20,60%"), "--phases: '60%' is not RATE:SECONDS"),
         (("--setups", "pinned", "--phases", "0:20"), "--phases: '0:20' is not RATE:SECONDS"),
+        (("--setups", "pinned", "--phases", "0.04:20"), "'0.04:20' is not RATE:SECONDS"),
+        (("--setups", "pinned", "--phases", "inf:20"), "'inf:20' is not RATE:SECONDS"),
+        (("--setups", "pinned", "--phases", "20%:nan"), "'20%:nan' is not RATE:SECONDS"),
     ):
         with pytest.raises(SystemExit, match=re.escape(said)):
             check(*args)

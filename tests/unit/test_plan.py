@@ -446,11 +446,11 @@ def test_a_parents_cpu_limit_is_planned_within_and_said(smt16: Topology) -> None
     # so is a cpuset out of reach, apart from CPUs the host does not have
     pinned = '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ncpuset="{}"\n'
     assert refused(pinned.format("8,40"), _limited(smt16, "0-3,16-19")) == [
-        "p.toml: workloads.a.cpuset: CPUs 40 do not exist on this host, and CPUs 8 are beyond "
+        "p.toml: workloads.a.cpuset: CPUs 40 are not online on this host, and CPUs 8 are beyond "
         "the CPUs nxrd's cgroup may run on (in reach: 0-3,16-19)"
     ]
     assert refused(pinned.format("40"), smt16) == [
-        "p.toml: workloads.a.cpuset: CPUs 40 do not exist on this host (online: 0-31)"
+        "p.toml: workloads.a.cpuset: CPUs 40 are not online on this host (online: 0-31)"
     ]
     # a limit that leaves every CPU says nothing
     assert plan(text, _limited(smt16, "0-31")).warnings == []
@@ -469,6 +469,12 @@ def test_a_gpu_whose_node_is_out_of_reach_says_so(socket2: Topology) -> None:
     p = plan(gpu0, socket2)
     assert {socket2.node_of(c) for c in cpus(p, "a")} == {0}
     assert not p.workload("a").notes
+    # more cores than its node has: the plain note, also where the reach cuts only the
+    # other node
+    big = gpu0.replace("cpus=4", "cpus=70")
+    plain = ["not all cores are NUMA-local to its GPUs (not enough free cores on node 0)"]
+    assert plan(big, socket2).workload("a").notes == plain
+    assert plan(big, _limited(socket2, "0-95")).workload("a").notes == plain
 
 
 def test_memory_nodes_out_of_reach_are_planned_as_memoryless(socket2: Topology) -> None:
