@@ -27,6 +27,8 @@ class _State:
     reserved: frozenset[int]
     # online CPU -> its node, for CPUs nxrd's cgroup may not run on (a parent's cpuset)
     beyond: Mapping[int, int] = field(default_factory=dict)
+    # CPU in reach -> its core's siblings beyond it: what runs outside nxrd may run there
+    split: Mapping[int, frozenset[int]] = field(default_factory=dict)
     avoid: Mapping[str, str] = field(default_factory=dict)  # GPU UUID -> why
     mps: bool = False  # [host] mps: shared GPUs run under an MPS control daemon
     problems: list[Problem] = field(default_factory=list)
@@ -55,12 +57,20 @@ def make_plan(
     avoid: GPUs (UUID -> why) that get no new placements, such as quarantined ones; a
     workload that names one explicitly keeps it, with a warning.
     """
-    host_cpus = {c.id: c.node for c in topo.cpus}
+    host_cpus, host_cores = {c.id: c.node for c in topo.cpus}, topo.cores()
     topo, limits = topo.within_reach()
     online = frozenset(c.id for c in topo.cpus)
     beyond = {c: n for c, n in host_cpus.items() if c not in online}
     st = _State(topo, _reserved_cpus(profile, topo, online), beyond)
     st.avoid, st.mps = dict(avoid or {}), profile.host.mps
+    st.split = {c: frozenset(core) - online for core in host_cores for c in core if c in online}
+    st.split = {c: out for c, out in st.split.items() if out}
+    if st.split:
+        outside = format_cpu_list(frozenset().union(*st.split.values()))
+        st.warnings.append(
+            f"CPUs {format_cpu_list(frozenset(st.split))} share cores with CPUs beyond nxrd's "
+            f"reach ({outside}): no exclusive workload gets them, only shared ones"
+        )
     if profile.host.reserved_cpus is not None and not profile.host.reserved_cpus <= online:
         st.problems.append(
             Problem("host.reserved_cpus", _not_here(st, profile.host.reserved_cpus, online))
@@ -273,6 +283,15 @@ def _assign_exclusive(
                 "exclusive workloads own whole cores",
             )
             continue
+        split = frozenset().union(*(st.split.get(c, frozenset()) for core in owned for c in core))
+        if split:
+            st.problem(
+                name,
+                "cpuset",
+                f"shares a core with CPUs {format_cpu_list(split)}, beyond the CPUs nxrd's "
+                "cgroup may run on; exclusive workloads own whole cores",
+            )
+            continue
         clash = {st.core_owner[c] for c in owned if c in st.core_owner}
         if clash:
             st.problem(
@@ -293,7 +312,11 @@ def _assign_exclusive(
     counted.sort(key=lambda kv: not st.gpus.get(kv[0]))
     for name, wl in counted:
         want = wl.cpus or 0
-        free = [c for c in cores if c not in st.core_owner and not set(c) & st.reserved]
+        free = [
+            c
+            for c in cores
+            if c not in st.core_owner and not set(c) & st.reserved and c[0] not in st.split
+        ]
         local_nodes = {g.node for g in st.gpus.get(name, []) if g.node is not None}
         chosen = _pick_cores(st.topo, free, want, local_nodes)
         if chosen is None:
@@ -330,6 +353,9 @@ def _no_cores_message(
         need, have = want, sum(len(c) for c in free)
         unit = "exclusive CPUs" + (" in whole cores" if len(widths) > 1 else "")
     context = [f"reserving {format_cpu_list(st.reserved)}"] if st.reserved else []
+    if st.split:
+        split = format_cpu_list(frozenset(st.split))
+        context.append(f"leaving out CPUs {split} (cores split by the reach)")
     others = sorted(set(st.core_owner.values()))
     if others:
         context.append("giving cores to " + ", ".join(others))

@@ -456,6 +456,29 @@ def test_a_parents_cpu_limit_is_planned_within_and_said(smt16: Topology) -> None
     assert plan(text, _limited(smt16, "0-31")).warnings == []
 
 
+def test_cores_split_by_the_reach_go_to_shared_workloads_only(smt16: Topology) -> None:
+    # AllowedCPUs=0-7,16-19 on 16 cores of two threads (CPU N's sibling is N+16): cores 4-7
+    # keep their siblings 20-23 outside, where the rest of the system may run
+    text = LC.format(name="a", cpus=6) + '[workloads.b]\ncommand=["x"]\nclass="batch"\n'
+    p = plan(text, _limited(smt16, "0-7,16-19"))
+    assert cpus(p, "a") == {1, 2, 3, 17, 18, 19}
+    assert cpus(p, "b") == {4, 5, 6, 7}
+    assert p.warnings[-1] == (
+        "CPUs 4-7 share cores with CPUs beyond nxrd's reach (20-23): no exclusive workload "
+        "gets them, only shared ones"
+    )
+    # one more core than the whole ones left is refused, saying why fewer were free
+    assert refused(LC.format(name="a", cpus=8), _limited(smt16, "0-7,16-19")) == [
+        "p.toml: workloads.a.cpus: a needs 8 exclusive CPUs in whole cores; 6 are free after "
+        "reserving 0,16 and leaving out CPUs 4-7 (cores split by the reach) (2 short)"
+    ]
+    pinned = '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ncpuset="5"\n'
+    assert refused(pinned, _limited(smt16, "0-7,16-19")) == [
+        "p.toml: workloads.a.cpuset: shares a core with CPUs 21, beyond the CPUs nxrd's cgroup "
+        "may run on; exclusive workloads own whole cores"
+    ]
+
+
 def test_a_gpu_whose_node_is_out_of_reach_says_so(socket2: Topology) -> None:
     # nxrd may run only on node 1's CPUs; GPU 0 sits on node 0
     gpu0 = '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ngpus=[0]\ncpus=4\n'
@@ -474,7 +497,7 @@ def test_a_gpu_whose_node_is_out_of_reach_says_so(socket2: Topology) -> None:
     big = gpu0.replace("cpus=4", "cpus=70")
     plain = ["not all cores are NUMA-local to its GPUs (not enough free cores on node 0)"]
     assert plan(big, socket2).workload("a").notes == plain
-    assert plan(big, _limited(socket2, "0-95")).workload("a").notes == plain
+    assert plan(big, _limited(socket2, "0-47,64-111")).workload("a").notes == plain
 
 
 def test_memory_nodes_out_of_reach_are_planned_as_memoryless(socket2: Topology) -> None:
