@@ -71,9 +71,14 @@ def make_plan(
             f"CPUs {format_cpu_list(frozenset(st.split))} share cores with CPUs beyond nxrd's "
             f"reach ({outside}): no exclusive workload gets them, only shared ones"
         )
-    if profile.host.reserved_cpus is not None and not profile.host.reserved_cpus <= online:
-        st.problems.append(
-            Problem("host.reserved_cpus", _not_here(st, profile.host.reserved_cpus, online))
+    wanted = profile.host.reserved_cpus or frozenset()
+    if wanted - online - frozenset(beyond):
+        st.problems.append(Problem("host.reserved_cpus", _not_here(st, wanted, online)))
+    elif wanted & frozenset(beyond):
+        # kept from the system already: no workload can be placed there
+        st.warnings.append(
+            f"host.reserved_cpus: CPUs {format_cpu_list(wanted & frozenset(beyond))} are "
+            "beyond the CPUs nxrd's cgroup may run on, so no workload runs there anyway"
         )
     order = sorted(
         profile.workloads.items(),

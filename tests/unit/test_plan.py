@@ -437,11 +437,21 @@ def test_a_parents_cpu_limit_is_planned_within_and_said(smt16: Topology) -> None
     ]
     # what does not fit in reach is refused as on a smaller host
     assert refused(LC.format(name="a", cpus=8), _limited(smt16, "0-3,16-19"))
-    # and a reserved CPU out of reach is named
-    host = '[host]\nreserved_cpus = "8"\n'
-    assert refused(host + LC.format(name="a", cpus=1), _limited(smt16, "0-3,16-19")) == [
-        "p.toml: host.reserved_cpus: CPUs 8 are beyond the CPUs nxrd's cgroup may run on "
-        "(in reach: 0-3,16-19)"
+    # a reserved CPU out of reach is kept from workloads already: said, not refused
+    host = '[host]\nreserved_cpus = "0,8,16"\n'
+    p = plan(host + LC.format(name="a", cpus=1), _limited(smt16, "0-3,16-19"))
+    assert p.reserved_cpus == "0,16"
+    assert p.warnings[-1] == (
+        "host.reserved_cpus: CPUs 8 are beyond the CPUs nxrd's cgroup may run on, so no "
+        "workload runs there anyway"
+    )
+    # one the host lacks is refused, and one out of reach beside it is named too
+    assert refused(
+        '[host]\nreserved_cpus = "8,40"\n' + LC.format(name="a", cpus=1),
+        _limited(smt16, "0-3,16-19"),
+    ) == [
+        "p.toml: host.reserved_cpus: CPUs 40 are not online on this host, and CPUs 8 are beyond "
+        "the CPUs nxrd's cgroup may run on (in reach: 0-3,16-19)"
     ]
     # so is a cpuset out of reach, apart from CPUs the host does not have
     pinned = '[workloads.a]\ncommand=["x"]\nclass="latency-critical"\ncpuset="{}"\n'
