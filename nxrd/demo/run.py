@@ -106,7 +106,8 @@ def main() -> None:
     capacity = one_at_a_time = None
     if "%" in load or (args.slo or "").endswith("x"):
         capacity, one_at_a_time = calibrate(workload_commands(text)["chat"], out)
-        load = checked_phases(of_capacity(load, capacity))  # a share too small for 0.1/s
+        checked_phases(load, capacity)  # a share too small for 0.1/s of this server
+        load = of_capacity(load, capacity)
         print(
             f"demo: the server alone answers {capacity:.1f} requests per CPU second under "
             f"load ({one_at_a_time:.1f}/s one at a time); load {load}"
@@ -133,10 +134,11 @@ def main() -> None:
         Setup(setup, text, out / setup, load, args.alone).run()
 
 
-def checked_phases(text: str) -> str:
+def checked_phases(text: str, capacity: float | None = None) -> str:
     """--phases as given, once every part reads as RATE:SECONDS, a rate per second (at
     least 0.1, the load's resolution) or a share of the server's capacity ("60%"), and a
-    length, both finite and above zero."""
+    length, both finite and above zero; with the measured capacity, a share must come to
+    0.1/s too."""
     for part in text.split(","):
         rate, _, seconds = part.partition(":")
         try:
@@ -149,6 +151,11 @@ def checked_phases(text: str) -> str:
             raise SystemExit(
                 f"demo: --phases: {part!r} is not RATE:SECONDS with a rate of at least 0.1/s "
                 "or a share above 0%, and seconds above 0 (8:20,24:40 or 20%:20,60%:30)"
+            )
+        if rate.endswith("%") and capacity is not None and r / 100 * capacity < 0.1:
+            raise SystemExit(
+                f"demo: --phases: {part!r} is {r / 100 * capacity:.2f}/s of the measured "
+                f"{capacity:.1f}/s, under 0.1/s"
             )
     return text
 

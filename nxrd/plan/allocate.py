@@ -64,7 +64,7 @@ def make_plan(
     st = _State(topo, _reserved_cpus(profile, topo, online), beyond)
     st.avoid, st.mps = dict(avoid or {}), profile.host.mps
     st.split = {c: frozenset(core) - online for core in host_cores for c in core if c in online}
-    st.split = {c: out for c, out in st.split.items() if out}
+    st.split = {c: out for c, out in st.split.items() if out and c not in st.reserved}
     if st.split:
         outside = format_cpu_list(frozenset().union(*st.split.values()))
         st.warnings.append(
@@ -76,9 +76,15 @@ def make_plan(
         st.problems.append(Problem("host.reserved_cpus", _not_here(st, wanted, online)))
     elif wanted & frozenset(beyond):
         # kept from the system already: no workload can be placed there
+        instead = (
+            ""
+            if wanted & online
+            else "; within reach nxrd reserves "
+            + (f"{format_cpu_list(st.reserved)}, as by default" if st.reserved else "none")
+        )
         st.warnings.append(
             f"host.reserved_cpus: CPUs {format_cpu_list(wanted & frozenset(beyond))} are "
-            "beyond the CPUs nxrd's cgroup may run on, so no workload runs there anyway"
+            f"beyond the CPUs nxrd's cgroup may run on, so no workload runs there anyway{instead}"
         )
     order = sorted(
         profile.workloads.items(),
@@ -116,7 +122,9 @@ def make_plan(
 
 
 def _reserved_cpus(profile: Profile, topo: Topology, online: frozenset[int]) -> frozenset[int]:
-    if profile.host.reserved_cpus is not None:
+    # reserved CPUs all out of reach reserve nothing nxrd could use: the default applies
+    # within reach, so that nxrd itself still keeps off exclusive cores
+    if profile.host.reserved_cpus is not None and profile.host.reserved_cpus & online:
         return profile.host.reserved_cpus & online
     if len(online) < 4:
         return frozenset()
@@ -336,13 +344,14 @@ def _assign_exclusive(
         if local_nodes:
             nodes = {st.topo.node_of(c) for c in got}
             if not nodes <= local_nodes:
-                # a parent's cpuset can leave a GPU's node with few or no CPUs nxrd may use
+                # a parent's cpuset can leave a GPU's node with few or no whole cores
+                # nxrd may use (threads out of reach, or cores split by it)
                 reach = any(n in local_nodes for n in st.beyond.values())
                 st.note(
                     name,
                     "not all cores are NUMA-local to its GPUs (not enough free cores on node "
                     f"{format_cpu_list(sorted(local_nodes))}"
-                    + (" within the CPUs nxrd's cgroup may run on)" if reach else ")"),
+                    + (" with every thread within nxrd's reach)" if reach else ")"),
                 )
 
 

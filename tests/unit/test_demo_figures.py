@@ -315,6 +315,10 @@ def test_set_ups_and_the_slo_are_checked_before_a_vm_boots_for_them(
 
     check("--setups", "solo,pinned,controller+act_below=0.1", "--slo", "10x")  # no --out
     check("--setups", "pinned", "--phases", "20%:20,60%:30,12.5:20")
+    # a share is checked again once the server's capacity is measured
+    assert run.checked_phases("20%:20,2%:30", 5.0) == "20%:20,2%:30"
+    with pytest.raises(SystemExit, match=re.escape("'1%:30' is 0.05/s of the measured 5.0/s")):
+        run.checked_phases("20%:20,1%:30", 5.0)
     for args, said in (
         (("--setups", "pinned,controler"), "demo: unknown set-up 'controler'"),
         (("--setups", "pinned+act_below=0.1"), "only the controller set-up takes settings"),
@@ -324,7 +328,7 @@ def test_set_ups_and_the_slo_are_checked_before_a_vm_boots_for_them(
         (("--setups", "pinned", "--phases", "0:20"), "--phases: '0:20' is not RATE:SECONDS"),
         (("--setups", "pinned", "--phases", "0.04:20"), "'0.04:20' is not RATE:SECONDS"),
         (("--setups", "pinned", "--phases", "inf:20"), "'inf:20' is not RATE:SECONDS"),
-        (("--setups", "pinned", "--phases", "20%:nan"), "'20%:nan' is not RATE:SECONDS"),
+        (("--setups", "pinned", "--phases", "20%:inf"), "'20%:inf' is not RATE:SECONDS"),
     ):
         with pytest.raises(SystemExit, match=re.escape(said)):
             check(*args)

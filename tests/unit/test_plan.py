@@ -10,7 +10,7 @@ from nxrd.errors import PlanError, TopologyError
 from nxrd.plan import Plan, Topology, make_plan
 from nxrd.plan.classes import THREAD_VARS
 from nxrd.profile import parse_profile
-from nxrd.profile.units import parse_cpu_list
+from nxrd.profile.units import format_cpu_list, parse_cpu_list
 
 
 def plan(text: str, topo: Topology) -> Plan:
@@ -269,19 +269,25 @@ def test_any_plan_keeps_exclusive_cores_disjoint(
     topo = load_topology(
         TOPOLOGIES / data.draw(st.sampled_from(["smt16-1gpu.json", "2socket-8gpu.json"]))
     )
+    # nxrd's reach: the whole host, or any CPUs of it (a parent's cpuset)
+    ids = sorted(c.id for c in topo.cpus)
+    reach = data.draw(st.one_of(st.none(), st.sets(st.sampled_from(ids), min_size=1)))
     text = "".join(
         f'[workloads.w{i}]\ncommand=["x"]\ncpus={n}\nexclusive={str(ex).lower()}\n'
         for i, (n, ex) in enumerate(specs)
     )
     try:
-        p = make_plan(parse_profile(text), topo)
+        planned_on = topo if reach is None else _limited(topo, format_cpu_list(reach))
+        p = make_plan(parse_profile(text), planned_on)
     except PlanError as e:
         assert all("workloads.w" in line for line in e.lines())
         return
     reserved = parse_cpu_list(p.reserved_cpus) if p.reserved_cpus else frozenset()
+    assert parse_cpu_list(p.daemon_cpus) <= (reach or set(ids))
     owned: set[int] = set()
     for w in p.workloads:
         got = cpus(p, w.name)
+        assert got <= (reach or set(ids))
         assert not got & reserved
         assert w.cpu_count >= (w.cpus_requested or 1)
         if w.exclusive:
@@ -445,6 +451,14 @@ def test_a_parents_cpu_limit_is_planned_within_and_said(smt16: Topology) -> None
         "host.reserved_cpus: CPUs 8 are beyond the CPUs nxrd's cgroup may run on, so no "
         "workload runs there anyway"
     )
+    # all of them out of reach: nxrd still keeps itself off exclusive cores, as by default
+    host = '[host]\nreserved_cpus = "8,24"\n'
+    p = plan(host + LC.format(name="a", cpus=6), _limited(smt16, "0-3,16-19"))
+    assert p.reserved_cpus == "0,16" and p.daemon_cpus == "0,16"
+    assert p.warnings[-1] == (
+        "host.reserved_cpus: CPUs 8,24 are beyond the CPUs nxrd's cgroup may run on, so no "
+        "workload runs there anyway; within reach nxrd reserves 0,16, as by default"
+    )
     # one the host lacks is refused, and one out of reach beside it is named too
     assert refused(
         '[host]\nreserved_cpus = "8,40"\n' + LC.format(name="a", cpus=1),
@@ -477,6 +491,11 @@ def test_cores_split_by_the_reach_go_to_shared_workloads_only(smt16: Topology) -
         "CPUs 4-7 share cores with CPUs beyond nxrd's reach (20-23): no exclusive workload "
         "gets them, only shared ones"
     )
+    # a split core that is reserved anyway is not said to be left out
+    assert plan(text, _limited(smt16, "0-15,17-31")).warnings == [
+        "planning on CPUs 0-15,17-31 of the 0-31 online: nxrd's cgroup may run only on those "
+        "(cpuset.cpus.effective, a parent's limit such as systemd's AllowedCPUs=)"
+    ]
     # one more core than the whole ones left is refused, saying why fewer were free
     assert refused(LC.format(name="a", cpus=8), _limited(smt16, "0-7,16-19")) == [
         "p.toml: workloads.a.cpus: a needs 8 exclusive CPUs in whole cores; 6 are free after "
@@ -495,8 +514,8 @@ def test_a_gpu_whose_node_is_out_of_reach_says_so(socket2: Topology) -> None:
     p = plan(gpu0, _limited(socket2, "32-63,96-127"))
     assert {socket2.node_of(c) for c in cpus(p, "a")} == {1}
     assert p.workload("a").notes == [
-        "not all cores are NUMA-local to its GPUs (not enough free cores on node 0 within "
-        "the CPUs nxrd's cgroup may run on)"
+        "not all cores are NUMA-local to its GPUs (not enough free cores on node 0 with "
+        "every thread within nxrd's reach)"
     ]
     # with every CPU in reach, the same GPU gets cores on its own node and no note
     p = plan(gpu0, socket2)
