@@ -115,6 +115,13 @@ def topology_text(topo: Topology) -> str:
     except TopologyError as e:
         limits = [str(e)]
     lines += [f"reach: {limit}" for limit in limits]
+    split = topo.split_by_reach()
+    if split:
+        outside = format_cpu_list(frozenset().union(*split.values()))
+        lines.append(
+            f"reach: CPUs {format_cpu_list(list(split))} share cores with CPUs beyond it "
+            f"({outside}): exclusive workloads get none of them"
+        )
     return "\n".join(lines)
 
 

@@ -57,14 +57,13 @@ def make_plan(
     avoid: GPUs (UUID -> why) that get no new placements, such as quarantined ones; a
     workload that names one explicitly keeps it, with a warning.
     """
-    host_cpus, host_cores = {c.id: c.node for c in topo.cpus}, topo.cores()
+    host_cpus, split = {c.id: c.node for c in topo.cpus}, topo.split_by_reach()
     topo, limits = topo.within_reach()
     online = frozenset(c.id for c in topo.cpus)
     beyond = {c: n for c, n in host_cpus.items() if c not in online}
     st = _State(topo, _reserved_cpus(profile, topo, online), beyond)
     st.avoid, st.mps = dict(avoid or {}), profile.host.mps
-    st.split = {c: frozenset(core) - online for core in host_cores for c in core if c in online}
-    st.split = {c: out for c, out in st.split.items() if out and c not in st.reserved}
+    st.split = {c: out for c, out in split.items() if c not in st.reserved}
     if st.split:
         outside = format_cpu_list(frozenset().union(*st.split.values()))
         st.warnings.append(

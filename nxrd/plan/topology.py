@@ -128,6 +128,18 @@ class Topology(Data):
             groups.setdefault((cpu.package, cpu.core), []).append(cpu.id)
         return sorted((tuple(sorted(g)) for g in groups.values()), key=lambda c: c[0])
 
+    def split_by_reach(self) -> dict[int, frozenset[int]]:
+        """CPU within nxrd's reach -> its core's sibling threads beyond it: whatever runs
+        outside nxrd may run there, so the core is not nxrd's to give whole."""
+        if not self.cgroup.cpus:
+            return {}
+        allowed = parse_cpu_list(self.cgroup.cpus)
+        out = {}
+        for core in self.cores():
+            beyond = frozenset(core) - allowed
+            out.update({c: beyond for c in core if c in allowed and beyond})
+        return out
+
     def node_of(self, cpu_id: int) -> int:
         for cpu in self.cpus:
             if cpu.id == cpu_id:

@@ -96,3 +96,18 @@ def test_topology_summary_says_what_nxrd_may_plan_on(vm2: Topology) -> None:
         .splitlines()[-1]
         .startswith("reach: nxrd's cgroup may run only on CPUs 7, none of them online")
     )
+
+
+def test_topology_summary_names_cores_split_by_the_reach(smt16: Topology) -> None:
+    # CPU N's sibling thread is N+16: under 0-7,16-19, cores 4-7 keep 20-23 outside
+    limited = smt16.model_copy(
+        update={"cgroup": smt16.cgroup.model_copy(update={"cpus": "0-7,16-19"})}
+    )
+    assert topology_text(limited).splitlines()[-1] == (
+        "reach: CPUs 4-7 share cores with CPUs beyond it (20-23): exclusive workloads get "
+        "none of them"
+    )
+    whole = smt16.model_copy(
+        update={"cgroup": smt16.cgroup.model_copy(update={"cpus": "0-3,16-19"})}
+    )
+    assert "share cores" not in topology_text(whole)
