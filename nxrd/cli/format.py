@@ -109,7 +109,8 @@ def topology_text(topo: Topology) -> str:
         ]
     else:
         lines.append(f"GPUs: none ({topo.gpu_note or 'none found'})")
-    # what plans are made on, said as the planner says it (it warns in the same words)
+    # what plans are made on, in the planner's own warnings (Topology.within_reach); split
+    # cores in shorter words, since the planner's warning leaves out the reserved ones
     try:
         _, limits = topo.within_reach()
     except TopologyError as e:
