@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from nxrd.errors import KernelError
 from nxrd.kernel.gpu import UNSUPPORTED, is_error, nvml_text, optional
-from nxrd.kernel.nvml_guard import Guard
+from nxrd.kernel.nvml_guard import Guard, NotAnswering
 from nxrd.plan.topology import Gpu
 
 # nvml.h: nvmlEventTypeXidCriticalError, NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC
@@ -60,11 +61,32 @@ class UsageReader:
         self._events: Any = None  # NVML event set with every GPU's critical Xids, if any
 
     def read(self) -> list[GpuReading]:
-        """One reading per GPU; NotAnswering when NVML hangs, KernelError when it is not there."""
+        """One reading per GPU; KernelError when NVML is not there, NotAnswering when its
+        init hangs. Each GPU is asked on its own thread: one whose query hangs reads as not
+        answering (an error), and the others are read as usual."""
         if self._handles is None:
             # A late return of a hung init still sets the handles: the next poll uses them.
             self.guard.call("nvmlInit", self._open)
-        return self.guard.call("the GPU usage query", self._read_all)
+        assert self._handles is not None
+        handles = self._handles
+        xids, *readings = self.guard.call_each(
+            [("the Xid event query", self._xids)]
+            + [(f"the query of GPU {g.index}", partial(self._read_one, g, h)) for g, h in handles]
+        )
+        for got in (xids, *readings):
+            if isinstance(got, Exception) and not isinstance(got, NotAnswering):
+                raise got
+        if isinstance(xids, NotAnswering):
+            # The driver is stuck in the event set: Xids it held are lost with that call,
+            # but each GPU's own query still says whether it answers.
+            xids = {}
+        out = []
+        for (g, _), got in zip(handles, readings, strict=True):
+            if isinstance(got, NotAnswering):
+                out.append(GpuReading(g.index, g.uuid, error=str(got)))
+            else:
+                out.append(replace(got, xids=tuple(xids.get(g.uuid, ()))))
+        return out
 
     def _open(self) -> None:
         if self._nvml is None:
@@ -110,15 +132,6 @@ class UsageReader:
             except nvml.NVMLError:
                 break  # Timeout: drained. Anything else: a lost GPU says so in its reading
             out.setdefault(uuid, []).append(int(e.eventData))
-        return out
-
-    def _read_all(self) -> list[GpuReading]:
-        assert self._handles is not None
-        xids = self._xids()
-        out = []
-        for g, h in self._handles:
-            reading = self._read_one(g, h)
-            out.append(replace(reading, xids=tuple(xids.get(g.uuid, ()))))
         return out
 
     def _read_one(self, gpu: Gpu, h: Any) -> GpuReading:

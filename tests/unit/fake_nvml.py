@@ -86,17 +86,19 @@ class FakeNVML(types.ModuleType):
         self.shutdown = False
         self.calls: list[tuple[str, Any]] = []
         self.timestamps: list[int] = []  # lastSeenTimeStamp of each process-utilization query
-        # A call named in `hang` blocks until `release` is set; `entered` says it started.
+        # A call named in `hang` ("nvmlDeviceGetUUID"; "nvmlDeviceGetUUID:1" for GPU 1's
+        # only) blocks until `release` is set; `entered` says it started.
         self.hang: set[str] = set()
         self.entered = threading.Event()
         self.release = threading.Event()
 
     def _gpu(self, name: str, h: Any) -> FakeGpu:
         self.calls.append((name, h))
-        if name in self.hang:
+        index = h[0] if isinstance(h, tuple) else h
+        if name in self.hang or f"{name}:{index}" in self.hang:
             self.entered.set()
             self.release.wait()
-        gpu = self.gpus[h[0] if isinstance(h, tuple) else h]
+        gpu = self.gpus[index]
         if gpu.lost:
             raise NVMLError_GpuIsLost("GPU is lost")
         if name in gpu.unsupported:

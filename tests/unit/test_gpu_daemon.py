@@ -159,6 +159,29 @@ def test_a_hung_driver_quarantines_every_gpu_and_the_loop_goes_on() -> None:
         nvml.release.set()
 
 
+def test_a_gpu_whose_queries_hang_is_quarantined_alone() -> None:
+    nvml = fake_host()
+    d = daemon(nvml)
+    poll(d)
+    nvml.hang.add("nvmlDeviceGetUtilizationRates:5")  # only GPU 5's driver calls hang
+    try:
+        poll(d)
+        poll(d)
+        quarantine = [c for n, c in said(d) if n == "quarantined"]
+        assert len(quarantine) == 1
+        assert quarantine[0].startswith(
+            "GPU 5 (GPU-00000005-aaaa-bbbb-cccc-000000000005): not answering "
+            "(GPU not answering: the query of GPU 5 has not returned for "
+        )
+        assert quarantine[0].endswith(" s, 2 polls in a row)")
+        assert [g.index for g in d.plan.workload("chat").gpus] == [0]  # not on GPU 5: stays
+        assert d.gpu_use is not None
+        assert d.gpu_use.workload("pinned", [1], True)["gpu_usage"][0]["error"] is None
+    finally:
+        nvml.hang.clear()
+        nvml.release.set()
+
+
 BUDGETED = """
 [workloads.llm]
 command = ["serve"]

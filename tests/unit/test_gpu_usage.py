@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -117,6 +118,36 @@ def test_a_hung_call_is_given_up_and_not_called_again_until_it_returns(
     assert threading.active_count() == before  # a call that returns leaves no thread
 
 
+def test_calls_made_together_are_waited_for_together_and_a_hang_costs_the_others_nothing(
+    released: list[FakeNVML],
+) -> None:
+    nvml = FakeNVML()
+    released.append(nvml)
+    nvml.hang |= {"nvmlDeviceGetUUID:0", "nvmlDeviceGetName:0"}  # GPU 0 hangs, twice
+    guard = Guard(timeout=0.2)
+    started = time.monotonic()
+    got = guard.call_each(
+        [
+            ("uuid 0", lambda: nvml.nvmlDeviceGetUUID(0)),
+            ("name 0", lambda: nvml.nvmlDeviceGetName(0)),
+            ("uuid 1", lambda: nvml.nvmlDeviceGetUUID(1)),
+            ("fails", lambda: 1 / 0),
+        ]
+    )
+    assert time.monotonic() - started < 0.4  # one timeout for the two hangs, not one each
+    assert [type(g).__name__ for g in got] == [
+        "NotAnswering",
+        "NotAnswering",
+        "str",
+        "ZeroDivisionError",
+    ]
+    assert str(got[0]) == "GPU not answering: uuid 0 did not return within 0.2 s"
+    assert got[2] == "GPU-1"
+    assert guard.stuck() == ["name 0", "uuid 0"]
+    again = guard.call_each([("uuid 0", lambda: nvml.nvmlDeviceGetUUID(0))])
+    assert str(again[0]).startswith("GPU not answering: uuid 0 has not returned for ")
+
+
 # -- the reader --------------------------------------------------------------------------
 
 
@@ -220,18 +251,31 @@ def test_accounting_through_a_hang(released: list[FakeNVML]) -> None:
         (2, 40.0, 0),
     ]
 
-    nvml.hang.add("nvmlDeviceGetComputeRunningProcesses")
+    nvml.hang.add("nvmlDeviceGetComputeRunningProcesses:0")  # GPU 0's driver call hangs
     started = time.monotonic()
     acct.poll(OWNERS.get)
     acct.poll(OWNERS.get)  # refused at once while the first hangs
     assert time.monotonic() - started < 1.0
+    # GPU 0 says why it has no figures; none of its old ones are kept.
     doc = acct.workload("chat", [0], True)
-    assert doc == {"gpu_error": acct.error}
-    assert acct.error is not None and acct.error.startswith("GPU not answering: ")
-    assert [g["error"] for g in acct.host()] == [acct.error] * 3
-    assert gpu_families(acct.host())[0].samples == []  # no stale figures
-    # 3 GPUs in the first poll, then the one call that hangs; the refused poll asked nothing
-    assert [n for n, _ in nvml.calls].count("nvmlDeviceGetComputeRunningProcesses") == 3 + 1
+    assert doc["gpu_memory_bytes"] is None and doc["gpu_utilization_percent"] is None
+    assert doc["gpu_usage"][0]["error"].startswith(
+        "GPU not answering: the query of GPU 0 has not returned for "
+    )
+    assert acct.error is None  # NVML itself answers
+    # The other GPUs are read as before.
+    assert acct.workload("embed", [1], True)["gpu_memory_bytes"] == 8 * GIB
+    assert [
+        (g["index"], g["utilization_percent"], g["other_memory_bytes"]) for g in acct.host()
+    ] == [
+        (0, None, None),
+        (1, 0.0, 0),
+        (2, 40.0, 0),
+    ]
+    assert [s.labels["gpu"] for s in gpu_families(acct.host())[0].samples] == ["1", "2"]
+    # each GPU asked in each poll, but GPU 0 not again while its call still hangs
+    asked = Counter(h for n, h in nvml.calls if n == "nvmlDeviceGetComputeRunningProcesses")
+    assert asked == {0: 2, 1: 3, 2: 3}
 
     nvml.hang.clear()
     nvml.release.set()
@@ -239,7 +283,7 @@ def test_accounting_through_a_hang(released: list[FakeNVML]) -> None:
     while acct.reader.guard.stuck() and time.monotonic() < deadline:
         time.sleep(0.01)
     acct.poll(OWNERS.get)
-    assert acct.error is None and acct.workload("chat", [0], True)["gpu_memory_bytes"] == 20 * GIB
+    assert acct.workload("chat", [0], True)["gpu_memory_bytes"] == 20 * GIB
 
 
 def test_init_failure_is_reported_and_retried() -> None:
