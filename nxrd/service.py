@@ -227,7 +227,9 @@ class Daemon:
                 raise
             configured = []  # only recorded; the next start fails on it and says why
         profile, source = parse_profiles(files if files is not None else configured)
-        plan = make_plan(profile, self.topology, source, avoid=quarantined(self.gpu_health))
+        plan = make_plan(
+            profile, self.topology, source, quarantined(self.gpu_health), self._gpus_held()
+        )
         changes = diff((self.profile, self.plan), (profile, plan))
         address = profile.host.metrics
         if address != self.profile.host.metrics:
@@ -295,6 +297,10 @@ class Daemon:
         if self.api.handlers is not None:
             self.api.handlers.plan = plan
 
+    def _gpus_held(self) -> dict[str, list[str]]:
+        """GPU UUIDs of each workload's plan now: planning again keeps them where it can."""
+        return {w.name: [g.uuid for g in w.gpus] for w in self.plan.workloads}
+
     def _check_gpus(self) -> None:
         """Quarantine GPUs that failed this poll; move count-placed workloads off them."""
         assert self.gpu_use is not None
@@ -313,7 +319,7 @@ class Daemon:
             )
         bad = quarantined(self.gpu_health)
         try:
-            plan = make_plan(self.profile, self.topology, self.source, avoid=bad)
+            plan = make_plan(self.profile, self.topology, self.source, bad, self._gpus_held())
             self._write(plan, "GPU quarantine")
         except NxrError as e:
             why = e.lines()[0] if isinstance(e, PlanError) else str(e)

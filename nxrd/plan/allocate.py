@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nxrd.errors import PlanError, Problem
@@ -30,6 +30,7 @@ class _State:
     # CPU in reach -> its core's siblings beyond it: what runs outside nxrd may run there
     split: Mapping[int, frozenset[int]] = field(default_factory=dict)
     avoid: Mapping[str, str] = field(default_factory=dict)  # GPU UUID -> why
+    keep: Mapping[str, Sequence[str]] = field(default_factory=dict)  # workload -> GPU UUIDs
     mps: bool = False  # [host] mps: shared GPUs run under an MPS control daemon
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -51,18 +52,23 @@ def make_plan(
     topo: Topology,
     source: str | None = None,
     avoid: Mapping[str, str] | None = None,
+    keep: Mapping[str, Sequence[str]] | None = None,
 ) -> Plan:
     """Allocate cores, memory and GPUs; raises PlanError listing everything that does not fit.
 
     avoid: GPUs (UUID -> why) that get no new placements, such as quarantined ones; a
     workload that names one explicitly keeps it, with a warning.
+    keep: the GPUs (UUIDs) each workload holds now. One placed by count keeps them while
+    they are as many as it asks for and it could be given them anew (healthy, free or
+    shareable, large enough), so that planning again moves, and restarts, only the
+    workloads that must move.
     """
     host_cpus, split = {c.id: c.node for c in topo.cpus}, topo.split_by_reach()
     topo, limits = topo.within_reach()
     online = frozenset(c.id for c in topo.cpus)
     beyond = {c: n for c, n in host_cpus.items() if c not in online}
     st = _State(topo, _reserved_cpus(profile, topo, online), beyond)
-    st.avoid, st.mps = dict(avoid or {}), profile.host.mps
+    st.avoid, st.keep, st.mps = dict(avoid or {}), dict(keep or {}), profile.host.mps
     st.split = {c: out for c, out in split.items() if c not in st.reserved}
     if st.split:
         outside = format_cpu_list(frozenset().union(*st.split.values()))
@@ -175,9 +181,26 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
                 continue
             take(name, wl, gpu)
 
-    for name, wl in order:
-        if not isinstance(wl.gpus, int) or wl.gpus == 0:
-            continue
+    def fits(wl: Workload, gpu: Gpu) -> bool:
+        users = st.gpu_users.get(gpu.index, [])
+        return (
+            gpu.uuid not in st.avoid
+            and (not users or (wl.gpu_shared and all(s for _, s in users)))
+            and (not gpu.memory or gpu.memory >= (wl.gpu_memory or 0))
+        )
+
+    counted = [(n, wl) for n, wl in order if isinstance(wl.gpus, int) and wl.gpus > 0]
+    # Then the workloads keeping the GPUs they hold, so that no other takes those first.
+    for name, wl in counted:
+        held = [by_uuid[u] for u in st.keep.get(name, ()) if u in by_uuid]
+        if len(held) == wl.gpus and all(fits(wl, g) for g in held):
+            for gpu in held:
+                take(name, wl, gpu)
+
+    for name, wl in counted:
+        if name in st.gpus:
+            continue  # kept
+        assert isinstance(wl.gpus, int)
         healthy = [g for g in st.topo.gpus if g.uuid not in st.avoid]
         free = [g for g in healthy if g.index not in st.gpu_users]
         if wl.gpu_shared and len(free) < wl.gpus:

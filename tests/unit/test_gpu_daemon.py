@@ -115,6 +115,50 @@ def test_a_critical_xid_moves_the_workloads_placed_by_count_and_is_said_once() -
     ]
 
 
+COUNTED = """
+[workloads.chat]
+command = ["serve"]
+class = "latency-critical"
+cpus = 1
+gpus = 1
+
+[workloads.embed]
+command = ["embed"]
+class = "batch"
+gpus = 1
+"""
+
+
+def gpus_of(d: Daemon) -> dict[str, list[int]]:
+    return {w.name: [g.index for g in w.gpus] for w in d.plan.workloads}
+
+
+def test_quarantine_moves_only_the_workloads_on_the_bad_gpu() -> None:
+    nvml = fake_host()
+    d = daemon(nvml, COUNTED)
+    assert gpus_of(d) == {"chat": [0], "embed": [1]}
+    poll(d)
+    nvml.gpus[0].xids.append(79)
+    poll(d)
+    # chat ranks first, but GPU 1 stays embed's: a healthy server is not restarted
+    assert gpus_of(d) == {"chat": [2], "embed": [1]}
+    assert said(d)[-1] == ("-", "moved to healthy GPUs: chat")
+    restarts = [e.workload for e in d.events.since(0) if "GPU quarantine" in e.cause]
+    assert restarts == ["chat"]
+
+
+def test_an_applied_profile_leaves_running_workloads_on_their_gpus() -> None:
+    d = daemon(fake_host(), COUNTED)
+    d.configured = []
+    # a new latency-critical workload ranks before both and would take GPU 0 afresh
+    added = COUNTED + '\n[workloads.rerank]\ncommand = ["r"]\nclass = "latency-critical"\n'
+    added += "cpus = 1\npriority = 10\ngpus = 1\n"
+    doc = d.reconfigure([("p.toml", added)], dry_run=True, who="test")
+    restarts = [(c["workload"], c["what"]) for c in doc["changes"] if c["effect"] == "restart"]
+    assert restarts == []  # chat and embed keep their GPUs (embed's shared cores shrink, live)
+    assert [c["what"] for c in doc["changes"] if c["workload"] == "rerank"] == ["added"]
+
+
 def test_a_lost_gpu_is_quarantined_on_the_second_poll_and_a_named_workload_stays() -> None:
     nvml = fake_host()
     d = daemon(nvml)

@@ -423,6 +423,29 @@ def test_quarantined_gpus_get_no_new_placements(socket2: Topology, smt16: Topolo
     ]
 
 
+def test_planning_again_keeps_the_gpus_a_workload_holds_while_it_may(socket2: Topology) -> None:
+    uuid = [g.uuid for g in socket2.gpus]
+    text = '[workloads.a]\ncommand=["x"]\ngpus=2\n[workloads.b]\ncommand=["x"]\ngpus=1\n'
+
+    def gpus(text: str, keep: dict[str, list[str]], **kw: object) -> dict[str, list[int]]:
+        p = make_plan(parse_profile(text), socket2, keep=keep, **kw)  # type: ignore[arg-type]
+        return {w.name: [g.index for g in w.gpus] for w in p.workloads}
+
+    assert gpus(text, {}) == {"a": [0, 1], "b": [2]}
+    assert gpus(text, {"a": [uuid[5], uuid[6]], "b": [uuid[0]]}) == {"a": [5, 6], "b": [0]}
+    # not kept: a GPU now quarantined, now named by another workload, or a changed count
+    assert gpus(text, {"a": [uuid[5], uuid[6]], "b": [uuid[0]]}, avoid={uuid[6]: "Xid 79"}) == {
+        "a": [1, 2],
+        "b": [0],
+    }
+    named = text + '[workloads.c]\ncommand=["x"]\ngpus=[0]\n'
+    assert gpus(named, {"b": [uuid[0]]}) == {"a": [1, 2], "b": [3], "c": [0]}
+    assert gpus(text.replace("gpus=2", "gpus=3"), {"a": [uuid[5], uuid[6]]}) == {
+        "a": [0, 1, 2],
+        "b": [3],
+    }
+
+
 def _limited(topo: Topology, cpus: str = "", mems: str = "") -> Topology:
     cgroup = topo.cgroup.model_copy(update={"cpus": cpus, "mems": mems})
     return topo.model_copy(update={"cgroup": cgroup})
