@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from nxrd.api.protocol import ApiError, Request
 from nxrd.errors import NxrError, ProfileError
 from nxrd.plan.model import Plan
-from nxrd.plan.topology import Topology
+from nxrd.plan.topology import Topology, device_minors
 from nxrd.supervisor.supervisor import NotRunning, Record, Supervisor
 
 MUTATIONS = ("start", "stop", "restart", "freeze", "thaw")
@@ -164,7 +164,7 @@ class Handlers:
         return out
 
     def _explain(self, rec: Record) -> dict[str, Any]:
-        minors = {g.uuid: g.device_minor for g in self.topology.gpus}
+        minors = device_minors(self.topology.gpus)
         out = {
             "name": rec.name,
             "class": rec.plan.workload_class,

@@ -14,7 +14,7 @@ from nxrd.kernel import probes
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, launch, read_status
 from nxrd.plan.model import WorkloadPlan
-from nxrd.plan.topology import Gpu
+from nxrd.plan.topology import Gpu, device_minors
 from nxrd.profile.model import Workload
 from nxrd.supervisor.runtime import Ended, Runtime, Started
 
@@ -27,9 +27,9 @@ class LinuxRuntime(Runtime):
     ) -> None:
         self.latency_socket: str | None = None  # told to workloads, for pushed latencies
         self.fs, self.state_dir, self.journal = fs, state_dir, journal
-        # The host's GPUs: UUID -> minor of its /dev/nvidiaN. Empty on a host without GPUs,
-        # where leaves get no device filter at all.
-        self.gpu_minors = {g.uuid: g.device_minor for g in gpus}
+        # The host's GPUs (and MIG instances): UUID -> minor of its /dev/nvidiaN. Empty on
+        # a host without GPUs, where leaves get no device filter at all.
+        self.gpu_minors = device_minors(gpus)
         self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
         self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
 

@@ -14,7 +14,7 @@ from nxrd.plan.classes import (
     THREAD_VARS,
 )
 from nxrd.plan.model import CgroupPlan, GpuAssignment, Plan, WorkloadPlan
-from nxrd.plan.topology import Gpu, Topology
+from nxrd.plan.topology import Gpu, MigInstance, Topology
 from nxrd.profile.model import Profile, Workload
 from nxrd.profile.units import format_cpu_list, format_size
 
@@ -37,7 +37,7 @@ class _State:
     core_owner: dict[tuple[int, ...], str] = field(default_factory=dict)
     cpus: dict[str, frozenset[int]] = field(default_factory=dict)
     gpus: dict[str, list[GpuAssignment]] = field(default_factory=dict)
-    gpu_users: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
+    gpu_users: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # by UUID
     notes: dict[str, list[str]] = field(default_factory=dict)
 
     def problem(self, name: str, key: str, message: str) -> None:
@@ -138,88 +138,135 @@ def _reserved_cpus(profile: Profile, topo: Topology, online: frozenset[int]) -> 
     return next(frozenset(core) for core in topo.cores() if first in core)
 
 
+# Compute modes (nvidia-smi -c) in which one CUDA process at a time may use the GPU.
+EXCLUSIVE_MODES = frozenset({"exclusive-process", "exclusive-thread"})
+
+
 def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
+    """GPUs, and MIG instances, for every workload that asks for some.
+
+    A MIG-enabled GPU is given only as its instances, named by their UUIDs: given whole,
+    CUDA would use one of its instances and no other workload could have the rest.
+    """
     by_index = {g.index: g for g in st.topo.gpus}
-    by_uuid = {g.uuid: g for g in st.topo.gpus}
+    # UUID -> (its GPU, the MIG instance it names or None)
+    by_uuid: dict[str, tuple[Gpu, MigInstance | None]] = {g.uuid: (g, None) for g in st.topo.gpus}
+    by_uuid.update((m.uuid, (g, m)) for g in st.topo.gpus for m in g.mig_instances)
     have = _gpu_summary(st.topo)
 
-    def take(name: str, wl: Workload, gpu: Gpu) -> None:
+    def take(name: str, wl: Workload, gpu: Gpu, uuid: str) -> None:
         st.gpus.setdefault(name, []).append(
-            GpuAssignment(index=gpu.index, uuid=gpu.uuid, node=gpu.node, shared=wl.gpu_shared)
+            GpuAssignment(index=gpu.index, uuid=uuid, node=gpu.node, shared=wl.gpu_shared)
         )
-        st.gpu_users.setdefault(gpu.index, []).append((name, wl.gpu_shared))
+        st.gpu_users.setdefault(uuid, []).append((name, wl.gpu_shared))
+
+    def shareable(gpu: Gpu, uuid: str) -> bool:
+        """Another gpu_shared workload may join those given this GPU (or instance)."""
+        users = st.gpu_users.get(uuid, [])
+        return all(s for _, s in users) and (st.mps or gpu.compute_mode not in EXCLUSIVE_MODES)
 
     # Explicit GPUs first, so counts take what is left.
     for name, wl in order:
         if not isinstance(wl.gpus, tuple):
             continue
-        mine: dict[int, int | str] = {}
+        mine: dict[str, int | str] = {}
         for ref in wl.gpus:
-            gpu = by_index.get(ref) if isinstance(ref, int) else by_uuid.get(ref)
+            gpu, mig = by_uuid.get(ref, (None, None)) if isinstance(ref, str) else (None, None)
+            gpu = by_index.get(ref) if isinstance(ref, int) else gpu
             if gpu is None:
                 st.problem(name, "gpus", f"GPU {ref} does not exist ({have})")
                 continue
-            if gpu.index in mine:  # the same GPU by index and by UUID
+            what = f"GPU {gpu.index}" if mig is None else f"MIG instance {ref} of GPU {gpu.index}"
+            uuid = gpu.uuid if mig is None else mig.uuid
+            if uuid in mine:  # the same GPU by index and by UUID
+                st.problem(name, "gpus", f"lists {what} twice (as {mine[uuid]} and {ref})")
+                continue
+            mine[uuid] = ref
+            if mig is None and gpu.mig:
                 st.problem(
-                    name, "gpus", f"lists GPU {gpu.index} twice (as {mine[gpu.index]} and {ref})"
+                    name,
+                    "gpus",
+                    f"GPU {gpu.index} has MIG enabled: name one of its MIG instances by UUID "
+                    f"({', '.join(m.uuid for m in gpu.mig_instances) or 'it has none now'})",
                 )
                 continue
-            mine[gpu.index] = ref
+            if gpu.compute_mode == "prohibited":
+                st.problem(
+                    name,
+                    "gpus",
+                    f"GPU {gpu.index}'s compute mode is prohibited: no CUDA process may use it "
+                    f"(nvidia-smi -i {gpu.index} -c DEFAULT allows it)",
+                )
+                continue
             if gpu.uuid in st.avoid:
                 st.warnings.append(
                     f"workloads.{name}.gpus: GPU {gpu.index} is quarantined "
                     f"({st.avoid[gpu.uuid]}); it stays there because the profile names it"
                 )
-            users = st.gpu_users.get(gpu.index, [])
+            users = st.gpu_users.get(uuid, [])
             if users and not (wl.gpu_shared and all(s for _, s in users)):
                 st.problem(
                     name,
                     "gpus",
-                    f"GPU {gpu.index} is already given to {users[0][0]!r} "
+                    f"{what} is already given to {users[0][0]!r} "
                     "(set gpu_shared = true on both to share it)",
                 )
                 continue
-            take(name, wl, gpu)
+            if users and not shareable(gpu, uuid):
+                st.problem(
+                    name,
+                    "gpus",
+                    f"GPU {gpu.index} is in {gpu.compute_mode} compute mode, one CUDA process "
+                    f"at a time, so {users[0][0]!r} and {name!r} cannot share it: share it "
+                    f"under MPS ([host] mps = true) or allow several processes (nvidia-smi "
+                    f"-i {gpu.index} -c DEFAULT)",
+                )
+                continue
+            take(name, wl, gpu, uuid)
+        if sum(1 for u in mine if by_uuid[u][1] is not None) > 1:
+            st.problem(
+                name,
+                "gpus",
+                "lists several MIG instances: a CUDA process uses only the first it is given, "
+                "so give each instance its own workload",
+            )
+
+    def usable(gpu: Gpu) -> bool:
+        """A whole GPU a count may take: healthy, not split by MIG, open to CUDA."""
+        return gpu.uuid not in st.avoid and not gpu.mig and gpu.compute_mode != "prohibited"
 
     def fits(wl: Workload, gpu: Gpu) -> bool:
-        users = st.gpu_users.get(gpu.index, [])
         return (
-            gpu.uuid not in st.avoid
-            and (not users or (wl.gpu_shared and all(s for _, s in users)))
+            usable(gpu)
+            and (gpu.uuid not in st.gpu_users or (wl.gpu_shared and shareable(gpu, gpu.uuid)))
             and (not gpu.memory or gpu.memory >= (wl.gpu_memory or 0))
         )
 
     counted = [(n, wl) for n, wl in order if isinstance(wl.gpus, int) and wl.gpus > 0]
     # Then the workloads keeping the GPUs they hold, so that no other takes those first.
     for name, wl in counted:
-        held = [by_uuid[u] for u in st.keep.get(name, ()) if u in by_uuid]
+        held = [by_uuid[u][0] for u in st.keep.get(name, ()) if u in by_uuid]
         if len(held) == wl.gpus and all(fits(wl, g) for g in held):
             for gpu in held:
-                take(name, wl, gpu)
+                take(name, wl, gpu, gpu.uuid)
 
     for name, wl in counted:
         if name in st.gpus:
             continue  # kept
         assert isinstance(wl.gpus, int)
-        healthy = [g for g in st.topo.gpus if g.uuid not in st.avoid]
-        free = [g for g in healthy if g.index not in st.gpu_users]
+        usable_gpus = [g for g in st.topo.gpus if usable(g)]
+        free = [g for g in usable_gpus if g.uuid not in st.gpu_users]
         if wl.gpu_shared and len(free) < wl.gpus:
-            free += [
-                g
-                for g in healthy
-                if g.index in st.gpu_users and all(s for _, s in st.gpu_users[g.index])
-            ]
+            free += [g for g in usable_gpus if g.uuid in st.gpu_users and shareable(g, g.uuid)]
         if len(free) < wl.gpus:
             if not st.topo.gpus:
                 st.problem(name, "gpus", f"needs {wl.gpus} GPU(s); {have}")
             else:
-                taken = sorted(st.gpu_users)
-                bad = sorted(g.index for g in st.topo.gpus if g.uuid in st.avoid)
                 st.problem(
                     name,
                     "gpus",
                     f"needs {wl.gpus} GPU(s); {len(free)} free of {len(st.topo.gpus)}"
-                    + _why_not_free(taken, bad),
+                    + _why_not_free(st),
                 )
             continue
         # With gpu_memory, only GPUs that have that much (memory 0 = unknown: allowed).
@@ -234,14 +281,20 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
             )
             continue
         for gpu in _pick_gpus(roomy, wl.gpus):
-            take(name, wl, gpu)
+            take(name, wl, gpu, gpu.uuid)
 
 
-def _why_not_free(taken: list[int], quarantined: list[int]) -> str:
+def _why_not_free(st: _State) -> str:
+    """Why the GPUs a count could not take are out of its reach, by reason."""
     why = [
         f"GPUs {format_cpu_list(ids)} are {what}"
-        for ids, what in ((taken, "taken"), (quarantined, "quarantined"))
-        if ids
+        for what, out in (
+            ("taken", lambda g: g.uuid in st.gpu_users),
+            ("quarantined", lambda g: g.uuid in st.avoid),
+            ("split by MIG (name an instance by UUID)", lambda g: g.mig),
+            ("in prohibited compute mode", lambda g: g.compute_mode == "prohibited"),
+        )
+        if (ids := [g.index for g in st.topo.gpus if out(g)])
     ]
     return f" ({'; '.join(why)})" if why else ""
 
@@ -542,19 +595,22 @@ def _check_memory(st: _State, profile: Profile, topo: Topology) -> int:
 
 
 def _check_gpu_memory(st: _State, profile: Profile) -> None:
-    memory = {g.index: g.memory for g in st.topo.gpus}
-    per_gpu: dict[int, int] = {}
+    memory = {g.uuid: g.memory for g in st.topo.gpus}
+    memory.update((m.uuid, m.memory) for g in st.topo.gpus for m in g.mig_instances)
+    parents = {g.uuid for g in st.topo.gpus}
+    asked: dict[str, int] = {}
     for name, wl in profile.workloads.items():
         if wl.gpu_memory is None:
             continue
         for g in st.gpus.get(name, []):
-            per_gpu[g.index] = per_gpu.get(g.index, 0) + wl.gpu_memory
-            if memory.get(g.index) and per_gpu[g.index] > memory[g.index]:
+            asked[g.uuid] = asked.get(g.uuid, 0) + wl.gpu_memory
+            if memory.get(g.uuid) and asked[g.uuid] > memory[g.uuid]:
+                what = f"GPU {g.index}" if g.uuid in parents else f"MIG instance {g.uuid}"
                 st.problem(
                     name,
                     "gpu_memory",
-                    f"GPU {g.index} has {format_size(memory[g.index])}; gpu_memory asked of it "
-                    f"adds up to {format_size(per_gpu[g.index])}",
+                    f"{what} has {format_size(memory[g.uuid])}; gpu_memory asked of it "
+                    f"adds up to {format_size(asked[g.uuid])}",
                 )
 
 

@@ -70,6 +70,14 @@ class Gpu(Data):
         return self.index if self.minor is None else self.minor
 
 
+def device_minors(gpus: Sequence[Gpu]) -> dict[str, int]:
+    """GPU or MIG instance UUID -> N of the /dev/nvidiaN its users open (an instance's is
+    its GPU's: MIG instances are reached through their GPU's device file)."""
+    out = {g.uuid: g.device_minor for g in gpus}
+    out.update((m.uuid, g.device_minor) for g in gpus for m in g.mig_instances)
+    return out
+
+
 class CgroupInfo(Data):
     """Whether a usable cgroup v2 subtree is there (plain facts; check explains)."""
 

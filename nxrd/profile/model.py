@@ -423,7 +423,11 @@ class Workload(Section):
     io_weight: int | None = Field(None, ge=1, le=10000, description="io.weight (1-10000).")
     gpus: Annotated[
         int | tuple[int | str, ...] | None, BeforeValidator(_gpus), Syntax("count or list")
-    ] = Field(None, description="GPU count, or a list of GPU indices or UUIDs.")
+    ] = Field(
+        None,
+        description="GPU count (whole GPUs; MIG-enabled ones are left out), or a list of GPU "
+        "indices or UUIDs, or one MIG instance's UUID (MIG-...).",
+    )
     gpu_shared: bool = Field(
         False, description="Allow the listed GPUs to be given to other gpu_shared workloads too."
     )

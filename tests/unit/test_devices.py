@@ -275,6 +275,19 @@ def test_the_minor_is_nvmls_when_it_is_known(tmp_path: Path) -> None:
     assert fs.gpu_filters == {model.cgroup: [g.index + 10 for g in model.gpus]}
 
 
+def test_a_mig_instance_opens_its_gpus_device_file(tmp_path: Path) -> None:
+    topo = load_topology(TOPOLOGIES / "2socket-8gpu.json")
+    gpus = [g.model_dump() for g in topo.gpus]
+    gpus[3].update(mig=True, minor=7, mig_instances=[{"index": 0, "uuid": "MIG-x"}])
+    topo = topo.model_validate({**topo.model_dump(), "gpus": gpus})
+    plan = make_plan(parse_profile('[workloads.small]\ncommand = ["x"]\ngpus = ["MIG-x"]\n'), topo)
+    fs = FakeCgroupFS()
+    apply_plan(plan, fs)
+    rt = LinuxRuntime(fs, tmp_path, gpus=topo.gpus)
+    rt.ensure_cgroup(plan.workload("small"))
+    assert fs.gpu_filters == {plan.workload("small").cgroup: [7]}  # GPU 3 is /dev/nvidia7
+
+
 def test_a_host_without_gpus_gets_no_filter(tmp_path: Path) -> None:
     profile = PROFILE.replace("gpus = 2\n", "").replace("cpus = 2\n", "cpus = 1\n")
     topo = load_topology(TOPOLOGIES / "vm-2cpu.json")

@@ -446,6 +446,97 @@ def test_planning_again_keeps_the_gpus_a_workload_holds_while_it_may(socket2: To
     }
 
 
+def _mig(socket2: Topology, **gpu2: object) -> Topology:
+    """socket2 with GPU 2 split into two MIG instances (MIG-a of 10G, MIG-b of 20G)."""
+    gpus = [g.model_dump() for g in socket2.gpus]
+    mig = [
+        {"index": 0, "uuid": "MIG-a", "name": "1g.10gb", "memory": 10 << 30},
+        {"index": 1, "uuid": "MIG-b", "name": "2g.20gb", "memory": 20 << 30},
+    ]
+    gpus[2].update(mig=True, mig_instances=mig, **gpu2)
+    return _variant(socket2, gpus=gpus)
+
+
+def test_mig_instances_are_given_by_uuid_and_never_whole(socket2: Topology) -> None:
+    topo = _mig(socket2)
+    text = (
+        '[workloads.a]\ncommand=["x"]\ngpus=["MIG-a"]\ngpu_memory="8G"\n'
+        '[workloads.b]\ncommand=["x"]\ngpus=["MIG-b"]\n'
+        '[workloads.c]\ncommand=["x"]\ngpus=3\n'
+    )
+    p = plan(text, topo)
+    assert [(g.index, g.uuid) for g in p.workload("a").gpus] == [(2, "MIG-a")]
+    assert p.workload("a").env["CUDA_VISIBLE_DEVICES"] == "MIG-a"
+    assert p.workload("a").env["NVIDIA_VISIBLE_DEVICES"] == "MIG-a"
+    assert [g.uuid for g in p.workload("b").gpus] == ["MIG-b"]
+    assert 2 not in [g.index for g in p.workload("c").gpus]  # a count takes whole GPUs only
+    # a node near the instance's GPU, as for a whole GPU
+    assert p.workload("a").gpus[0].node == socket2.gpus[2].node
+
+    def one(text: str) -> str:
+        (line,) = refused(text, topo)
+        return line
+
+    assert one('[workloads.a]\ncommand=["x"]\ngpus=[2]\n') == (
+        "p.toml: workloads.a.gpus: GPU 2 has MIG enabled: name one of its MIG instances by "
+        "UUID (MIG-a, MIG-b)"
+    )
+    assert one('[workloads.a]\ncommand=["x"]\ngpus=["MIG-a", "MIG-b"]\n') == (
+        "p.toml: workloads.a.gpus: lists several MIG instances: a CUDA process uses only the "
+        "first it is given, so give each instance its own workload"
+    )
+    assert one('[workloads.a]\ncommand=["x"]\ngpus=["MIG-a"]\ngpu_memory="12G"\n') == (
+        "p.toml: workloads.a.gpu_memory: MIG instance MIG-a has 10G; gpu_memory asked of it "
+        "adds up to 12G"
+    )
+    assert one('[workloads.a]\ncommand=["x"]\ngpus=8\n') == (
+        "p.toml: workloads.a.gpus: needs 8 GPU(s); 7 free of 8 (GPUs 2 are split by MIG "
+        "(name an instance by UUID))"
+    )
+
+
+def test_compute_modes_decide_who_may_use_a_gpu(socket2: Topology) -> None:
+    gpus = [g.model_dump() for g in socket2.gpus]
+    gpus[0]["compute_mode"] = "prohibited"
+    gpus[1]["compute_mode"] = "exclusive-process"
+    topo = _variant(socket2, gpus=gpus)
+    # a count never takes a prohibited GPU
+    assert [
+        g.index for g in plan('[workloads.a]\ncommand=["x"]\ngpus=1\n', topo).workload("a").gpus
+    ] == [1]
+    (line,) = refused('[workloads.a]\ncommand=["x"]\ngpus=[0]\n', topo)
+    assert line == (
+        "p.toml: workloads.a.gpus: GPU 0's compute mode is prohibited: no CUDA process may use "
+        "it (nvidia-smi -i 0 -c DEFAULT allows it)"
+    )
+    shared = (
+        '[workloads.a]\ncommand=["x"]\ngpus=[1]\ngpu_shared=true\n'
+        '[workloads.b]\ncommand=["x"]\ngpus=[1]\ngpu_shared=true\n'
+    )
+    (line,) = refused(shared, topo)
+    assert line == (
+        "p.toml: workloads.b.gpus: GPU 1 is in exclusive-process compute mode, one CUDA "
+        "process at a time, so 'a' and 'b' cannot share it: share it under MPS ([host] mps = "
+        "true) or allow several processes (nvidia-smi -i 1 -c DEFAULT)"
+    )
+    # under MPS its one process is the MPS server: sharing is what the mode is for
+    under_mps = plan("[host]\nmps = true\n" + shared, topo)
+    assert [g.index for g in under_mps.workload("b").gpus] == [1]
+    # a count that may share does not join a workload on it without MPS
+    counted = (
+        '[workloads.big]\ncommand=["x"]\ngpus=[2, 3, 4, 5, 6, 7]\n'
+        '[workloads.x]\ncommand=["x"]\ngpus=1\ngpu_shared=true\n'
+        '[workloads.y]\ncommand=["x"]\ngpus=1\ngpu_shared=true\n'
+    )
+    (line,) = refused(counted, topo)
+    assert line == (
+        "p.toml: workloads.y.gpus: needs 1 GPU(s); 0 free of 8 (GPUs 1-7 are taken; "
+        "GPUs 0 are in prohibited compute mode)"
+    )
+    under_mps = plan("[host]\nmps = true\n" + counted, topo)
+    assert [g.index for g in under_mps.workload("y").gpus] == [1]
+
+
 def _limited(topo: Topology, cpus: str = "", mems: str = "") -> Topology:
     cgroup = topo.cgroup.model_copy(update={"cpus": cpus, "mems": mems})
     return topo.model_copy(update={"cgroup": cgroup})
