@@ -42,25 +42,25 @@ class WorkloadCollector(Collector):
 
 
 def gpu_families(gpus: Status) -> list[Metric]:
-    """Per GPU (label `gpu`, its index): the device's utilization and what processes of no
-    workload hold; absent while NVML does not answer."""
+    """Per GPU (labels `gpu`, its index, and `uuid`): the device's utilization and what
+    processes of no workload hold; absent while NVML does not answer."""
     util = GaugeMetricFamily(
         "nxr_gpu_utilization_ratio",
         "Share of the last sample period a kernel ran on the GPU (0-1)",
-        labels=["gpu"],
+        labels=["gpu", "uuid"],
     )
     other = GaugeMetricFamily(
         "nxr_gpu_other_memory_bytes",
         "GPU memory held by processes that belong to no workload",
-        labels=["gpu"],
+        labels=["gpu", "uuid"],
     )
     quarantine = GaugeMetricFamily(
         "nxr_gpu_quarantined",
         "1 while the GPU is quarantined (no placements until nxrd restarts)",
-        labels=["gpu"],
+        labels=["gpu", "uuid"],
     )
     for g in gpus:
-        gpu = [str(g["index"])]
+        gpu = [str(g["index"]), str(g["uuid"])]
         if g.get("utilization_percent") is not None:
             util.add_metric(gpu, float(g["utilization_percent"]) / 100)
         if g.get("other_memory_bytes") is not None:
@@ -113,12 +113,12 @@ def families(workloads: Status) -> list[Metric]:
     gpu_memory = GaugeMetricFamily(
         "nxr_workload_gpu_memory_bytes",
         "GPU memory its processes hold (NVML's per-process figures)",
-        labels=[*labels, "gpu"],
+        labels=[*labels, "gpu", "uuid"],
     )
     gpu_util = GaugeMetricFamily(
         "nxr_workload_gpu_utilization_ratio",
         "SM utilization of its processes on the GPU (0-1)",
-        labels=[*labels, "gpu"],
+        labels=[*labels, "gpu", "uuid"],
     )
     for w in workloads:
         who = [str(w["name"]), str(w["class"])]
@@ -145,10 +145,11 @@ def families(workloads: Status) -> list[Metric]:
             if w.get("latency_seconds") is not None:
                 latency.add_metric([*who, str(w["slo_percentile"])], float(w["latency_seconds"]))
         for u in w.get("gpu_usage", []):
+            on = [str(u["gpu"]), str(u.get("uuid") or "")]
             if u.get("memory_bytes") is not None:
-                gpu_memory.add_metric([*who, str(u["gpu"])], float(u["memory_bytes"]))
+                gpu_memory.add_metric([*who, *on], float(u["memory_bytes"]))
             if u.get("utilization_percent") is not None:
-                gpu_util.add_metric([*who, str(u["gpu"])], float(u["utilization_percent"]) / 100)
+                gpu_util.add_metric([*who, *on], float(u["utilization_percent"]) / 100)
     return [
         *(state, frozen, restarts, cpu, throttled, stalled, memory, limit, events, slo, latency),
         *(gpu_memory, gpu_util),

@@ -279,6 +279,7 @@ def workload_doc(
         rows.append(
             {
                 "gpu": i,
+                "uuid": None if reading is None else reading.uuid,
                 "memory_bytes": use.memory,
                 "utilization_percent": use.sm_percent,
                 "pids": list(use.pids),

@@ -264,7 +264,8 @@ def test_accounting_through_a_hang(released: list[FakeNVML]) -> None:
     )
     assert acct.error is None  # NVML itself answers
     # The other GPUs are read as before.
-    assert acct.workload("embed", [1], True)["gpu_memory_bytes"] == 8 * GIB
+    embed = acct.workload("embed", [1], True)
+    assert embed["gpu_memory_bytes"] == 8 * GIB and embed["gpu_usage"][0]["uuid"] == "GPU-1"
     assert [
         (g["index"], g["utilization_percent"], g["other_memory_bytes"]) for g in acct.host()
     ] == [
@@ -363,8 +364,8 @@ def test_metrics_per_workload_and_gpu() -> None:
         "chat",
         [0, 1],
         gpu_usage=[
-            {"gpu": 0, "memory_bytes": 20 * GIB, "utilization_percent": 75.0},
-            {"gpu": 1, "memory_bytes": None, "utilization_percent": 0.0},
+            {"gpu": 0, "uuid": "GPU-0", "memory_bytes": 20 * GIB, "utilization_percent": 75.0},
+            {"gpu": 1, "uuid": "GPU-1", "memory_bytes": None, "utilization_percent": 0.0},
         ],
     )
     got = {
@@ -374,20 +375,25 @@ def test_metrics_per_workload_and_gpu() -> None:
         if s.name.startswith("nxr_workload_gpu_")
     }
     who = (("class", "batch"), ("workload", "chat"))
+
+    def on(gpu: int) -> tuple[tuple[str, str], ...]:
+        return (*who[:1], ("gpu", str(gpu)), ("uuid", f"GPU-{gpu}"), *who[1:])
+
     assert got == {
-        ("nxr_workload_gpu_memory_bytes", (*who[:1], ("gpu", "0"), *who[1:])): 20.0 * GIB,
-        ("nxr_workload_gpu_utilization_ratio", (*who[:1], ("gpu", "0"), *who[1:])): 0.75,
-        ("nxr_workload_gpu_utilization_ratio", (*who[:1], ("gpu", "1"), *who[1:])): 0.0,
+        ("nxr_workload_gpu_memory_bytes", on(0)): 20.0 * GIB,
+        ("nxr_workload_gpu_utilization_ratio", on(0)): 0.75,
+        ("nxr_workload_gpu_utilization_ratio", on(1)): 0.0,
     }
     host = gpu_families(
         [
-            {"index": 0, "utilization_percent": 97.0, "other_memory_bytes": GIB},
-            {"index": 1, "utilization_percent": None, "quarantined": "Xid 79"},
+            {"index": 0, "uuid": "GPU-0", "utilization_percent": 97.0, "other_memory_bytes": GIB},
+            {"index": 1, "uuid": "GPU-1", "utilization_percent": None, "quarantined": "Xid 79"},
         ]
     )
+    g0, g1 = {"gpu": "0", "uuid": "GPU-0"}, {"gpu": "1", "uuid": "GPU-1"}
     assert [(s.name, s.labels, s.value) for fam in host for s in fam.samples] == [
-        ("nxr_gpu_utilization_ratio", {"gpu": "0"}, 0.97),
-        ("nxr_gpu_other_memory_bytes", {"gpu": "0"}, float(GIB)),
-        ("nxr_gpu_quarantined", {"gpu": "0"}, 0.0),
-        ("nxr_gpu_quarantined", {"gpu": "1"}, 1.0),
+        ("nxr_gpu_utilization_ratio", g0, 0.97),
+        ("nxr_gpu_other_memory_bytes", g0, float(GIB)),
+        ("nxr_gpu_quarantined", g0, 0.0),
+        ("nxr_gpu_quarantined", g1, 1.0),
     ]
