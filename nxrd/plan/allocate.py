@@ -96,7 +96,7 @@ def make_plan(
         key=lambda kv: (CLASS_DEFAULTS[kv[1].workload_class].rank, -kv[1].priority, kv[0]),
     )
     _assign_gpus(st, order)
-    mps = _mps_gpus(st)
+    mps = _mps_gpus(st, profile)
     _assign_exclusive(st, order, online)
     shared = online - st.reserved - frozenset(c for core in st.core_owner for c in core)
     _assign_shared(st, order, online, shared)
@@ -307,11 +307,11 @@ def mps_dirs(uuid: str) -> tuple[str, str]:
     return f"{MPS_ROOT}/{uuid}/pipe", f"{MPS_ROOT}/{uuid}/log"
 
 
-def _mps_gpus(st: _State) -> list[str]:
+def _mps_gpus(st: _State, profile: Profile) -> list[str]:
     """GPUs shared under MPS. A client reaches one control daemon, so one GPU each."""
     if not st.mps:
         return []
-    out: dict[str, None] = {}
+    out: dict[str, list[str]] = {}  # GPU UUID -> its clients
     for name, gpus in st.gpus.items():
         shared = [g for g in gpus if g.shared]
         if len(shared) > 1:
@@ -321,7 +321,23 @@ def _mps_gpus(st: _State) -> list[str]:
                 f"under MPS a gpu_shared workload takes one GPU (got {len(shared)}): each "
                 "GPU has its own MPS control daemon",
             )
-        out.update((g.uuid, None) for g in shared)
+        for g in shared:
+            out.setdefault(g.uuid, []).append(name)
+    for clients in out.values():
+        # An MPS control daemon runs one user's server at a time; another user's clients
+        # wait until that server exits, which a serving workload never does.
+        first, *rest = clients
+        user = profile.workloads[first].user or "nxrd's user"
+        for name in rest:
+            other = profile.workloads[name].user or "nxrd's user"
+            if other != user:
+                st.problem(
+                    name,
+                    "user",
+                    f"runs as {other}, but {first!r} on the same MPS GPU runs as {user}: an "
+                    "MPS server serves one user at a time, so one of them would wait for the "
+                    "other to exit; run them as one user",
+                )
     return sorted(out)
 
 

@@ -72,6 +72,16 @@ def test_mps_refusals_say_why(socket2: Topology) -> None:
         "p.toml: workloads.a.gpus: under MPS a gpu_shared workload takes one GPU (got 2): "
         "each GPU has its own MPS control daemon"
     ]
+    two_users = SHARED + 'user = "svc"\n'  # b's
+    with pytest.raises(PlanError) as plan_info:
+        make_plan(parse_profile(two_users, "p.toml"), socket2, "p.toml")
+    assert plan_info.value.lines() == [
+        "p.toml: workloads.b.user: runs as svc, but 'a' on the same MPS GPU runs as nxrd's "
+        "user: an MPS server serves one user at a time, so one of them would wait for the "
+        "other to exit; run them as one user"
+    ]
+    same_user = two_users.replace("gpu_memory", 'user = "svc"\ngpu_memory')
+    assert make_plan(parse_profile(same_user), socket2).workload("b").gpus[0].index == 0
 
 
 # -f: record argv and environment, keep a PID file as the real one does, run until killed.
