@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -58,7 +58,7 @@ class UsageReader:
         # the newest one it saw, so a sample is counted once.
         self._last_seen: dict[str, int] = {}
         self._unsampled: set[str] = set()  # GPUs that refused per-process utilization
-        self._events: Any = None  # NVML event set with every GPU's critical Xids, if any
+        self._events: dict[str, Any] = {}  # GPU UUID -> NVML event set of its critical Xids
 
     def read(self) -> list[GpuReading]:
         """One reading per GPU; KernelError when NVML is not there, NotAnswering when its
@@ -69,23 +69,17 @@ class UsageReader:
             self.guard.call("nvmlInit", self._open)
         assert self._handles is not None
         handles = self._handles
-        xids, *readings = self.guard.call_each(
-            [("the Xid event query", self._xids)]
-            + [(f"the query of GPU {g.index}", partial(self._read_one, g, h)) for g, h in handles]
+        readings = self.guard.call_each(
+            [(f"the query of GPU {g.index}", partial(self._read_one, g, h)) for g, h in handles]
         )
-        for got in (xids, *readings):
-            if isinstance(got, Exception) and not isinstance(got, NotAnswering):
-                raise got
-        if isinstance(xids, NotAnswering):
-            # The driver is stuck in the event set: Xids it held are lost with that call,
-            # but each GPU's own query still says whether it answers.
-            xids = {}
         out = []
         for (g, _), got in zip(handles, readings, strict=True):
             if isinstance(got, NotAnswering):
                 out.append(GpuReading(g.index, g.uuid, error=str(got)))
+            elif isinstance(got, Exception):
+                raise got
             else:
-                out.append(replace(got, xids=tuple(xids.get(g.uuid, ()))))
+                out.append(got)
         return out
 
     def _open(self) -> None:
@@ -108,34 +102,41 @@ class UsageReader:
         except OSError as e:  # libnvidia-ml.so gone
             raise KernelError(f"NVML unavailable: {e}") from None
 
-    def _watch_xids(self, handles: list[tuple[Gpu, Any]]) -> Any:
-        """An event set receiving critical Xid errors of every GPU that can report them."""
+    def _watch_xids(self, handles: list[tuple[Gpu, Any]]) -> dict[str, Any]:
+        """Per GPU that can report them, an event set receiving its critical Xid errors.
+
+        One set per GPU, drained by that GPU's own query: an event names its device by a
+        handle, and asking a wedged GPU which one it is would hang every GPU's Xids.
+        """
         nvml = self._nvml
-        events = optional(nvml, nvml.nvmlEventSetCreate)
-        if events is None:
-            return None
-        for _, h in handles:
+        out = {}
+        for g, h in handles:
             # A GPU that cannot register (unsupported, or already lost) still gets its
             # other queries; its own reading says when it is gone.
             with contextlib.suppress(nvml.NVMLError):
+                events = optional(nvml, nvml.nvmlEventSetCreate)
+                if events is None:
+                    break  # this NVML has no events at all
                 nvml.nvmlDeviceRegisterEvents(h, XID_CRITICAL, events)
-        return events
+                out[g.uuid] = events
+        return out
 
-    def _xids(self) -> dict[str, list[int]]:
-        """Xids waiting in the event set, by GPU UUID (never waits: timeout 0)."""
+    def _xids(self, uuid: str) -> tuple[int, ...]:
+        """Xids waiting in the GPU's event set (never waits: timeout 0)."""
         nvml = self._nvml
-        out: dict[str, list[int]] = {}
-        while self._events is not None:
+        events = self._events.get(uuid)
+        out: list[int] = []
+        while events is not None:
             try:
-                e = nvml.nvmlEventSetWait_v2(self._events, 0)
-                uuid = nvml_text(nvml.nvmlDeviceGetUUID(e.device))
+                out.append(int(nvml.nvmlEventSetWait_v2(events, 0).eventData))
             except nvml.NVMLError:
                 break  # Timeout: drained. Anything else: a lost GPU says so in its reading
-            out.setdefault(uuid, []).append(int(e.eventData))
-        return out
+        return tuple(out)
 
     def _read_one(self, gpu: Gpu, h: Any) -> GpuReading:
         nvml = self._nvml
+        # First, and kept with an error too: a GPU falling off the bus says why (Xid 79).
+        xids = self._xids(gpu.uuid)
         try:
             uuid = nvml_text(nvml.nvmlDeviceGetUUID(h))
             if uuid != gpu.uuid:  # never attribute one GPU's figures to another
@@ -145,7 +146,7 @@ class UsageReader:
             sm = self._sm_by_pid(gpu.uuid, h)
             ecc = optional(nvml, nvml.nvmlDeviceGetTotalEccErrors, h, ECC_UNCORRECTED, ECC_VOLATILE)
         except nvml.NVMLError as e:
-            return GpuReading(gpu.index, gpu.uuid, error=f"NVML: {nvml_text(e)}")
+            return GpuReading(gpu.index, gpu.uuid, error=f"NVML: {nvml_text(e)}", xids=xids)
         procs = tuple(
             ProcessUse(pid, mem, None if sm is None else sm.get(pid, 0.0))
             for pid, mem in sorted(memory.items())
@@ -156,6 +157,7 @@ class UsageReader:
             procs,
             utilization=None if rates is None else float(rates.gpu),
             per_process=sm is not None,
+            xids=xids,
             ecc_uncorrected=None if ecc is None else int(ecc),
         )
 

@@ -67,16 +67,20 @@ class Judge:
         return out, verdicts
 
     def _judge(self, was: Health, r: Reading) -> tuple[Health, str | None]:
+        # A GPU falling off the bus reports Xid 79 and then stops answering: the Xid says why.
+        critical = sorted({x for x in r.xids if x not in self.ignored_xids})
+        xid = "Xid " + ", ".join(map(str, critical)) if critical else None
         if not r.answered:
             misses = was.misses + 1
             now = replace(was, misses=misses)
+            if xid:
+                return now, xid
             if misses >= self.misses:
                 return now, f"not answering ({r.error or 'no reply'}, {misses} polls in a row)"
             return now, None
         now = Health(ecc_uncorrected=r.ecc_uncorrected)
-        critical = sorted({x for x in r.xids if x not in self.ignored_xids})
-        if critical:
-            return now, "Xid " + ", ".join(map(str, critical))
+        if xid:
+            return now, xid
         before = was.ecc_uncorrected
         if r.ecc_uncorrected is not None and before is not None and r.ecc_uncorrected > before:
             new = r.ecc_uncorrected - before
@@ -96,7 +100,8 @@ def from_usage(gpus: Sequence[Gpu], seen: Attribution | None, error: str | None)
         r = None if seen is None else seen.gpus.get(g.index)
         if error is not None or r is None or r.error is not None:
             why = error or (r.error if r is not None else None) or "no reading"
-            out.append(Reading(g.uuid, answered=False, error=why))
+            xids = () if r is None else r.xids
+            out.append(Reading(g.uuid, answered=False, error=why, xids=xids))
         else:
             out.append(Reading(g.uuid, xids=r.xids, ecc_uncorrected=r.ecc_uncorrected))
     return out

@@ -87,17 +87,21 @@ class FakeNVML(types.ModuleType):
         self.calls: list[tuple[str, Any]] = []
         self.timestamps: list[int] = []  # lastSeenTimeStamp of each process-utilization query
         # A call named in `hang` ("nvmlDeviceGetUUID"; "nvmlDeviceGetUUID:1" for GPU 1's
-        # only) blocks until `release` is set; `entered` says it started.
+        # only; "*:1" for every call on GPU 1) blocks until `release` is set; `entered`
+        # says it started.
         self.hang: set[str] = set()
         self.entered = threading.Event()
         self.release = threading.Event()
 
+    def _maybe_hang(self, name: str, index: int) -> None:
+        if self.hang & {name, f"{name}:{index}", f"*:{index}"}:
+            self.entered.set()
+            self.release.wait()
+
     def _gpu(self, name: str, h: Any) -> FakeGpu:
         self.calls.append((name, h))
         index = h[0] if isinstance(h, tuple) else h
-        if name in self.hang or f"{name}:{index}" in self.hang:
-            self.entered.set()
-            self.release.wait()
+        self._maybe_hang(name, index)
         gpu = self.gpus[index]
         if gpu.lost:
             raise NVMLError_GpuIsLost("GPU is lost")
@@ -195,6 +199,7 @@ class FakeNVML(types.ModuleType):
     def nvmlEventSetWait_v2(self, events: list[int], timeout_ms: int) -> types.SimpleNamespace:
         assert timeout_ms == 0  # nxrd never waits for events
         for h in events:
+            self._maybe_hang("nvmlEventSetWait_v2", h)
             if self.gpus[h].xids:
                 return types.SimpleNamespace(device=h, eventData=self.gpus[h].xids.pop(0))
         raise NVMLError_Timeout("Timeout")

@@ -203,27 +203,38 @@ def test_a_hung_driver_quarantines_every_gpu_and_the_loop_goes_on() -> None:
         nvml.release.set()
 
 
-def test_a_gpu_whose_queries_hang_is_quarantined_alone() -> None:
+def test_a_gpu_whose_driver_calls_hang_is_quarantined_alone() -> None:
     nvml = fake_host()
     d = daemon(nvml)
     poll(d)
-    nvml.hang.add("nvmlDeviceGetUtilizationRates:5")  # only GPU 5's driver calls hang
+    nvml.hang.add("*:0")  # every driver call on chat's GPU 0 blocks, its Xid events too
     try:
         poll(d)
+        nvml.gpus[3].xids.append(48)  # meanwhile GPU 3 reports a double-bit ECC error
         poll(d)
-        quarantine = [c for n, c in said(d) if n == "quarantined"]
-        assert len(quarantine) == 1
-        assert quarantine[0].startswith(
-            "GPU 5 (GPU-00000005-aaaa-bbbb-cccc-000000000005): not answering "
-            "(GPU not answering: the query of GPU 5 has not returned for "
+        gpu0, gpu3 = [c for n, c in said(d) if n == "quarantined"]  # both in the second poll
+        assert gpu3 == "GPU 3 (GPU-00000003-aaaa-bbbb-cccc-000000000003): Xid 48"
+        assert gpu0.startswith(
+            "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): not answering "
+            "(GPU not answering: the query of GPU 0 has not returned for "
         )
-        assert quarantine[0].endswith(" s, 2 polls in a row)")
-        assert [g.index for g in d.plan.workload("chat").gpus] == [0]  # not on GPU 5: stays
+        assert gpu0.endswith(" s, 2 polls in a row)")
+        assert [g.index for g in d.plan.workload("chat").gpus] == [2]  # off 0, not onto 3
         assert d.gpu_use is not None
         assert d.gpu_use.workload("pinned", [1], True)["gpu_usage"][0]["error"] is None
     finally:
         nvml.hang.clear()
         nvml.release.set()
+
+
+def test_an_xid_before_a_gpu_stops_answering_is_the_reason_given() -> None:
+    nvml = fake_host()
+    d = daemon(nvml)
+    poll(d)
+    nvml.gpus[0].xids.append(79)
+    nvml.gpus[0].lost = True  # it fell off the bus: the Xid, then no answers
+    poll(d)
+    assert said(d)[0] == ("quarantined", "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): Xid 79")
 
 
 BUDGETED = """
