@@ -11,10 +11,12 @@ import hashlib
 import json
 import math
 import os
+import pwd
 import select
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,7 +122,7 @@ class Daemon:
         self.applied = self._applied(files)
         self.profile, self.source = parse_profiles(self.applied or files)
         self.topology = discover(subtree=cgroup_root)
-        self.plan = make_plan(self.profile, self.topology, self.source)
+        self.plan = self._plan(self.profile, self.source, {}, {})
         self.on_stop = on_stop
         reqs = check(self.topology.cgroup)
         if not usable(reqs):
@@ -227,9 +229,7 @@ class Daemon:
                 raise
             configured = []  # only recorded; the next start fails on it and says why
         profile, source = parse_profiles(files if files is not None else configured)
-        plan = make_plan(
-            profile, self.topology, source, quarantined(self.gpu_health), self._gpus_held()
-        )
+        plan = self._plan(profile, source, quarantined(self.gpu_health), self._gpus_held())
         changes = diff((self.profile, self.plan), (profile, plan))
         address = profile.host.metrics
         if address != self.profile.host.metrics:
@@ -297,6 +297,21 @@ class Daemon:
         if self.api.handlers is not None:
             self.api.handlers.plan = plan
 
+    def _plan(
+        self,
+        profile: Profile,
+        source: str,
+        avoid: Mapping[str, str],
+        keep: Mapping[str, Sequence[str]],
+    ) -> Plan:
+        """The profile planned on this host, with the users' UIDs looked up here."""
+        uids = {"": os.geteuid()}
+        for wl in profile.workloads.values():
+            if wl.user is not None:
+                with contextlib.suppress(KeyError):  # not on this host: its start says so
+                    uids[wl.user] = pwd.getpwnam(wl.user).pw_uid
+        return make_plan(profile, self.topology, source, avoid, keep, uids)
+
     def _gpus_held(self) -> dict[str, list[str]]:
         """GPU UUIDs of each workload's plan now: planning again keeps them where it can."""
         return {w.name: [g.uuid for g in w.gpus] for w in self.plan.workloads}
@@ -319,7 +334,7 @@ class Daemon:
             )
         bad = quarantined(self.gpu_health)
         try:
-            plan = make_plan(self.profile, self.topology, self.source, bad, self._gpus_held())
+            plan = self._plan(self.profile, self.source, bad, self._gpus_held())
             self._write(plan, "GPU quarantine")
         except NxrError as e:
             why = e.lines()[0] if isinstance(e, PlanError) else str(e)
@@ -330,7 +345,9 @@ class Daemon:
             for w in plan.workloads
             if [g.uuid for g in w.gpus] != [g.uuid for g in self.plan.workload(w.name).gpus]
         ]
-        stay = [w.name for w in plan.workloads if any(g.uuid in bad for g in w.gpus)]
+        # by index: a MIG instance's assignment carries its own UUID, not its GPU's
+        out = {index[u] for u in bad}
+        stay = [w.name for w in plan.workloads if any(g.index in out for g in w.gpus)]
         self._switch(self.profile, plan, self.source, "GPU quarantine")
         for names, what in (
             (moved, "moved to healthy GPUs"),

@@ -14,7 +14,7 @@ from nxrd.plan.classes import (
     THREAD_VARS,
 )
 from nxrd.plan.model import CgroupPlan, GpuAssignment, Plan, WorkloadPlan
-from nxrd.plan.topology import Gpu, MigInstance, Topology
+from nxrd.plan.topology import Gpu, Topology, gpu_units
 from nxrd.profile.model import Profile, Workload
 from nxrd.profile.units import format_cpu_list, format_size
 
@@ -53,6 +53,7 @@ def make_plan(
     source: str | None = None,
     avoid: Mapping[str, str] | None = None,
     keep: Mapping[str, Sequence[str]] | None = None,
+    uids: Mapping[str, int] | None = None,
 ) -> Plan:
     """Allocate cores, memory and GPUs; raises PlanError listing everything that does not fit.
 
@@ -62,6 +63,9 @@ def make_plan(
     they are as many as it asks for and it could be given them anew (healthy, free or
     shareable, large enough), so that planning again moves, and restarts, only the
     workloads that must move.
+    uids: user name -> UID on this host, "" for nxrd's own user, so that a rule about
+    users compares users rather than spellings ("root" and nxrd running as root); a name
+    missing from it is compared as written.
     """
     host_cpus, split = {c.id: c.node for c in topo.cpus}, topo.split_by_reach()
     topo, limits = topo.within_reach()
@@ -96,7 +100,7 @@ def make_plan(
         key=lambda kv: (CLASS_DEFAULTS[kv[1].workload_class].rank, -kv[1].priority, kv[0]),
     )
     _assign_gpus(st, order)
-    mps = _mps_gpus(st, profile)
+    mps = _mps_gpus(st, profile, uids or {})
     _assign_exclusive(st, order, online)
     shared = online - st.reserved - frozenset(c for core in st.core_owner for c in core)
     _assign_shared(st, order, online, shared)
@@ -138,10 +142,6 @@ def _reserved_cpus(profile: Profile, topo: Topology, online: frozenset[int]) -> 
     return next(frozenset(core) for core in topo.cores() if first in core)
 
 
-# Compute modes (nvidia-smi -c) in which one CUDA process at a time may use the GPU.
-EXCLUSIVE_MODES = frozenset({"exclusive-process", "exclusive-thread"})
-
-
 def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
     """GPUs, and MIG instances, for every workload that asks for some.
 
@@ -150,8 +150,8 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
     """
     by_index = {g.index: g for g in st.topo.gpus}
     # UUID -> (its GPU, the MIG instance it names or None)
-    by_uuid: dict[str, tuple[Gpu, MigInstance | None]] = {g.uuid: (g, None) for g in st.topo.gpus}
-    by_uuid.update((m.uuid, (g, m)) for g in st.topo.gpus for m in g.mig_instances)
+    by_uuid = gpu_units(st.topo.gpus)
+    wants = {name: wl.gpu_memory or 0 for name, wl in order}
     have = _gpu_summary(st.topo)
 
     def take(name: str, wl: Workload, gpu: Gpu, uuid: str) -> None:
@@ -163,7 +163,12 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
     def shareable(gpu: Gpu, uuid: str) -> bool:
         """Another gpu_shared workload may join those given this GPU (or instance)."""
         users = st.gpu_users.get(uuid, [])
-        return all(s for _, s in users) and (st.mps or gpu.compute_mode not in EXCLUSIVE_MODES)
+        return all(s for _, s in users) and (st.mps or gpu.compute_mode == "default")
+
+    def room(wl: Workload, gpu: Gpu) -> bool:
+        """Its gpu_memory fits beside what the GPU's users ask (memory 0 = unknown: yes)."""
+        asked = sum(wants[n] for n, _ in st.gpu_users.get(gpu.uuid, []))
+        return not gpu.memory or gpu.memory >= asked + (wl.gpu_memory or 0)
 
     # Explicit GPUs first, so counts take what is left.
     for name, wl in order:
@@ -239,7 +244,7 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
         return (
             usable(gpu)
             and (gpu.uuid not in st.gpu_users or (wl.gpu_shared and shareable(gpu, gpu.uuid)))
-            and (not gpu.memory or gpu.memory >= (wl.gpu_memory or 0))
+            and room(wl, gpu)
         )
 
     counted = [(n, wl) for n, wl in order if isinstance(wl.gpus, int) and wl.gpus > 0]
@@ -266,30 +271,32 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
                     name,
                     "gpus",
                     f"needs {wl.gpus} GPU(s); {len(free)} free of {len(st.topo.gpus)}"
-                    + _why_not_free(st),
+                    + _why_not_free(st, wl.gpu_shared),
                 )
             continue
-        # With gpu_memory, only GPUs that have that much (memory 0 = unknown: allowed).
-        need = wl.gpu_memory or 0
-        roomy = [g for g in free if not g.memory or g.memory >= need]
+        roomy = [g for g in free if room(wl, g)]
         if len(roomy) < wl.gpus:
             st.problem(
                 name,
                 "gpus",
-                f"needs {wl.gpus} GPU(s) with {format_size(need)} (gpu_memory); "
-                f"{len(roomy)} of the {len(free)} free GPUs have that much",
+                f"needs {wl.gpus} GPU(s) with {format_size(wl.gpu_memory or 0)} (gpu_memory); "
+                f"{len(roomy)} of the {len(free)} free GPUs have that much left",
             )
             continue
         for gpu in _pick_gpus(roomy, wl.gpus):
             take(name, wl, gpu, gpu.uuid)
 
 
-def _why_not_free(st: _State) -> str:
+def _why_not_free(st: _State, shared: bool) -> str:
     """Why the GPUs a count could not take are out of its reach, by reason."""
     why = [
         f"GPUs {format_cpu_list(ids)} are {what}"
         for what, out in (
             ("taken", lambda g: g.uuid in st.gpu_users),
+            (
+                "in an exclusive compute mode (shared only under MPS)",
+                lambda g: shared and not st.mps and g.compute_mode not in ("default", "prohibited"),
+            ),
             ("quarantined", lambda g: g.uuid in st.avoid),
             ("split by MIG (name an instance by UUID)", lambda g: g.mig),
             ("in prohibited compute mode", lambda g: g.compute_mode == "prohibited"),
@@ -307,7 +314,7 @@ def mps_dirs(uuid: str) -> tuple[str, str]:
     return f"{MPS_ROOT}/{uuid}/pipe", f"{MPS_ROOT}/{uuid}/log"
 
 
-def _mps_gpus(st: _State, profile: Profile) -> list[str]:
+def _mps_gpus(st: _State, profile: Profile, uids: Mapping[str, int]) -> list[str]:
     """GPUs shared under MPS. A client reaches one control daemon, so one GPU each."""
     if not st.mps:
         return []
@@ -326,15 +333,19 @@ def _mps_gpus(st: _State, profile: Profile) -> list[str]:
     for clients in out.values():
         # An MPS control daemon runs one user's server at a time; another user's clients
         # wait until that server exits, which a serving workload never does.
+        def user(name: str) -> tuple[str, int | str]:
+            """How it is named, and who that is."""
+            given = profile.workloads[name].user
+            return given or "nxrd's user", uids.get(given or "", given or "")
+
         first, *rest = clients
-        user = profile.workloads[first].user or "nxrd's user"
         for name in rest:
-            other = profile.workloads[name].user or "nxrd's user"
-            if other != user:
+            if user(name)[1] != user(first)[1]:
                 st.problem(
                     name,
                     "user",
-                    f"runs as {other}, but {first!r} on the same MPS GPU runs as {user}: an "
+                    f"runs as {user(name)[0]}, but {first!r} on the same MPS GPU runs as "
+                    f"{user(first)[0]}: an "
                     "MPS server serves one user at a time, so one of them would wait for the "
                     "other to exit; run them as one user",
                 )
@@ -611,9 +622,8 @@ def _check_memory(st: _State, profile: Profile, topo: Topology) -> int:
 
 
 def _check_gpu_memory(st: _State, profile: Profile) -> None:
-    memory = {g.uuid: g.memory for g in st.topo.gpus}
-    memory.update((m.uuid, m.memory) for g in st.topo.gpus for m in g.mig_instances)
-    parents = {g.uuid for g in st.topo.gpus}
+    units = gpu_units(st.topo.gpus)
+    memory = {u: gpu.memory if mig is None else mig.memory for u, (gpu, mig) in units.items()}
     asked: dict[str, int] = {}
     for name, wl in profile.workloads.items():
         if wl.gpu_memory is None:
@@ -621,7 +631,7 @@ def _check_gpu_memory(st: _State, profile: Profile) -> None:
         for g in st.gpus.get(name, []):
             asked[g.uuid] = asked.get(g.uuid, 0) + wl.gpu_memory
             if memory.get(g.uuid) and asked[g.uuid] > memory[g.uuid]:
-                what = f"GPU {g.index}" if g.uuid in parents else f"MIG instance {g.uuid}"
+                what = f"GPU {g.index}" if units[g.uuid][1] is None else f"MIG instance {g.uuid}"
                 st.problem(
                     name,
                     "gpu_memory",

@@ -70,12 +70,18 @@ class Gpu(Data):
         return self.index if self.minor is None else self.minor
 
 
+def gpu_units(gpus: Sequence[Gpu]) -> dict[str, tuple[Gpu, MigInstance | None]]:
+    """What a workload can be given, by UUID: each GPU (with None), and each MIG instance
+    (with its GPU)."""
+    out: dict[str, tuple[Gpu, MigInstance | None]] = {g.uuid: (g, None) for g in gpus}
+    out.update((m.uuid, (g, m)) for g in gpus for m in g.mig_instances)
+    return out
+
+
 def device_minors(gpus: Sequence[Gpu]) -> dict[str, int]:
     """GPU or MIG instance UUID -> N of the /dev/nvidiaN its users open (an instance's is
     its GPU's: MIG instances are reached through their GPU's device file)."""
-    out = {g.uuid: g.device_minor for g in gpus}
-    out.update((m.uuid, g.device_minor) for g in gpus for m in g.mig_instances)
-    return out
+    return {uuid: gpu.device_minor for uuid, (gpu, _) in gpu_units(gpus).items()}
 
 
 class CgroupInfo(Data):

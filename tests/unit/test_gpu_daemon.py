@@ -17,7 +17,7 @@ from nxrd.kernel.mps import MpsDaemons
 from nxrd.kernel.nvml_guard import Guard
 from nxrd.ledger import Ledger
 from nxrd.plan import make_plan
-from nxrd.plan.topology import load_topology
+from nxrd.plan.topology import Topology, load_topology
 from nxrd.profile import parse_profile
 from nxrd.service import Daemon
 from nxrd.supervisor.events import EventLog
@@ -40,10 +40,10 @@ gpus = [1]
 """
 
 
-def daemon(nvml: FakeNVML, profile: str = PROFILE) -> Daemon:
+def daemon(nvml: FakeNVML, profile: str = PROFILE, topology: Topology | None = None) -> Daemon:
     """A Daemon wired to fakes, as start() wires it to the kernel (no socket, no root)."""
     d = Daemon.__new__(Daemon)
-    d.topology = load_topology(TOPOLOGIES / "2socket-8gpu.json")
+    d.topology = topology or load_topology(TOPOLOGIES / "2socket-8gpu.json")
     d.profile, d.source = parse_profile(profile, "p.toml"), "p.toml"
     d.plan = make_plan(d.profile, d.topology, d.source)
     d.fs = FakeCgroupFS()
@@ -157,6 +157,22 @@ def test_an_applied_profile_leaves_running_workloads_on_their_gpus() -> None:
     restarts = [(c["workload"], c["what"]) for c in doc["changes"] if c["effect"] == "restart"]
     assert restarts == []  # chat and embed keep their GPUs (embed's shared cores shrink, live)
     assert [c["what"] for c in doc["changes"] if c["workload"] == "rerank"] == ["added"]
+
+
+def test_a_workload_on_a_mig_instance_of_a_quarantined_gpu_is_said_to_stay() -> None:
+    topo = load_topology(TOPOLOGIES / "2socket-8gpu.json")
+    gpus = [g.model_dump() for g in topo.gpus]
+    gpus[4].update(mig=True, mig_instances=[{"index": 0, "uuid": "MIG-x"}])
+    nvml = fake_host()
+    d = daemon(
+        nvml,
+        '[workloads.small]\ncommand = ["x"]\ngpus = ["MIG-x"]\n',
+        topo.model_validate({**topo.model_dump(), "gpus": gpus}),
+    )
+    poll(d)
+    nvml.gpus[4].xids.append(79)
+    poll(d)
+    assert said(d)[-1] == ("-", "left on quarantined GPUs (the profile names them): small")
 
 
 def test_a_lost_gpu_is_quarantined_on_the_second_poll_and_a_named_workload_stays() -> None:

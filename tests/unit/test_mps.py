@@ -82,6 +82,11 @@ def test_mps_refusals_say_why(socket2: Topology) -> None:
     ]
     same_user = two_users.replace("gpu_memory", 'user = "svc"\ngpu_memory')
     assert make_plan(parse_profile(same_user), socket2).workload("b").gpus[0].index == 0
+    # users are compared by UID where nxrd could look them up: root is nxrd's user here
+    as_root = SHARED + 'user = "root"\n'
+    assert make_plan(parse_profile(as_root), socket2, uids={"": 0, "root": 0}).workload("b")
+    with pytest.raises(PlanError):
+        make_plan(parse_profile(as_root), socket2, uids={"": 1000, "root": 0})
 
 
 # -f: record argv and environment, keep a PID file as the real one does, run until killed.

@@ -366,7 +366,7 @@ def test_gpu_counts_pick_gpus_with_room_for_gpu_memory(socket2: Topology) -> Non
     (line,) = refused('[workloads.a]\ncommand=["x"]\ngpus=2\ngpu_memory="40G"\n', topo)
     assert line == (
         "p.toml: workloads.a.gpus: needs 2 GPU(s) with 40G (gpu_memory); "
-        "1 of the 2 free GPUs have that much"
+        "1 of the 2 free GPUs have that much left"
     )
 
 
@@ -444,6 +444,12 @@ def test_planning_again_keeps_the_gpus_a_workload_holds_while_it_may(socket2: To
         "a": [0, 1, 2],
         "b": [3],
     }
+    # nor a GPU its gpu_memory no longer fits on beside a neighbour's (80G each here)
+    shared = (
+        '[workloads.a]\ncommand=["x"]\ngpus=1\ngpu_shared=true\ngpu_memory="30G"\n'
+        '[workloads.c]\ncommand=["x"]\ngpus=1\ngpu_shared=true\ngpu_memory="55G"\n'
+    )
+    assert gpus(shared, {"a": [uuid[0]], "c": [uuid[0]]}) == {"a": [0], "c": [1]}
 
 
 def _mig(socket2: Topology, **gpu2: object) -> Topology:
@@ -530,8 +536,9 @@ def test_compute_modes_decide_who_may_use_a_gpu(socket2: Topology) -> None:
     )
     (line,) = refused(counted, topo)
     assert line == (
-        "p.toml: workloads.y.gpus: needs 1 GPU(s); 0 free of 8 (GPUs 1-7 are taken; "
-        "GPUs 0 are in prohibited compute mode)"
+        "p.toml: workloads.y.gpus: needs 1 GPU(s); 0 free of 8 (GPUs 1-7 are taken; GPUs 1 "
+        "are in an exclusive compute mode (shared only under MPS); GPUs 0 are in prohibited "
+        "compute mode)"
     )
     under_mps = plan("[host]\nmps = true\n" + counted, topo)
     assert [g.index for g in under_mps.workload("y").gpus] == [1]
