@@ -308,7 +308,8 @@ class Daemon:
         uids = {"": os.geteuid()}
         for wl in profile.workloads.values():
             if wl.user is not None:
-                with contextlib.suppress(KeyError):  # not on this host: its start says so
+                # not on this host (or no valid name): its start says so
+                with contextlib.suppress(KeyError, ValueError):
                     uids[wl.user] = pwd.getpwnam(wl.user).pw_uid
         return make_plan(profile, self.topology, source, avoid, keep, uids)
 

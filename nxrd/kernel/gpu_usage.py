@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -59,6 +59,8 @@ class UsageReader:
         self._last_seen: dict[str, int] = {}
         self._unsampled: set[str] = set()  # GPUs that refused per-process utilization
         self._events: dict[str, Any] = {}  # GPU UUID -> NVML event set of its critical Xids
+        # GPU UUID -> Xids drained, not yet in a reading (a worker thread may add late ones)
+        self._xids_seen: dict[str, list[int]] = {}
 
     def read(self) -> list[GpuReading]:
         """One reading per GPU; KernelError when NVML is not there, NotAnswering when its
@@ -74,12 +76,14 @@ class UsageReader:
         )
         out = []
         for (g, _), got in zip(handles, readings, strict=True):
-            if isinstance(got, NotAnswering):
-                out.append(GpuReading(g.index, g.uuid, error=str(got)))
-            elif isinstance(got, Exception):
+            if isinstance(got, Exception) and not isinstance(got, NotAnswering):
                 raise got
+            # Xids drained by a query that then hung are kept: they say why it hangs.
+            xids = tuple(self._xids_seen.pop(g.uuid, ()))
+            if isinstance(got, NotAnswering):
+                out.append(GpuReading(g.index, g.uuid, error=str(got), xids=xids))
             else:
-                out.append(got)
+                out.append(replace(got, xids=xids))
         return out
 
     def _open(self) -> None:
@@ -117,26 +121,29 @@ class UsageReader:
                 events = optional(nvml, nvml.nvmlEventSetCreate)
                 if events is None:
                     break  # this NVML has no events at all
-                nvml.nvmlDeviceRegisterEvents(h, XID_CRITICAL, events)
+                try:
+                    nvml.nvmlDeviceRegisterEvents(h, XID_CRITICAL, events)
+                except nvml.NVMLError:
+                    nvml.nvmlEventSetFree(events)
+                    raise
                 out[g.uuid] = events
         return out
 
-    def _xids(self, uuid: str) -> tuple[int, ...]:
-        """Xids waiting in the GPU's event set (never waits: timeout 0)."""
+    def _drain_xids(self, uuid: str) -> None:
+        """Xids waiting in the GPU's event set into _xids_seen (never waits: timeout 0)."""
         nvml = self._nvml
         events = self._events.get(uuid)
-        out: list[int] = []
         while events is not None:
             try:
-                out.append(int(nvml.nvmlEventSetWait_v2(events, 0).eventData))
+                xid = int(nvml.nvmlEventSetWait_v2(events, 0).eventData)
             except nvml.NVMLError:
                 break  # Timeout: drained. Anything else: a lost GPU says so in its reading
-        return tuple(out)
+            self._xids_seen.setdefault(uuid, []).append(xid)
 
     def _read_one(self, gpu: Gpu, h: Any) -> GpuReading:
         nvml = self._nvml
-        # First, and kept with an error too: a GPU falling off the bus says why (Xid 79).
-        xids = self._xids(gpu.uuid)
+        # First, and kept however the rest goes: a GPU falling off the bus says why (Xid 79).
+        self._drain_xids(gpu.uuid)
         try:
             uuid = nvml_text(nvml.nvmlDeviceGetUUID(h))
             if uuid != gpu.uuid:  # never attribute one GPU's figures to another
@@ -146,7 +153,7 @@ class UsageReader:
             sm = self._sm_by_pid(gpu.uuid, h)
             ecc = optional(nvml, nvml.nvmlDeviceGetTotalEccErrors, h, ECC_UNCORRECTED, ECC_VOLATILE)
         except nvml.NVMLError as e:
-            return GpuReading(gpu.index, gpu.uuid, error=f"NVML: {nvml_text(e)}", xids=xids)
+            return GpuReading(gpu.index, gpu.uuid, error=f"NVML: {nvml_text(e)}")
         procs = tuple(
             ProcessUse(pid, mem, None if sm is None else sm.get(pid, 0.0))
             for pid, mem in sorted(memory.items())
@@ -157,7 +164,6 @@ class UsageReader:
             procs,
             utilization=None if rates is None else float(rates.gpu),
             per_process=sm is not None,
-            xids=xids,
             ecc_uncorrected=None if ecc is None else int(ecc),
         )
 

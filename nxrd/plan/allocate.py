@@ -295,7 +295,12 @@ def _why_not_free(st: _State, shared: bool) -> str:
             ("taken", lambda g: g.uuid in st.gpu_users),
             (
                 "in an exclusive compute mode (shared only under MPS)",
-                lambda g: shared and not st.mps and g.compute_mode not in ("default", "prohibited"),
+                lambda g: (
+                    shared
+                    and not st.mps
+                    and g.uuid in st.gpu_users
+                    and g.compute_mode not in ("default", "prohibited")
+                ),
             ),
             ("quarantined", lambda g: g.uuid in st.avoid),
             ("split by MIG (name an instance by UUID)", lambda g: g.mig),

@@ -191,6 +191,9 @@ class FakeNVML(types.ModuleType):
     def nvmlEventSetCreate(self) -> list[int]:
         return []  # the GPUs registered for Xid events
 
+    def nvmlEventSetFree(self, events: list[int]) -> None:
+        self.calls.append(("nvmlEventSetFree", list(events)))
+
     def nvmlDeviceRegisterEvents(self, h: int, types_: int, events: list[int]) -> None:
         self._gpu("nvmlDeviceRegisterEvents", h)
         assert types_ == 0x8  # nvmlEventTypeXidCriticalError

@@ -175,6 +175,12 @@ def test_a_workload_on_a_mig_instance_of_a_quarantined_gpu_is_said_to_stay() -> 
     assert said(d)[-1] == ("-", "left on quarantined GPUs (the profile names them): small")
 
 
+def test_a_user_name_the_host_cannot_look_up_is_planned_not_a_traceback() -> None:
+    d = daemon(fake_host())
+    odd = parse_profile('[workloads.a]\ncommand = ["x"]\nuser = "no\\u0000such"\n')
+    assert d._plan(odd, "p.toml", {}, {}).workload("a").cpus  # pwd raised ValueError here
+
+
 def test_a_lost_gpu_is_quarantined_on_the_second_poll_and_a_named_workload_stays() -> None:
     nvml = fake_host()
     d = daemon(nvml)
@@ -251,6 +257,23 @@ def test_an_xid_before_a_gpu_stops_answering_is_the_reason_given() -> None:
     nvml.gpus[0].lost = True  # it fell off the bus: the Xid, then no answers
     poll(d)
     assert said(d)[0] == ("quarantined", "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): Xid 79")
+
+
+def test_an_xid_read_by_a_query_that_then_hangs_is_still_the_reason_given() -> None:
+    nvml = fake_host()
+    d = daemon(nvml)
+    poll(d)
+    nvml.gpus[0].xids.append(79)
+    nvml.hang.add("nvmlDeviceGetUUID:0")  # the driver wedges right after the Xid is read
+    try:
+        poll(d)
+        assert said(d)[0] == (
+            "quarantined",
+            "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): Xid 79",
+        )
+    finally:
+        nvml.hang.clear()
+        nvml.release.set()
 
 
 BUDGETED = """

@@ -287,6 +287,18 @@ def test_accounting_through_a_hang(released: list[FakeNVML]) -> None:
     assert acct.workload("chat", [0], True)["gpu_memory_bytes"] == 20 * GIB
 
 
+def test_each_gpu_has_its_own_xid_events_and_a_gpu_that_cannot_register_frees_its_set() -> None:
+    nvml = busy_host()
+    nvml.gpus[1].unsupported.add("nvmlDeviceRegisterEvents")
+    reader = UsageReader(topo_gpus(nvml), Guard(), nvml)
+    reader.read()
+    assert ("nvmlEventSetFree", []) in nvml.calls  # GPU 1's, never registered
+    nvml.gpus[0].xids.append(48)
+    nvml.gpus[2].xids += [79, 13]
+    assert [r.xids for r in reader.read()] == [(48,), (), (79, 13)]
+    assert [r.xids for r in reader.read()] == [(), (), ()]  # each read once
+
+
 def test_init_failure_is_reported_and_retried() -> None:
     nvml = busy_host()
     nvml.fail_init = True

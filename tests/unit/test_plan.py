@@ -542,6 +542,17 @@ def test_compute_modes_decide_who_may_use_a_gpu(socket2: Topology) -> None:
     )
     under_mps = plan("[host]\nmps = true\n" + counted, topo)
     assert [g.index for g in under_mps.workload("y").gpus] == [1]
+    # only GPUs that are in use are named for their mode
+    two = _variant(socket2, gpus=[dict(g, compute_mode="exclusive-process") for g in gpus[:2]])
+    (line,) = refused(
+        '[workloads.a]\ncommand=["x"]\ngpus=[0]\ngpu_shared=true\n'
+        '[workloads.b]\ncommand=["x"]\ngpus=2\ngpu_shared=true\n',
+        two,
+    )
+    assert line == (
+        "p.toml: workloads.b.gpus: needs 2 GPU(s); 1 free of 2 (GPUs 0 are taken; GPUs 0 are "
+        "in an exclusive compute mode (shared only under MPS))"
+    )
 
 
 def _limited(topo: Topology, cpus: str = "", mems: str = "") -> Topology:
