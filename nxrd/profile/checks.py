@@ -127,6 +127,11 @@ def _check_workload(
     for var in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
         if has_gpus and var in wl.env:
             bad("env", f"{var} is set by nxr from gpus; remove it from env")
+    for key in ("user", "group"):
+        value = getattr(wl, key)
+        # the system's lookups refuse these outright (pwd raises ValueError on a NUL)
+        if value is not None and (not value.strip() or any(c in value for c in "\x00:\n")):
+            bad(key, f"{value!r} is not a valid {key} name")
     if wl.cwd is not None and not os.path.isabs(wl.cwd):
         bad("cwd", f"must be an absolute path (got {wl.cwd!r})")
 

@@ -175,12 +175,6 @@ def test_a_workload_on_a_mig_instance_of_a_quarantined_gpu_is_said_to_stay() -> 
     assert said(d)[-1] == ("-", "left on quarantined GPUs (the profile names them): small")
 
 
-def test_a_user_name_the_host_cannot_look_up_is_planned_not_a_traceback() -> None:
-    d = daemon(fake_host())
-    odd = parse_profile('[workloads.a]\ncommand = ["x"]\nuser = "no\\u0000such"\n')
-    assert d._plan(odd, "p.toml", {}, {}).workload("a").cpus  # pwd raised ValueError here
-
-
 def test_a_lost_gpu_is_quarantined_on_the_second_poll_and_a_named_workload_stays() -> None:
     nvml = fake_host()
     d = daemon(nvml)

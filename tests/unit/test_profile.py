@@ -229,6 +229,10 @@ def test_a_trailing_newline_does_not_sneak_into_a_name() -> None:
 def test_values_the_kernel_or_exec_would_refuse() -> None:
     (line,) = errors(MINIMAL.replace('["serve"]', '["serve\\u0000x"]'))
     assert line == "p.toml: workloads.chat.command: an argument contains a NUL byte"
+    (line,) = errors(MINIMAL + 'user = "svc\\u0000x"\n')
+    assert line == "p.toml: workloads.chat.user: 'svc\\x00x' is not a valid user name"
+    (line,) = errors(MINIMAL + 'group = " "\n')
+    assert line == "p.toml: workloads.chat.group: ' ' is not a valid group name"
     (line,) = errors(MINIMAL + "pids_max = 4194305\n")
     assert line.startswith(
         "p.toml: workloads.chat.pids_max: input should be less than or equal to 4194304"
