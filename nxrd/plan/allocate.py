@@ -81,9 +81,10 @@ def make_plan(
             f"reach ({outside}): no exclusive workload gets them, only shared ones"
         )
     wanted = profile.host.reserved_cpus or frozenset()
-    if wanted - online - frozenset(beyond):
+    out_of_reach = wanted & frozenset(beyond)
+    if wanted - online - out_of_reach:
         st.problems.append(Problem("host.reserved_cpus", _not_here(st, wanted, online)))
-    elif wanted & frozenset(beyond):
+    elif out_of_reach:
         # kept from the system already: no workload can be placed there
         instead = (
             ""
@@ -92,7 +93,7 @@ def make_plan(
             + (f"{format_cpu_list(st.reserved)}, as by default" if st.reserved else "none")
         )
         st.warnings.append(
-            f"host.reserved_cpus: CPUs {format_cpu_list(wanted & frozenset(beyond))} are "
+            f"host.reserved_cpus: CPUs {format_cpu_list(out_of_reach)} are "
             f"beyond the CPUs nxrd's cgroup may run on, so no workload runs there anyway{instead}"
         )
     order = sorted(
