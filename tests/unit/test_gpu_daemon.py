@@ -4,7 +4,9 @@ workload over its gpu_memory is told about, then restarted or stopped by its pol
 
 from __future__ import annotations
 
+import contextlib
 import types
+from collections.abc import Iterator
 
 from nxrd.api.handlers import Handlers
 from nxrd.api.protocol import Request
@@ -73,6 +75,17 @@ def poll(d: Daemon, now: float = 0.0) -> None:
     d.gpu_use.poll(owner.get)
     d._check_gpus()
     d._check_gpu_budgets(now)
+
+
+@contextlib.contextmanager
+def hung(nvml: FakeNVML, call: str) -> Iterator[None]:
+    """The driver blocks in call (see FakeNVML.hang) until the block ends."""
+    nvml.hang.add(call)
+    try:
+        yield
+    finally:
+        nvml.hang.clear()
+        nvml.release.set()
 
 
 def said(d: Daemon) -> list[tuple[str, str]]:
@@ -199,8 +212,7 @@ def test_a_hung_driver_quarantines_every_gpu_and_the_loop_goes_on() -> None:
     nvml = fake_host()
     d = daemon(nvml)
     poll(d)
-    nvml.hang.add("nvmlDeviceGetUUID")  # every query now blocks in the driver
-    try:
+    with hung(nvml, "nvmlDeviceGetUUID"):  # every query now blocks in the driver
         poll(d)  # gives up after the guard's 0.05 s
         poll(d)  # the call still hangs: refused at once, a second miss
         quarantine = [c for n, c in said(d) if n == "quarantined"]
@@ -214,17 +226,13 @@ def test_a_hung_driver_quarantines_every_gpu_and_the_loop_goes_on() -> None:
             "0 free of 8 (GPUs 1 are taken; GPUs 0-7 are quarantined)",
         )
         assert [g.index for g in d.plan.workload("chat").gpus] == [0]  # the old plan stands
-    finally:
-        nvml.hang.clear()
-        nvml.release.set()
 
 
 def test_a_gpu_whose_driver_calls_hang_is_quarantined_alone() -> None:
     nvml = fake_host()
     d = daemon(nvml)
     poll(d)
-    nvml.hang.add("*:0")  # every driver call on chat's GPU 0 blocks, its Xid events too
-    try:
+    with hung(nvml, "*:0"):  # every driver call on chat's GPU 0 blocks, its Xid events too
         poll(d)
         nvml.gpus[3].xids.append(48)  # meanwhile GPU 3 reports a double-bit ECC error
         poll(d)
@@ -238,9 +246,6 @@ def test_a_gpu_whose_driver_calls_hang_is_quarantined_alone() -> None:
         assert [g.index for g in d.plan.workload("chat").gpus] == [2]  # off 0, not onto 3
         assert d.gpu_use is not None
         assert d.gpu_use.workload("pinned", [1], True)["gpu_usage"][0]["error"] is None
-    finally:
-        nvml.hang.clear()
-        nvml.release.set()
 
 
 def test_an_xid_before_a_gpu_stops_answering_is_the_reason_given() -> None:
@@ -258,16 +263,12 @@ def test_an_xid_read_by_a_query_that_then_hangs_is_still_the_reason_given() -> N
     d = daemon(nvml)
     poll(d)
     nvml.gpus[0].xids.append(79)
-    nvml.hang.add("nvmlDeviceGetUUID:0")  # the driver wedges right after the Xid is read
-    try:
+    with hung(nvml, "nvmlDeviceGetUUID:0"):  # the driver wedges right after the Xid is read
         poll(d)
         assert said(d)[0] == (
             "quarantined",
             "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): Xid 79",
         )
-    finally:
-        nvml.hang.clear()
-        nvml.release.set()
 
 
 BUDGETED = """
