@@ -74,10 +74,11 @@ class UsageReader:
         readings = self.guard.call_each(
             [(f"the query of GPU {g.index}", partial(self._read_one, g, h)) for g, h in handles]
         )
+        for got in readings:
+            if isinstance(got, Exception) and not isinstance(got, NotAnswering):
+                raise got  # a fault of nxrd's, not the driver's: before any Xid is taken
         out = []
         for (g, _), got in zip(handles, readings, strict=True):
-            if isinstance(got, Exception) and not isinstance(got, NotAnswering):
-                raise got
             # Xids drained by a query that then hung are kept: they say why it hangs.
             xids = tuple(self._xids_seen.pop(g.uuid, ()))
             if isinstance(got, NotAnswering):
