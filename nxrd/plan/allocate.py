@@ -336,24 +336,24 @@ def _mps_gpus(st: _State, profile: Profile, uids: Mapping[str, int]) -> list[str
             )
         for g in shared:
             out.setdefault(g.uuid, []).append(name)
-    for clients in out.values():
-        # An MPS control daemon runs one user's server at a time; another user's clients
-        # wait until that server exits, which a serving workload never does.
-        def user(name: str) -> tuple[str, int | str]:
-            """How it is named, and who that is."""
-            given = profile.workloads[name].user
-            return given or "nxrd's user", uids.get(given or "", given or "")
 
-        first, *rest = clients
+    def user(name: str) -> tuple[str, int | str]:
+        """How its user is named, and who that is."""
+        given = profile.workloads[name].user
+        return given or "nxrd's user", uids.get(given or "", given or "")
+
+    # An MPS control daemon runs one user's server at a time; another user's clients wait
+    # until that server exits, which a serving workload never does.
+    for first, *rest in out.values():
+        named, who = user(first)
         for name in rest:
-            if user(name)[1] != user(first)[1]:
+            if user(name)[1] != who:
                 st.problem(
                     name,
                     "user",
                     f"runs as {user(name)[0]}, but {first!r} on the same MPS GPU runs as "
-                    f"{user(first)[0]}: an "
-                    "MPS server serves one user at a time, so one of them would wait for the "
-                    "other to exit; run them as one user",
+                    f"{named}: an MPS server serves one user at a time, so one of them would "
+                    "wait for the other to exit; run them as one user",
                 )
     return sorted(out)
 
