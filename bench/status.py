@@ -97,10 +97,10 @@ def with_fake_runtime(tmp: Path) -> tuple[str, Callable[[], None]]:
     from nxrd.api.handlers import Handlers
     from nxrd.api.server import Access, ApiServer
     from nxrd.kernel.discovery import discover
+    from nxrd.kernel.fake_runtime import FakeRuntime
     from nxrd.plan import make_plan
     from nxrd.profile import parse_profile
     from nxrd.supervisor.events import EventLog
-    from nxrd.supervisor.fake import FakeRuntime
     from nxrd.supervisor.supervisor import Supervisor
 
     prof = parse_profile(profile())

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nxrd.ledger import Write
-from nxrd.profile.units import format_cpu_list
+from nxrd.model.units import format_cpu_list
 
 # cgroup file -> the profile keys that decide it (class defaults apply when none is set).
 DECIDED_BY: dict[str, tuple[str, ...]] = {

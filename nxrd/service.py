@@ -34,9 +34,9 @@ from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.discovery import discover
 from nxrd.kernel.gpu_usage import GpuAccounting
 from nxrd.kernel.launch import read_status
+from nxrd.kernel.linux_runtime import LinuxRuntime
 from nxrd.kernel.mps import MpsDaemons
 from nxrd.kernel.requirements import check, subtree_path, usable
-from nxrd.kernel.runtime import LinuxRuntime
 from nxrd.kernel.subtree import take_subtree
 from nxrd.ledger import Ledger
 from nxrd.observe import (

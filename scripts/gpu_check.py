@@ -36,8 +36,8 @@ from nxrd.cli.format import topology_text  # noqa: E402
 from nxrd.errors import PlanError  # noqa: E402
 from nxrd.kernel.discovery import discover  # noqa: E402
 from nxrd.kernel.gpu_usage import GpuAccounting  # noqa: E402
+from nxrd.model.topology import Gpu  # noqa: E402
 from nxrd.plan import make_plan  # noqa: E402
-from nxrd.plan.topology import Gpu  # noqa: E402
 from nxrd.profile import load_profile  # noqa: E402
 
 GIB = 1 << 30

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from nxrd.api.protocol import ApiError, Request
 from nxrd.errors import NxrError, ProfileError
-from nxrd.plan.model import Plan
-from nxrd.plan.topology import Topology, device_minors
+from nxrd.model.plan import Plan
+from nxrd.model.topology import Topology, device_minors
 from nxrd.supervisor.supervisor import NotRunning, Record, Supervisor
 
 MUTATIONS = ("start", "stop", "restart", "freeze", "thaw")

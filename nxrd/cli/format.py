@@ -9,9 +9,9 @@ from nxrd.errors import TopologyError
 from nxrd.plan.classes import THREAD_VARS
 
 if TYPE_CHECKING:  # only for annotations: status output must not load pydantic
-    from nxrd.plan.model import Plan, WorkloadPlan
-    from nxrd.plan.topology import Topology
-from nxrd.profile.units import format_cpu_list, format_duration, format_size
+    from nxrd.model.plan import Plan, WorkloadPlan
+    from nxrd.model.topology import Topology
+from nxrd.model.units import format_cpu_list, format_duration, format_size
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

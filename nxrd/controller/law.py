@@ -85,7 +85,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nxrd.profile.units import format_cpu_list
+from nxrd.model.units import format_cpu_list
 
 CAPS = (75, 50, 25)
 LOWER = ("interactive", "batch", "background")
@@ -155,7 +155,7 @@ class Observation:
 
 
 @dataclass(frozen=True)
-class State:
+class LadderState:
     level: int = 0  # -1 share, 0 static, N the Nth rung of the ladder
     changed_at: float = float("-inf")
     comfortable_since: float | None = None
@@ -234,7 +234,9 @@ def rung_name(level: int, rungs: list[str]) -> str:
     return rungs[level - 1] if level else "static"
 
 
-def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State, list[Decision]]:
+def step(
+    state: LadderState, obs: Observation, spec: Spec, now: float
+) -> tuple[LadderState, list[Decision]]:
     """One controller tick."""
     rungs = ladder(spec)
     slacks, stale = _slacks(obs, spec)
@@ -347,7 +349,9 @@ def step(state: State, obs: Observation, spec: Spec, now: float) -> tuple[State,
     return state, []  # hold
 
 
-def _to_judge(old: State, new: State, obs: Observation, spec: Spec, rungs: list[str]) -> State:
+def _to_judge(
+    old: LadderState, new: LadderState, obs: Observation, spec: Spec, rungs: list[str]
+) -> LadderState:
     """A climb from static or above, to be judged COST_WINDOW after the last of the climbs
     in a row, against the targets' cost before the first. Not a climb that lends cores:
     more cores do not make a request cheaper, they take the queue's work in parallel."""
@@ -370,13 +374,13 @@ def _costs(obs: Observation, spec: Spec) -> tuple[tuple[str, float], ...]:
 
 
 def _judged(
-    state: State,
+    state: LadderState,
     obs: Observation,
     spec: Spec,
     rungs: list[str],
     now: float,
     inputs: dict[str, Any],
-) -> tuple[State, list[Decision]] | bool:
+) -> tuple[LadderState, list[Decision]] | bool:
     """The climbs since `judged_from`, judged by the targets' CPU per request: latency on
     cores of their own that lower classes slow down only through the memory, caches and
     host they share, which makes each request dearer. No target's requests at least MIN_GAIN
@@ -407,7 +411,7 @@ def _judged(
     return held, decisions
 
 
-def _hold_measured(state: State, obs: Observation, spec: Spec, now: float) -> State:
+def _hold_measured(state: LadderState, obs: Observation, spec: Spec, now: float) -> LadderState:
     """The held rung's cost, taken once COST_WINDOW of it has passed."""
     if (
         state.ceiling is None
@@ -418,13 +422,13 @@ def _hold_measured(state: State, obs: Observation, spec: Spec, now: float) -> St
     return replace(state, ceiling_cost=_costs(obs, spec))
 
 
-def _held_down(state: State, obs: Observation, now: float) -> bool:
+def _held_down(state: LadderState, obs: Observation, now: float) -> bool:
     """Whether a judged climb that did not help keeps the ladder from climbing above this
     rung."""
     return state.ceiling is not None and state.level >= state.ceiling and _holding(state, obs, now)
 
 
-def _holding(state: State, obs: Observation, now: float) -> bool:
+def _holding(state: LadderState, obs: Observation, now: float) -> bool:
     """Whether the hold lasts: until CEILING_FOR has passed, or a target's requests are
     MIN_GAIN dearer than on the held rung (new interference); before that rung's cost is
     measured, it lasts."""
@@ -450,7 +454,7 @@ def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
     return slacks, stale
 
 
-def _failed(state: State, spec: Spec, now: float) -> int:
+def _failed(state: LadderState, spec: Spec, now: float) -> int:
     """Tries answered by a climb in a row, once this climb is counted: one within
     probe_after of a try answers it; a try that held longer than that succeeded."""
     if not state.probed or spec.probe_after is None:
@@ -458,7 +462,7 @@ def _failed(state: State, spec: Spec, now: float) -> int:
     return state.failed + 1 if now - state.changed_at < spec.probe_after else 0
 
 
-def _probe_wait(state: State, spec: Spec) -> float | None:
+def _probe_wait(state: LadderState, spec: Spec) -> float | None:
     """How long a rung is held inside the band before trying one lower."""
     if spec.probe_after is None:
         return None
@@ -485,7 +489,7 @@ def _relaxed(target: Target, obs: Observation, spec: Spec, since_change: float) 
 
 
 def _move(
-    state: State,
+    state: LadderState,
     by: int,
     direction: str,
     why: str,
@@ -494,7 +498,7 @@ def _move(
     rungs: list[str],
     now: float,
     worst: str | None,
-) -> tuple[State, list[Decision]]:
+) -> tuple[LadderState, list[Decision]]:
     level = max(floor(spec), min(len(rungs), state.level + by))
     loans = list(state.loans)
     lendable = _lendable(spec)
@@ -503,7 +507,7 @@ def _move(
         loans.pop()  # returned last lent, first
     while len(loans) < n_loans:
         loans.append((lendable[len(loans)], worst or spec.targets[0].name))
-    new = State(
+    new = LadderState(
         level,
         now,
         None,
@@ -537,7 +541,7 @@ class Settings:
     stopped: frozenset[str]
 
 
-def settings(state: State, spec: Spec) -> Settings:
+def settings(state: LadderState, spec: Spec) -> Settings:
     """The cgroup values, freezes and stops that rung state.level means."""
     rungs = ladder(spec)[: max(state.level, 0)]
     shared = {c for t in spec.targets for c in t.cpus} if state.level < 0 else set()

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from nxrd.controller.histogram import ScrapeError
 from nxrd.controller.law import (
     COST_WINDOW,
+    LadderState,
     Observation,
     Settings,
-    State,
     ladder,
     rung_name,
     settings,
@@ -28,7 +28,7 @@ from nxrd.controller.spec import control_spec
 from nxrd.errors import KernelError, NxrError
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.ledger import Ledger
-from nxrd.plan.model import Plan
+from nxrd.model.plan import Plan
 from nxrd.profile.model import Profile
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.states import State as WorkloadState
@@ -59,7 +59,7 @@ class Controller:
         self.rungs = ladder(self.spec)
         self.period = profile.controller.period
         self.enabled = profile.controller.enabled and bool(self.spec.targets)
-        self.state = State()
+        self.state = LadderState()
         self.next_tick = 0.0
         self.requeued: set[str] = set()  # stopped by the controller, to start again
         self.froze: set[str] = set()  # frozen by the controller (an operator's stay frozen)
@@ -183,7 +183,7 @@ class Controller:
         """Back to the profile's static values at once (the profile changed, nxrd stops)."""
         if self.state.level == 0 and not self.froze and not self.requeued:
             return
-        before, self.state = self.state.level, State()
+        before, self.state = self.state.level, LadderState()
         self.events.record(self.wall(), "controller", self._rung(before), "static", why)
         self._enforce(now, f"controller: static ({why})")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from nxrd.controller.law import LOWER, Lower, Spec, Target
-from nxrd.plan.model import Plan
+from nxrd.model.plan import Plan
+from nxrd.model.units import parse_cpu_list
 from nxrd.profile.model import Profile
-from nxrd.profile.units import parse_cpu_list
 
 
 def control_spec(profile: Profile, plan: Plan) -> Spec:

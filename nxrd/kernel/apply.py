@@ -6,8 +6,8 @@ import contextlib
 
 from nxrd.errors import KernelError
 from nxrd.kernel.cgroupfs import CgroupFS, controller_of
-from nxrd.plan.model import DAEMON_LEAF, Plan
-from nxrd.profile.units import format_cpu_list, parse_cpu_list
+from nxrd.model.plan import DAEMON_LEAF, Plan
+from nxrd.model.units import format_cpu_list, parse_cpu_list
 
 
 def controllers_needed(plan: Plan) -> list[str]:

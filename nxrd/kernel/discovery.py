@@ -11,8 +11,8 @@ from pathlib import Path
 
 from nxrd.kernel.gpu import discover_gpus
 from nxrd.kernel.requirements import subtree_path
-from nxrd.plan.topology import CgroupInfo, Cpu, Node, Topology
-from nxrd.profile.units import parse_cpu_list
+from nxrd.model.topology import CgroupInfo, Cpu, Node, Topology
+from nxrd.model.units import parse_cpu_list
 
 
 def discover(root: str | Path = "/", *, gpus: bool = True, subtree: str | None = None) -> Topology:

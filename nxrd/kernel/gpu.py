@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nxrd.kernel.nvml_guard import Guard, NotAnswering
-from nxrd.plan.topology import Gpu, MigInstance
+from nxrd.model.topology import Gpu, MigInstance
 
 T = TypeVar("T")
 

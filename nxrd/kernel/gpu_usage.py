@@ -16,7 +16,7 @@ from typing import Any
 from nxrd.errors import KernelError
 from nxrd.kernel.gpu import UNSUPPORTED, is_error, nvml_text, optional
 from nxrd.kernel.nvml_guard import Guard, NotAnswering
-from nxrd.plan.topology import Gpu
+from nxrd.model.topology import Gpu
 
 # nvml.h: nvmlEventTypeXidCriticalError, NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC
 XID_CRITICAL = 0x8

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nxrd.errors import KernelError
-from nxrd.plan.allocate import mps_dirs
+from nxrd.model.plan import mps_dirs
 
 CONTROL = "nvidia-cuda-mps-control"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nxrd.plan.topology import CgroupInfo
+from nxrd.model.topology import CgroupInfo
 
 NEEDED = ("cpuset", "cpu", "io", "memory", "pids")
 STANDALONE_ROOT = "/nxr"  # below the cgroup2 mount, when not delegated by systemd

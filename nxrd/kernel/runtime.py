@@ -1,186 +1,69 @@
-"""The real Runtime: cgroupfs, the launcher's shims and their status files, probes."""
+"""The kernel operations the supervisor needs, as one interface (linux_runtime.py: the real one)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pwd
-import select
-from collections.abc import Sequence
-from pathlib import Path
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
-from nxrd.errors import KernelError
-from nxrd.kernel import probes
-from nxrd.kernel.cgroupfs import CgroupFS
-from nxrd.kernel.launch import LaunchSpec, launch, read_status
-from nxrd.plan.model import WorkloadPlan
-from nxrd.plan.topology import Gpu, device_minors
+from nxrd.model.plan import WorkloadPlan
 from nxrd.profile.model import Workload
-from nxrd.supervisor.runtime import Ended, Runtime, Started
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class LinuxRuntime(Runtime):
-    def __init__(
-        self, fs: CgroupFS, state_dir: Path, journal: bool = False, gpus: Sequence[Gpu] = ()
-    ) -> None:
-        self.latency_socket: str | None = None  # told to workloads, for pushed latencies
-        self.fs, self.state_dir, self.journal = fs, state_dir, journal
-        # The host's GPUs (and MIG instances): UUID -> minor of its /dev/nvidiaN. Empty on
-        # a host without GPUs, where leaves get no device filter at all.
-        self.gpu_minors = device_minors(gpus)
-        self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
-        self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
+@dataclass(frozen=True)
+class Started:
+    pid: int
+    shim_pid: int
 
-    def log_file(self, name: str) -> Path:
-        return self.state_dir / "logs" / f"{name}.log"
 
-    def status_file(self, name: str) -> Path:
-        return self.state_dir / "run" / f"{name}.json"
+@dataclass(frozen=True)
+class Ended:
+    """How a process ended, as its shim recorded it (None/None: unknown)."""
 
+    code: int | None
+    signal: int | None
+
+
+class Runtime(ABC):
+    @abstractmethod
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
-        if not self.fs.exists(wl.cgroup):
-            self.fs.mkdir(wl.cgroup)
-        for filename, value in wl.files.items():
-            self.fs.write(wl.cgroup, filename, value)
-        if self.gpu_minors:
-            # Before launch, while the leaf is empty: a workload given no GPU is filtered
-            # too (every /dev/nvidiaN denied), not only the ones given some.
-            minors = [self.gpu_minors.get(g.uuid, g.index) for g in wl.gpus]
-            try:
-                self.fs.restrict_gpus(wl.cgroup, minors)
-            except KernelError as e:
-                raise KernelError(f"cannot start {wl.name}: {e}") from None
+        """Create the workload's leaf if missing and write its planned values."""
 
-    def base_env(self, name: str, spec: Workload) -> dict[str, str]:
-        """A clean environment: nothing of nxrd's own (NOTIFY_SOCKET, INVOCATION_ID...) leaks."""
-        env = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "NXR_WORKLOAD": name}
-        if self.latency_socket is not None:
-            env["NXR_LATENCY_SOCKET"] = self.latency_socket
-        for key in ("LANG", "LC_ALL", "TZ"):
-            if key in os.environ:
-                env[key] = os.environ[key]
-        if spec.user is not None:
-            with contextlib.suppress(KeyError):
-                pw = pwd.getpwnam(spec.user)
-                env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
-        return env
-
+    @abstractmethod
     def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
-        # The plan's variables win over the profile's env, which wins over the base.
-        env = {**self.base_env(wl.name, spec), **spec.env, **wl.env}
-        launched = launch(
-            LaunchSpec(
-                name=wl.name,
-                argv=spec.command,
-                cgroup_dir=Path(self.fs.describe(wl.cgroup)),
-                env=env,
-                status_file=self.status_file(wl.name),
-                log_file=self.log_file(wl.name),
-                user=spec.user,
-                group=spec.group,
-                cwd=spec.cwd,
-                journal=self.journal,
-            )
-        )
-        self.watch(launched.shim_pid)
-        return Started(launched.pid, launched.shim_pid)
+        """Start the workload in its leaf; raises NxrError when it cannot be started."""
 
-    def watch(self, shim_pid: int) -> None:
-        """Open a pidfd on a shim so the loop wakes when it exits (no PID-reuse races)."""
-        if shim_pid not in self.pidfds:
-            with contextlib.suppress(ProcessLookupError):
-                self.pidfds[shim_pid] = os.pidfd_open(shim_pid)
-
-    def _recorded_exit(self, name: str, shim_pid: int) -> Ended | None:
-        status = read_status(self.status_file(name))
-        # Only this shim's record counts: never a previous run's.
-        if not status or status.get("shim_pid") != shim_pid:
-            return None
-        exit_ = status.get("exit")
-        if not isinstance(exit_, dict):
-            return None
-        return Ended(exit_.get("code"), exit_.get("signal"))
-
+    @abstractmethod
     def ended(self, name: str, shim_pid: int) -> Ended | None:
-        if shim_pid in self.pidfds:
-            # The shim records the exit as its last act: while its pidfd is quiet there is
-            # nothing to read. The loop asks every pass, so this keeps it off the disk.
-            if self._alive(shim_pid):
-                return None
-            found = self._recorded_exit(name, shim_pid)
-        else:
-            # Without a pidfd a shim that is our unreaped child still answers kill(0):
-            # its record is the only sign it is done.
-            found = self._recorded_exit(name, shim_pid)
-            if found is None and self._alive(shim_pid):
-                return None
-            if found is None:
-                found = self._recorded_exit(name, shim_pid)  # written just before it exited
-        self._forget(shim_pid)
-        return found or Ended(None, None)
+        """How the workload ended, or None while it (its shim) is still running."""
+
+    @abstractmethod
+    def signal(self, pid: int, sig: int) -> None:
+        """Send sig to the workload's process group (it leads its own session)."""
+
+    @abstractmethod
+    def kill_all(self, wl: WorkloadPlan) -> None:
+        """Kill every process left in the workload's cgroup (cgroup.kill)."""
+
+    @abstractmethod
+    def populated(self, wl: WorkloadPlan) -> bool:
+        """Whether any process is left in the workload's cgroup."""
+
+    @abstractmethod
+    def oom_kills(self, wl: WorkloadPlan) -> int:
+        """memory.events oom_kill of the workload's cgroup (0 if it has none)."""
+
+    @abstractmethod
+    def freeze(self, wl: WorkloadPlan, frozen: bool) -> None:
+        """Freeze (or thaw) every process in the workload's cgroup (cgroup.freeze)."""
+
+    @abstractmethod
+    def remove_cgroup(self, wl: WorkloadPlan) -> None:
+        """Remove the workload's (empty) leaf."""
 
     def reap(self) -> None:
-        """Collect shims that had recorded an exit but were still exiting when last seen."""
-        for pid in list(self.unreaped):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                self.unreaped.discard(pid)
-
-    def _alive(self, shim_pid: int) -> bool:
-        fd = self.pidfds.get(shim_pid)
-        if fd is not None:
-            readable, _, _ = select.select([fd], [], [], 0)
-            return not readable
-        try:
-            os.kill(shim_pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def _forget(self, shim_pid: int) -> None:
-        fd = self.pidfds.pop(shim_pid, None)
-        if fd is not None:
-            os.close(fd)
-        # Reap it if it is our child (it is not after nxrd restarted); if it is still
-        # between writing its record and exiting, reap() collects it later.
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(shim_pid, os.WNOHANG)[0] == 0:
-                self.unreaped.add(shim_pid)
-
-    def signal(self, pid: int, sig: int) -> None:
-        try:
-            os.killpg(pid, sig)  # the workload leads its own process group
-        except ProcessLookupError:
-            pass
-        except PermissionError as e:
-            raise KernelError(f"cannot signal process group {pid}: {e.strerror}") from None
-
-    def kill_all(self, wl: WorkloadPlan) -> None:
-        if self.fs.exists(wl.cgroup):
-            self.fs.write(wl.cgroup, "cgroup.kill", "1")
-
-    def freeze(self, wl: WorkloadPlan, frozen: bool) -> None:
-        # Takes effect asynchronously: cgroup.events shows "frozen 1" once every task stopped.
-        self.fs.write(wl.cgroup, "cgroup.freeze", "1" if frozen else "0")
-
-    def populated(self, wl: WorkloadPlan) -> bool:
-        if not self.fs.exists(wl.cgroup):
-            return False
-        return self.fs.read_keyed(wl.cgroup, "cgroup.events").get("populated") == "1"
-
-    def oom_kills(self, wl: WorkloadPlan) -> int:
-        if not self.fs.exists(wl.cgroup):
-            return 0
-        return int(self.fs.read_keyed(wl.cgroup, "memory.events").get("oom_kill", "0"))
-
-    def remove_cgroup(self, wl: WorkloadPlan) -> None:
-        if self.fs.exists(wl.cgroup):
-            self.fs.rmdir_when_empty(wl.cgroup)
+        """Collect finished helper processes (called every tick)."""
+        return None  # nothing to collect unless the runtime forks helpers
 
     def ready(self, spec: Workload) -> bool:
-        return spec.ready is None or probes.check(spec.ready)
+        """One readiness check of spec.ready (True when it has none)."""
+        return spec.ready is None

@@ -12,7 +12,7 @@ from pathlib import Path
 from nxrd.errors import KernelError
 from nxrd.kernel.cgroupfs import CgroupFS, LinuxCgroupFS
 from nxrd.kernel.requirements import NEEDED
-from nxrd.plan.model import DAEMON_LEAF
+from nxrd.model.plan import DAEMON_LEAF
 
 
 def take_subtree(root: Path, pid: int | None = None) -> LinuxCgroupFS:

@@ -7,20 +7,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nxrd.errors import PlanError, Problem
+from nxrd.model.plan import CgroupPlan, GpuAssignment, Plan, WorkloadPlan, mps_dirs
+from nxrd.model.topology import Gpu, Topology, gpu_units
+from nxrd.model.units import format_cpu_list, format_size
 from nxrd.plan.classes import (
     CLASS_DEFAULTS,
     CPU_PERIOD_US,
     DEFAULT_WORKLOAD_WEIGHT,
     THREAD_VARS,
 )
-from nxrd.plan.model import CgroupPlan, GpuAssignment, Plan, WorkloadPlan
-from nxrd.plan.topology import Gpu, Topology, gpu_units
 from nxrd.profile.model import Profile, Workload
-from nxrd.profile.units import format_cpu_list, format_size
 
 
 @dataclass
-class _State:
+class _Allocation:
     """Bookkeeping while allocating; discarded once the plan is built."""
 
     topo: Topology
@@ -71,7 +71,7 @@ def make_plan(
     topo, limits = topo.within_reach()
     online = frozenset(c.id for c in topo.cpus)
     beyond = {c: n for c, n in host_cpus.items() if c not in online}
-    st = _State(topo, _reserved_cpus(profile, topo, online), beyond)
+    st = _Allocation(topo, _reserved_cpus(profile, topo, online), beyond)
     st.avoid, st.keep, st.mps = dict(avoid or {}), dict(keep or {}), profile.host.mps
     st.split = {c: out for c, out in split.items() if c not in st.reserved}
     if st.split:
@@ -143,7 +143,7 @@ def _reserved_cpus(profile: Profile, topo: Topology, online: frozenset[int]) -> 
     return next(frozenset(core) for core in topo.cores() if first in core)
 
 
-def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
+def _assign_gpus(st: _Allocation, order: list[tuple[str, Workload]]) -> None:
     """GPUs, and MIG instances, for every workload that asks for some.
 
     A MIG-enabled GPU is given only as its instances, named by their UUIDs: given whole,
@@ -288,7 +288,7 @@ def _assign_gpus(st: _State, order: list[tuple[str, Workload]]) -> None:
             take(name, wl, gpu, gpu.uuid)
 
 
-def _why_not_free(st: _State, shared: bool) -> str:
+def _why_not_free(st: _Allocation, shared: bool) -> str:
     """Why the GPUs a count could not take are out of its reach, by reason."""
     why = [
         f"GPUs {format_cpu_list(ids)} are {what}"
@@ -312,15 +312,7 @@ def _why_not_free(st: _State, shared: bool) -> str:
     return f" ({'; '.join(why)})" if why else ""
 
 
-MPS_ROOT = "/run/nxr/mps"  # one directory per GPU: pipe/ and log/ of its control daemon
-
-
-def mps_dirs(uuid: str) -> tuple[str, str]:
-    """(pipe, log) directories of the MPS control daemon of one GPU."""
-    return f"{MPS_ROOT}/{uuid}/pipe", f"{MPS_ROOT}/{uuid}/log"
-
-
-def _mps_gpus(st: _State, profile: Profile, uids: Mapping[str, int]) -> list[str]:
+def _mps_gpus(st: _Allocation, profile: Profile, uids: Mapping[str, int]) -> list[str]:
     """GPUs shared under MPS. A client reaches one control daemon, so one GPU each."""
     if not st.mps:
         return []
@@ -375,7 +367,7 @@ def _pick_gpus(free: list[Gpu], count: int) -> list[Gpu]:
 
 
 def _assign_exclusive(
-    st: _State, order: list[tuple[str, Workload]], online: frozenset[int]
+    st: _Allocation, order: list[tuple[str, Workload]], online: frozenset[int]
 ) -> None:
     cores = st.topo.cores()
     core_of = {cpu: core for core in cores for cpu in core}
@@ -464,7 +456,7 @@ def _assign_exclusive(
 
 
 def _no_cores_message(
-    st: _State, name: str, want: int, cores: list[tuple[int, ...]], free: list[tuple[int, ...]]
+    st: _Allocation, name: str, want: int, cores: list[tuple[int, ...]], free: list[tuple[int, ...]]
 ) -> str:
     """'chat needs 4 exclusive cores; 2 are free after reserving 0-1 (2 short)'."""
     widths = {len(c) for c in cores}
@@ -518,14 +510,14 @@ def _pick_cores(
     return fits(free)
 
 
-def _cpus_exist(st: _State, name: str, cpus: frozenset[int], online: frozenset[int]) -> bool:
+def _cpus_exist(st: _Allocation, name: str, cpus: frozenset[int], online: frozenset[int]) -> bool:
     if cpus <= online:
         return True
     st.problem(name, "cpuset", _not_here(st, cpus, online))
     return False
 
 
-def _not_here(st: _State, cpus: frozenset[int], online: frozenset[int]) -> str:
+def _not_here(st: _Allocation, cpus: frozenset[int], online: frozenset[int]) -> str:
     """Why named CPUs cannot be planned on: not on this host, or out of nxrd's reach (a
     parent's cpuset, which the kernel would quietly apply instead)."""
     out = cpus & frozenset(st.beyond)
@@ -538,7 +530,10 @@ def _not_here(st: _State, cpus: frozenset[int], online: frozenset[int]) -> str:
 
 
 def _assign_shared(
-    st: _State, order: list[tuple[str, Workload]], online: frozenset[int], shared: frozenset[int]
+    st: _Allocation,
+    order: list[tuple[str, Workload]],
+    online: frozenset[int],
+    shared: frozenset[int],
 ) -> None:
     load = dict.fromkeys(shared, 0)
     node_of = {c.id: c.node for c in st.topo.cpus}
@@ -594,7 +589,7 @@ def _assign_shared(
         st.cpus[name] = got
 
 
-def _check_memory(st: _State, profile: Profile, topo: Topology) -> int:
+def _check_memory(st: _Allocation, profile: Profile, topo: Topology) -> int:
     reserved = profile.host.reserved_memory
     usable = topo.memory - reserved
     if usable <= 0:
@@ -627,7 +622,7 @@ def _check_memory(st: _State, profile: Profile, topo: Topology) -> int:
     return total
 
 
-def _check_gpu_memory(st: _State, profile: Profile) -> None:
+def _check_gpu_memory(st: _Allocation, profile: Profile) -> None:
     units = gpu_units(st.topo.gpus)
     memory = {u: gpu.memory if mig is None else mig.memory for u, (gpu, mig) in units.items()}
     asked: dict[str, int] = {}
@@ -658,7 +653,7 @@ def _mems(topo: Topology, cpus: frozenset[int]) -> str:
     return format_cpu_list(local or with_memory or {n.id for n in topo.nodes})
 
 
-def _workload_plan(st: _State, name: str, wl: Workload, topo: Topology) -> WorkloadPlan:
+def _workload_plan(st: _Allocation, name: str, wl: Workload, topo: Topology) -> WorkloadPlan:
     cpus = st.cpus[name]
     mems = _mems(topo, cpus)
     files: dict[str, str] = {"cpuset.cpus": format_cpu_list(cpus), "cpuset.mems": mems}

@@ -6,8 +6,8 @@ import os
 import re
 
 from nxrd.errors import Problem
+from nxrd.model.units import format_cpu_list, format_duration, format_size
 from nxrd.profile.model import Profile, Workload
-from nxrd.profile.units import format_cpu_list, format_duration, format_size
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

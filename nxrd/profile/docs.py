@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from nxrd.model.units import format_duration, format_size
 from nxrd.profile.model import (
     Host,
     Pool,
@@ -24,7 +25,6 @@ from nxrd.profile.model import (
     Syntax,
     Workload,
 )
-from nxrd.profile.units import format_duration, format_size
 
 # (table heading, model); the order a reader meets them in a profile.
 SECTIONS: list[tuple[str, type[BaseModel]]] = [

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from nxrd.profile.units import (
+from nxrd.model.units import (
     parse_cpu_list,
     parse_cpu_quota,
     parse_duration,

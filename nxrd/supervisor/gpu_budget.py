@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from nxrd.profile.units import format_size
+from nxrd.model.units import format_size
 
 POLICIES = ("warn", "restart", "stop")
 

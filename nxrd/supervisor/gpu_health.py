@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from nxrd.kernel.gpu_usage import Attribution
-from nxrd.plan.topology import Gpu
+from nxrd.model.topology import Gpu
 
 # Xids caused by the application, not the GPU (a bad kernel, an MMU fault in user code,
 # a reset the driver asked for, a user-space graphics exception): the same list the NVIDIA

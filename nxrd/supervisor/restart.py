@@ -99,6 +99,6 @@ def decide(
 
 
 def _span(seconds: float) -> str:
-    from nxrd.profile.units import format_duration
+    from nxrd.model.units import format_duration
 
     return format_duration(seconds)

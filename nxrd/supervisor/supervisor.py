@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nxrd.errors import NxrError
+from nxrd.kernel.runtime import Ended, Runtime
+from nxrd.model.plan import Plan, WorkloadPlan
 from nxrd.plan.diff import launch_key
-from nxrd.plan.model import Plan, WorkloadPlan
 from nxrd.profile.model import Profile, Workload
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.pools import Candidate, Holder, PoolSpec, schedule
 from nxrd.supervisor.restart import Exit, History, decide
-from nxrd.supervisor.runtime import Ended, Runtime
 from nxrd.supervisor.states import State, check_transition
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nxrd.errors import KernelError
-from nxrd.plan.model import WorkloadPlan
+from nxrd.kernel.runtime import Ended, Runtime, Started
+from nxrd.model.plan import WorkloadPlan
 from nxrd.profile.model import Workload
-from nxrd.supervisor.runtime import Ended, Runtime, Started
 
 
 @dataclass

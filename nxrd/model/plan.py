@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PLAN_FORMAT = 1
 DAEMON_LEAF = "nxrd"  # nxrd's own leaf in its subtree, where daemon_cpus go
+MPS_ROOT = "/run/nxr/mps"  # one directory per GPU: pipe/ and log/ of its control daemon
 
 
 class Data(BaseModel):
@@ -76,3 +77,8 @@ class Plan(Data):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True) + "\n"
+
+
+def mps_dirs(uuid: str) -> tuple[str, str]:
+    """(pipe, log) directories of the MPS control daemon of one GPU."""
+    return f"{MPS_ROOT}/{uuid}/pipe", f"{MPS_ROOT}/{uuid}/log"

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nxrd.errors import TopologyError
-from nxrd.profile.units import format_cpu_list, parse_cpu_list
+from nxrd.model.units import format_cpu_list, parse_cpu_list
 
 
 class Data(BaseModel):
