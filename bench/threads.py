@@ -1,4 +1,4 @@
-"""Thread sizing: two CPU inference processes side by side (nxrd.demo.infer), first as
+"""Thread sizing: two CPU inference processes side by side (demo.infer), first as
 plain processes with their libraries' default thread counts (OpenBLAS: one thread per CPU
 of the host, in each), then under nxrd, each on its own pinned cores with its thread count
 sized to them. Throughput (inferences per second, both together) and p99 per inference.
@@ -22,22 +22,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nxrd.demo.figures import percentile
+from demo.figures import percentile
 
+ROOT = Path(__file__).resolve().parents[1]  # where `-m demo.infer` finds the demo package
 BIN = Path(sys.executable).parent
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
 CPUS = len(os.sched_getaffinity(0))
 
 
 def worker(log: Path) -> list[str]:
-    return [sys.executable, "-m", "nxrd.demo.infer", "--log", str(log)]
+    return [sys.executable, "-m", "demo.infer", "--log", str(log)]
 
 
 def profile(logs: list[Path]) -> str:
     half = max(1, CPUS // 2)
     return "".join(
         f"[workloads.m{i}]\ncommand = {json.dumps(worker(log))}\n"  # JSON is valid TOML here
-        f'class = "latency-critical"\ncpus = {half}\n\n'
+        f'cwd = {json.dumps(str(ROOT))}\nclass = "latency-critical"\ncpus = {half}\n\n'
         for i, log in enumerate(logs)
     )
 
@@ -65,7 +66,9 @@ def window(logs: list[Path]) -> tuple[float, list[float]]:
 def plain(tmp: Path) -> tuple[float, list[float]]:
     logs = [tmp / "plain-a.log", tmp / "plain-b.log"]
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    procs = [subprocess.Popen(worker(log), env=env, start_new_session=True) for log in logs]
+    procs = [
+        subprocess.Popen(worker(log), env=env, cwd=ROOT, start_new_session=True) for log in logs
+    ]
     try:
         return window(logs)
     finally:

@@ -11,6 +11,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the demo package, not installed
 
 os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy: one thread, like the batch job's
 
@@ -66,9 +69,9 @@ def sleep_gaps(seconds: float) -> list[float]:
 
 
 def main() -> None:
-    from nxrd.demo.model import MLP
+    from demo.model import MLP
 
-    model = MLP(256)  # the demo server's model and request size (nxrd.demo.server)
+    model = MLP(256)  # the demo server's model and request size (demo.server)
     x = model.batch(8)
 
     def numpy_work() -> None:

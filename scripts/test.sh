@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vm
 
 echo "== lint (ruff) and types (mypy; strict on the pure modules)"
-.venv/bin/ruff check nxrd tests scripts bench
-.venv/bin/ruff format --check nxrd tests scripts bench
-.venv/bin/mypy nxrd
+.venv/bin/ruff check nxrd demo tests scripts bench
+.venv/bin/ruff format --check nxrd demo tests scripts bench
+.venv/bin/mypy nxrd demo
 
 echo "== unit tier (no root, fakes, captured topologies)"
 .venv/bin/python -m pytest tests/unit

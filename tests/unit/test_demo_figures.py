@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nxrd.demo.figures import (
+from demo.figures import (
     LOST,
     Phase,
     of_capacity,
@@ -22,8 +22,8 @@ from nxrd.demo.figures import (
     reaction,
     windows,
 )
-from nxrd.demo.loadgen import schedule
-from nxrd.demo.report import figures, plot, table
+from demo.loadgen import schedule
+from demo.report import figures, plot, table
 
 
 def test_nearest_rank_percentile_and_lost_requests() -> None:
@@ -85,7 +85,7 @@ def test_load_as_a_share_of_the_servers_capacity() -> None:
 
 
 def test_the_report_of_a_recorded_folder(tmp_path: Path) -> None:
-    """A folder as nxrd.demo.run writes it: batch alone, then one controlled run."""
+    """A folder as demo.run writes it: batch alone, then one controlled run."""
     (tmp_path / "meta.json").write_text(
         json.dumps(
             {
@@ -182,7 +182,7 @@ def test_the_service_time_is_the_median_round_trip_of_single_requests() -> None:
     import threading
     import time
 
-    from nxrd.demo.loadgen import service_time
+    from demo.loadgen import service_time
 
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))
@@ -206,9 +206,9 @@ def test_the_capped_set_up_holds_what_the_controllers_cap_25_rung_writes(
 ) -> None:
     import os
 
+    from demo.run import capped
     from nxrd.controller.law import CAPS, State, ladder, settings
     from nxrd.controller.spec import control_spec
-    from nxrd.demo.run import capped
     from nxrd.plan import make_plan
     from nxrd.plan.model import Plan
     from nxrd.plan.topology import load_topology
@@ -234,7 +234,7 @@ def test_the_capped_set_up_holds_what_the_controllers_cap_25_rung_writes(
 def test_the_demos_slo_can_be_set_in_requests_worth_of_the_servers_cpu() -> None:
     import tomllib
 
-    from nxrd.demo.run import with_slo
+    from demo.run import with_slo
 
     text = (Path(__file__).resolve().parents[2] / "profiles/demo.toml").read_text()
 
@@ -272,7 +272,7 @@ def test_the_demos_slo_can_be_set_in_requests_worth_of_the_servers_cpu() -> None
 def test_a_controller_set_up_can_carry_its_own_controller_settings() -> None:
     import tomllib
 
-    from nxrd.demo.run import tuned
+    from demo.run import tuned
     from nxrd.profile import parse_profile
 
     text = (Path(__file__).resolve().parents[2] / "profiles/demo.toml").read_text()
@@ -305,7 +305,7 @@ def test_a_controller_set_up_can_carry_its_own_controller_settings() -> None:
 def test_set_ups_and_the_slo_are_checked_before_a_vm_boots_for_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nxrd.demo import run
+    from demo import run
 
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
 
@@ -334,6 +334,56 @@ def test_set_ups_and_the_slo_are_checked_before_a_vm_boots_for_them(
             check(*args)
 
 
+def test_nxrd_runs_the_demos_workloads_where_they_find_the_demo_package(
+    tmp_path: Path,
+) -> None:
+    """The demo is not installed with nxr, and nxrd gives a workload a clean environment:
+    the harness runs each workload in the folder that holds the demo package (cwd), where
+    `python -m demo.X` with nothing but PATH finds it. A cwd of the profile's own is kept."""
+    import os
+    import subprocess
+    import sys
+
+    from demo.run import in_root
+    from nxrd.profile import parse_profile
+
+    root = Path(__file__).resolve().parents[2]
+    text = in_root((root / "profiles/demo.toml").read_text())
+    workloads = parse_profile(text).workloads
+    assert {w.cwd for w in workloads.values()} == {str(root)} and len(workloads) == 3
+    done = subprocess.run(
+        [sys.executable, "-m", "demo.figures"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        cwd=workloads["chat"].cwd,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    own = '[workloads.w]\ncommand = ["true"]\ncwd = "/srv"\n'
+    assert in_root(own) == own
+
+
+def test_the_weights_set_up_writes_its_cgroups_through_the_kernel_layer() -> None:
+    """The "weights" set-up (no nxr): static cpu.weight groups under the host's root, made
+    and removed through nxrd's cgroupfs layer (here its in-memory fake)."""
+    from demo.run import WEIGHTS, make_weight_groups, remove_weight_groups
+    from nxrd.kernel.cgroupfs import FakeCgroupFS
+
+    fs = FakeCgroupFS()
+    for _ in range(2):  # a second run finds the groups there
+        assert make_weight_groups(fs) == WEIGHTS
+    assert fs.writes[:5] == [
+        ("", "cgroup.subtree_control", "+cpu"),
+        (WEIGHTS, "cgroup.subtree_control", "+cpu"),
+        (f"{WEIGHTS}/server", "cpu.weight", "1000"),
+        (f"{WEIGHTS}/batch", "cpu.weight", "50"),
+        (f"{WEIGHTS}/bg", "cpu.idle", "1"),
+    ]
+    assert fs.writes[5:] == fs.writes[:5]
+    remove_weight_groups(fs, WEIGHTS)
+    assert list(fs.dirs) == [""]
+
+
 def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
     tmp_path: Path,
 ) -> None:
@@ -353,8 +403,9 @@ def test_the_server_times_each_request_from_its_send_and_logs_and_pushes_it(
     env["NXR_WORKLOAD"] = "chat"
     log = tmp_path / "run" / "server.latency"
     server = subprocess.Popen(
-        [sys.executable, "-m", "nxrd.demo.server", "--port", str(port), "--log", str(log)],
+        [sys.executable, "-m", "demo.server", "--port", str(port), "--log", str(log)],
         env=env,
+        cwd=Path(__file__).resolve().parents[2],  # where -m finds the demo package
         stdout=subprocess.DEVNULL,
     )
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -395,7 +446,7 @@ def test_the_servers_capacity_is_what_it_answers_per_cpu_second(tmp_path: Path) 
     200/s, not the rate it was sent."""
     import sys
 
-    from nxrd.demo.run import calibrate
+    from demo.run import calibrate
 
     server = tmp_path / "server.py"
     server.write_text(
@@ -423,7 +474,7 @@ def test_the_servers_capacity_is_what_it_answers_per_cpu_second(tmp_path: Path) 
 def test_calibrating_a_server_that_dies_says_so(tmp_path: Path) -> None:
     import sys
 
-    from nxrd.demo.run import calibrate
+    from demo.run import calibrate
 
     server = tmp_path / "server.py"  # as when its port is taken
     server.write_text("raise SystemExit(3)\n")
@@ -441,7 +492,7 @@ def free_udp_port() -> int:
 
 
 def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
-    from nxrd.demo.repeats import summary
+    from demo.repeats import summary
 
     def setup(
         run: Path, name: str, blocks: tuple[float, float], slow: bool, late: bool = False
@@ -499,8 +550,8 @@ def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
 
 
 def test_the_servers_cpu_per_request_is_counted_by_the_rung_it_ran_under() -> None:
-    from nxrd.demo.repeats import _cost_by_rung
-    from nxrd.demo.report import Run
+    from demo.repeats import _cost_by_rung
+    from demo.report import Run
 
     run = Run("controller")
     run.samples = [(t / 10, 0.05) for t in range(200)] + [(5.0, math.inf)]  # 10/s, one lost

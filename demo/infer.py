@@ -2,7 +2,7 @@
 the environment sizes (OPENBLAS_NUM_THREADS, set by nxr; unset, OpenBLAS starts one thread
 per CPU of the host). Appends "MONOTONIC_END SECONDS" per inference to --log.
 
-    python -m nxrd.demo.infer --log /run/nxr-threads/a.log [--rows 64]
+    python -m demo.infer --log /run/nxr-threads/a.log [--rows 64]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=256)
     args = ap.parse_args()
 
-    from nxrd.demo.model import MLP
+    from demo.model import MLP
 
     model = MLP(args.width)
     x = model.batch(args.rows)

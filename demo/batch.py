@@ -3,7 +3,7 @@ second, so that it uses every core it is allowed onto (cores lent by nxr's contr
 included) and gives them back when its cpuset shrinks. Appends "MONOTONIC BLOCKS THREADS" to
 --progress every half second.
 
-    python -m nxrd.demo.batch --progress /run/nxr-demo/batch.progress
+    python -m demo.batch --progress /run/nxr-demo/batch.progress
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ over the SLO per set-up, added up over the runs, and per run and phase the batch
 throughput under each set-up as a share of its throughput pinned, in the same minutes,
 and the same over the whole load.
 
-    python -m nxrd.demo.repeats DIR [DIR...]      (each written by nxrd.demo.run)
+    python -m demo.repeats DIR [DIR...]      (each written by demo.run)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import math
 import statistics
 from pathlib import Path
 
-from nxrd.demo.figures import PhaseFigures, phases, rate
-from nxrd.demo.report import SETTLE, WINDOW, Run, figures, name_width
+from demo.figures import PhaseFigures, phases, rate
+from demo.report import SETTLE, WINDOW, Run, figures, name_width
 
 BASE = "pinned"  # what batch throughput is measured against
 
@@ -136,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     for f in args.folders:
         if not (f / "meta.json").exists():
-            raise SystemExit(f"repeats: {f} has no meta.json (not a nxrd.demo.run folder)")
+            raise SystemExit(f"repeats: {f} has no meta.json (not a demo.run folder)")
         for name in json.loads((f / "meta.json").read_text())["setups"]:
             if not (f / name / "window.json").exists():
                 raise SystemExit(f"repeats: {f / name} is not finished (no window.json)")

@@ -1,5 +1,5 @@
 """The demo's and co-location benchmark's figures from recorded runs. Pure: lists in,
-numbers out (nxrd.demo.report reads the files and prints)."""
+numbers out (demo.report reads the files and prints)."""
 
 from __future__ import annotations
 

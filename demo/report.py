@@ -1,7 +1,7 @@
 """Print the demo's (or the co-location benchmark's) report from a folder written by
-nxrd.demo.run, and plot latency over time with the SLO line and the controller's actions.
+demo.run, and plot latency over time with the SLO line and the controller's actions.
 
-    python -m nxrd.demo.report DIR [--png FILE]
+    python -m demo.report DIR [--png FILE]
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demo import loadgen
+from demo.figures import LOST, PhaseFigures, phase_figures, phases, rate
 from nxrd.controller.samples import QUANTILES
-from nxrd.demo import loadgen
-from nxrd.demo.figures import LOST, PhaseFigures, phase_figures, phases, rate
 from nxrd.profile.model import Slo
 
 SETTLE = 4.0  # seconds at the start of each run left out of the window counts

@@ -1,7 +1,7 @@
 """The background indexer: single-threaded sorting and hashing of vectors, never in a hurry.
 Appends "MONOTONIC ITEMS" to --progress every second.
 
-    python -m nxrd.demo.background --progress /run/nxr-demo/background.progress
+    python -m demo.background --progress /run/nxr-demo/background.progress
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 the time it was due (not the time it was sent), so a late sender or a full queue shows up as
 latency instead of hiding it. Writes one line per request: due time (seconds from the start)
 and latency, or "lost" when no reply came within --timeout. Each request carries the time it
-was actually sent, from which the server times it as a server would (nxrd.demo.server).
+was actually sent, from which the server times it as a server would (demo.server).
 
-    python -m nxrd.demo.loadgen --port 7070 --phases 10:20,25:40 --out latency.csv
+    python -m demo.loadgen --port 7070 --phases 10:20,25:40 --out latency.csv
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from nxrd.demo.figures import LOST, Phase, phases
+from demo.figures import LOST, Phase, phases
 
 
 def schedule(load: list[Phase], seed: int) -> list[float]:

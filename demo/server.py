@@ -4,7 +4,7 @@ reply "ID". Each request's latency as a server sees it, from SENT to its reply (
 in the socket counts; the client's own delays, sending late or reading the reply late, do
 not), is pushed to nxrd (nxrd.latency) and, with --log, written as "ID SECONDS".
 
-    python -m nxrd.demo.server --port 7070 [--rows 8] [--log FILE]
+    python -m demo.server --port 7070 [--rows 8] [--log FILE]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--log", type=Path, help="append each request's ID and latency here")
     args = ap.parse_args()
 
-    from nxrd.demo.model import MLP  # numpy, and its BLAS thread pool, start here
+    from demo.model import MLP  # numpy, and its BLAS thread pool, start here
 
     model = MLP(args.width)
     x = model.batch(args.rows)

@@ -1,5 +1,5 @@
 """Run the demo's workloads under one or more set-ups and record what happened, for
-nxrd.demo.report. Needs root and a cgroup v2 host (scripts/demo.sh runs it inside the test
+demo.report. Needs root and a cgroup v2 host (scripts/demo.sh runs it inside the test
 VM when this host has none).
 
 Set-ups:
@@ -19,7 +19,7 @@ Set-ups:
 A controller set-up may carry settings of the profile's [controller] table after "+", to
 judge them against the profile's in one run: controller+probe_after=0s+act_below=0.1.
 
-    python -m nxrd.demo.run --profile profiles/demo.toml --setups pinned,controller \\
+    python -m demo.run --profile profiles/demo.toml --setups pinned,controller \\
         --phases 8:20,24:40 --out DIR
 
 A rate with "%" is a share of the server's capacity on this host, measured first: the
@@ -50,13 +50,21 @@ from pathlib import Path
 import psutil
 from pydantic import ValidationError
 
-from nxrd.demo import loadgen
-from nxrd.demo.figures import LOST, of_capacity
+from demo import loadgen
+from demo.figures import LOST, of_capacity
 from nxrd.errors import ProfileError
+from nxrd.kernel.cgroupfs import CgroupFS, LinuxCgroupFS
 from nxrd.profile import parse_profile
 from nxrd.profile.model import Control, Controller, Slo
 
-CGROUP2 = Path("/sys/fs/cgroup")
+# The host's cgroup v2 tree, for the set-ups without nxr ("weights"), through nxrd's kernel
+# layer: the demo does no cgroupfs I/O of its own.
+CGROUP2 = LinuxCgroupFS("/sys/fs/cgroup")
+WEIGHTS = "nxr-demo-weights"  # its cgroups, under CGROUP2
+WEIGHT_GROUPS = {"server": "1000", "batch": "50", "bg": None}  # cpu.weight; None: cpu.idle
+# The folder that holds the demo package: its workloads run there (cwd), where
+# `python3 -m demo.server` finds it (the demo is not installed with nxr).
+ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
 BIN = Path(sys.executable).parent
 ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
@@ -171,7 +179,7 @@ class Setup:
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nxrd: subprocess.Popen[bytes] | None = None
-        self.cgroup: Path | None = None
+        self.cgroup: str | None = None  # under CGROUP2
 
     def run(self) -> None:
         if self.out.exists():
@@ -188,9 +196,9 @@ class Setup:
             elif self.name == "solo":
                 self.spawn(commands["chat"], None, one_cpu=True)
             elif self.name in ("plain", "weights"):
-                self.cgroup = make_weight_groups() if self.name == "weights" else None
+                self.cgroup = make_weight_groups(CGROUP2) if self.name == "weights" else None
                 for wl, group in (("chat", "server"), ("embed", "batch"), ("indexer", "bg")):
-                    self.spawn(commands[wl], self.cgroup / group if self.cgroup else None)
+                    self.spawn(commands[wl], f"{self.cgroup}/{group}" if self.cgroup else None)
             if self.name != "solo":
                 wait_for(lambda: line_count(RUN_DIR / "batch.progress") >= 2, 300, "batch job")
             t0 = time.monotonic()
@@ -215,7 +223,7 @@ class Setup:
         while the server's CPU time is sampled."""
         gen = subprocess.Popen(
             [
-                *(sys.executable, "-m", "nxrd.demo.loadgen"),
+                *(sys.executable, "-m", "demo.loadgen"),
                 *("--phases", self.phases, "--out", str(self.out / "latency.csv")),
             ]
         )
@@ -236,7 +244,7 @@ class Setup:
             while going():
                 for name, proc in procs.items():
                     if proc is None or not proc.is_running():
-                        procs[name] = find(f"nxrd.demo.{name}")  # a scan of /proc: not always
+                        procs[name] = find(f"demo.{name}")  # a scan of /proc: not always
                 now = f"{time.monotonic():.3f}"
                 for name, proc in (*procs.items(), ("nxrd", daemon)):
                     if proc is not None:
@@ -248,7 +256,7 @@ class Setup:
                 out["host"].write(f"{now} {busy:.3f}\n")
                 time.sleep(0.5)
 
-    def spawn(self, argv: list[str], cgroup: Path | None, one_cpu: bool = False) -> None:
+    def spawn(self, argv: list[str], cgroup: str | None, one_cpu: bool = False) -> None:
         self.procs.append(launch(argv, cgroup, one_cpu))
 
     def start_nxrd(self) -> None:
@@ -257,7 +265,7 @@ class Setup:
         text = tuned(self.profile, "+".join(filter(None, (f"enabled={enabled}", settings))))
         if self.name == "capped":
             text = capped(text)
-        text = text.replace('"python3"', json.dumps(sys.executable))
+        text = in_root(text.replace('"python3"', json.dumps(sys.executable)))
         state = self.out / "state"
         (self.out / "profile.toml").write_text(text)
         self.nxrd = subprocess.Popen(
@@ -281,10 +289,7 @@ class Setup:
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
         if self.cgroup is not None:
-            for child in self.cgroup.iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            self.cgroup.rmdir()
+            remove_weight_groups(CGROUP2, self.cgroup)
 
 
 def capped(profile: str, share: int = 25) -> str:
@@ -354,6 +359,20 @@ def with_slo(profile: str, slo: str, capacity: float | None) -> str:
     return rewritten
 
 
+def in_root(profile: str) -> str:
+    """The profile with each of its workloads run in ROOT (cwd), where `python3 -m
+    demo.server` finds the demo package: nxrd gives a workload a clean environment (no
+    PYTHONPATH of the harness's). A workload with a cwd of its own keeps it."""
+    for name, spec in tomllib.loads(profile).get("workloads", {}).items():
+        if "cwd" in spec:
+            continue
+        span = _table(profile, f"workloads.{name}")
+        if span is None:
+            raise SystemExit(f"demo: no [workloads.{name}] table in the profile to set cwd in")
+        profile = f"{profile[: span[0]]}cwd = {json.dumps(str(ROOT))}\n{profile[span[0] :]}"
+    return profile
+
+
 def tuned(profile: str, settings: str) -> str:
     """The profile with `settings` ("probe_after=0s+act_below=0.1") in its [controller]
     table, each in place of the profile's line for it or added."""
@@ -385,17 +404,19 @@ def tuned(profile: str, settings: str) -> str:
 
 
 def launch(
-    argv: list[str], cgroup: Path | None = None, one_cpu: bool = False
+    argv: list[str], cgroup: str | None = None, one_cpu: bool = False
 ) -> subprocess.Popen[bytes]:
-    """A workload in its own session (killed with its group), in `cgroup` if given; with
-    one_cpu, on this host's first CPU with one BLAS thread, as nxr runs the server."""
+    """A workload in its own session (killed with its group), in `cgroup` (under CGROUP2)
+    if given; with one_cpu, on this host's first CPU with one BLAS thread, as nxr runs the
+    server. It runs in the harness's own directory and environment, where it found the
+    demo package."""
     env = {**os.environ, **(ONE_THREAD if one_cpu else {})}
     cpu = min(os.sched_getaffinity(0))
 
     def enter() -> None:
         os.setsid()
         if cgroup is not None:
-            (cgroup / "cgroup.procs").write_text("0")
+            CGROUP2.move(cgroup, 0)  # this process, before it runs the workload
         if one_cpu:
             os.sched_setaffinity(0, {cpu})
 
@@ -439,7 +460,7 @@ def calibrate(
         latency = out / "calibration.csv"
         subprocess.run(
             [
-                *(sys.executable, "-m", "nxrd.demo.loadgen", "--port", str(port)),
+                *(sys.executable, "-m", "demo.loadgen", "--port", str(port)),
                 *("--phases", f"{one_at_a_time / 2:.1f}:{seconds}", "--out", str(latency)),
             ],
             check=True,
@@ -465,18 +486,30 @@ def workload_commands(profile: str) -> dict[str, list[str]]:
     }
 
 
-def make_weight_groups() -> Path:
-    root = CGROUP2 / "nxr-demo-weights"
-    (CGROUP2 / "cgroup.subtree_control").write_text("+cpu")
-    root.mkdir(exist_ok=True)
-    (root / "cgroup.subtree_control").write_text("+cpu")
-    for group, weight in (("server", "1000"), ("batch", "50"), ("bg", None)):
-        (root / group).mkdir(exist_ok=True)
+def make_weight_groups(fs: CgroupFS) -> str:
+    """The "weights" set-up's cgroups (WEIGHTS, under fs's root), each group in
+    WEIGHT_GROUPS with its static cpu.weight, or cpu.idle; made if missing."""
+    fs.write("", "cgroup.subtree_control", "+cpu")
+    if not fs.exists(WEIGHTS):
+        fs.mkdir(WEIGHTS)
+    fs.write(WEIGHTS, "cgroup.subtree_control", "+cpu")
+    for group, weight in WEIGHT_GROUPS.items():
+        rel = f"{WEIGHTS}/{group}"
+        if not fs.exists(rel):
+            fs.mkdir(rel)
         if weight is None:
-            (root / group / "cpu.idle").write_text("1")
+            fs.write(rel, "cpu.idle", "1")
         else:
-            (root / group / "cpu.weight").write_text(weight)
-    return root
+            fs.write(rel, "cpu.weight", weight)
+    return WEIGHTS
+
+
+def remove_weight_groups(fs: CgroupFS, root: str) -> None:
+    """The "weights" set-up's cgroups gone, once their processes are."""
+    for group in WEIGHT_GROUPS:
+        if fs.exists(f"{root}/{group}"):
+            fs.rmdir(f"{root}/{group}")
+    fs.rmdir(root)
 
 
 def nxrctl(*args: str) -> str:
