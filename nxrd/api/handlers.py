@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from nxrd.api.protocol import ApiError, Request
 from nxrd.errors import NxrError, ProfileError
+from nxrd.kernel.devices import gpu_node
 from nxrd.model.plan import Plan
 from nxrd.model.topology import Topology, device_minors
 from nxrd.supervisor.supervisor import NotRunning, Record, Supervisor
@@ -175,7 +176,7 @@ class Handlers:
                 "planned": [g.uuid for g in rec.plan.gpus],
                 "env": {k: v for k, v in rec.plan.env.items() if k.endswith("VISIBLE_DEVICES")},
                 # What the leaf's device filter lets it open; None: no filter (no GPUs here).
-                "devices": [f"/dev/nvidia{minors.get(g.uuid, g.index)}" for g in rec.plan.gpus]
+                "devices": [gpu_node(minors.get(g.uuid, g.index)) for g in rec.plan.gpus]
                 if self.topology.gpus
                 else None,
             },

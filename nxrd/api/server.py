@@ -7,9 +7,7 @@ single-threaded loop stays simple, and a stuck client costs at most CLIENT_TIMEO
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
-import pwd
 import socket
 import struct
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from nxrd.api.protocol import (
     route,
 )
 from nxrd.errors import NxrError
+from nxrd.kernel.host import Host, LinuxHost
 
 CLIENT_TIMEOUT = 1.0
 
@@ -33,25 +32,17 @@ CLIENT_TIMEOUT = 1.0
 class Access:
     """Who may read and who may change: root, nxrd's own user and one group."""
 
-    def __init__(self, group: str | None, read: str) -> None:
+    def __init__(self, group: str | None, read: str, host: Host | None = None) -> None:
+        self.host = host or LinuxHost()
         self.read = read  # "all" or "group"
-        self.gid: int | None = None
-        if group is not None:
-            with contextlib.suppress(KeyError):
-                self.gid = grp.getgrnam(group).gr_gid
+        self.gid = None if group is None else self.host.gid_of(group)
 
     def privileged(self, req: Request) -> bool:
-        if req.uid in (0, os.geteuid()):
+        if req.uid in (0, self.host.euid()):
             return True
         if self.gid is None:
             return False
-        if req.gid == self.gid:
-            return True
-        try:
-            name = pwd.getpwuid(req.uid).pw_name
-        except KeyError:
-            return False
-        return self.gid in os.getgrouplist(name, req.gid)
+        return self.host.in_group(req.uid, req.gid, self.gid)
 
     def may_read(self, req: Request) -> bool:
         return self.read == "all" or self.privileged(req)

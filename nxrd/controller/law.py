@@ -140,7 +140,7 @@ class Spec:
 class Observation:
     latency: dict[str, float | None]  # per target, at its percentile, over its window
     age: dict[str, float] = field(default_factory=dict)  # seconds since measured
-    # per workload, recorded with each decision: pressure, throttling, memory (nxrd.observe)
+    # per workload, recorded with each decision: pressure, throttling, memory (observe.py)
     signals: dict[str, dict[str, float]] = field(default_factory=dict)
     # per target whose source has each request: the percentile of those started since the
     # last rung change (None: none yet); a target missing here is judged on `latency` alone,

@@ -151,7 +151,7 @@ class Controller:
         return max(0.0, self.next_tick - now) if self.enabled else 3600.0
 
     def tick(self, now: float, observe: Callable[[list[str]], dict[str, dict[str, float]]]) -> None:
-        """observe(names): this tick's signals of those workloads (nxrd.observe's usage and
+        """observe(names): this tick's signals of those workloads (observe.py's usage and
         pressure signals), read only when the tick is due."""
         if not self.enabled or now < self.next_tick:
             return

@@ -37,6 +37,9 @@ def parse_keyed(text: str) -> dict[str, str]:
 class CgroupFS(ABC):
     """cgroupfs operations nxrd needs, relative to its subtree root."""
 
+    # Told of every successful write (rel, file, value): the ledger of who wrote what.
+    on_write: Callable[[str, str, str], None] | None = None
+
     @abstractmethod
     def describe(self, rel: str = "") -> str:
         """Where rel is, for messages."""

@@ -59,6 +59,11 @@ _MOV64_K = 0xB7  # BPF_ALU64 | BPF_MOV | BPF_K: dst = imm
 _EXIT = 0x95  # BPF_JMP | BPF_EXIT: return r0
 
 
+def gpu_node(minor: int) -> str:
+    """The device node of NVIDIA GPU minor (NVML's minor number)."""
+    return f"/dev/nvidia{minor}"
+
+
 def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
     # struct bpf_insn: u8 code; u8 dst_reg:4, src_reg:4 (dst in the low nibble); s16; s32.
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)

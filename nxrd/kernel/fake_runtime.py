@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nxrd.errors import KernelError
 from nxrd.kernel.runtime import Ended, Runtime, Started
@@ -14,13 +15,15 @@ from nxrd.profile.model import Workload
 class FakeProcess:
     name: str
     pid: int
+    cgroup: str = ""
     ended: Ended | None = None
     signals: list[int] = field(default_factory=list)
     ignores_signals: bool = False
 
 
 class FakeRuntime(Runtime):
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path = Path("/nonexistent/nxr")) -> None:
+        self.state_dir = state_dir
         self.next_pid = 1000
         self.procs: dict[str, FakeProcess] = {}  # the current process of each workload
         self.launches: list[str] = []
@@ -33,6 +36,12 @@ class FakeRuntime(Runtime):
         self.slow_kill: dict[str, int] = {}
         self.frozen: dict[str, bool] = {}  # kills before a cgroup's leftovers are gone
 
+    def log_file(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def status_file(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.json"
+
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.add(wl.name)
 
@@ -40,7 +49,7 @@ class FakeRuntime(Runtime):
         if wl.name in self.fail_launch:
             raise KernelError(f"cannot start {wl.name}: program {spec.command[0]!r} not found")
         self.next_pid += 2
-        self.procs[wl.name] = FakeProcess(wl.name, self.next_pid)
+        self.procs[wl.name] = FakeProcess(wl.name, self.next_pid, wl.cgroup)
         self.launches.append(wl.name)
         return Started(self.next_pid, self.next_pid + 1)
 

@@ -87,6 +87,9 @@ class LinuxRuntime(Runtime):
         self.watch(launched.shim_pid)
         return Started(launched.pid, launched.shim_pid)
 
+    def fds(self) -> list[int]:
+        return list(self.pidfds.values())
+
     def watch(self, shim_pid: int) -> None:
         """Open a pidfd on a shim so the loop wakes when it exits (no PID-reuse races)."""
         if shim_pid not in self.pidfds:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 from nxrd.model.plan import WorkloadPlan
 from nxrd.profile.model import Workload
@@ -24,6 +25,9 @@ class Ended:
 
 
 class Runtime(ABC):
+    # The push socket's path, told to workloads as NXR_LATENCY_SOCKET (None: no pushes).
+    latency_socket: str | None = None
+
     @abstractmethod
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
         """Create the workload's leaf if missing and write its planned values."""
@@ -59,6 +63,22 @@ class Runtime(ABC):
     @abstractmethod
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         """Remove the workload's (empty) leaf."""
+
+    @abstractmethod
+    def log_file(self, name: str) -> Path:
+        """Where the workload's output is kept."""
+
+    @abstractmethod
+    def status_file(self, name: str) -> Path:
+        """The shim's record of the workload it runs (pid, shim pid, exit)."""
+
+    def watch(self, shim_pid: int) -> None:
+        """Watch an adopted shim (one nxrd did not start) for its exit."""
+        return None
+
+    def fds(self) -> list[int]:
+        """Descriptors that turn readable when a workload's shim exits (the loop waits on them)."""
+        return []
 
     def reap(self) -> None:
         """Collect finished helper processes (called every tick)."""

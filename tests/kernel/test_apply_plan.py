@@ -11,9 +11,9 @@ from nxrd.errors import KernelError
 from nxrd.kernel.apply import apply_plan, read_back
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.discovery import discover
+from nxrd.model.units import format_cpu_list, parse_cpu_list
 from nxrd.plan import Plan, make_plan
 from nxrd.profile import parse_profile
-from nxrd.profile.units import format_cpu_list, parse_cpu_list
 
 PROFILE = """
 [workloads.chat]

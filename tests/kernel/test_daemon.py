@@ -16,9 +16,9 @@ from pathlib import Path
 
 from nxrd.kernel.discovery import discover
 from nxrd.kernel.spawn import spawn_in_cgroup
+from nxrd.model.units import parse_cpu_list
 from nxrd.plan import make_plan
 from nxrd.profile import parse_profile
-from nxrd.profile.units import parse_cpu_list
 
 ROOT = Path(__file__).resolve().parents[2]
 NXRD = str(Path(sys.executable).parent / "nxrd")

@@ -24,10 +24,10 @@ from nxrd.kernel import devices
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.kernel.discovery import discover
-from nxrd.kernel.runtime import LinuxRuntime
+from nxrd.kernel.linux_runtime import LinuxRuntime
 from nxrd.kernel.spawn import spawn_in_cgroup
+from nxrd.model.topology import Gpu
 from nxrd.plan import make_plan
-from nxrd.plan.topology import Gpu
 from nxrd.profile import parse_profile
 
 # Opens each path (and makes a node for each "mknod:PATH:MAJOR:MINOR"); prints what happened.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nxrd.plan.topology import Topology, load_topology
+from nxrd.model.topology import Topology, load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ROOT / "tests/fixtures/topologies"

@@ -23,11 +23,11 @@ from nxrd.api.client import ApiCallError, Client
 from nxrd.api.handlers import Handlers
 from nxrd.api.server import Access, ApiServer
 from nxrd.errors import NxrError
+from nxrd.kernel.fake_runtime import FakeRuntime
+from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
-from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
 from nxrd.supervisor.events import EventLog
-from nxrd.supervisor.fake import FakeRuntime
 from nxrd.supervisor.supervisor import Record, Supervisor
 from tests.unit.conftest import TOPOLOGIES
 

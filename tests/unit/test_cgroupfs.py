@@ -9,9 +9,9 @@ import pytest
 from nxrd.errors import KernelError
 from nxrd.kernel.apply import apply_plan, controllers_needed, read_back
 from nxrd.kernel.cgroupfs import FakeCgroupFS, LinuxCgroupFS
+from nxrd.model.plan import DAEMON_LEAF
+from nxrd.model.topology import load_topology
 from nxrd.plan import Plan, Topology, make_plan
-from nxrd.plan.model import DAEMON_LEAF
-from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
 from tests.unit.conftest import TOPOLOGIES
 

@@ -11,13 +11,13 @@ import pytest
 from nxrd.controller.loop import Controller
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import FakeCgroupFS
+from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.ledger import Ledger
+from nxrd.model.topology import load_topology
+from nxrd.model.units import parse_cpu_list
 from nxrd.plan import make_plan
-from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
-from nxrd.profile.units import parse_cpu_list
 from nxrd.supervisor.events import EventLog
-from nxrd.supervisor.fake import FakeRuntime
 from nxrd.supervisor.supervisor import Supervisor
 from tests.unit.conftest import TOPOLOGIES
 

@@ -207,11 +207,11 @@ def test_the_capped_set_up_holds_what_the_controllers_cap_25_rung_writes(
     import os
 
     from demo.run import capped
-    from nxrd.controller.law import CAPS, State, ladder, settings
+    from nxrd.controller.law import CAPS, LadderState, ladder, settings
     from nxrd.controller.spec import control_spec
+    from nxrd.model.plan import Plan
+    from nxrd.model.topology import load_topology
     from nxrd.plan import make_plan
-    from nxrd.plan.model import Plan
-    from nxrd.plan.topology import load_topology
     from nxrd.profile import parse_profile
 
     root = Path(__file__).resolve().parents[2]
@@ -225,7 +225,7 @@ def test_the_capped_set_up_holds_what_the_controllers_cap_25_rung_writes(
     held = {w.name: w.files for w in plan(capped(text)).workloads}
     spec = control_spec(parse_profile(text, "demo.toml"), plan(text))
     rung = ladder(spec).index(f"cap-{min(CAPS)}%") + 1
-    want = settings(State(level=rung), spec).files
+    want = settings(LadderState(level=rung), spec).files
     assert held["embed"]["cpu.max"] == want["embed"]["cpu.max"] == "25000 100000"
     assert held["indexer"]["cpu.max"] == want["indexer"]["cpu.max"] == "10000 100000"  # floor
     assert held["chat"]["cpu.max"] == "max 100000"  # never a cap on the server

@@ -18,9 +18,9 @@ from nxrd.kernel import devices
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import DEVICE_FILTER, FakeCgroupFS
 from nxrd.kernel.devices import device_filter
-from nxrd.kernel.runtime import LinuxRuntime
+from nxrd.kernel.linux_runtime import LinuxRuntime
+from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
-from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.supervisor import Supervisor

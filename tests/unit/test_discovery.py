@@ -225,7 +225,7 @@ def test_a_hung_driver_gives_no_gpus_and_a_reason_in_time(
 
 
 def test_topologies_captured_before_mig_fields_still_load() -> None:
-    from nxrd.plan.topology import Topology, load_topology
+    from nxrd.model.topology import Topology, load_topology
     from tests.unit.conftest import TOPOLOGIES
 
     topo = load_topology(TOPOLOGIES / "2socket-8gpu.json")
@@ -243,7 +243,7 @@ def test_inconsistent_topology_files_are_refused(tmp_path: Path) -> None:
     import json
 
     from nxrd.errors import TopologyError
-    from nxrd.plan.topology import load_topology
+    from nxrd.model.topology import load_topology
 
     base = {"cpus": [{"id": 0, "core": 0}], "nodes": [{"id": 0, "memory": 1}], "memory": 1}
     cases = {

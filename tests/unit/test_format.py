@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from nxrd.api.explain import explain
 from nxrd.cli.format import changes_table, explain_text, status_row, topology_text
-from nxrd.explain import explain
 from nxrd.ledger import Write
-from nxrd.plan.topology import Topology
+from nxrd.model.topology import Topology
 
 
 def test_explain_rows_join_profile_plan_ledger_and_kernel() -> None:

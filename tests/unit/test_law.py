@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nxrd.controller.law import Lower, Observation, Spec, State, Target, ladder, step
+from nxrd.controller.law import LadderState, Lower, Observation, Spec, Target, ladder, step
 from nxrd.controller.law import settings as rung_settings
 
 CHAT = Target("chat", slo=0.2, cpus=(0, 1))
@@ -24,7 +24,7 @@ def run(
     trace: list[float | None], spec: Spec = SPEC, dt: float = 0.5
 ) -> list[tuple[float, str, str]]:
     """(time, direction, rung) of every decision over a latency trace of chat."""
-    state, out = State(), []
+    state, out = LadderState(), []
     for i, seen in enumerate(trace):
         now = i * dt
         state, decisions = step(state, Observation({"chat": seen}), spec, now)
@@ -85,12 +85,12 @@ def test_a_try_answered_by_a_climb_doubles_the_wait_before_the_next() -> None:
 
 
 def test_a_held_try_resets_the_wait_and_the_wait_stops_doubling_at_eight_times() -> None:
-    tried = State(level=1, changed_at=0.0, probed=True, failed=2)
+    tried = LadderState(level=1, changed_at=0.0, probed=True, failed=2)
     at_risk = Observation({"chat": 0.19}, recent={"chat": 0.19})
     assert step(tried, at_risk, SPEC, 5.0)[0].failed == 3  # answered within probe_after
     assert step(tried, at_risk, SPEC, 20.0)[0].failed == 0  # it held for 15 s: a success
     band = Observation({"chat": 0.17}, recent={"chat": 0.17})
-    failed_often = State(level=2, changed_at=0.0, failed=5)
+    failed_often = LadderState(level=2, changed_at=0.0, failed=5)
     assert step(failed_often, band, SPEC, 119.5)[1] == []
     assert step(failed_often, band, SPEC, 120.0)[1][0].rung == "cap-75%"  # 8 x 15 s
 
@@ -99,7 +99,7 @@ def test_without_per_request_latency_the_wait_counts_from_the_last_tick_at_risk(
     # at the top rung, over the SLO until 20 s (nothing left to climb), then in the band:
     # a scraped source has no recent requests to say the rung is fine, so the try waits
     # probe_after from the last tick at risk, not from the rung's start
-    state, got = State(level=len(ladder(SPEC)), changed_at=0.0), []
+    state, got = LadderState(level=len(ladder(SPEC)), changed_at=0.0), []
     for i in range(80):
         now = i * 0.5
         obs = Observation({"chat": 0.25 if now < 20 else 0.17})
@@ -136,7 +136,7 @@ def test_oscillating_latency_never_moves_faster_than_the_cooldown() -> None:
 
 
 def test_stale_or_missing_latency_falls_back_to_static() -> None:
-    state, _ = step(State(), Observation({"chat": 0.3}), SPEC, 0.0)
+    state, _ = step(LadderState(), Observation({"chat": 0.3}), SPEC, 0.0)
     state, _ = step(state, Observation({"chat": 0.3}), SPEC, 2.0)
     assert state.level == 2
     state, d = step(state, Observation({"chat": 0.3}, age={"chat": 6.0}), SPEC, 4.0)
@@ -149,7 +149,7 @@ def test_stale_or_missing_latency_falls_back_to_static() -> None:
 
 def test_decisions_carry_their_inputs() -> None:
     _, (d,) = step(
-        State(), Observation({"chat": 0.25}, signals={"embed": {"cpu_some": 40.0}}), SPEC, 0.0
+        LadderState(), Observation({"chat": 0.25}, signals={"embed": {"cpu_some": 40.0}}), SPEC, 0.0
     )
     assert d.inputs == {
         "observed": {"chat": 0.25},
@@ -166,7 +166,7 @@ def test_two_targets_the_worst_slack_drives_and_gets_the_cores() -> None:
         lowers=(Lower("embed", "batch", cpus=(2, 3, 4, 5), weight=100),),
     )
     # chat comfortable (50% slack), rank violating: climb; never relax while rank violates
-    state = State()
+    state = LadderState()
     for i in range(12):
         state, _ = step(state, Observation({"chat": 0.1, "rank": 0.06}), spec, i * 2.0)
     assert ladder(spec)[state.level - 1] == "freeze-batch"
@@ -180,7 +180,7 @@ def test_two_targets_the_worst_slack_drives_and_gets_the_cores() -> None:
 def test_settings_at_each_rung() -> None:
     def at(level: int) -> dict[str, dict[str, str]]:
         return rung_settings(
-            State(level=level, loans=((5, "chat"),) if level >= 4 else ()), SPEC
+            LadderState(level=level, loans=((5, "chat"),) if level >= 4 else ()), SPEC
         ).files
 
     assert at(0)["embed"] == {"cpu.weight": "100", "cpuset.cpus": "2-5", "cpu.max": "max 100000"}
@@ -193,8 +193,8 @@ def test_settings_at_each_rung() -> None:
     assert at(1)["index"] == {"cpuset.cpus": "2-5", "cpu.max": "10000 100000"}
     assert at(4)["index"] == {"cpuset.cpus": "2-4", "cpu.max": "10000 100000"}
     alone = Spec((CHAT,), (Lower("index", "background", cpus=(2, 3, 4, 5), weight=None),))
-    assert rung_settings(State(level=2), alone).files["index"]["cpu.max"] == "200000 100000"
-    top = rung_settings(State(level=8), SPEC)
+    assert rung_settings(LadderState(level=2), alone).files["index"]["cpu.max"] == "200000 100000"
+    top = rung_settings(LadderState(level=8), SPEC)
     assert top.frozen == {"embed", "index"} and top.stopped == {"embed"}
 
 
@@ -207,7 +207,7 @@ def test_weights_are_cut_only_where_a_lower_class_shares_a_targets_cpu() -> None
     assert ladder(overlapping)[0] == "weight"
     anywhere = Spec((Target("chat", slo=0.2),), (embed,))  # chat not pinned: it runs anywhere
     assert ladder(anywhere)[0] == "weight"
-    files = rung_settings(State(level=1), overlapping).files
+    files = rung_settings(LadderState(level=1), overlapping).files
     assert (files["ui"]["cpu.weight"], files["embed"]["cpu.weight"]) == ("50", "10")
 
 
@@ -235,7 +235,7 @@ def test_never_caps_a_target_and_never_changes_faster_than_the_cooldown(
     costs: list[float] | None,
 ) -> None:
     spec = replace(SPEC, share=share, judge=costs is not None)
-    state, last_change = State(), None
+    state, last_change = LadderState(), None
     for i, seen in enumerate(trace):
         now = i * dt
         recent = {} if recents is None else {"chat": recents[i % len(recents)]}
@@ -272,7 +272,7 @@ def test_comfort_shares_the_targets_cores_and_the_first_risk_takes_them_back() -
 
 
 def test_sharing_ends_when_latency_goes_missing() -> None:
-    state = State(level=-1, changed_at=0.0)
+    state = LadderState(level=-1, changed_at=0.0)
     state, d = step(state, Observation({"chat": None}), SHARING, 1.0)
     assert d == []  # not within the cooldown
     state, d = step(state, Observation({"chat": None}), SHARING, 2.0)
@@ -280,7 +280,7 @@ def test_sharing_ends_when_latency_goes_missing() -> None:
 
 
 def test_settings_when_sharing() -> None:
-    s = rung_settings(State(level=-1), SHARING).files
+    s = rung_settings(LadderState(level=-1), SHARING).files
     assert s["embed"] == {"cpu.weight": "100", "cpuset.cpus": "0-5", "cpu.max": "max 100000"}
     assert s["index"] == {"cpuset.cpus": "2-5", "cpu.max": "max 100000"}  # background: not
     assert s["chat"] == {"cpuset.cpus": "0-1"}  # its own cores, nothing lent or taken
@@ -290,7 +290,7 @@ def test_a_busy_target_ends_sharing_before_its_latency_does() -> None:
     # latency comfortable throughout (50% slack); chat's use of its cores: 20%, then 60%
     # from 6 s, then 45% (under share_below, over four fifths of it), then 30% from 17 s
     busy = [0.2] * 12 + [0.6] * 4 + [0.45] * 18 + [0.3] * 12
-    state, got = State(), []
+    state, got = LadderState(), []
     for i, used in enumerate(busy):
         obs = Observation({"chat": 0.1}, busy={"chat": used})
         state, decisions = step(state, obs, SHARING, i * 0.5)
@@ -309,7 +309,7 @@ def test_the_busiest_target_ends_sharing_and_a_busy_value_that_is_no_number_coun
     None
 ):
     spec = replace(SHARING, targets=(CHAT, Target("rank", slo=0.05, cpus=(6,))))
-    sharing = State(level=-1, changed_at=0.0)
+    sharing = LadderState(level=-1, changed_at=0.0)
     fine = {"chat": 0.05, "rank": 0.01}
     for busy in ({"chat": 0.2, "rank": 0.5}, {"chat": float("nan"), "rank": 0.2}):
         state, (d,) = step(sharing, Observation(fine, busy=busy), spec, 5.0)
@@ -329,7 +329,7 @@ def fresh(
     trace: list[tuple[float, float | None]], spec: Spec = SPEC, dt: float = 0.5
 ) -> list[tuple[float, str, str]]:
     """Like run(), with the latency since the last change beside the windowed one."""
-    state, out = State(), []
+    state, out = LadderState(), []
     for i, (seen, recent) in enumerate(trace):
         now = i * dt
         obs = Observation({"chat": seen}, recent={"chat": recent})
@@ -387,7 +387,7 @@ def test_stepping_down_waits_relax_after_again_when_the_rung_below_is_not_proven
 def test_a_step_down_proven_needs_every_targets_requests_and_one_slo_of_them() -> None:
     rank = Target("rank", slo=0.05, cpus=(6,))
     spec = replace(SPEC, targets=(CHAT, rank))
-    stepped = State(level=2, changed_at=10.0, comfortable_since=5.0)  # stepped down at 10 s
+    stepped = LadderState(level=2, changed_at=10.0, comfortable_since=5.0)  # stepped down at 10 s
     fine = {"chat": 0.05, "rank": 0.01}
     # rank is scraped (no per-request latency): chat's fast requests prove nothing for it
     scraped = Observation(fine, recent={"chat": 0.05})
@@ -414,7 +414,7 @@ def test_no_request_since_the_last_rung_holds() -> None:
 
 
 def test_sharing_ends_on_the_window_alone() -> None:
-    state = State(level=-1, changed_at=0.0)
+    state = LadderState(level=-1, changed_at=0.0)
     obs = Observation({"chat": 0.19}, recent={"chat": 0.05})  # the slow ones came earlier
     state, d = step(state, obs, SHARING, 3.0)
     assert (state.level, d[0].rung) == (0, "static")
@@ -431,7 +431,7 @@ def test_two_targets_the_one_still_slow_drives_the_climb() -> None:
     # chat's window is the worst (-50%) but its recent requests are fine; rank's window
     # (slack 4%) and its recent requests are at risk: rank drives, and gets the core
     obs = Observation({"chat": 0.3, "rank": 0.048}, recent={"chat": 0.05, "rank": 0.049})
-    state = State(level=3, changed_at=0.0)
+    state = LadderState(level=3, changed_at=0.0)
     state, (d,) = step(state, obs, spec, 2.0)
     assert (d.rung, d.reason) == ("core-1", "rank slack 4% under 10%")
     assert state.loans == ((5, "rank"),)
@@ -446,10 +446,10 @@ def judged(
     trace: list[tuple[float, float | None]],
     spec: Spec = JUDGING,
     dt: float = 0.5,
-    state: State | None = None,
+    state: LadderState | None = None,
 ) -> list[tuple[float, str, str]]:
     """Like run(), with chat's CPU seconds per request beside its latency (None: unknown)."""
-    state, out = state or State(), []
+    state, out = state or LadderState(), []
     for i, (seen, cost) in enumerate(trace):
         now = i * dt
         obs = Observation({"chat": seen}, cost={} if cost is None else {"chat": cost})
@@ -467,7 +467,9 @@ def test_a_climb_that_makes_no_request_cheaper_steps_back_and_holds_the_ladder_d
         (32.0, "up", "cap-75%"),  # held at static for 30 s, then judged again
         (34.0, "down", "static"),
     ]
-    state, (d,) = step(State(), Observation({"chat": 0.25}, cost={"chat": 0.040}), JUDGING, 0.0)
+    state, (d,) = step(
+        LadderState(), Observation({"chat": 0.25}, cost={"chat": 0.040}), JUDGING, 0.0
+    )
     state, (d,) = step(state, Observation({"chat": 0.25}, cost={"chat": 0.039}), JUDGING, 2.0)
     assert d.reason == (
         "cap-75% did not make requests 10% cheaper (chat 39.0 ms of CPU a request, 40.0 ms before): "
@@ -512,7 +514,7 @@ def test_no_cost_or_lent_cores_are_not_judged() -> None:
     # too few requests to cost them: climbs as without judging
     assert judged([(0.25, None)] * 5) == judged([(0.25, 0.040)] * 5, SPEC)
     # lending a core gives chat more CPUs, not cheaper requests: not judged
-    at_cap = State(level=3, changed_at=-10.0)
+    at_cap = LadderState(level=3, changed_at=-10.0)
     assert judged([(0.25, 0.040)] * 13, state=at_cap) == [
         (0.0, "up", "core-1"),
         (2.0, "up", "core-2"),
@@ -524,10 +526,10 @@ def test_no_cost_or_lent_cores_are_not_judged() -> None:
 def test_a_climb_is_judged_only_on_every_targets_cost_and_waits_for_one() -> None:
     two = replace(JUDGING, targets=(CHAT, Target("rank", slo=0.05, cpus=(6,))), cooldown=1.0)
     slow = Observation({"chat": 0.25, "rank": 0.01}, cost={"chat": 0.040})  # rank: scraped
-    state, (d,) = step(State(), slow, two, 0.0)
+    state, (d,) = step(LadderState(), slow, two, 0.0)
     assert state.judged_from is None  # chat's cost says nothing about a climb for rank
     # the cost missing when the judgment is due: it waits, then judges
-    state, _ = step(State(), Observation({"chat": 0.25}, cost={"chat": 0.040}), JUDGING, 0.0)
+    state, _ = step(LadderState(), Observation({"chat": 0.25}, cost={"chat": 0.040}), JUDGING, 0.0)
     assert state.judged_from == 0
     state, d = step(state, Observation({"chat": 0.17}), JUDGING, 2.0)
     assert d == [] and state.judged_from == 0 and state.level == 1
@@ -538,7 +540,7 @@ def test_a_climb_is_judged_only_on_every_targets_cost_and_waits_for_one() -> Non
 def test_max_step_climbs_up_to_a_held_rung_not_past_it() -> None:
     # held at cap-75% (a climb from there did not help); from static, two rungs a step
     spec = replace(JUDGING, max_step=2)
-    held = State(
+    held = LadderState(
         level=0, changed_at=0.0, ceiling=1, ceiling_until=30.0, ceiling_cost=(("chat", 0.04),)
     )
     _, (d,) = step(held, Observation({"chat": 0.25}, cost={"chat": 0.040}), spec, 5.0)

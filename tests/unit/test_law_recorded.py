@@ -10,12 +10,12 @@ import bisect
 from dataclasses import replace
 from pathlib import Path
 
-from nxrd.controller.law import Observation, State, settings, step
+from nxrd.controller.law import LadderState, Observation, settings, step
 from nxrd.controller.loop import BUSY_WINDOW
 from nxrd.controller.samples import SampleWindow
 from nxrd.controller.spec import control_spec
+from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
-from nxrd.plan.topology import load_topology
 from nxrd.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_the_demo_profile_on_a_recorded_load_step() -> None:
     profile = load_profile(ROOT / "profiles/demo.toml")
     plan = make_plan(profile, load_topology(ROOT / "tests/fixtures/topologies/vm-2cpu.json"))
     spec = control_spec(profile, plan)
-    state, got, levels = State(), [], []
+    state, got, levels = LadderState(), [], []
     for t, p99 in trace("vm-pinned-step.txt"):
         state, decisions = step(state, Observation({"chat": p99}), spec, t)
         got += [(t, d.direction, d.rung) for d in decisions]
@@ -87,7 +87,7 @@ def replay_requests(
     rows = trace(name)
     cpus = trace(cpu) if cpu else []
     answered = sorted((due + v, v) for due, v in rows if v is not None)
-    window, state, got, i, tick = SampleWindow(slo.window), State(), [], 0, 0
+    window, state, got, i, tick = SampleWindow(slo.window), LadderState(), [], 0, 0
     while tick * 0.25 <= rows[-1][0] + 2:
         now = tick * 0.25
         while i < len(answered) and answered[i][0] <= now:

@@ -7,7 +7,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from nxrd.metrics import MetricsServer
+from nxrd.api.metrics import MetricsServer
 
 DOC = {
     "name": "chat",

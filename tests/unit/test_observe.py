@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nxrd.observe import cpu_rates, cpu_sample, pressure, pressure_signals, usage_signals
+from nxrd.controller.observe import cpu_rates, cpu_sample, pressure, pressure_signals, usage_signals
 
 
 def stat(u: int, p: int, t: int) -> dict[str, str]:

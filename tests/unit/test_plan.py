@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nxrd.errors import PlanError, TopologyError
+from nxrd.model.units import format_cpu_list, parse_cpu_list
 from nxrd.plan import Plan, Topology, make_plan
 from nxrd.plan.classes import THREAD_VARS
 from nxrd.profile import parse_profile
-from nxrd.profile.units import format_cpu_list, parse_cpu_list
 
 
 def plan(text: str, topo: Topology) -> Plan:

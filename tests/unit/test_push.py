@@ -7,12 +7,22 @@ import os
 import select
 import threading
 import time
-import types
 from pathlib import Path
 
 from nxrd.controller.push import PushReceiver
+from nxrd.daemon.core import Daemon
+from nxrd.kernel.fake_host import FakeHost
 from nxrd.latency import LatencyReporter
-from nxrd.service import Daemon
+from nxrd.model.topology import load_topology
+from tests.unit.conftest import TOPOLOGIES
+
+PUSHING = """
+[workloads.chat]
+command = ["serve"]
+class = "latency-critical"
+cpus = 1
+slo = { p99 = "200ms", source = { push = true } }
+"""
 
 
 def test_reports_count_only_from_the_workloads_own_processes(tmp_path: Path) -> None:
@@ -74,14 +84,18 @@ def test_reports_go_out_together_at_most_every_50_ms(tmp_path: Path) -> None:
 def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path: Path) -> None:
     """Reports arrive with every request a workload serves; each must reach the controller
     without running a whole loop pass (a supervisor tick, a state save) per datagram."""
-    path = str(tmp_path / "latency.sock")
     me = os.getpid()
-    d = Daemon.__new__(Daemon)
-    d.push = PushReceiver(path, owner_of=lambda pid: "chat" if pid == me else None)
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    host.monotonic = time.monotonic  # type: ignore[method-assign]  # real waits here
+    (tmp_path / "p.toml").write_text(PUSHING)
+    socket = str(tmp_path / "nxrd.sock")
+    d = Daemon([str(tmp_path / "p.toml")], str(tmp_path / "state"), socket_path=socket, host=host)
+    d.start()
+    assert d.push is not None
+    path = d.push.path  # beside the API's socket
+    host.spawned(me, d.plan.workload("chat").cgroup)  # this process reports as chat
     got: list[float] = []
-    d.controller = types.SimpleNamespace(push=lambda name, s, now: got.append(s))  # type: ignore[assignment]
-    d.api = types.SimpleNamespace(fileno=lambda: -1)  # type: ignore[assignment]
-    d.metrics = None
+    d.controller.push = lambda name, s, now: got.append(s)  # type: ignore[method-assign]
     wake_r, wake_w = os.pipe()
     poller = select.poll()
     for fd in (d.push.fileno(), wake_r):
@@ -99,7 +113,7 @@ def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path
         until = time.monotonic() + 0.4
         sender = threading.Thread(target=send, args=([0.1, 0.2, 0.3], False))
         sender.start()
-        d._wait(poller, until, wake_r)
+        d.wait(poller, until, wake_r)
         sender.join()
         assert got == [0.1, 0.2, 0.3]
         assert time.monotonic() >= until  # three reports, one wait
@@ -108,12 +122,12 @@ def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path
         start = time.monotonic()
         sender = threading.Thread(target=send, args=([0.5], True))
         sender.start()
-        d._wait(poller, start + 30.0, wake_r)
+        d.wait(poller, start + 30.0, wake_r)
         sender.join()
         assert got == [0.5]
         assert time.monotonic() - start < 20.0  # the wake ended the wait, not the deadline
     finally:
         report.close()
-        d.push.close()
+        d.close()
         os.close(wake_r)
         os.close(wake_w)

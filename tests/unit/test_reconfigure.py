@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from nxrd.kernel.fake_runtime import FakeRuntime
+from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
 from nxrd.plan.diff import LIVE, NEXT_START, RESTART, START, STOP, diff
-from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
 from nxrd.supervisor.events import EventLog
-from nxrd.supervisor.fake import FakeRuntime
 from nxrd.supervisor.supervisor import Supervisor
 from tests.unit.conftest import TOPOLOGIES
 from tests.unit.test_supervisor import Clock, run, states

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nxrd.kernel.requirements import check, delegated, gpu_check, subtree_path, usable
-from nxrd.plan.topology import CgroupInfo
+from nxrd.model.topology import CgroupInfo
 
 ALL = ["cpuset", "cpu", "io", "memory", "hugetlb", "pids"]
 

@@ -8,11 +8,11 @@ import signal
 import pytest
 
 from nxrd.errors import NxrError
+from nxrd.kernel.fake_runtime import FakeProcess, FakeRuntime
+from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
-from nxrd.plan.topology import load_topology
 from nxrd.profile import parse_profile
 from nxrd.supervisor.events import EventLog
-from nxrd.supervisor.fake import FakeProcess, FakeRuntime
 from nxrd.supervisor.states import State
 from nxrd.supervisor.supervisor import Supervisor
 from tests.unit.conftest import TOPOLOGIES

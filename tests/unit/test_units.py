@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nxrd.profile.units import (
+from nxrd.model.units import (
     format_cpu_list,
     format_duration,
     format_size,

@@ -1,4 +1,4 @@
-"""nxrd: the composition root, the one place that wires the real implementations."""
+"""The `nxrd` command line: run the daemon (daemon/core.py builds it), check, topology."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import click
 
 from nxrd import __version__
 from nxrd.cli.errors import reported
+from nxrd.daemon import DEFAULT_STATE_DIR
 from nxrd.errors import NxrError
-from nxrd.service_defaults import DEFAULT_STATE_DIR
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +84,7 @@ def cli(
     if not profiles:
         click.echo(ctx.get_help())
         sys.exit(2)
-    from nxrd.service import Daemon
+    from nxrd.daemon.core import Daemon
 
     daemon = Daemon(
         list(profiles), state_dir, cgroup_root, on_stop, socket_path, api_group, api_read

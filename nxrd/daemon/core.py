@@ -1,0 +1,305 @@
+"""Running nxrd: build the parts on a Host, own the subtree, apply the plan, adopt,
+supervise, stop.
+
+The loop is single-threaded: signal handlers only record the signal; the loop wakes on
+them, on shim pidfds (a workload ended) and on the supervisor's next timer. Each job the
+loop does has a module of its own beside this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import select
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nxrd.api.handlers import Handlers
+from nxrd.api.protocol import DEFAULT_SOCKET
+from nxrd.api.server import Access, ApiServer
+from nxrd.controller.loop import Controller
+from nxrd.controller.push import PushReceiver
+from nxrd.daemon import DEFAULT_STATE_DIR, adopt, events
+from nxrd.daemon.gpu_watch import GpuWatch
+from nxrd.daemon.pids import PidIndex
+from nxrd.daemon.readings import Readings
+from nxrd.daemon.reconfigure import Reconfigurer, applied, pushes
+from nxrd.daemon.view import View
+from nxrd.errors import NxrError
+from nxrd.files import write_atomically
+from nxrd.kernel.apply import apply_plan
+from nxrd.kernel.cgroupfs import CgroupFS
+from nxrd.kernel.host import Host, LinuxHost
+from nxrd.kernel.requirements import check, subtree_path, usable
+from nxrd.ledger import Ledger
+from nxrd.model.plan import Plan
+from nxrd.profile.load import parse_profiles, read_profiles
+from nxrd.profile.model import Profile
+from nxrd.supervisor.events import EventLog
+from nxrd.supervisor.supervisor import Supervisor
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
+    from nxrd.api.metrics import MetricsServer
+
+
+class Daemon:
+    def __init__(
+        self,
+        profiles: list[str],
+        state_dir: str = DEFAULT_STATE_DIR,
+        cgroup_root: str | None = None,
+        on_stop: str = "stop",
+        socket_path: str = DEFAULT_SOCKET,
+        api_group: str | None = "nxr",
+        api_read: str = "group",
+        host: Host | None = None,
+    ) -> None:
+        self.host = host or LinuxHost()
+        self.socket_path = socket_path
+        self.access = Access(api_group, api_read, self.host)
+        self.state_dir = Path(state_dir)
+        self.configured = profiles
+        files = read_profiles(profiles)
+        self.applied = applied(self.state_dir, files)
+        self.profile, self.source = parse_profiles(self.applied or files)
+        self.topology = self.host.discover(cgroup_root)
+        self.gpus: GpuWatch | None = None
+        self.reconf = Reconfigurer(self)
+        self.view = View(self)
+        self.plan = self.reconf.replan(self.profile, self.source, fresh=True)
+        self.on_stop = on_stop
+        reqs = check(self.topology.cgroup)
+        if not usable(reqs):
+            missing = "; ".join(f"{r.detail} ({r.fix})" for r in reqs if not r.ok)
+            raise NxrError(f"refusing to start without isolation: {missing}")
+        root = cgroup_root or subtree_path(self.topology.cgroup)
+        assert root is not None
+        self.root = Path(root)
+        self.signals: list[int] = []
+        self.last_sample = 0.0  # monotonic time of the last per-second pass
+        self.saved = ""  # the state file's text as last written
+
+    def start(self) -> Supervisor:
+        """Own the subtree, write the plan's tree, adopt what a previous nxrd left running."""
+        host = self.host
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # The socket first: if it cannot be bound, no cgroup has been touched yet.
+        self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
+        self.metrics: MetricsServer | None = None
+        self.push: PushReceiver | None = None
+        self.counters = host.counters()
+        self.readings = Readings(self.counters, self.root)
+        self.pids = PidIndex(host, self.root)
+        self.ledger = Ledger(host.time)
+        # No GPUs found (no driver, no pynvml): no NVML session, no GPU figures, no errors.
+        if self.topology.gpus:
+            self.gpus = GpuWatch(host.gpu_accounting(self.topology.gpus))
+        try:
+            self.fs: CgroupFS = host.take_subtree(self.root)
+            self.ledger.load(self.state_dir / "ledger.json")
+            self.fs.on_write = self.ledger.record
+            with self.ledger.because(f"profile {self.source}, at nxrd start"):
+                self.apply(self.plan)  # all or nothing; live values for adopted too
+            if self.profile.host.metrics:
+                self.metrics = self.metrics_server(self.profile.host.metrics)
+            self.push = self.latency_receiver() if pushes(self.profile) else None
+        except NxrError:
+            self.api.close()
+            raise
+        journal = host.journal()
+        self.runtime = host.runtime(
+            self.fs, self.state_dir, journal is not None, self.topology.gpus
+        )
+        self.events = EventLog()
+        self.events.sinks.append(events.sink(journal))
+        self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
+        if self.push is not None:
+            self.runtime.latency_socket = self.push.path
+        # Before any workload starts: MPS clients find their GPU's daemon from the first try.
+        self.mps = host.mps(self.say)
+        try:
+            self.mps.ensure(self.plan.mps)
+        except NxrError:
+            self.api.close()
+            raise
+        self.controller = self.make_controller(self.profile, self.plan)
+        if self.applied:
+            self.say(f"using the profile applied by nxrctl ({self.source})")
+        for warning in self.plan.warnings:
+            self.say(f"warning: {warning}")
+        adopt.adopt(self, host.monotonic())
+        self.ledger.cause = "planned value, written when the workload started"
+        gpu_docs = self.gpus.docs if self.gpus is not None else None
+        self.api.handlers = Handlers(
+            self.sup, self.plan, self.topology, self.access.privileged, self.view, gpus=gpu_docs
+        )
+        return self.sup
+
+    # -- the parts, built on this host
+
+    def apply(self, plan: Plan) -> None:
+        apply_plan(plan, self.fs)
+
+    def make_controller(self, profile: Profile, plan: Plan) -> Controller:
+        return Controller(
+            profile, plan, self.fs, self.sup, self.events, self.ledger, self.host.time
+        )
+
+    def latency_receiver(self) -> PushReceiver:
+        path = str(Path(self.socket_path).parent / "latency.sock")
+        return PushReceiver(path, self.workload_of_pid)
+
+    def metrics_server(self, address: str) -> MetricsServer:
+        from nxrd.api.metrics import MetricsServer
+
+        # The controller is replaced on apply: look it up at each scrape.
+        gpus = self.gpus.docs if self.gpus is not None else list
+        status = self.view.status_docs
+        return MetricsServer(address, status, lambda: self.controller.summary(), gpus)
+
+    def workload_of_pid(self, pid: int) -> str | None:
+        return self.pids.workload_of(pid, self.sup.records)
+
+    def ensure_mps(self) -> None:
+        try:
+            self.mps.ensure(self.plan.mps)
+        except NxrError as e:
+            self.say(str(e))
+
+    def say(self, message: str) -> None:
+        """An event of nxrd itself (no workload state changes)."""
+        self.events.record(self.host.time(), "nxrd", "-", "-", message)
+
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def _api_error(self, message: str) -> None:
+        print(f"nxrd: {message}", file=sys.stderr, flush=True)
+
+    # -- the loop
+
+    def step(self, now: float, stopping: bool) -> None:
+        """One pass of the loop, after its signals: supervise, control, sample, save."""
+        self.sup.tick(now)
+        if not stopping:
+            self.controller.tick(
+                now, lambda names: self.readings.tick(names, self.sup.records, now)
+            )
+        if now - self.last_sample >= 1.0:
+            self.pids.sweep(self.sup.records)
+            self.readings.sample(self.sup.records, now)
+            self.ensure_mps()  # one that exited is started again
+            if self.gpus is not None:
+                self.gpus.poll(self, now)
+            self.last_sample = now
+        self._save()
+
+    def _save(self) -> None:
+        self.ledger.save(self.state_dir / "ledger.json")
+        text = json.dumps({"workloads": self.sup.snapshot()}, sort_keys=True)
+        if text != self.saved:
+            write_atomically(self.state_file(), text)
+            self.saved = text
+
+    def _summary(self) -> str:
+        """One line for `systemctl status`: how many workloads are in each state."""
+        counts: dict[str, int] = {}
+        for rec in self.sup.records.values():
+            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        return f"{len(self.sup.records)} workloads: " + ", ".join(
+            f"{n} {s}" for s, n in sorted(counts.items())
+        )
+
+    def loop(self) -> int:
+        """Supervise until SIGTERM/SIGINT; returns the exit code."""
+        host = self.host
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda s, _f: self.signals.append(s))
+        stopping = False
+        watchdog = int(os.environ.get("WATCHDOG_USEC", "0") or 0) / 2e6  # ping at half the limit
+        last_ping = 0.0
+        status = ""
+        host.notify("READY=1")
+        while True:
+            now = host.monotonic()
+            if watchdog and now - last_ping >= watchdog:
+                host.notify("WATCHDOG=1")
+                last_ping = now
+            # Swap, not iterate-then-clear: a signal landing in between is not lost.
+            pending, self.signals = self.signals, []
+            for got in pending:
+                if got == signal.SIGHUP:
+                    self.reconf.reload_on_signal()
+                elif not stopping:
+                    stopping = True
+                    host.notify("STOPPING=1")
+                    # Workloads left running keep no cap or freeze nobody will lift.
+                    self.controller.release(now, "nxrd exiting")
+                    if self.on_stop == "leave":
+                        self._save()
+                        self.close(leave=True)
+                        return 0
+                    self.sup.stop_all(now)
+            self.step(now, stopping)
+            summary = self._summary()  # after the tick: what systemctl shows is current
+            if summary != status:
+                host.notify(f"STATUS={summary}")
+                status = summary
+            if stopping and self.sup.all_stopped():
+                self.close()
+                return 0
+            # A fresh poll set each pass: a closed pidfd whose number was reused would
+            # otherwise stay silently unwatched.
+            poller = select.poll()
+            poller.register(wake_r, select.POLLIN)
+            poller.register(self.api.fileno(), select.POLLIN)
+            if self.metrics is not None:
+                poller.register(self.metrics.fileno(), select.POLLIN)
+            if self.push is not None:
+                poller.register(self.push.fileno(), select.POLLIN)
+            for fd in self.runtime.fds():
+                poller.register(fd, select.POLLIN)
+            wait = min(self.sup.next_wakeup(now), self.controller.wakeup(now), 1.0)
+            self.wait(poller, now + wait, wake_r)
+
+    def wait(self, poller: select.poll, until: float, wake_r: int) -> None:
+        """Serve what arrives until `until` or until something other than a latency
+        report does. Reports come with every request a workload serves (tens a second):
+        they only add samples, so they do not run the rest of the loop each time."""
+        push = self.push
+        push_fd = push.fileno() if push is not None else None
+        clock = self.host.monotonic
+        while True:
+            # rounded up: a poll that ends a fraction of a millisecond early is a wasted pass
+            ready = poller.poll(max(0, math.ceil((until - clock()) * 1000)))
+            for fd, _ in ready:
+                if fd == self.api.fileno():
+                    self.api.serve_ready()
+                elif self.metrics is not None and fd == self.metrics.fileno():
+                    self.metrics.serve_ready()
+                elif push is not None and fd == push_fd:
+                    for name, seconds in push.drain():
+                        self.controller.push(name, seconds, clock())
+                elif fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+            if not ready or any(fd != push_fd for fd, _ in ready) or clock() >= until:
+                return
+
+    def close(self, leave: bool = False) -> None:
+        if not leave:  # left-running workloads keep their MPS server (adopted next start)
+            self.mps.close()
+        self.api.close()
+        self.counters.close()
+        self.pids.close()
+        self.controller.close()
+        if self.push is not None:
+            self.push.close()
+        if self.metrics is not None:
+            self.metrics.close()

@@ -1,0 +1,45 @@
+"""What the API reads of the running nxrd beyond the supervisor's records: the handlers'
+Daemon protocol (api/handlers.py), answered from the daemon's parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nxrd.api.handlers import workload_status
+from nxrd.api.views import leaf_figures, resources
+from nxrd.supervisor.supervisor import Record
+
+if TYPE_CHECKING:
+    from nxrd.daemon.core import Daemon
+
+
+class View:
+    def __init__(self, d: Daemon) -> None:
+        self.d = d
+
+    def stats(self, rec: Record) -> dict[str, Any]:
+        """Live figures of a workload's leaf, for status, top and metrics."""
+        d = self.d
+        out: dict[str, Any] = {**leaf_figures(d.fs, rec.plan.cgroup)}
+        out.update(d.readings.rates(rec.name))
+        out["latency_seconds"] = d.controller.latency(rec.name, d.host.monotonic())
+        if d.gpus is not None:
+            planned = [g.index for g in rec.plan.gpus]
+            out.update(d.gpus.use.workload(rec.name, planned, rec.pid is not None))
+        return out
+
+    def explain(self, rec: Record) -> dict[str, Any]:
+        return resources(self.d.fs, self.d.ledger.of(rec.plan.cgroup), rec)
+
+    def log_file(self, name: str) -> Path:
+        return self.d.runtime.log_file(name)
+
+    def reconfigure(
+        self, files: list[tuple[str, str]] | None, dry_run: bool, who: str
+    ) -> dict[str, Any]:
+        return self.d.reconf.reconfigure(files, dry_run, who)
+
+    def status_docs(self) -> list[dict[str, Any]]:
+        """What status shows for every workload (also the metrics' source)."""
+        return [workload_status(r, self.stats(r)) for r in list(self.d.sup.records.values())]

@@ -1,0 +1,176 @@
+"""An in-memory Host for the unit tier: a captured topology, a fake cgroupfs, fake
+processes, a clock the test moves, users and groups it declares, and what nxrd told
+systemd recorded instead of sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nxrd.errors import KernelError
+from nxrd.kernel.cgroupfs import CgroupFS, FakeCgroupFS
+from nxrd.kernel.fake_runtime import FakeRuntime
+from nxrd.kernel.gpu_usage import GpuAccounting
+from nxrd.kernel.host import Counters, Host
+from nxrd.kernel.nvml_guard import Guard
+from nxrd.kernel.requirements import NEEDED
+from nxrd.kernel.runtime import Runtime
+from nxrd.model.topology import CgroupInfo, Gpu, Topology
+
+# A host whose cgroup2 subtree nxrd may own: every controller, delegated by systemd.
+USABLE = CgroupInfo(
+    mount="/sys/fs/cgroup",
+    own_path="/nxr.slice/nxrd.service",
+    controllers=list(NEEDED),
+    subtree_control=list(NEEDED),
+    writable=True,
+)
+
+
+class FakeCounters:
+    """Reads a leaf's files from the fake cgroupfs by the paths nxrd builds below its root."""
+
+    def __init__(self, host: FakeHost) -> None:
+        self.host = host
+        self.reads: list[str] = []
+
+    def read(self, path: str) -> str | None:
+        self.reads.append(path)
+        root = str(self.host.root) + "/"
+        if not path.startswith(root):
+            return None
+        rel, _, filename = path[len(root) :].rpartition("/")
+        try:
+            return self.host.fs.read(rel, filename)
+        except KernelError:
+            return None
+
+    def forget_under(self, directory: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class FakeHost(Host):
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        nvml: Any = None,
+        users: Mapping[str, int] | None = None,
+        groups: Mapping[str, int] | None = None,
+        members: Mapping[int, set[int]] | None = None,
+        euid: int = 0,
+    ) -> None:
+        # Captured topologies may come from hosts without cgroup v2: this one has it.
+        self.topology = topology.model_copy(update={"cgroup": USABLE})
+        self.fs = FakeCgroupFS()
+        self.root: Path = Path("/sys/fs/cgroup/nxr.slice/nxrd.service")
+        self.proc_runtime: FakeRuntime | None = None
+        self.now = 0.0  # both clocks; tests move it
+        self.pid_cgroups: dict[int, str] = {}  # pid -> cgroup path (filesystem)
+        self.open_pidfds: dict[int, int] = {}  # pidfd -> pid
+        self.exited: set[int] = set()  # pids whose process has exited
+        self.lookups: list[int] = []  # pids whose cgroup nxrd asked for (a /proc read each)
+        self.statuses: dict[Path, dict[str, object]] = {}  # shim records by path
+        self.users = dict(users or {})
+        self.groups = dict(groups or {})
+        self.members = {gid: set(uids) for gid, uids in (members or {}).items()}
+        self._euid = euid
+        self.notified: list[str] = []
+        self.journaled: list[tuple[str, dict[str, Any]]] = []
+        self.journald = False  # whether journal() offers a sender
+        self.nvml = nvml
+        self._next_fd = 10_000
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def discover(self, subtree: str | None) -> Topology:
+        return self.topology
+
+    def take_subtree(self, root: Path) -> CgroupFS:
+        from nxrd.kernel.subtree import prepare
+
+        self.root = root
+        prepare(self.fs, 1)
+        return self.fs
+
+    def counters(self) -> Counters:
+        return FakeCounters(self)
+
+    def runtime(self, fs: CgroupFS, state_dir: Path, journal: bool, gpus: Sequence[Gpu]) -> Runtime:
+        self.proc_runtime = FakeRuntime(state_dir)
+        return self.proc_runtime
+
+    def read_status(self, path: Path) -> dict[str, object] | None:
+        return self.statuses.get(path)
+
+    def cgroup_of(self, pid: int) -> str | None:
+        self.lookups.append(pid)
+        return self._where(pid)
+
+    def _where(self, pid: int) -> str | None:
+        """A process the test placed (spawned), else a fake workload's main process."""
+        if pid in self.exited:
+            return None
+        if pid in self.pid_cgroups:
+            return self.pid_cgroups[pid]
+        for p in self.proc_runtime.procs.values() if self.proc_runtime else ():
+            if p.pid == pid and p.ended is None:
+                return f"{self.root}/{p.cgroup}"
+        return None
+
+    def pidfd_open(self, pid: int) -> int | None:
+        if self._where(pid) is None:
+            return None
+        self._next_fd += 1
+        self.open_pidfds[self._next_fd] = pid
+        return self._next_fd
+
+    def pidfd_exited(self, fd: int) -> bool:
+        return self._where(self.open_pidfds[fd]) is None
+
+    def close_fd(self, fd: int) -> None:
+        self.open_pidfds.pop(fd, None)
+
+    def uid_of(self, user: str) -> int | None:
+        return self.users.get(user)
+
+    def gid_of(self, group: str) -> int | None:
+        return self.groups.get(group)
+
+    def in_group(self, uid: int, primary_gid: int, gid: int) -> bool:
+        return primary_gid == gid or uid in self.members.get(gid, set())
+
+    def euid(self) -> int:
+        return self._euid
+
+    def notify(self, message: str) -> None:
+        self.notified.append(message)
+
+    def journal(self) -> Callable[..., None] | None:
+        if not self.journald:
+            return None
+
+        def send(message: str, **fields: Any) -> None:
+            self.journaled.append((message, fields))
+
+        return send
+
+    def gpu_accounting(self, gpus: Sequence[Gpu]) -> GpuAccounting:
+        return GpuAccounting(gpus, Guard(timeout=0.05), self.nvml)
+
+    # -- test helpers
+    def spawned(self, pid: int, cgroup: str) -> None:
+        """A process appears in cgroup (a path below nxrd's root)."""
+        self.pid_cgroups[pid] = f"{self.root}/{cgroup}"
+        self.exited.discard(pid)
+
+    def exit(self, pid: int) -> None:
+        self.exited.add(pid)

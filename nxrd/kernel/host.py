@@ -1,0 +1,222 @@
+"""The Host: everything the daemon asks of the machine, as one interface.
+
+Cgroup files, counters read every tick, which workload a PID belongs to, pidfds, users and
+groups, systemd's notify socket and journal, NVML and the clock. LinuxHost is the real
+machine; FakeHost (kernel/fake_host.py) is an in-memory one for the unit tier. Nothing
+outside nxrd/kernel opens /sys, /proc or /dev, calls pidfd_open, looks users up or talks to
+systemd: it asks a Host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import select
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from nxrd.kernel.cgroupfs import CgroupFS
+from nxrd.kernel.counters import KeptOpen
+from nxrd.kernel.gpu_usage import GpuAccounting
+from nxrd.kernel.mps import MpsDaemons
+from nxrd.kernel.runtime import Runtime
+from nxrd.model.topology import Gpu, Topology
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+CGROUP2_MOUNT = "/sys/fs/cgroup"
+
+
+class Counters(Protocol):
+    """Cgroup files read every tick by absolute path (None: the file is gone)."""
+
+    def read(self, path: str) -> str | None: ...
+
+    def forget_under(self, directory: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Host(ABC):
+    """What nxrd needs of the machine it runs on."""
+
+    # -- the clock: wall time for records, monotonic time for timers
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    # -- cgroups
+    @abstractmethod
+    def discover(self, subtree: str | None) -> Topology:
+        """The host's topology, with the reach of the cgroup nxrd owns (subtree)."""
+
+    @abstractmethod
+    def take_subtree(self, root: Path) -> CgroupFS:
+        """Move nxrd into its own leaf of root and enable the controllers below it."""
+
+    @abstractmethod
+    def counters(self) -> Counters:
+        """A reader of cgroup files kept open between ticks."""
+
+    @abstractmethod
+    def runtime(self, fs: CgroupFS, state_dir: Path, journal: bool, gpus: Sequence[Gpu]) -> Runtime:
+        """What the supervisor starts, signals and watches workloads through."""
+
+    @abstractmethod
+    def read_status(self, path: Path) -> dict[str, object] | None:
+        """A shim's record of the workload it runs (None: none, or unreadable)."""
+
+    # -- processes
+    @abstractmethod
+    def cgroup_of(self, pid: int) -> str | None:
+        """The cgroup holding pid, as a filesystem path (None: the process is gone)."""
+
+    @abstractmethod
+    def pidfd_open(self, pid: int) -> int | None:
+        """A pidfd of pid (None: the process is gone)."""
+
+    @abstractmethod
+    def pidfd_exited(self, fd: int) -> bool:
+        """Whether the process behind a pidfd has exited."""
+
+    @abstractmethod
+    def close_fd(self, fd: int) -> None: ...
+
+    # -- users and groups
+    @abstractmethod
+    def uid_of(self, user: str) -> int | None:
+        """The UID of a user name (None: no such user here, or not a valid name)."""
+
+    @abstractmethod
+    def gid_of(self, group: str) -> int | None: ...
+
+    @abstractmethod
+    def in_group(self, uid: int, primary_gid: int, gid: int) -> bool:
+        """Whether the user uid (whose primary group is primary_gid) is a member of gid."""
+
+    def euid(self) -> int:
+        return os.geteuid()
+
+    # -- systemd
+    @abstractmethod
+    def notify(self, message: str) -> None:
+        """sd_notify (READY=1, STATUS=..., WATCHDOG=1); nothing outside a Type=notify unit."""
+
+    @abstractmethod
+    def journal(self) -> Callable[..., None] | None:
+        """journal.send when journald runs here, else None."""
+
+    # -- GPUs
+    @abstractmethod
+    def gpu_accounting(self, gpus: Sequence[Gpu]) -> GpuAccounting:
+        """An NVML reader of the GPUs' use (only asked for where GPUs were found)."""
+
+    def mps(self, say: Callable[[str], None]) -> MpsDaemons:
+        """MPS control daemons, one per GPU shared under MPS."""
+        return MpsDaemons(say)
+
+
+class LinuxHost(Host):
+    """The real machine."""
+
+    def __init__(self) -> None:
+        self.mount = CGROUP2_MOUNT  # where discovery found the cgroup2 hierarchy
+
+    def discover(self, subtree: str | None) -> Topology:
+        from nxrd.kernel.discovery import discover
+
+        topology = discover(subtree=subtree)
+        self.mount = (topology.cgroup.mount or CGROUP2_MOUNT).rstrip("/")
+        return topology
+
+    def take_subtree(self, root: Path) -> CgroupFS:
+        from nxrd.kernel.subtree import take_subtree
+
+        return take_subtree(root)
+
+    def counters(self) -> Counters:
+        return KeptOpen()
+
+    def runtime(self, fs: CgroupFS, state_dir: Path, journal: bool, gpus: Sequence[Gpu]) -> Runtime:
+        from nxrd.kernel.linux_runtime import LinuxRuntime
+
+        return LinuxRuntime(fs, state_dir, journal=journal, gpus=gpus)
+
+    def read_status(self, path: Path) -> dict[str, object] | None:
+        from nxrd.kernel.launch import read_status
+
+        return read_status(path)
+
+    def cgroup_of(self, pid: int) -> str | None:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:  # read for each latency report: no pathlib
+                line = f.readline().rstrip("\n")
+        except OSError:
+            return None
+        # The cgroup2 line is "0::/path", relative to the cgroup2 mount.
+        return self.mount + line.partition("::")[2]
+
+    def pidfd_open(self, pid: int) -> int | None:
+        try:
+            return os.pidfd_open(pid)
+        except OSError:
+            return None
+
+    def pidfd_exited(self, fd: int) -> bool:
+        # a pidfd turns readable once its process has exited
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def close_fd(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def uid_of(self, user: str) -> int | None:
+        try:
+            return pwd.getpwnam(user).pw_uid
+        except (KeyError, ValueError):  # ValueError: a name with a NUL
+            return None
+
+    def gid_of(self, group: str) -> int | None:
+        try:
+            return grp.getgrnam(group).gr_gid
+        except (KeyError, ValueError):
+            return None
+
+    def in_group(self, uid: int, primary_gid: int, gid: int) -> bool:
+        if primary_gid == gid:
+            return True
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return False
+        return gid in os.getgrouplist(name, primary_gid)
+
+    def notify(self, message: str) -> None:
+        if not os.environ.get("NOTIFY_SOCKET"):
+            return
+        from systemd import daemon
+
+        with contextlib.suppress(OSError):
+            daemon.notify(message)
+
+    def journal(self) -> Callable[..., None] | None:
+        if not os.path.exists(JOURNAL_SOCKET):
+            return None
+        from systemd import journal
+
+        def send(message: str, **fields: Any) -> None:
+            with contextlib.suppress(OSError):
+                journal.send(message, **fields)
+
+        return send
+
+    def gpu_accounting(self, gpus: Sequence[Gpu]) -> GpuAccounting:
+        return GpuAccounting(gpus)
