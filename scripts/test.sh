@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vm
 
-echo "== lint (ruff) and types (mypy; strict on the pure modules)"
+echo "== lint (ruff), types (mypy; strict on the pure modules)"
 .venv/bin/ruff check nxrd demo tests scripts bench
 .venv/bin/ruff format --check nxrd demo tests scripts bench
 .venv/bin/mypy nxrd demo
+
+echo "== layers (import-linter: contracts in pyproject.toml)"
+.venv/bin/lint-imports
 
 echo "== unit tier (no root, fakes, captured topologies)"
 .venv/bin/python -m pytest tests/unit

@@ -205,15 +205,6 @@ class Daemon:
             write_atomically(self.state_file(), text)
             self.saved = text
 
-    def _summary(self) -> str:
-        """One line for `systemctl status`: how many workloads are in each state."""
-        counts: dict[str, int] = {}
-        for rec in self.sup.records.values():
-            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
-        return f"{len(self.sup.records)} workloads: " + ", ".join(
-            f"{n} {s}" for s, n in sorted(counts.items())
-        )
-
     def loop(self) -> int:
         """Supervise until SIGTERM/SIGINT; returns the exit code."""
         host = self.host
@@ -247,7 +238,9 @@ class Daemon:
                         return 0
                     self.sup.stop_all(now)
             self.step(now, stopping)
-            summary = self._summary()  # after the tick: what systemctl shows is current
+            summary = events.summary(
+                self.sup.records
+            )  # after the tick: what systemctl shows is current
             if summary != status:
                 host.notify(f"STATUS={summary}")
                 status = summary

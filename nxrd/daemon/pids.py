@@ -25,10 +25,10 @@ class PidIndex:
         if held is not None:
             known, pidfd = held
             rec = records.get(known)
-            if rec is not None and rec.pid == pid and not self.host.pidfd_exited(pidfd):
+            if rec is not None and rec.pid == pid and not self.host.gone(pidfd):
                 return known
             self.forget(pid)
-        fd = self.host.pidfd_open(pid)
+        fd = self.host.hold(pid)
         if fd is None:
             return None  # gone already
         name: str | None = None
@@ -38,7 +38,7 @@ class PidIndex:
         if name is not None and records[name].pid == pid:
             self.main[pid] = (name, fd)
         else:
-            self.host.close_fd(fd)
+            self.host.release(fd)
         return name
 
     def sweep(self, records: Mapping[str, Record]) -> None:
@@ -50,7 +50,7 @@ class PidIndex:
 
     def forget(self, pid: int) -> None:
         _, fd = self.main.pop(pid)
-        self.host.close_fd(fd)
+        self.host.release(fd)
 
     def close(self) -> None:
         for pid in list(self.main):

@@ -126,17 +126,17 @@ class FakeHost(Host):
                 return f"{self.root}/{p.cgroup}"
         return None
 
-    def pidfd_open(self, pid: int) -> int | None:
+    def hold(self, pid: int) -> int | None:
         if self._where(pid) is None:
             return None
         self._next_fd += 1
         self.open_pidfds[self._next_fd] = pid
         return self._next_fd
 
-    def pidfd_exited(self, fd: int) -> bool:
+    def gone(self, fd: int) -> bool:
         return self._where(self.open_pidfds[fd]) is None
 
-    def close_fd(self, fd: int) -> None:
+    def release(self, fd: int) -> None:
         self.open_pidfds.pop(fd, None)
 
     def uid_of(self, user: str) -> int | None:

@@ -3,7 +3,7 @@
 Cgroup files, counters read every tick, which workload a PID belongs to, pidfds, users and
 groups, systemd's notify socket and journal, NVML and the clock. LinuxHost is the real
 machine; FakeHost (kernel/fake_host.py) is an in-memory one for the unit tier. Nothing
-outside nxrd/kernel opens /sys, /proc or /dev, calls pidfd_open, looks users up or talks to
+outside nxrd/kernel opens /sys, /proc or /dev, calls hold, looks users up or talks to
 systemd: it asks a Host.
 """
 
@@ -78,15 +78,17 @@ class Host(ABC):
         """The cgroup holding pid, as a filesystem path (None: the process is gone)."""
 
     @abstractmethod
-    def pidfd_open(self, pid: int) -> int | None:
-        """A pidfd of pid (None: the process is gone)."""
+    def hold(self, pid: int) -> int | None:
+        """A handle on pid (a pidfd) that tells later whether this very process still
+        lives, whoever gets its PID next (None: the process is gone)."""
 
     @abstractmethod
-    def pidfd_exited(self, fd: int) -> bool:
-        """Whether the process behind a pidfd has exited."""
+    def gone(self, fd: int) -> bool:
+        """Whether the process held by fd has exited."""
 
     @abstractmethod
-    def close_fd(self, fd: int) -> None: ...
+    def release(self, fd: int) -> None:
+        """Let go of a handle hold() gave."""
 
     # -- users and groups
     @abstractmethod
@@ -162,19 +164,19 @@ class LinuxHost(Host):
         # The cgroup2 line is "0::/path", relative to the cgroup2 mount.
         return self.mount + line.partition("::")[2]
 
-    def pidfd_open(self, pid: int) -> int | None:
+    def hold(self, pid: int) -> int | None:
         try:
             return os.pidfd_open(pid)
         except OSError:
             return None
 
-    def pidfd_exited(self, fd: int) -> bool:
+    def gone(self, fd: int) -> bool:
         # a pidfd turns readable once its process has exited
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         return bool(poller.poll(0))
 
-    def close_fd(self, fd: int) -> None:
+    def release(self, fd: int) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
 
