@@ -39,7 +39,6 @@ class Daemon(Protocol):
 
 def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `nxrctl status` shows for one workload."""
-    files = rec.plan.files
     slo = rec.spec.slo
     out: dict[str, Any] = {
         "name": rec.name,
@@ -49,7 +48,7 @@ def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[st
         "reason": rec.reason,
         "pid": rec.pid,
         "cpus": rec.plan.cpus,
-        "memory_max": None if files.get("memory.max", "max") == "max" else int(files["memory.max"]),
+        "memory_max": rec.plan.values.memory_max,
         "gpus": [g.index for g in rec.plan.gpus],
         "restarts": rec.restarts,
         "last_exit": rec.last_exit,

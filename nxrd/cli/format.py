@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nxrd.errors import TopologyError
-from nxrd.plan.classes import THREAD_VARS
+from nxrd.plan.threads import THREAD_VARS
 
 if TYPE_CHECKING:  # only for annotations: status output must not load pydantic
     from nxrd.model.plan import Plan, WorkloadPlan
@@ -27,12 +27,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _memory(wl: WorkloadPlan) -> str:
-    def show(v: str) -> str:
-        return v if v == "max" else format_size(int(v))
-
-    low = wl.files.get("memory.min", "0")
-    guard = f"min {show(low)}, " if low != "0" else ""
-    return f"{guard}max {show(wl.files.get('memory.max', 'max'))}"
+    low, high = wl.values.memory_min, wl.values.memory_max
+    guard = f"min {format_size(low)}, " if low else ""
+    return f"{guard}max {'max' if high is None else format_size(high)}"
 
 
 def _readable(filename: str, value: str) -> str:

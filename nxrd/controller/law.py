@@ -85,10 +85,20 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nxrd.model.classes import CLASSES, policy
 from nxrd.model.units import format_cpu_list
+from nxrd.model.values import cpu_max, cpu_quota
 
 CAPS = (75, 50, 25)
-LOWER = ("interactive", "batch", "background")
+# the classes the ladder acts on (the class policy, nxrd/model/classes.py)
+LOWER = tuple(p.name for p in CLASSES.values() if not p.protected)
+CAPPED = tuple(p.name for p in CLASSES.values() if p.capped)
+FROZEN = tuple(
+    p.name
+    for p in sorted(CLASSES.values(), key=lambda p: p.freeze_order or 0)
+    if p.freeze_order is not None
+)
+STOPPED = tuple(p.name for p in CLASSES.values() if p.stoppable)
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ class Spec:
     max_step: int = 1
     stale_after: float = 5.0  # a latency older than this is no latency
     period: int = 100_000  # cpu.max period, microseconds
-    share: bool = False  # may go below static: batch on the targets' cores
+    share: bool = True  # may go below static: batch on the targets' cores
     share_below: float = 0.5  # ...only while each target uses under this share of its cores
     probe_after: float | None = 15.0  # try a rung lower after this long in the band (None: never)
     judge: bool = False  # step back from climbs that did not make requests cheaper in CPU
@@ -188,14 +198,15 @@ def ladder(spec: Spec) -> list[str]:
     rungs = []
     if any(w.weight is not None and _competes(w, t) for w in lowers for t in spec.targets):
         rungs.append("weight")
-    if any(w.workload_class in ("batch", "background") for w in lowers):
+    if any(w.workload_class in CAPPED for w in lowers):
         rungs += [f"cap-{c}%" for c in CAPS]
     rungs += [f"core-{i + 1}" for i in range(len(_lendable(spec)))]
-    for cls in ("background", "batch"):
+    for cls in FROZEN:
         if any(w.workload_class == cls and w.may_freeze for w in lowers):
             rungs.append(f"freeze-{cls}")
-    if any(w.workload_class == "batch" and w.may_stop for w in lowers):
-        rungs.append("stop-batch")
+    for cls in STOPPED:
+        if any(w.workload_class == cls and w.may_stop for w in lowers):
+            rungs.append(f"stop-{cls}")
     return rungs
 
 
@@ -205,7 +216,7 @@ def _competes(w: Lower, t: Target) -> bool:
 
 
 SHARE = "share"
-SHARED_CLASSES = ("batch",)
+SHARED_CLASSES = tuple(p.name for p in CLASSES.values() if p.shares)
 # sharing starts again only under this share of share_below, so that a load near it does
 # not start and end sharing every relax_after
 SHARE_AGAIN = 0.8
@@ -523,11 +534,12 @@ def _lendable(spec: Spec) -> list[int]:
     """Shared CPUs that can be lent, last first: while every lower workload keeps one, and
     no more than the largest target has (doubling it is as far as lending helps)."""
     exclusive = {c for t in spec.targets for c in t.cpus}
-    shared = sorted({c for w in spec.lowers for c in w.cpus} - exclusive, reverse=True)
+    lenders = [w for w in spec.lowers if policy(w.workload_class).lends_cores]
+    shared = sorted({c for w in lenders for c in w.cpus} - exclusive, reverse=True)
     most = max((len(t.cpus) for t in spec.targets), default=0) or 1
     out: list[int] = []
     for core in shared:
-        if len(out) < most and all(set(w.cpus) - {*out, core} for w in spec.lowers):
+        if len(out) < most and all(set(w.cpus) - {*out, core} for w in lenders):
             out.append(core)
     return out
 
@@ -553,14 +565,15 @@ def settings(state: LadderState, spec: Spec) -> Settings:
     batch_cpus = {c for w in spec.lowers if w.workload_class == "batch" for c in w.cpus}
     for w in spec.lowers:
         f: dict[str, str] = {}
+        cls = policy(w.workload_class)
         if w.weight is not None:
-            cut = {"batch": 10, "background": 10, "interactive": 2}[w.workload_class]
-            f["cpu.weight"] = str(max(1, w.weight // cut) if "weight" in rungs else w.weight)
+            cut = cls.weight_cut if "weight" in rungs else None
+            f["cpu.weight"] = str(max(1, w.weight // cut) if cut else w.weight)
         cores = [c for c in w.cpus if c not in lent] or list(w.cpus)
         if w.workload_class in SHARED_CLASSES:
             cores = sorted({*cores, *shared})
         f["cpuset.cpus"] = _cpu_list(cores)
-        if w.workload_class in ("batch", "background"):
+        if cls.capped:
             quota = w.cpu_max
             if caps:
                 # background beside batch runs whenever batch leaves a CPU idle, so it would
@@ -568,15 +581,13 @@ def settings(state: LadderState, spec: Spec) -> Settings:
                 beside = w.workload_class == "background" and bool(set(w.cpus) & batch_cpus)
                 cap = w.min_cpu if beside else max(w.min_cpu, len(cores) * min(caps) / 100)
                 quota = cap if quota is None else min(quota, cap)
-            f["cpu.max"] = (
-                f"max {spec.period}"
-                if quota is None
-                else f"{round(quota * spec.period)} {spec.period}"
+            f["cpu.max"] = cpu_max(
+                None if quota is None else cpu_quota(quota, spec.period), spec.period
             )
         files[w.name] = f
         if f"freeze-{w.workload_class}" in rungs and w.may_freeze:
             frozen.add(w.name)
-        if w.workload_class == "batch" and "stop-batch" in rungs and w.may_stop:
+        if cls.stoppable and f"stop-{cls.name}" in rungs and w.may_stop:
             stopped.add(w.name)
     for t in spec.targets:
         borrowed = [core for core, to in state.loans if to == t.name]

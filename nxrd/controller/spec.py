@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from nxrd.controller.law import LOWER, Lower, Spec, Target
+from nxrd.controller.law import Lower, Spec, Target
+from nxrd.model.classes import policy
 from nxrd.model.plan import Plan
-from nxrd.model.units import parse_cpu_list
 from nxrd.profile.model import Profile
 
 
 def control_spec(profile: Profile, plan: Plan) -> Spec:
-    """Targets: latency-critical workloads with an slo. Lowers: every other class."""
+    """Targets: workloads of a protected class with an slo. Lowers: every other class."""
     c = profile.controller
     targets, lowers = [], []
     for wl in plan.workloads:
         spec = profile.workloads[wl.name]
-        cpus = tuple(sorted(parse_cpu_list(wl.cpus)))
-        if wl.workload_class == "latency-critical":
+        cpus = tuple(sorted(wl.values.cpus))
+        if policy(wl.workload_class).protected:
             if spec.slo is not None:
                 name, seconds = spec.slo.target
                 targets.append(Target(wl.name, seconds, name, cpus))
-        elif wl.workload_class in LOWER:
-            idle = wl.files.get("cpu.idle") == "1"
+        else:
             lowers.append(
                 Lower(
                     wl.name,
                     wl.workload_class,
                     cpus,
-                    None if idle else int(wl.files.get("cpu.weight", "100")),
+                    None if wl.values.idle else wl.values.weight,
                     min_cpu=spec.control.min_cpu,
                     may_freeze=spec.control.freeze,
                     may_stop=spec.control.stop,

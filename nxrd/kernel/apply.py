@@ -71,12 +71,7 @@ def _check_within_reach(plan: Plan, fs: CgroupFS) -> None:
         allowed_text = fs.read("", f"cpuset.{kind}.effective").strip()
         if not allowed_text:
             continue  # not known (a fake tree): nothing to compare with
-        wanted = {
-            c
-            for w in plan.workloads
-            if f"cpuset.{kind}" in w.files
-            for c in parse_cpu_list(w.files[f"cpuset.{kind}"])
-        }
+        wanted = {c for w in plan.workloads for c in getattr(w.values, kind)}
         if kind == "cpus" and fs.exists(DAEMON_LEAF):
             wanted |= parse_cpu_list(plan.daemon_cpus)
         beyond = wanted - parse_cpu_list(allowed_text)

@@ -5,7 +5,11 @@ Its JSON form (``nxrctl plan -o json``) is stable and documented in docs/plan-js
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nxrd.model.values import LeafValues, ParentValues
 
 PLAN_FORMAT = 1
 DAEMON_LEAF = "nxrd"  # nxrd's own leaf in its subtree, where daemon_cpus go
@@ -23,11 +27,34 @@ class GpuAssignment(Data):
     shared: bool = False
 
 
+def _typed(data: Any, kind: type[LeafValues] | type[ParentValues]) -> Any:
+    """The typed values are the plan's truth and its files their rendering; a plan read
+    from its JSON (files only) gets its values back from the files."""
+    if not isinstance(data, dict):
+        return data
+    if "values" in data:
+        values = data["values"]
+        if not isinstance(values, kind):
+            values = kind.model_validate(values)
+        return {**data, "values": values, "files": values.render()}
+    if "files" in data:
+        return {**data, "values": kind.parse(data["files"])}
+    return data
+
+
 class CgroupPlan(Data):
     """A non-leaf cgroup: the subtree root ("") or a class parent."""
 
     path: str
-    files: dict[str, str]
+    files: dict[str, str] = Field(
+        default_factory=dict, description="cgroup file -> value, in write order (from values)"
+    )
+    values: ParentValues = Field(exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _render(cls, data: Any) -> Any:
+        return _typed(data, ParentValues)
 
 
 class WorkloadPlan(Data):
@@ -41,9 +68,17 @@ class WorkloadPlan(Data):
     mems: str
     gpus: list[GpuAssignment] = Field(default_factory=list)
     threads: int | None = None
-    files: dict[str, str] = Field(description="cgroup file -> value, in write order")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="cgroup file -> value, in write order (from values)"
+    )
     env: dict[str, str] = Field(description="variables nxr injects on top of the profile's env")
     notes: list[str] = Field(default_factory=list)
+    values: LeafValues = Field(exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _render(cls, data: Any) -> Any:
+        return _typed(data, LeafValues)
 
 
 class Plan(Data):

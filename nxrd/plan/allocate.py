@@ -7,15 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nxrd.errors import PlanError, Problem
+from nxrd.model.classes import CLASSES
 from nxrd.model.plan import CgroupPlan, GpuAssignment, Plan, WorkloadPlan, mps_dirs
 from nxrd.model.topology import Gpu, Topology, gpu_units
 from nxrd.model.units import format_cpu_list, format_size
-from nxrd.plan.classes import (
-    CLASS_DEFAULTS,
-    CPU_PERIOD_US,
-    DEFAULT_WORKLOAD_WEIGHT,
-    THREAD_VARS,
-)
+from nxrd.model.values import DEFAULT_WEIGHT, LeafValues, ParentValues, cpu_quota
+from nxrd.plan.threads import THREAD_VARS
 from nxrd.profile.model import Profile, Workload
 
 
@@ -98,7 +95,7 @@ def make_plan(
         )
     order = sorted(
         profile.workloads.items(),
-        key=lambda kv: (CLASS_DEFAULTS[kv[1].workload_class].rank, -kv[1].priority, kv[0]),
+        key=lambda kv: (CLASSES[kv[1].workload_class].rank, -kv[1].priority, kv[0]),
     )
     _assign_gpus(st, order)
     mps = _mps_gpus(st, profile, uids or {})
@@ -122,7 +119,7 @@ def make_plan(
         root=_parent_plan("", workloads),
         classes=[
             _parent_plan(cls, [w for w in workloads if w.workload_class == cls])
-            for cls in CLASS_DEFAULTS
+            for cls in CLASSES
             if any(w.workload_class == cls for w in workloads)
         ],
         workloads=workloads,
@@ -646,50 +643,43 @@ def _pages(n: int, page: int) -> int:
     return n // page * page
 
 
-def _mems(topo: Topology, cpus: frozenset[int]) -> str:
+def _mems(topo: Topology, cpus: frozenset[int]) -> frozenset[int]:
     """NUMA nodes of these CPUs that have memory; the kernel refuses memoryless nodes."""
     with_memory = {n.id for n in topo.nodes if n.memory > 0}
     local = {topo.node_of(c) for c in cpus} & with_memory
-    return format_cpu_list(local or with_memory or {n.id for n in topo.nodes})
+    return frozenset(local or with_memory or {n.id for n in topo.nodes})
 
 
 def _workload_plan(st: _Allocation, name: str, wl: Workload, topo: Topology) -> WorkloadPlan:
     cpus = st.cpus[name]
     mems = _mems(topo, cpus)
-    files: dict[str, str] = {"cpuset.cpus": format_cpu_list(cpus), "cpuset.mems": mems}
-    # Every file is written, defaults included, so a re-apply leaves no stale value behind.
-    # cpu.idle goes to 0 before the weight: the kernel refuses weights of idle groups.
-    if wl.is_idle:
-        files["cpu.idle"] = "1"
-    else:
-        files["cpu.idle"] = "0"
-        files["cpu.weight"] = str(wl.cpu_weight or DEFAULT_WORKLOAD_WEIGHT)
-    if wl.cpu_max is None:
-        files["cpu.max"] = f"max {CPU_PERIOD_US}"
-    else:
-        quota = max(1000, round(wl.cpu_max * CPU_PERIOD_US))
-        files["cpu.max"] = f"{quota} {CPU_PERIOD_US}"
-        if wl.cpu_max >= len(cpus):
-            st.warnings.append(
-                f"workloads.{name}.cpu_max: {wl.cpu_max:g} CPUs is not below its "
-                f"{len(cpus)} CPUs; the cap never binds"
-            )
+    quota = None if wl.cpu_max is None else cpu_quota(wl.cpu_max)
+    if wl.cpu_max is not None and wl.cpu_max >= len(cpus):
+        st.warnings.append(
+            f"workloads.{name}.cpu_max: {wl.cpu_max:g} CPUs is not below its "
+            f"{len(cpus)} CPUs; the cap never binds"
+        )
     low = wl.memory_low
-    if low is None and wl.workload_class == "latency-critical":
+    if low is None and CLASSES[wl.workload_class].protect_memory:
         low = wl.memory_max  # protect its working set up to its own limit
 
-    def limit(value: int | None) -> str:
-        return "max" if value is None else str(_pages(value, topo.page_size))
+    def pages(value: int | None) -> int | None:
+        return None if value is None else _pages(value, topo.page_size)
 
-    files["memory.min"] = str(_pages(wl.memory_min or 0, topo.page_size))
-    files["memory.low"] = str(_pages(low or 0, topo.page_size))
-    files["memory.high"] = limit(wl.memory_high)
-    files["memory.max"] = limit(wl.memory_max)
-    files["memory.swap.max"] = limit(wl.swap_max)
-    # An OOM kill takes the whole workload, not a random thread of it: one clear exit cause.
-    files["memory.oom.group"] = "1"
-    files["pids.max"] = "max" if wl.pids_max is None else str(wl.pids_max)
-    files["io.weight"] = f"default {wl.io_weight or DEFAULT_WORKLOAD_WEIGHT}"
+    values = LeafValues(
+        cpus=cpus,
+        mems=mems,
+        idle=wl.is_idle,
+        weight=wl.cpu_weight or DEFAULT_WEIGHT,
+        cpu_quota_us=quota,
+        memory_min=_pages(wl.memory_min or 0, topo.page_size),
+        memory_low=_pages(low or 0, topo.page_size),
+        memory_high=pages(wl.memory_high),
+        memory_max=pages(wl.memory_max),
+        swap_max=pages(wl.swap_max),
+        pids_max=wl.pids_max,
+        io_weight=wl.io_weight or DEFAULT_WEIGHT,
+    )
 
     env: dict[str, str] = {}
     notes = list(st.notes.get(name, []))
@@ -735,10 +725,10 @@ def _workload_plan(st: _Allocation, name: str, wl: Workload, topo: Topology) -> 
         cpus=format_cpu_list(cpus),
         cpu_count=len(cpus),
         cpus_requested=wl.cpus,
-        mems=mems,
+        mems=format_cpu_list(mems),
         gpus=gpus,
         threads=threads,
-        files=files,
+        values=values,
         env=env,
         notes=notes,
     )
@@ -746,13 +736,11 @@ def _workload_plan(st: _Allocation, name: str, wl: Workload, topo: Topology) -> 
 
 def _parent_plan(cls: str, children: list[WorkloadPlan]) -> CgroupPlan:
     """Parents carry their children's protection: memory.min/low only work top-down."""
-    files: dict[str, str] = {}
-    if cls:
-        weight = CLASS_DEFAULTS[cls].parent_weight
-        if weight is None:
-            files["cpu.idle"] = "1"
-        else:
-            files["cpu.weight"] = str(weight)
-    files["memory.min"] = str(sum(int(w.files["memory.min"]) for w in children))
-    files["memory.low"] = str(sum(int(w.files["memory.low"]) for w in children))
-    return CgroupPlan(path=cls, files=files)
+    weight = CLASSES[cls].parent_weight if cls else None
+    values = ParentValues(
+        weight=weight,
+        idle=bool(cls) and weight is None,
+        memory_min=sum(w.values.memory_min for w in children),
+        memory_low=sum(w.values.memory_low for w in children),
+    )
+    return CgroupPlan(path=cls, values=values)

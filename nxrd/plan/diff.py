@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nxrd.model.plan import DAEMON_LEAF, Plan, WorkloadPlan
-from nxrd.plan.classes import THREAD_VARS
+from nxrd.plan.threads import THREAD_VARS
 from nxrd.profile.model import Profile, Workload
 
 # How a change takes effect.

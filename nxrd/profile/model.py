@@ -10,8 +10,9 @@ import re
 import signal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from nxrd.model.classes import CLASSES, WorkloadClass
 from nxrd.model.units import (
     parse_cpu_list,
     parse_cpu_quota,
@@ -20,8 +21,6 @@ from nxrd.model.units import (
 )
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would accept a trailing newline
-CLASSES = ("latency-critical", "interactive", "batch", "background")
-WorkloadClass = Literal["latency-critical", "interactive", "batch", "background"]
 
 
 class Syntax:
@@ -268,7 +267,8 @@ class Restart(Section):
     policy: Literal["no", "on-failure", "always"] = Field(
         "on-failure",
         description='"no": leave it exited; "on-failure": restart after a non-zero exit, '
-        'a signal or an OOM kill; "always": restart after any exit.',
+        'a signal or an OOM kill; "always": restart after any exit. Default: the class\'s '
+        "(on-failure for every class).",
     )
     delay: Duration = Field(
         1.0, description="First restart delay; doubles after each failure (100ms at least)."
@@ -472,19 +472,29 @@ class Workload(Section):
         default_factory=Control, description="Limits on what the controller may do to it."
     )
 
+    @model_validator(mode="after")
+    def _class_restart(self) -> Workload:
+        """A restart policy the profile does not set is its class's (model/classes.py)."""
+        if "policy" not in self.restart.model_fields_set:
+            policy = CLASSES[self.workload_class].restart
+            if policy != self.restart.policy:
+                restart = self.restart.model_copy(update={"policy": policy})
+                object.__setattr__(self, "restart", restart)  # frozen: set once, here
+        return self
+
     @property
     def is_exclusive(self) -> bool:
         """Whether this workload owns whole cores (explicit, else by class)."""
         if self.exclusive is not None:
             return self.exclusive
-        return self.workload_class == "latency-critical"
+        return CLASSES[self.workload_class].exclusive
 
     @property
     def is_idle(self) -> bool:
         """Whether this workload runs at cpu.idle (explicit, else by class)."""
         if self.cpu_idle is not None:
             return self.cpu_idle
-        return self.workload_class == "background" and self.cpu_weight is None
+        return CLASSES[self.workload_class].idle and self.cpu_weight is None
 
 
 class Profile(Section):

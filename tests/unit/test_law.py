@@ -17,6 +17,7 @@ SPEC = Spec(
         Lower("embed", "batch", cpus=(2, 3, 4, 5), weight=100, may_stop=True),
         Lower("index", "background", cpus=(2, 3, 4, 5), weight=None),
     ),
+    share=False,  # the ladder above static; sharing is tried on its own (SHARING)
 )
 
 
@@ -554,3 +555,15 @@ def test_the_hold_is_lifted_against_the_held_rungs_cost_not_the_rung_left() -> N
     # 10.5% more again; that is the held rung's own cost, not new interference
     trace = [(0.25, 0.040)] * 4 + [(0.25, 0.0362)] * 1 + [(0.25, 0.040)] * 20
     assert judged(trace) == [(0.0, "up", "cap-75%"), (2.0, "down", "static")]
+
+
+def test_the_laws_defaults_are_the_profiles() -> None:
+    """A Spec built without the profile (the law's own tests, benchmarks) behaves as a profile
+    that sets nothing: one set of defaults, not two that drift apart."""
+    from nxrd.profile.model import Controller
+
+    spec = Spec((CHAT,), ())
+    for name, field in Controller.model_fields.items():
+        if hasattr(spec, name) and name != "period":  # the law's period is cpu.max's
+            want = field.default or None if name == "probe_after" else field.default
+            assert getattr(spec, name) == want, name

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nxrd.errors import PlanError, TopologyError
 from nxrd.model.units import format_cpu_list, parse_cpu_list
 from nxrd.plan import Plan, Topology, make_plan
-from nxrd.plan.classes import THREAD_VARS
+from nxrd.plan.threads import THREAD_VARS
 from nxrd.profile import parse_profile
 
 

@@ -258,3 +258,20 @@ def test_cross_field_rules_still_run_on_a_workload_with_a_type_error() -> None:
         'gpus = "x"\ngpu_memory = "1G"\n'
     )
     assert [line.split(": ")[1] for line in lines] == ["workloads.a.cpus", "workloads.a.gpus"]
+
+
+def test_a_restart_policy_left_unset_is_the_classs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The class policy (nxrd/model/classes.py) is read, not a copy of it."""
+    import dataclasses
+
+    from nxrd.model import classes
+
+    batch = dataclasses.replace(classes.CLASSES["batch"], restart="always")
+    monkeypatch.setitem(classes.CLASSES, "batch", batch)
+    text = (
+        '[workloads.a]\ncommand = ["x"]\nclass = "batch"\n'
+        '[workloads.b]\ncommand = ["x"]\nclass = "batch"\nrestart = { policy = "no" }\n'
+        '[workloads.c]\ncommand = ["x"]\nclass = "interactive"\n'
+    )
+    p = parse_profile(text, "p.toml")
+    assert [p.workloads[n].restart.policy for n in "abc"] == ["always", "no", "on-failure"]
