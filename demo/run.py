@@ -55,7 +55,7 @@ from demo.figures import LOST, of_capacity
 from nxrd.errors import ProfileError
 from nxrd.kernel.cgroupfs import CgroupFS, LinuxCgroupFS
 from nxrd.profile import parse_profile
-from nxrd.profile.model import Control, Controller, Slo
+from nxrd.profile.model import Control, ControllerSettings, Slo
 
 # The host's cgroup v2 tree, for the set-ups without nxr ("weights"), through nxrd's kernel
 # layer: the demo does no cgroupfs I/O of its own.
@@ -383,7 +383,7 @@ def tuned(profile: str, settings: str) -> str:
     table = profile[span[0] : span[1]]
     for setting in filter(None, settings.split("+")):
         key, _, value = setting.partition("=")
-        if key not in Controller.model_fields or not value:
+        if key not in ControllerSettings.model_fields or not value:
             raise SystemExit(f"demo: {setting!r} is not KEY=VALUE of a [controller] setting")
         try:
             tomllib.loads(f"v = {value}")  # a number or a boolean as it is

@@ -20,7 +20,7 @@ READS = ("logs", "explain")
 LOG_CHUNK = 256 * 1024
 
 
-class Daemon(Protocol):
+class DaemonView(Protocol):
     """What the handlers need from the running nxrd beyond the supervisor's records."""
 
     def stats(self, rec: Record) -> dict[str, Any]:
@@ -71,7 +71,7 @@ class Handlers:
         plan: Plan,
         topology: Topology,
         may_mutate: Callable[[Request], bool],
-        daemon: Daemon | None = None,
+        daemon: DaemonView | None = None,
         clock: Callable[[], float] = time.monotonic,
         gpus: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
@@ -124,7 +124,7 @@ class Handlers:
             p[:1] == ("workloads",) and (len(p) == 2 or (len(p) == 3 and p[2] in MUTATIONS + READS))
         )
 
-    def _need_daemon(self) -> Daemon:
+    def _need_daemon(self) -> DaemonView:
         if self.daemon is None:
             raise ApiError("conflict", "not available in this nxrd")
         return self.daemon

@@ -12,7 +12,6 @@ import click
 from nxrd import __version__
 from nxrd.api.client import Client
 from nxrd.api.protocol import DEFAULT_SOCKET
-from nxrd.cli.errors import EXIT_ERROR, reported
 from nxrd.cli.format import (
     changes_table,
     event_line,
@@ -22,6 +21,7 @@ from nxrd.cli.format import (
     status_table,
     top_screen,
 )
+from nxrd.cli.reporting import EXIT_ERROR, reported
 from nxrd.errors import ProfileError
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from nxrd import __version__
-from nxrd.cli.errors import reported
+from nxrd.cli.reporting import reported
 from nxrd.daemon import DEFAULT_STATE_DIR
 from nxrd.errors import NxrError
 

@@ -23,7 +23,7 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
-from nxrd.daemon import DEFAULT_STATE_DIR, adopt, events
+from nxrd.daemon import DEFAULT_STATE_DIR, adopt, sinks
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
@@ -115,7 +115,7 @@ class Daemon:
             self.fs, self.state_dir, journal is not None, self.topology.gpus
         )
         self.events = EventLog()
-        self.events.sinks.append(events.sink(journal))
+        self.events.sinks.append(sinks.sink(journal))
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
@@ -238,9 +238,7 @@ class Daemon:
                         return 0
                     self.sup.stop_all(now)
             self.step(now, stopping)
-            summary = events.summary(
-                self.sup.records
-            )  # after the tick: what systemctl shows is current
+            summary = self.view.summary()  # after the tick: what systemctl shows is current
             if summary != status:
                 host.notify(f"STATUS={summary}")
                 status = summary

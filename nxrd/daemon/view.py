@@ -40,6 +40,14 @@ class View:
     ) -> dict[str, Any]:
         return self.d.reconf.reconfigure(files, dry_run, who)
 
+    def summary(self) -> str:
+        """One line for `systemctl status`: how many workloads are in each state."""
+        counts: dict[str, int] = {}
+        for rec in self.d.sup.records.values():
+            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"{len(self.d.sup.records)} workloads: {states}"
+
     def status_docs(self) -> list[dict[str, Any]]:
         """What status shows for every workload (also the metrics' source)."""
         return [workload_status(r, self.stats(r)) for r in list(self.d.sup.records.values())]

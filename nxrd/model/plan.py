@@ -7,17 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from nxrd.model.base import Data
 from nxrd.model.values import LeafValues, ParentValues
 
 PLAN_FORMAT = 1
 DAEMON_LEAF = "nxrd"  # nxrd's own leaf in its subtree, where daemon_cpus go
 MPS_ROOT = "/run/nxr/mps"  # one directory per GPU: pipe/ and log/ of its control daemon
-
-
-class Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class GpuAssignment(Data):

@@ -9,14 +9,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from nxrd.errors import TopologyError
+from nxrd.model.base import Data
 from nxrd.model.units import format_cpu_list, parse_cpu_list
-
-
-class Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Cpu(Data):

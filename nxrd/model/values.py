@@ -7,8 +7,7 @@ wherever nxr writes it. parse() reads a plan's files back (a plan loaded from it
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
+from nxrd.model.base import Data
 from nxrd.model.units import format_cpu_list, parse_cpu_list
 
 CPU_PERIOD_US = 100_000
@@ -32,10 +31,6 @@ def _limit(value: int | None) -> str:
 
 def _read_limit(text: str) -> int | None:
     return None if text == "max" else int(text)
-
-
-class Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LeafValues(Data):

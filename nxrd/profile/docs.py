@@ -14,7 +14,7 @@ from pydantic.fields import FieldInfo
 from nxrd.model.classes import table
 from nxrd.model.units import format_duration, format_size
 from nxrd.profile.model import (
-    Host,
+    HostSettings,
     Pool,
     Probe,
     Prometheus,
@@ -29,7 +29,7 @@ from nxrd.profile.model import (
 
 # (table heading, model); the order a reader meets them in a profile.
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("[host]", Host),
+    ("[host]", HostSettings),
     ("[pools.NAME]", Pool),
     ("[workloads.NAME]", Workload),
     ("[workloads.NAME.restart]", Restart),

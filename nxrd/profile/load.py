@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nxrd.errors import Problem, ProfileError
 from nxrd.profile.checks import check_profile
-from nxrd.profile.model import NAME_RE, Controller, Host, Pool, Profile, Workload
+from nxrd.profile.model import NAME_RE, ControllerSettings, HostSettings, Pool, Profile, Workload
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
@@ -85,7 +85,7 @@ def _valid_parts(data: Any) -> tuple[Profile | None, set[str], dict[str, set[str
         except ValidationError:
             return None
 
-    host = valid(Host, data.get("host", {})) or Host()
+    host = valid(HostSettings, data.get("host", {})) or HostSettings()
     pools = {k: p for k, v in table("pools").items() if NAME_RE.match(k) and (p := valid(Pool, v))}
     workloads: dict[str, Workload] = {}
     dropped: dict[str, set[str]] = {}
@@ -103,7 +103,7 @@ def _valid_parts(data: Any) -> tuple[Profile | None, set[str], dict[str, set[str
             workloads[name] = wl
             dropped[name] = bad
     declared = set(table("workloads")) | {f"pool:{k}" for k in table("pools")}
-    controller = valid(Controller, data.get("controller", {})) or Controller()
+    controller = valid(ControllerSettings, data.get("controller", {})) or ControllerSettings()
     partial = Profile.model_construct(
         host=host, pools=pools, workloads=workloads, controller=controller
     )

@@ -152,7 +152,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Host(Section):
+class HostSettings(Section):
     """What nxr keeps for the host itself."""
 
     reserved_cpus: CpuList | None = Field(
@@ -179,7 +179,7 @@ class Host(Section):
     )
 
 
-class Controller(Section):
+class ControllerSettings(Section):
     """The latency-SLO controller: how fast and how far it acts on the lower classes."""
 
     enabled: bool = Field(
@@ -500,9 +500,9 @@ class Workload(Section):
 class Profile(Section):
     """A host's declaration: host settings, pools and workloads."""
 
-    host: Host = Field(default_factory=Host, description="Host settings.")
-    controller: Controller = Field(
-        default_factory=Controller, description="The latency-SLO controller."
+    host: HostSettings = Field(default_factory=HostSettings, description="Host settings.")
+    controller: ControllerSettings = Field(
+        default_factory=ControllerSettings, description="The latency-SLO controller."
     )
     pools: dict[PoolName, Pool] = Field(default_factory=dict, description="Concurrency pools.")
     workloads: dict[WorkloadName, Workload] = Field(

@@ -55,7 +55,7 @@ class History:
 
 
 @dataclass(frozen=True)
-class Decision:
+class RestartDecision:
     action: str  # "restart", "give-up" or "stay-stopped"
     delay: float
     history: History
@@ -68,19 +68,21 @@ JITTER = 0.2  # +-20%: workloads that failed together do not restart in lockstep
 
 def decide(
     spec: Restart, history: History, exit: Exit, now: float, ran_for: float, jitter: float
-) -> Decision:
+) -> RestartDecision:
     """Apply the restart policy to one exit. jitter is a number in [0, 1) from the caller."""
     if (
         exit.cause in _NEVER_RESTART
         or spec.policy == "no"
         or (spec.policy == "on-failure" and exit.clean)
     ):
-        return Decision("stay-stopped", 0.0, History(), f"{exit.describe()}; policy {spec.policy}")
+        return RestartDecision(
+            "stay-stopped", 0.0, History(), f"{exit.describe()}; policy {spec.policy}"
+        )
     # A run that lasted at least max_delay was healthy: start the backoff over.
     failures = 0 if ran_for >= spec.max_delay else history.failures
     recent = tuple(t for t in history.restarts if t > now - spec.window)
     if len(recent) >= spec.max_restarts:
-        return Decision(
+        return RestartDecision(
             "give-up",
             0.0,
             History(failures, recent),
@@ -90,7 +92,7 @@ def decide(
     base = min(spec.delay * 2**failures, spec.max_delay)
     # Never below MIN_DELAY: a crash loop with delay 0 would otherwise spin a core.
     delay = max(MIN_DELAY, min(base * (1 + JITTER * (2 * jitter - 1)), spec.max_delay))
-    return Decision(
+    return RestartDecision(
         "restart",
         delay,
         History(failures + 1, (*recent, now + delay)),

@@ -560,10 +560,10 @@ def test_the_hold_is_lifted_against_the_held_rungs_cost_not_the_rung_left() -> N
 def test_the_laws_defaults_are_the_profiles() -> None:
     """A Spec built without the profile (the law's own tests, benchmarks) behaves as a profile
     that sets nothing: one set of defaults, not two that drift apart."""
-    from nxrd.profile.model import Controller
+    from nxrd.profile.model import ControllerSettings
 
     spec = Spec((CHAT,), ())
-    for name, field in Controller.model_fields.items():
+    for name, field in ControllerSettings.model_fields.items():
         if hasattr(spec, name) and name != "period":  # the law's period is cpu.max's
             want = field.default or None if name == "probe_after" else field.default
             assert getattr(spec, name) == want, name

@@ -48,3 +48,16 @@ def test_no_module_of_the_daemon_does_several_jobs() -> None:
 
 def test_the_demo_is_not_in_the_installed_package() -> None:
     assert not (PACKAGE / "demo").exists()
+
+
+def test_names_explain_themselves() -> None:
+    """No two modules of the package share a file name, and no two classes a name: a reader
+    who meets `State` or `runtime.py` knows which one it is."""
+    files = [p.name for p in modules(PACKAGE) if p.name != "__init__.py"]
+    classes = [
+        m.group(1)
+        for p in modules(PACKAGE)
+        for m in re.finditer(r"^class (\w+)", p.read_text(), re.MULTILINE)
+    ]
+    assert sorted({f for f in files if files.count(f) > 1}) == []
+    assert sorted({c for c in classes if classes.count(c) > 1}) == []

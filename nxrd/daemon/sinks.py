@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from nxrd.supervisor.events import Event
-from nxrd.supervisor.supervisor import Record
 
 
 def sink(journal: Callable[..., None] | None) -> Callable[[Event], None]:
@@ -34,11 +33,3 @@ def _print(e: Event) -> None:
         + f".{int(e.time * 1000) % 1000:03d}"
     )
     print(f"{stamp} {e.workload}: {e.old} -> {e.new} ({e.cause})", file=sys.stderr, flush=True)
-
-
-def summary(records: Mapping[str, Record]) -> str:
-    """One line for `systemctl status`: how many workloads are in each state."""
-    counts: dict[str, int] = {}
-    for rec in records.values():
-        counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
-    return f"{len(records)} workloads: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
