@@ -5,8 +5,9 @@
 
 On a host with a usable cgroup v2 (as root), a real nxrd runs 50 `sleep` workloads in a
 scratch subtree and `nxrctl status` is timed end to end (process start, imports, request,
-nxrd reading every leaf's counters, formatting). Elsewhere nxrd's API runs over the fake
-runtime (no kernel reads) and the output says so. Also times `nxrctl --help` (start-up
+nxrd reading every leaf's counters, formatting). Elsewhere nxrd runs on the in-memory host
+(nxrd/kernel/fake_host.py: fake cgroupfs and processes, no kernel reads) and the output
+says so. Also times `nxrctl --help` (start-up
 alone), `status -o json`, and the API call alone through curl (the daemon's side: reading
 every leaf's counters and answering). Target: well under one second.
 """
@@ -92,26 +93,20 @@ def with_real_nxrd(tmp: Path) -> tuple[str, Callable[[], None]]:
 
 
 def with_fake_runtime(tmp: Path) -> tuple[str, Callable[[], None]]:
+    """nxrd itself, built on the in-memory host (fake cgroups and processes)."""
     import select
 
-    from nxrd.api.handlers import Handlers
-    from nxrd.api.server import Access, ApiServer
+    from nxrd.daemon.core import Daemon
     from nxrd.kernel.discovery import discover
-    from nxrd.kernel.fake_runtime import FakeRuntime
-    from nxrd.plan import make_plan
-    from nxrd.profile import parse_profile
-    from nxrd.supervisor.events import EventLog
-    from nxrd.supervisor.supervisor import Supervisor
+    from nxrd.kernel.fake_host import FakeHost
 
-    prof = parse_profile(profile())
-    topo = discover(gpus=False)
-    plan = make_plan(prof, topo)
-    sup = Supervisor(prof, plan, FakeRuntime(), EventLog(), time.time)
-    sup.tick(0.0)
+    (tmp / "p.toml").write_text(profile())
     sock = str(tmp / "nxrd.sock")
-    access = Access(None, "group")
-    server = ApiServer(sock, access, on_error=print)
-    server.handlers = Handlers(sup, plan, topo, access.privileged)
+    host = FakeHost(discover(gpus=False))
+    d = Daemon([str(tmp / "p.toml")], str(tmp / "state"), socket_path=sock, host=host)
+    d.start()
+    d.sup.tick(0.0)
+    server = d.api
     done = threading.Event()
 
     def loop() -> None:
@@ -125,7 +120,7 @@ def with_fake_runtime(tmp: Path) -> tuple[str, Callable[[], None]]:
     def stop() -> None:
         done.set()
         t.join()
-        server.close()
+        d.close()
 
     return sock, stop
 
@@ -149,7 +144,7 @@ def main() -> None:
     finally:
         stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    where = "real nxrd, real cgroup v2" if real else "fake runtime: no kernel reads (no cgroup v2)"
+    where = "real nxrd, real cgroup v2" if real else "fake host: no kernel reads (no cgroup v2)"
     print(f"nxrctl with {N_WORKLOADS} workloads, {where}")
     print(f"{'command':36} {'runs':>5} {'p50 ms':>8} {'p90 ms':>8} {'max ms':>8}")
     for name, t in results.items():
