@@ -158,11 +158,15 @@ class LinuxHost(Host):
     def cgroup_of(self, pid: int) -> str | None:
         try:
             with open(f"/proc/{pid}/cgroup") as f:  # read for each latency report: no pathlib
-                line = f.readline().rstrip("\n")
+                text = f.read()
         except OSError:
             return None
-        # The cgroup2 line is "0::/path", relative to the cgroup2 mount.
-        return self.mount + line.partition("::")[2]
+        # The cgroup2 line is "0::/path", relative to the cgroup2 mount; the only line on a
+        # pure cgroup v2 host, the last beside v1 hierarchies (cgroup(7)).
+        for line in text.splitlines():
+            if line.startswith("0::"):
+                return self.mount + line[3:]
+        return None
 
     def hold(self, pid: int) -> int | None:
         try:

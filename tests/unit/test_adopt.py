@@ -1,0 +1,145 @@
+"""Adoption: a new nxrd takes over what the one before left running, and trusts the state
+file only as far as the kernel and the shim's record confirm it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from nxrd.daemon.adopt import Adopt, Clear, Planned, Remove, Restore, Seen, candidates, decide
+from nxrd.daemon.core import Daemon
+from nxrd.kernel.fake_host import FakeHost
+from nxrd.kernel.host import LinuxHost
+from nxrd.model.topology import load_topology
+from tests.unit.conftest import TOPOLOGIES
+
+PLANNED = {
+    "chat": Planned("latency-critical/chat", "k1"),
+    "embed": Planned("batch/embed", "k2"),
+}
+
+
+def running(pid: int, shim: int, cgroup: str, launch: str = "k1") -> dict[str, object]:
+    return {
+        "state": "ready",
+        "pid": pid,
+        "shim_pid": shim,
+        "cgroup": cgroup,
+        "launch": launch,
+        "started_at": 5.0,
+    }
+
+
+def test_a_confirmed_workload_is_adopted_and_restarted_only_if_launched_differently() -> None:
+    saved = {
+        "chat": running(100, 99, "latency-critical/chat"),
+        "embed": running(200, 199, "batch/embed", launch="old"),
+    }
+    seen = {
+        "chat": Seen({"pid": 100, "shim_pid": 99}, (100, 101)),
+        "embed": Seen({"pid": 200, "shim_pid": 199}, (200,)),
+    }
+    assert candidates(saved, PLANNED) == ["chat", "embed"]
+    assert decide(saved, PLANNED, seen) == [
+        Adopt("chat", 100, 99, 5.0, "ready", restart=False),
+        Adopt("embed", 200, 199, 5.0, "ready", restart=True),
+    ]
+
+
+def test_what_the_kernel_does_not_confirm_is_cleared_not_adopted() -> None:
+    """After a reboot the recorded PIDs may be unrelated processes."""
+    saved = {"chat": running(100, 99, "latency-critical/chat")}
+    for seen in (
+        {},  # no shim record, nothing in the leaf
+        {"chat": Seen({"pid": 100, "shim_pid": 99}, (555,))},  # its pid is not in the leaf
+        {"chat": Seen({"pid": 100, "shim_pid": 42}, (100,))},  # another shim's record
+    ):
+        assert decide(saved, PLANNED, seen) == [Clear("chat")]
+
+
+def test_gone_or_moved_workloads_lose_their_old_leaf_and_stopped_ones_keep_their_state() -> None:
+    saved = {
+        "old": running(300, 299, "batch/old"),  # no longer in the profile
+        "chat": running(100, 99, "interactive/chat"),  # moved to another class
+        "embed": {"state": "stopped", "reason": "by nxrctl", "held": True, "launch": "k2"},
+        "gone": {"state": "failed", "launch": "k9"},  # stopped and no longer declared
+    }
+    assert candidates(saved, PLANNED) == []
+    assert decide(saved, PLANNED, {}) == [
+        Remove("old", "batch/old"),
+        Remove("chat", "interactive/chat"),
+        Restore("embed", "stopped", "by nxrctl", None, True),
+    ]
+    # a stopped workload launched differently now starts afresh: nothing restored
+    saved["embed"]["launch"] = "k-old"
+    assert decide(saved, PLANNED, {}) == [
+        Remove("old", "batch/old"),
+        Remove("chat", "interactive/chat"),
+    ]
+
+
+PROFILE = """
+[workloads.chat]
+command = ["serve"]
+class = "latency-critical"
+cpus = 1
+"""
+
+
+def test_a_started_nxrd_adopts_through_its_host(tmp_path: Path) -> None:
+    """The whole path: state file and shim record on disk, the leaf's processes from the
+    host's cgroupfs, the supervisor holding the adopted process without starting one."""
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    (tmp_path / "p.toml").write_text(PROFILE)
+    state = tmp_path / "state"
+
+    def nxrd() -> Daemon:
+        sock = str(tmp_path / "nxrd.sock")
+        return Daemon([str(tmp_path / "p.toml")], str(state), socket_path=sock, host=host)
+
+    first = nxrd()
+    first.start()
+    first.sup.tick(0.0)
+    rec = first.sup.records["chat"]
+    assert rec.pid is not None
+    first.step(1.0, stopping=False)  # writes the state file
+    first.close(leave=True)
+    saved = json.loads((state / "state.json").read_text())["workloads"]["chat"]
+    host.statuses[first.runtime.status_file("chat")] = {
+        "pid": saved["pid"],
+        "shim_pid": saved["shim_pid"],
+    }
+    host.fs.dirs[rec.plan.cgroup]["cgroup.procs"] = f"{saved['pid']}\n"
+
+    second = nxrd()
+    second.start()
+    again = second.sup.records["chat"]
+    assert (again.pid, again.state.value) == (saved["pid"], "ready")
+    assert host.proc_runtime is not None and host.proc_runtime.launches == []  # none started
+    second.close()
+
+
+def test_the_linux_host_holds_a_process_by_pidfd_and_finds_its_cgroup() -> None:
+    host = LinuxHost()
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        fd = host.hold(proc.pid)
+        assert fd is not None and not host.gone(fd)
+        with open(f"/proc/{proc.pid}/cgroup") as f:
+            v2 = [line for line in f.read().splitlines() if line.startswith("0::")]
+        if v2:  # a host with a cgroup2 line: the path below the mount
+            assert host.cgroup_of(proc.pid) == host.mount + v2[0][3:]
+        proc.kill()
+        proc.wait()
+        assert host.gone(fd)
+        host.release(fd)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert host.hold(proc.pid) is None  # reaped: no such process
+    assert host.uid_of("root") == 0 and host.uid_of("no-such-user-nxr") is None
+    assert host.uid_of("bad\0name") is None
+    assert host.in_group(0, 0, 0) and host.euid() == os.geteuid()
