@@ -1,5 +1,6 @@
-"""The opt-in Prometheus endpoint: per-workload state, restarts, CPU, throttling, pressure,
-memory, events, SLO and GPU use, in Prometheus' naming conventions (ratios, not percent).
+"""The opt-in Prometheus endpoint: per-workload state, restarts, CPUs, CPU time, throttling,
+pressure, memory, events, SLO and GPU use, in Prometheus' naming conventions (ratios, not
+percent, and `quantile` labels), nxrd's build and its own process figures.
 
 Families are built at scrape time from the same status documents `nxrctl status` shows
 (collect() is pure over them). The endpoint is served from nxrd's own loop (no thread:
@@ -12,11 +13,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from nxrd import __version__
 from nxrd.errors import NxrError
+from nxrd.model.units import parse_cpu_list
 from nxrd.supervisor.states import State
 
 Status = Sequence[Mapping[str, Any]]
@@ -34,6 +43,7 @@ class WorkloadCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         return iter(
             [
+                build_info(),
                 *families(self.source()),
                 *controller_families(self.controller()),
                 *gpu_families(self.gpus()),
@@ -81,6 +91,17 @@ def controller_families(c: Mapping[str, Any]) -> list[Metric]:
     return [level, actions]
 
 
+def quantile(percentile: str) -> str:
+    """The profile's "p99" as Prometheus writes a quantile: "0.99"."""
+    return f"{int(percentile.removeprefix('p')) / 100:g}"
+
+
+def build_info() -> Metric:
+    info = GaugeMetricFamily("nxr_build_info", "nxrd's version (always 1)", labels=["version"])
+    info.add_metric([__version__], 1.0)
+    return info
+
+
 def families(workloads: Status) -> list[Metric]:
     labels = ["workload", "class"]
     state = GaugeMetricFamily(
@@ -104,11 +125,17 @@ def families(workloads: Status) -> list[Metric]:
     events = CounterMetricFamily(
         "nxr_workload_memory_events", "memory.events counters", labels=[*labels, "event"]
     )
+    cpus = GaugeMetricFamily(
+        "nxr_workload_cpus", "CPUs in its cpuset (cpuset.cpus as planned)", labels=labels
+    )
+    # Prometheus' own name for the label of a latency at a quantile (summaries use it)
     slo = GaugeMetricFamily(
-        "nxr_workload_slo_seconds", "Latency target", labels=[*labels, "percentile"]
+        "nxr_workload_slo_seconds", "Latency target", labels=[*labels, "quantile"]
     )
     latency = GaugeMetricFamily(
-        "nxr_workload_latency_seconds", "Observed latency", labels=[*labels, "percentile"]
+        "nxr_workload_latency_seconds",
+        "Observed latency at the SLO's quantile",
+        labels=[*labels, "quantile"],
     )
     gpu_memory = GaugeMetricFamily(
         "nxr_workload_gpu_memory_bytes",
@@ -134,6 +161,8 @@ def families(workloads: Status) -> list[Metric]:
             if p is not None:
                 stalled.add_metric([*who, res, "some"], p["some_seconds_total"])
                 stalled.add_metric([*who, res, "full"], p["full_seconds_total"])
+        if w.get("cpus"):
+            cpus.add_metric(who, float(len(parse_cpu_list(w["cpus"]))))
         if "memory_current" in w:
             memory.add_metric(who, float(w["memory_current"]))
         if w.get("memory_max") is not None:
@@ -141,9 +170,10 @@ def families(workloads: Status) -> list[Metric]:
         for event, count in dict(w.get("memory_events", {})).items():
             events.add_metric([*who, event], float(count))
         if w.get("slo_seconds") is not None:
-            slo.add_metric([*who, str(w["slo_percentile"])], float(w["slo_seconds"]))
+            q = quantile(str(w["slo_percentile"]))
+            slo.add_metric([*who, q], float(w["slo_seconds"]))
             if w.get("latency_seconds") is not None:
-                latency.add_metric([*who, str(w["slo_percentile"])], float(w["latency_seconds"]))
+                latency.add_metric([*who, q], float(w["latency_seconds"]))
         for u in w.get("gpu_usage", []):
             on = [str(u["gpu"]), str(u.get("uuid") or "")]
             if u.get("memory_bytes") is not None:
@@ -151,7 +181,8 @@ def families(workloads: Status) -> list[Metric]:
             if u.get("utilization_percent") is not None:
                 gpu_util.add_metric([*who, *on], float(u["utilization_percent"]) / 100)
     return [
-        *(state, frozen, restarts, cpu, throttled, stalled, memory, limit, events, slo, latency),
+        *(state, frozen, restarts, cpu, throttled, stalled, cpus, memory, limit, events),
+        *(slo, latency),
         *(gpu_memory, gpu_util),
     ]
 
@@ -176,6 +207,11 @@ class MetricsServer:
         host, _, port = address.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkloadCollector(source, controller, gpus))
+        # nxrd's own CPU, memory, descriptors and start time, as every Prometheus client
+        # exports them (process_*, python_*)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         try:
             self.server: WSGIServer = make_server(
                 host.strip("[]"), int(port), make_wsgi_app(registry), handler_class=_Quiet

@@ -6,6 +6,7 @@ import os
 import re
 
 from nxrd.errors import Problem
+from nxrd.model.classes import CLASSES
 from nxrd.model.units import format_cpu_list, format_duration, format_size
 from nxrd.profile.model import Profile, Workload
 
@@ -87,6 +88,13 @@ def _check_workload(
         )
     if wl.cpu_idle and wl.workload_class == "latency-critical":
         bad("cpu_idle", "a latency-critical workload cannot run at idle priority")
+    if wl.slo is not None and not CLASSES[wl.workload_class].protected:
+        kept = ", ".join(p.name for p in CLASSES.values() if p.protected)
+        bad(
+            "slo",
+            f"the controller keeps the SLOs of {kept} workloads only, and this one is "
+            f"{wl.workload_class}; make it latency-critical or drop slo",
+        )
 
     if wl.pool is None and wl.pool_slots is not None and "pool" not in gone:
         bad("pool_slots", "set without pool")

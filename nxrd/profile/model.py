@@ -125,8 +125,11 @@ def _url(value: str) -> str:
 
 
 def _host_port(value: object) -> str:
+    # a bare port, as a number or as text ("9464"), means the loopback address
     if isinstance(value, int) and not isinstance(value, bool):
         value = f"127.0.0.1:{value}"
+    elif isinstance(value, str) and value.strip().isdigit():
+        value = f"127.0.0.1:{value.strip()}"
     if not isinstance(value, str):
         raise ValueError(f'expected "host:port" or a port number (got {value!r})')
     host, _, port = value.rpartition(":")

@@ -7,6 +7,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from nxrd import __version__
 from nxrd.api.metrics import MetricsServer
 
 DOC = {
@@ -21,6 +22,7 @@ DOC = {
     "memory_max": 4 << 30,
     "memory_events": {"oom_kill": 1, "high": 0},
     "cpu_pressure": {"some_seconds_total": 0.5, "full_seconds_total": 0.25},
+    "cpus": "2-3",
     "slo_percentile": "p99",
     "slo_seconds": 0.2,
     "latency_seconds": None,
@@ -69,8 +71,22 @@ def test_scrape() -> None:
     assert got[("nxr_workload_memory_limit_bytes", who)] == 4 << 30
     oom = tuple(sorted((*who, ("event", "oom_kill"))))
     assert got[("nxr_workload_memory_events_total", oom)] == 1.0
-    assert got[("nxr_workload_slo_seconds", tuple(sorted((*who, ("percentile", "p99")))))] == 0.2
+    # Prometheus' label for a latency at a quantile, as its summaries write it
+    assert got[("nxr_workload_slo_seconds", tuple(sorted((*who, ("quantile", "0.99")))))] == 0.2
     assert not any(name == "nxr_workload_latency_seconds" for name, _ in got)  # none observed
+    assert got[("nxr_workload_cpus", who)] == 2.0
+    assert got[("nxr_build_info", (("version", __version__),))] == 1.0
+    # nxrd's own process, from prometheus_client's standard collectors
+    assert got[("process_resident_memory_bytes", ())] > 0
+    assert any(name == "python_info" for name, _ in got)
+
+
+def test_an_observed_latency_is_at_the_slos_quantile() -> None:
+    got = scrape([{**DOC, "slo_percentile": "p95", "latency_seconds": 0.15}])
+    who = (("class", "latency-critical"), ("workload", "chat"))
+    assert (
+        got[("nxr_workload_latency_seconds", tuple(sorted((*who, ("quantile", "0.95")))))] == 0.15
+    )
 
 
 def test_controller_series() -> None:

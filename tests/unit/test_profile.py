@@ -11,6 +11,8 @@ from nxrd.profile import load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = '[workloads.chat]\ncommand = ["serve"]\n'
+# a workload whose SLO the controller keeps
+SERVED = '[workloads.chat]\ncommand = ["serve"]\nclass = "latency-critical"\ncpus = 1\n'
 
 
 def errors(text: str) -> list[str]:
@@ -127,17 +129,17 @@ def test_after_cycles_are_named() -> None:
 
 
 def test_slo_needs_exactly_one_source_and_target() -> None:
-    assert errors(MINIMAL + '[workloads.chat.slo]\np99 = "200ms"\n') == [
+    assert errors(SERVED + '[workloads.chat.slo]\np99 = "200ms"\n') == [
         "p.toml: workloads.chat.slo.source: required key is missing"
     ]
-    lines = errors(MINIMAL + '[workloads.chat.slo]\np99 = "200ms"\nsource = {}\n')
+    lines = errors(SERVED + '[workloads.chat.slo]\np99 = "200ms"\nsource = {}\n')
     assert lines == [
         "p.toml: workloads.chat.slo.source: give exactly one of prometheus, probe, push = true"
     ]
-    lines = errors(MINIMAL + "[workloads.chat.slo]\nsource = {push = true}\n")
+    lines = errors(SERVED + "[workloads.chat.slo]\nsource = {push = true}\n")
     assert "give exactly one target of p50, p90, p95, p99" in lines[0]
     prom = 'source.prometheus = {url = "http://127.0.0.1:8000/metrics"%s}\n'
-    slo = MINIMAL + '[workloads.chat.slo]\np99 = "200ms"\n'
+    slo = SERVED + '[workloads.chat.slo]\np99 = "200ms"\n'
     assert errors(slo + prom % "") == [
         "p.toml: workloads.chat.slo.source.prometheus: give exactly one of metric, preset"
     ]
@@ -150,7 +152,7 @@ def test_slo_needs_exactly_one_source_and_target() -> None:
 
 
 def test_an_slo_of_zero_is_refused_before_the_controller_divides_by_it() -> None:
-    slo = MINIMAL + "[workloads.chat.slo]\nsource = {push = true}\n"
+    slo = SERVED + "[workloads.chat.slo]\nsource = {push = true}\n"
     assert errors(slo + 'p99 = "0ms"\n') == [
         "p.toml: workloads.chat.slo.p99: input should be greater than 0 (got '0ms')"
     ]
@@ -275,3 +277,34 @@ def test_a_restart_policy_left_unset_is_the_classs(monkeypatch: pytest.MonkeyPat
     )
     p = parse_profile(text, "p.toml")
     assert [p.workloads[n].restart.policy for n in "abc"] == ["always", "no", "on-failure"]
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [("9464", "127.0.0.1:9464"), ('"9464"', "127.0.0.1:9464"), ('"0.0.0.0:9464"', "0.0.0.0:9464")],
+)
+def test_a_metrics_port_alone_means_the_loopback_address(value: str, address: str) -> None:
+    p = parse_profile(f'[host]\nmetrics = {value}\n[workloads.a]\ncommand = ["x"]\n', "p.toml")
+    assert p.host.metrics == address
+
+
+@pytest.mark.parametrize("value", ['"nine"', '"70000"', '":9464"', "0"])
+def test_a_metrics_address_that_is_not_one_is_refused_in_one_line(value: str) -> None:
+    with pytest.raises(ProfileError) as e:
+        parse_profile(f'[host]\nmetrics = {value}\n[workloads.a]\ncommand = ["x"]\n', "p.toml")
+    assert e.value.lines()[0].startswith("p.toml: host.metrics: ")
+    assert len(e.value.lines()) == 1
+
+
+def test_an_slo_on_a_class_the_controller_does_not_protect_is_refused() -> None:
+    """Silently ignored before: the operator believed the embedder's p99 was kept."""
+    text = (
+        '[workloads.embed]\ncommand = ["x"]\nclass = "interactive"\n'
+        '[workloads.embed.slo]\np99 = "100ms"\nsource = { push = true }\n'
+    )
+    with pytest.raises(ProfileError) as e:
+        parse_profile(text, "p.toml")
+    assert e.value.lines() == [
+        "p.toml: workloads.embed.slo: the controller keeps the SLOs of latency-critical "
+        "workloads only, and this one is interactive; make it latency-critical or drop slo"
+    ]
