@@ -67,25 +67,34 @@ def _topology(path: str | None) -> Topology:
     "topology_file",
     help="Also check that each profile fits this captured host topology (JSON).",
 )
+@click.option(
+    "--this-host",
+    is_flag=True,
+    help="Also check that each profile fits this host, as nxrd would plan it here.",
+)
 @reported
-def validate(files: tuple[str, ...], topology_file: str | None) -> None:
-    """Check profiles; print every problem, one line each. Exit 0 if all are valid."""
-    from nxrd.plan import load_topology, make_plan
-    from nxrd.profile import load_profile
+def validate(files: tuple[str, ...], topology_file: str | None, this_host: bool) -> None:
+    """Check profiles (files, or directories of *.toml read as one profile, as nxrd reads
+    them); print every problem, one line each. Exit 0 if all are valid."""
+    from nxrd.plan import make_plan
+    from nxrd.profile.load import load_profiles
 
-    topo = load_topology(topology_file) if topology_file else None
+    if topology_file and this_host:
+        raise click.UsageError("--topology and --this-host: give one host to check against")
+    topo = _topology(topology_file) if topology_file or this_host else None
     failed = False
     for path in files:
         try:
-            profile = load_profile(path)
+            profile, source = load_profiles([path])
             if topo is not None:
-                make_plan(profile, topo, source=path)
+                make_plan(profile, topo, source=source)
         except ProfileError as e:
             failed = True
             for line in e.lines():
                 click.echo(line, err=True)
             continue
-        fits = f", fits {topology_file}" if topo is not None else ""
+        where = "this host" if this_host else topology_file
+        fits = f", fits {where}" if topo is not None else ""
         click.echo(f"{path}: ok ({len(profile.workloads)} workloads{fits})")
     if failed:
         sys.exit(EXIT_ERROR)

@@ -98,7 +98,8 @@ def cli(
     "-o",
     "--output",
     default=None,
-    help="Write the JSON to this file instead of stdout.",
+    help="Write the JSON to this file instead of stdout (-o json: to stdout, as nxrctl's "
+    "-o reads; -o table: the summary; ./json for a file of that name).",
 )
 @click.option("--summary", is_flag=True, help="Print a short human summary instead of JSON.")
 @click.option("--no-gpus", is_flag=True, help="Skip NVML discovery.")
@@ -108,6 +109,9 @@ def topology(output: str | None, summary: bool, no_gpus: bool) -> None:
     from nxrd.cli.format import topology_text
     from nxrd.kernel.discovery import discover
 
+    # nxrctl's -o names a format: read the same words the same way here, not as file names
+    if output in ("json", "table"):
+        summary, output = summary or output == "table", None
     topo = discover(gpus=not no_gpus)
     if summary:
         click.echo(topology_text(topo))

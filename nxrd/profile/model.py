@@ -72,6 +72,11 @@ def _gpus(value: object) -> int | tuple[int | str, ...]:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"GPU count must not be negative (got {value})")
+        if value == 0:
+            # it reads as "no limit" but would hide every GPU: say what omitting it does
+            raise ValueError(
+                "0 GPUs: omit gpus for a workload without GPUs (it sees none of the host's)"
+            )
         return value
     if isinstance(value, list):
         out: list[int | str] = []

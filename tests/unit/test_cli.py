@@ -129,8 +129,10 @@ def test_versions_and_help() -> None:
 
 
 def test_unreadable_paths_are_one_line_errors(tmp_path: Path) -> None:
-    r = run("nxrctl", "validate", str(tmp_path))
-    assert r.returncode == 1 and r.stderr == f"{tmp_path}: cannot read profile: Is a directory\n"
+    gone = tmp_path / "gone.toml"
+    r = run("nxrctl", "validate", str(gone))
+    assert r.returncode == 1
+    assert r.stderr == f"{gone}: cannot read profile: No such file or directory\n"
     r = run("nxrd", "topology", "-o", str(tmp_path / "no/such/dir.json"))
     assert r.returncode == 1
     assert (
@@ -174,3 +176,48 @@ def test_nxrctl_imports_no_kernel_code_and_no_pydantic() -> None:
     code = "import sys, nxrd.cli.main; print(sorted(m for m in sys.modules if m.startswith(('nxrd.kernel', 'pydantic'))))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_validate_reads_a_directory_as_nxrd_does(tmp_path: Path) -> None:
+    """One profile from its *.toml files, merged; before, validate refused what nxrd ran."""
+    (tmp_path / "a.toml").write_text('[workloads.a]\ncommand = ["x"]\n')
+    (tmp_path / "b.toml").write_text('[workloads.b]\ncommand = ["x"]\nafter = ["a"]\n')
+    r = run("nxrctl", "validate", str(tmp_path))
+    assert (r.returncode, r.stdout) == (0, f"{tmp_path}: ok (2 workloads)\n"), r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("nxrctl", "validate", str(empty))
+    assert r.returncode == 1
+    assert r.stderr == f"{empty}: no *.toml profiles in this directory\n"
+
+
+def test_validate_this_host_refuses_what_plan_refuses_here(tmp_path: Path) -> None:
+    """A profile that does not fit this machine (more CPUs than any host has)."""
+    big = tmp_path / "big.toml"
+    big.write_text('[workloads.a]\ncommand = ["x"]\nclass = "latency-critical"\ncpus = 4096\n')
+    assert run("nxrctl", "validate", str(big)).returncode == 0  # valid as text
+    r = run("nxrctl", "validate", "--this-host", str(big))
+    plan = run("nxrctl", "plan", str(big))
+    assert r.returncode == plan.returncode == 1
+    assert r.stderr == plan.stderr  # the same refusal, word for word
+    assert "workloads.a.cpus" in r.stderr
+    r = run("nxrctl", "validate", "--this-host", "--topology", "t.json", str(big))
+    assert r.returncode == 2 and "give one host to check against" in r.stderr
+
+
+def test_topology_o_json_means_the_format_not_a_file(tmp_path: Path) -> None:
+    """`-o json` is how nxrctl asks for JSON; nxrd topology wrote a file named json."""
+    r = subprocess.run(
+        [str(BIN / "nxrd"), "topology", "--no-gpus", "-o", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["cpus"]
+    assert list(tmp_path.iterdir()) == []  # no file written
+    r = run("nxrd", "topology", "--no-gpus", "-o", "table")
+    assert r.returncode == 0 and r.stdout.startswith("CPUs ")
+    r = run("nxrd", "topology", "--no-gpus", "-o", str(tmp_path / "t.json"))
+    assert r.returncode == 0 and json.loads((tmp_path / "t.json").read_text())["cpus"]

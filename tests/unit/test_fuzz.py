@@ -51,20 +51,20 @@ def _only_profile_errors(data: Any) -> None:
             assert e.lines()
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.text(max_size=300))
 def test_arbitrary_text(text: str) -> None:
     with contextlib.suppress(ProfileError):
         parse_profile(text, "fuzz.toml")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.dictionaries(st.sampled_from(["host", "pools", "workloads", "x"]), values, max_size=3))
 def test_arbitrary_documents(data: dict[str, Any]) -> None:
     _only_profile_errors(data)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.sampled_from(EXAMPLES), st.data())
 def test_mutated_example_profiles(example: dict[str, Any], data: st.DataObject) -> None:
     doc = {k: dict(v) if isinstance(v, dict) else v for k, v in example.items()}

@@ -308,3 +308,11 @@ def test_an_slo_on_a_class_the_controller_does_not_protect_is_refused() -> None:
         "p.toml: workloads.embed.slo: the controller keeps the SLOs of latency-critical "
         "workloads only, and this one is interactive; make it latency-critical or drop slo"
     ]
+
+
+def test_zero_gpus_is_refused_and_says_what_omitting_gpus_does() -> None:
+    (line,) = errors(MINIMAL + "gpus = 0\n")
+    assert line == (
+        "p.toml: workloads.chat.gpus: 0 GPUs: omit gpus for a workload without GPUs "
+        "(it sees none of the host's)"
+    )
