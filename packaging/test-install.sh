@@ -121,6 +121,8 @@ check "unit enabled (multi-user.target.wants/nxrd.service)" \
     test "$(readlink "$ROOT/etc/systemd/system/multi-user.target.wants/nxrd.service")" \
     = /lib/systemd/system/nxrd.service
 check "configuration directory /etc/nxr/profiles" test -d "$ROOT/etc/nxr/profiles"
+doc=$(sed -n 's|^Documentation=file:||p' units/nxrd.service)
+check "the unit's Documentation= is installed ($doc)" test -f "$ROOT$doc"
 check "API group nxr exists" in_root getent group nxr
 for p in profiles/*.toml; do
     check "example profile /usr/share/nxr/$p" cmp "$p" "$ROOT/usr/share/nxr/$p"

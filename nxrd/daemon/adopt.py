@@ -83,6 +83,11 @@ def read_saved(path: Path) -> dict[str, dict[str, Any]]:
     return {n: e for n, e in saved.items() if isinstance(e, dict)}
 
 
+def left_running(saved: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Workloads the state file says were running when the last nxrd exited."""
+    return sorted(name for name, entry in saved.items() if entry.get("state") in RUNNING)
+
+
 def candidates(saved: Mapping[str, Mapping[str, Any]], planned: Mapping[str, Planned]) -> list[str]:
     """Workloads recorded as running in the leaf the plan still gives them: the ones whose
     leaf must be looked at."""

@@ -27,7 +27,7 @@ from nxrd.daemon import DEFAULT_STATE_DIR, adopt, sinks
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
-from nxrd.daemon.reconfigure import Reconfigurer, applied, pushes
+from nxrd.daemon.reconfigure import Reconfigurer, pushes, starting_files
 from nxrd.daemon.view import View
 from nxrd.errors import NxrError
 from nxrd.files import write_atomically
@@ -37,7 +37,7 @@ from nxrd.kernel.host import Host, LinuxHost
 from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.ledger import Ledger
 from nxrd.model.plan import Plan
-from nxrd.profile.load import parse_profiles, read_profiles
+from nxrd.profile.load import parse_profiles
 from nxrd.profile.model import Profile
 from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.supervisor import Supervisor
@@ -63,8 +63,8 @@ class Daemon:
         self.access = Access(api_group, api_read, self.host)
         self.state_dir = Path(state_dir)
         self.configured = profiles
-        files = read_profiles(profiles)
-        self.applied = applied(self.state_dir, files)
+        files, self.applied = starting_files(profiles, self.state_dir, self.state_file())
+        self.waiting = not files and not self.applied  # for a profile and a reload
         self.profile, self.source = parse_profiles(self.applied or files)
         self.topology = self.host.discover(cgroup_root)
         self.gpus: GpuWatch | None = None
@@ -129,6 +129,8 @@ class Daemon:
         self.controller = self.make_controller(self.profile, self.plan)
         if self.applied:
             self.say(f"using the profile applied by nxrctl ({self.source})")
+        if self.waiting:
+            self.say(f"no profile in {', '.join(self.configured)} yet: add one, then reload")
         for warning in self.plan.warnings:
             self.say(f"warning: {warning}")
         adopt.adopt(self, host.monotonic())

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nxrd.daemon.adopt import left_running, read_saved
 from nxrd.errors import NxrError, ProfileError
 from nxrd.files import write_atomically
 from nxrd.model.plan import Plan
@@ -34,6 +35,25 @@ def applied(state_dir: Path, configured: list[tuple[str, str]]) -> list[tuple[st
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def starting_files(
+    configured: list[str], state_dir: Path, state_file: Path
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]] | None]:
+    """The configured profile files at start, and the profile applied over them if any.
+
+    An empty profile directory (a fresh install) starts nxrd with no workloads, waiting for
+    a profile and a reload (`nxrctl validate` and `plan` still refuse it), unless the last
+    nxrd left workloads running: starting without their profile would stop them.
+    """
+    files = read_profiles(configured, allow_empty=True)
+    over = applied(state_dir, files)
+    if not files and not over and (left := left_running(read_saved(state_file))):
+        raise NxrError(
+            f"no profile in {', '.join(configured)}, but the last nxrd left "
+            f"{', '.join(left)} running; put the profile back (without it nxrd would stop them)"
+        )
+    return files, over
 
 
 class Reconfigurer:
@@ -132,6 +152,7 @@ class Reconfigurer:
                 d.metrics.close()
             d.metrics = metrics
         self.switch(profile, plan, source, who)
+        d.waiting = False
         if files is None:
             _applied_file(d.state_dir).unlink(missing_ok=True)
         else:

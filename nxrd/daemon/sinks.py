@@ -18,6 +18,7 @@ def sink(journal: Callable[..., None] | None) -> Callable[[Event], None]:
     def send(e: Event) -> None:
         journal(
             f"{e.workload}: {e.old} -> {e.new} ({e.cause})",
+            PRIORITY=str(priority(e)),
             NXR_WORKLOAD=e.workload,
             NXR_EVENT=e.new,
             NXR_CAUSE=e.cause,
@@ -33,3 +34,21 @@ def _print(e: Event) -> None:
         + f".{int(e.time * 1000) % 1000:03d}"
     )
     print(f"{stamp} {e.workload}: {e.old} -> {e.new} ({e.cause})", file=sys.stderr, flush=True)
+
+
+# syslog levels (journalctl -p): what an operator must act on, what went wrong on its own,
+# what is worth noticing, and the ordinary life of workloads
+ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+
+
+def priority(e: Event) -> int:
+    """The journal PRIORITY of an event."""
+    if e.new == "failed" or e.cause.startswith(("reload failed", "workloads left on")):
+        return ERR  # given up, or a profile or GPU an operator must fix
+    if e.new == "quarantined" or e.cause.startswith("warning:"):
+        return WARNING
+    if e.new in ("exited", "backoff") and "exit code 0" not in e.cause:
+        return WARNING  # it died: a signal, an OOM kill, a failing exit
+    if e.workload in ("nxrd", "controller") or e.old == e.new:
+        return NOTICE  # nxrd's own news, the controller's rungs, gpu_memory over budget
+    return INFO

@@ -42,6 +42,8 @@ class View:
 
     def summary(self) -> str:
         """One line for `systemctl status`: how many workloads are in each state."""
+        if self.d.waiting:
+            return f"no profile in {', '.join(self.d.configured)}: add one, then reload"
         counts: dict[str, int] = {}
         for rec in self.d.sup.records.values():
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1

@@ -214,14 +214,15 @@ def load_profiles(paths: list[str]) -> tuple[Profile, str]:
     return parse_profiles(read_profiles(paths))
 
 
-def read_profiles(paths: list[str]) -> list[tuple[str, str]]:
-    """(name, TOML text) of each file, directories expanded to their *.toml in name order."""
+def read_profiles(paths: list[str], allow_empty: bool = False) -> list[tuple[str, str]]:
+    """(name, TOML text) of each file, directories expanded to their *.toml in name order
+    (allow_empty: a directory without any is no profile, not an error)."""
     files: list[Path] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
             found = sorted(path.glob("*.toml"))
-            if not found:
+            if not found and not allow_empty:
                 raise ProfileError(str(path), [Problem("", "no *.toml profiles in this directory")])
             files += found
         else:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nxrd.daemon.adopt import Adopt, Clear, Planned, Remove, Restore, Seen, candidates, decide
 from nxrd.daemon.core import Daemon
+from nxrd.errors import NxrError
 from nxrd.kernel.fake_host import FakeHost
 from nxrd.kernel.host import LinuxHost
 from nxrd.model.topology import load_topology
@@ -143,3 +144,41 @@ def test_the_linux_host_holds_a_process_by_pidfd_and_finds_its_cgroup() -> None:
     assert host.uid_of("root") == 0 and host.uid_of("no-such-user-nxr") is None
     assert host.uid_of("bad\0name") is None
     assert host.in_group(0, 0, 0) and host.euid() == os.geteuid()
+
+
+def test_an_empty_profile_directory_starts_nxrd_waiting_for_a_profile(tmp_path: Path) -> None:
+    """A fresh install has no profile: nxrd runs with none and says so (before, the unit's
+    ConditionDirectoryNotEmpty skipped the start without a word); a reload picks one up."""
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    sock = str(tmp_path / "nxrd.sock")
+    d = Daemon([str(profiles)], str(tmp_path / "state"), socket_path=sock, host=host)
+    d.start()
+    assert d.sup.records == {}
+    said = [e.cause for e in d.events.since(0, "nxrd")]
+    assert said == [f"no profile in {profiles} yet: add one, then reload"]
+    assert d.view.summary() == f"no profile in {profiles}: add one, then reload"
+    (profiles / "chat.toml").write_text(PROFILE)
+    d.reconf.reconfigure(None, False, "SIGHUP")
+    assert list(d.sup.records) == ["chat"]
+    assert d.view.summary().startswith("1 workloads: ")
+    d.close()
+
+
+def test_an_empty_profile_directory_does_not_stop_what_the_last_nxrd_left(tmp_path: Path) -> None:
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"workloads": {"chat": running(1, 2, "x")}}))
+    try:
+        Daemon([str(profiles)], str(state), socket_path=str(tmp_path / "s.sock"), host=host)
+    except NxrError as e:
+        assert str(e) == (
+            f"no profile in {profiles}, but the last nxrd left chat running; put the profile "
+            "back (without it nxrd would stop them)"
+        )
+    else:
+        raise AssertionError("nxrd started without the profile of running workloads")
