@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from nxrd import __version__
-from nxrd.api.client import Client
+from nxrd.api.client import ApiCallError, Client
 from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.cli.format import (
     changes_table,
@@ -21,6 +21,7 @@ from nxrd.cli.format import (
     status_table,
     top_screen,
 )
+from nxrd.cli.options import Group
 from nxrd.cli.reporting import EXIT_ERROR, reported
 from nxrd.errors import ProfileError
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from nxrd.plan import Topology
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nxrctl")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.option(
@@ -168,14 +169,23 @@ def show(client: Client, name: str, output: str) -> None:
 
 
 def _mutation(verb: str) -> None:
-    @cli.command(name=verb, help=f"{verb.capitalize()} a workload.")
-    @click.argument("name")
+    @cli.command(name=verb, help=f"{verb.capitalize()} workloads, each in turn.")
+    @click.argument("names", nargs=-1, required=True)
     @click.pass_obj
     @reported
-    def command(client: Client, name: str) -> None:
-        body = client.call("POST", f"workloads/{name}/{verb}")
-        w = body["workload"]
-        click.echo(f"{w['name']}: {w['state']} ({w['reason']})")
+    def command(client: Client, names: tuple[str, ...]) -> None:
+        failed = False
+        for name in names:  # one refused (unknown, not allowed) does not stop the others
+            try:
+                body = client.call("POST", f"workloads/{name}/{verb}")
+            except ApiCallError as e:
+                click.echo(f"error: {e}", err=True)
+                failed = True
+                continue
+            w = body["workload"]
+            click.echo(f"{w['name']}: {w['state']} ({w['reason']})")
+        if failed:
+            sys.exit(EXIT_ERROR)
 
 
 for _verb in ("start", "stop", "restart", "freeze", "thaw"):

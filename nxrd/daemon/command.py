@@ -8,12 +8,17 @@ import sys
 import click
 
 from nxrd import __version__
+from nxrd.cli.options import Group
 from nxrd.cli.reporting import reported
 from nxrd.daemon import DEFAULT_STATE_DIR
 from nxrd.errors import NxrError
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=Group,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="nxrd")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.option(

@@ -221,3 +221,58 @@ def test_topology_o_json_means_the_format_not_a_file(tmp_path: Path) -> None:
     assert r.returncode == 0 and r.stdout.startswith("CPUs ")
     r = run("nxrd", "topology", "--no-gpus", "-o", str(tmp_path / "t.json"))
     assert r.returncode == 0 and json.loads((tmp_path / "t.json").read_text())["cpus"]
+
+
+def test_the_commands_own_options_may_follow_the_subcommand() -> None:
+    from nxrd.cli.options import hoisted
+
+    assert hoisted(["status", "--socket", "/s", "-o", "json", "--debug"]) == [
+        *("--socket", "/s", "--debug", "status", "-o", "json")
+    ]
+    assert hoisted(["logs", "chat", "--socket=/s"]) == ["--socket=/s", "logs", "chat"]
+    assert hoisted(["apply", "--", "--debug"]) == ["apply", "--", "--debug"]  # a file name
+    r = run("nxrctl", "status", "--socket", "/nonexistent/nxrd.sock")
+    assert r.returncode == 1
+    assert r.stderr == "error: cannot reach nxrd at /nonexistent/nxrd.sock: is it running?\n"
+    r = run("nxrctl", "status", "--debug", "--socket", "/nonexistent/nxrd.sock")
+    assert "Traceback" in r.stderr
+
+
+def test_verbs_take_several_names_and_go_on_past_a_refused_one(tmp_path: Path) -> None:
+    import select
+    import threading
+
+    from nxrd.daemon.core import Daemon
+    from nxrd.kernel.fake_host import FakeHost
+    from nxrd.model.topology import load_topology
+
+    (tmp_path / "p.toml").write_text(
+        '[workloads.a]\ncommand = ["x"]\n[workloads.b]\ncommand = ["x"]\n'
+    )
+    sock = str(tmp_path / "nxrd.sock")
+    host = FakeHost(load_topology(TOPO / "vm-2cpu.json"))
+    d = Daemon([str(tmp_path / "p.toml")], str(tmp_path / "s"), socket_path=sock, host=host)
+    d.start()
+    d.sup.tick(0.0)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            if select.select([d.api.fileno()], [], [], 0.05)[0]:
+                d.api.serve_ready()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        r = run("nxrctl", "stop", "a", "nope", "b", "--socket", sock)
+    finally:
+        done.set()
+        t.join()
+        d.close()
+    assert r.returncode == 1
+    assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["a", "b"]
+    assert r.stderr.count("\n") == 1 and "nope" in r.stderr
+    assert {n: rec.state.value for n, rec in d.sup.records.items()} == {
+        "a": "stopping",
+        "b": "stopping",
+    }
