@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from nxrd.errors import TopologyError
+from nxrd.errors import NxrError, TopologyError
 from nxrd.plan.threads import THREAD_VARS
 
 if TYPE_CHECKING:  # only for annotations: status output must not load pydantic
     from nxrd.model.plan import Plan, WorkloadPlan
     from nxrd.model.topology import Topology
-from nxrd.model.units import format_cpu_list, format_duration, format_size
+from nxrd.model.units import format_cpu_list, format_duration, format_size, parse_duration
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -349,3 +351,25 @@ def changes_table(changes: Sequence[Mapping[str, str]]) -> str:
         for c in changes
     ]
     return table(["WORKLOAD", "CHANGE", "NOW", "NEW", "TAKES EFFECT"], rows)
+
+
+def log_since(since: str, now: float) -> str:
+    """--since as the local timestamp log lines start with ("2026-12-06T14:00:00"), which
+    sorts as text: a duration back from now ("10m"), a local time today ("14:00"), or a
+    local date and time ("2026-12-06T14:00", "2026-12-06 14:00:05")."""
+    text = since.strip().replace(" ", "T")
+    day = time.strftime("%Y-%m-%d", time.localtime(now))
+    if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text):
+        text = f"{day}T{text}"
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(?:T(\d{1,2}):(\d{2})(?::(\d{2}))?)?", text)
+    if m:
+        date, hour, minute, second = m.groups()
+        return f"{date}T{int(hour or 0):02d}:{minute or '00'}:{second or '00'}"
+    try:
+        seconds = parse_duration(since)
+    except ValueError:
+        raise NxrError(
+            f'--since: expected a duration ("10m") or a local time ("14:00", '
+            f'"2026-12-06T14:00") (got {since!r})'
+        ) from None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now - seconds))

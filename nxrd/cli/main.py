@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,6 +17,7 @@ from nxrd.cli.format import (
     changes_table,
     event_line,
     explain_text,
+    log_since,
     plan_text,
     show_text,
     status_table,
@@ -23,7 +25,8 @@ from nxrd.cli.format import (
 )
 from nxrd.cli.options import Group
 from nxrd.cli.reporting import EXIT_ERROR, reported
-from nxrd.errors import ProfileError
+from nxrd.errors import NxrError, ProfileError
+from nxrd.model.paths import DEFAULT_STATE_DIR, log_file
 
 if TYPE_CHECKING:
     from nxrd.plan import Topology
@@ -213,18 +216,50 @@ def events(client: Client, follow: bool, workload: str | None, output: str) -> N
 
 @cli.command()
 @click.argument("name")
-@click.option("-n", "--lines", type=int, default=100, show_default=True, help="Last lines first.")
+@click.option(
+    "-n", "--lines", type=int, default=None, help="Last lines only (default 100; all with --since)."
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.option(
+    "--since",
+    default=None,
+    help='Only lines from this long ago ("10m", "1h30m") or since this local time '
+    '("2026-12-06T14:00", "14:00").',
+)
+@click.option(
+    "--state-dir",
+    envvar="NXR_STATE_DIR",
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="nxrd's state directory, read directly when nxrd is not running (or $NXR_STATE_DIR).",
+)
 @click.pass_obj
 @reported
-def logs(client: Client, name: str, lines: int, follow: bool) -> None:
-    """A workload's output (stdout and stderr, timestamped), from nxrd's log file."""
-    body = client.call("GET", f"workloads/{name}/logs", offset=-256 * 1024)
-    text = body["text"]
-    if body["offset"] - len(text.encode()) > 0:
-        text = text.split("\n", 1)[-1]  # started mid-line
-    click.echo("".join(text.splitlines(keepends=True)[-lines:] if lines > 0 else []), nl=False)
-    offset = body["offset"]
+def logs(
+    client: Client, name: str, lines: int | None, follow: bool, since: str | None, state_dir: str
+) -> None:
+    """A workload's output (stdout and stderr, timestamped), from nxrd's log file; read
+    directly from the state directory when nxrd is not running."""
+    cutoff = None if since is None else log_since(since, time.time())
+    try:
+        text, offset = _log_text(client, name, whole=cutoff is not None)
+    except ApiCallError:
+        raise
+    except NxrError:  # nxrd is not running: the file itself, if this user may read it
+        path = log_file(Path(state_dir), name)
+        try:
+            text, offset = path.read_text(errors="replace"), 0
+        except OSError as e:
+            raise NxrError(f"nxrd is not running, and {path}: {e.strerror}") from None
+        click.echo(f"nxrd is not running: reading {path}", err=True)
+        follow = False
+    shown = text.splitlines(keepends=True)
+    if cutoff is not None:
+        shown = [line for line in shown if line[:19] >= cutoff]
+    if lines is not None or cutoff is None:
+        keep = 100 if lines is None else lines
+        shown = shown[-keep:] if keep > 0 else []
+    click.echo("".join(shown), nl=False)
     while follow:
         time.sleep(0.5)
         body = client.call("GET", f"workloads/{name}/logs", offset=offset)
@@ -233,6 +268,18 @@ def logs(client: Client, name: str, lines: int, follow: bool) -> None:
             continue
         click.echo(body["text"], nl=False)
         offset = body["offset"]
+
+
+def _log_text(client: Client, name: str, whole: bool) -> tuple[str, int]:
+    """The log's last chunk (whole: all of the current file), and the offset after it."""
+    body = client.call("GET", f"workloads/{name}/logs", offset=0 if whole else -256 * 1024)
+    text = body["text"]
+    if body["offset"] - len(text.encode()) > 0:
+        text = text.split("\n", 1)[-1]  # started mid-line
+    while whole and body["offset"] < body["size"]:
+        body = client.call("GET", f"workloads/{name}/logs", offset=body["offset"])
+        text += body["text"]
+    return text, int(body["offset"])
 
 
 @cli.command()

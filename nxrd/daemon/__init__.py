@@ -1,4 +1,2 @@
 """The daemon: its composition root (core), the `nxrd` command line (command) and one module
-per job the running nxrd does (reconfigure, adopt, gpu_watch, events, readings, pids)."""
-
-DEFAULT_STATE_DIR = "/var/lib/nxr"
+per job the running nxrd does (reconfigure, adopt, gpu_watch, readings, pids, sinks, view)."""

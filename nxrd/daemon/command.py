@@ -10,8 +10,8 @@ import click
 from nxrd import __version__
 from nxrd.cli.options import Group
 from nxrd.cli.reporting import reported
-from nxrd.daemon import DEFAULT_STATE_DIR
 from nxrd.errors import NxrError
+from nxrd.model.paths import DEFAULT_STATE_DIR
 
 
 @click.group(

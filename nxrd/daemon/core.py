@@ -23,7 +23,7 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
-from nxrd.daemon import DEFAULT_STATE_DIR, adopt, sinks
+from nxrd.daemon import adopt, sinks
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
@@ -36,6 +36,7 @@ from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.host import Host, LinuxHost
 from nxrd.kernel.requirements import check, subtree_path, usable
 from nxrd.ledger import Ledger
+from nxrd.model.paths import DEFAULT_STATE_DIR
 from nxrd.model.plan import Plan
 from nxrd.profile.load import parse_profiles
 from nxrd.profile.model import Profile

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nxrd.errors import KernelError
 from nxrd.kernel.runtime import Ended, Runtime, Started
+from nxrd.model import paths
 from nxrd.model.plan import WorkloadPlan
 from nxrd.profile.model import Workload
 
@@ -37,10 +38,10 @@ class FakeRuntime(Runtime):
         self.frozen: dict[str, bool] = {}  # kills before a cgroup's leftovers are gone
 
     def log_file(self, name: str) -> Path:
-        return self.state_dir / "logs" / f"{name}.log"
+        return paths.log_file(self.state_dir, name)
 
     def status_file(self, name: str) -> Path:
-        return self.state_dir / "run" / f"{name}.json"
+        return paths.status_file(self.state_dir, name)
 
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.add(wl.name)

@@ -14,6 +14,7 @@ from nxrd.kernel import probes
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, launch, read_status
 from nxrd.kernel.runtime import Ended, Runtime, Started
+from nxrd.model import paths
 from nxrd.model.plan import WorkloadPlan
 from nxrd.model.topology import Gpu, device_minors
 from nxrd.profile.model import Workload
@@ -34,10 +35,10 @@ class LinuxRuntime(Runtime):
         self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
 
     def log_file(self, name: str) -> Path:
-        return self.state_dir / "logs" / f"{name}.log"
+        return paths.log_file(self.state_dir, name)
 
     def status_file(self, name: str) -> Path:
-        return self.state_dir / "run" / f"{name}.json"
+        return paths.status_file(self.state_dir, name)
 
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
         if not self.fs.exists(wl.cgroup):

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from nxrd.daemon.core import Daemon
+from nxrd.kernel.fake_host import FakeHost
+from nxrd.model.topology import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -238,14 +247,9 @@ def test_the_commands_own_options_may_follow_the_subcommand() -> None:
     assert "Traceback" in r.stderr
 
 
-def test_verbs_take_several_names_and_go_on_past_a_refused_one(tmp_path: Path) -> None:
-    import select
-    import threading
-
-    from nxrd.daemon.core import Daemon
-    from nxrd.kernel.fake_host import FakeHost
-    from nxrd.model.topology import load_topology
-
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Daemon, str]]:
+    """nxrd on the fake host, two workloads started, its API served on a thread."""
     (tmp_path / "p.toml").write_text(
         '[workloads.a]\ncommand = ["x"]\n[workloads.b]\ncommand = ["x"]\n'
     )
@@ -264,11 +268,18 @@ def test_verbs_take_several_names_and_go_on_past_a_refused_one(tmp_path: Path) -
     t = threading.Thread(target=serve)
     t.start()
     try:
-        r = run("nxrctl", "stop", "a", "nope", "b", "--socket", sock)
+        yield d, sock
     finally:
         done.set()
         t.join()
         d.close()
+
+
+def test_verbs_take_several_names_and_go_on_past_a_refused_one(
+    served: tuple[Daemon, str],
+) -> None:
+    d, sock = served
+    r = run("nxrctl", "stop", "a", "nope", "b", "--socket", sock)
     assert r.returncode == 1
     assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["a", "b"]
     assert r.stderr.count("\n") == 1 and "nope" in r.stderr
@@ -276,3 +287,61 @@ def test_verbs_take_several_names_and_go_on_past_a_refused_one(tmp_path: Path) -
         "a": "stopping",
         "b": "stopping",
     }
+
+
+def test_logs_since_through_nxrd_reads_the_whole_current_file(
+    served: tuple[Daemon, str],
+) -> None:
+    d, sock = served
+    path = d.runtime.log_file("a")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = "".join(f"2026-12-06T10:00:00 old {i:06d}\n" for i in range(20_000))  # > 256 KiB
+    path.write_text(old + "2026-12-06T14:00:00 new\n")
+    r = run("nxrctl", "logs", "a", "--since", "2026-12-06T12:00", "--socket", sock)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "2026-12-06T14:00:00 new\n", "")
+    r = run("nxrctl", "logs", "a", "--since", "2026-12-06T09:00", "--socket", sock)
+    assert r.stdout.count("\n") == 20_001  # from the file's start, past the first chunk
+
+
+def test_logs_without_nxrd_read_the_file_and_since_keeps_the_recent_lines(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "chat.log").write_text(
+        "2026-12-06T13:59:59 loading\n2026-12-06T14:00:00 ready\n2026-12-06T14:05:00 served 10\n"
+    )
+    args = ("--socket", str(tmp_path / "none.sock"), "--state-dir", str(tmp_path))
+    r = run("nxrctl", "logs", "chat", *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == f"nxrd is not running: reading {logs / 'chat.log'}\n"
+    assert r.stdout.count("\n") == 3
+    r = run("nxrctl", "logs", "chat", "--since", "2026-12-06T14:00", *args)
+    assert r.stdout == "2026-12-06T14:00:00 ready\n2026-12-06T14:05:00 served 10\n"
+    r = run("nxrctl", "logs", "chat", "--since", "2026-12-06 14:00", "-n", "1", *args)
+    assert r.stdout == "2026-12-06T14:05:00 served 10\n"
+    r = run("nxrctl", "logs", "nope", *args)
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"error: nxrd is not running, and {logs / 'nope.log'}: No such file or directory\n"
+    )
+
+
+def test_since_reads_durations_and_local_times() -> None:
+    import time
+
+    from nxrd.cli.format import log_since
+    from nxrd.errors import NxrError
+
+    now = time.mktime((2026, 12, 6, 14, 30, 0, 0, 0, -1))  # local time
+    assert log_since("10m", now) == "2026-12-06T14:20:00"
+    assert log_since("1h30m", now) == "2026-12-06T13:00:00"
+    assert log_since("9:05", now) == "2026-12-06T09:05:00"
+    assert log_since("2026-12-01T08:00:07", now) == "2026-12-01T08:00:07"
+    assert log_since("2026-12-01", now) == "2026-12-01T00:00:00"
+    try:
+        log_since("yesterday", now)
+    except NxrError as e:
+        assert "--since" in str(e) and "\n" not in str(e)
+    else:
+        raise AssertionError("a bad --since was accepted")

@@ -1,0 +1,17 @@
+"""Where nxrd keeps what outlives it, for nxrd and for nxrctl reading it without nxrd."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_STATE_DIR = "/var/lib/nxr"
+
+
+def log_file(state_dir: Path, workload: str) -> Path:
+    """A workload's output, timestamped a line each (rotated to .1, .2, ...)."""
+    return state_dir / "logs" / f"{workload}.log"
+
+
+def status_file(state_dir: Path, workload: str) -> Path:
+    """The shim's record of the workload it runs (pid, shim pid, exit)."""
+    return state_dir / "run" / f"{workload}.json"
