@@ -21,7 +21,11 @@ class Preset:
 
 
 PRESETS = {
+    # vLLM's request-level histograms: end to end (the whole answer), time to first token
+    # (what a chat user waits before text appears), and inter-token latency (its pace)
     "vllm": Preset("vllm:e2e_request_latency_seconds", 1.0),
+    "vllm-ttft": Preset("vllm:time_to_first_token_seconds", 1.0),
+    "vllm-itl": Preset("vllm:inter_token_latency_seconds", 1.0),
     "tgi": Preset("tgi_request_duration", 1.0),
     "ray-serve": Preset("ray_serve_http_request_latency_ms", 0.001),
     "triton": Preset("nv_inference_request_duration_us", 1e-6, "nv_inference_request_success"),

@@ -14,6 +14,8 @@ from pydantic.fields import FieldInfo
 from nxrd.model.classes import table
 from nxrd.model.units import format_duration, format_size
 from nxrd.profile.model import (
+    Control,
+    ControllerSettings,
     HostSettings,
     Pool,
     Probe,
@@ -30,6 +32,7 @@ from nxrd.profile.model import (
 # (table heading, model); the order a reader meets them in a profile.
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[host]", HostSettings),
+    ("[controller]", ControllerSettings),
     ("[pools.NAME]", Pool),
     ("[workloads.NAME]", Workload),
     ("[workloads.NAME.restart]", Restart),
@@ -39,6 +42,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[workloads.NAME.slo.source]", SloSource),
     ("[workloads.NAME.slo.source.prometheus]", Prometheus),
     ("[workloads.NAME.slo.source.probe]", Probe),
+    ("[workloads.NAME.control]", Control),
 ]
 
 INTRO = """\

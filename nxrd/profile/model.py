@@ -326,9 +326,12 @@ class Prometheus(Section):
         min_length=1,
         description="Histogram name (without _bucket), in seconds. Give this or preset.",
     )
-    preset: Literal["vllm", "tgi", "ray-serve", "triton", "torchserve"] | None = Field(
+    preset: (
+        Literal["vllm", "vllm-ttft", "vllm-itl", "tgi", "ray-serve", "triton", "torchserve"] | None
+    ) = Field(
         None,
-        description="A serving framework's own metric: vllm, tgi, ray-serve (histograms); "
+        description="A serving framework's own metric: vllm (end to end), vllm-ttft (time to "
+        "first token), vllm-itl (inter-token latency), tgi, ray-serve (histograms); "
         "triton, torchserve (counters only: the windowed mean, not a percentile). "
         "Give this or metric.",
     )

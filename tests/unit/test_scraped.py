@@ -71,3 +71,30 @@ def test_torchserve_counters_and_a_missing_series() -> None:
     vllm = Scraped.of(30.0, None, "vllm", {})
     with pytest.raises(ScrapeError, match="no histogram vllm:e2e_request_latency_seconds"):
         vllm.add(0.0, "# TYPE other counter\nother 1\n")
+
+
+def vllm(fast: int, slow: int) -> str:
+    """The three request histograms a vLLM server exposes, each with its own figures: TTFT
+    fast, inter-token latency faster, the whole answer slow."""
+    out = ""
+    for name, le in (
+        ("vllm:time_to_first_token_seconds", ("0.1", "1.0")),
+        ("vllm:inter_token_latency_seconds", ("0.01", "0.1")),
+        ("vllm:e2e_request_latency_seconds", ("1.0", "10.0")),
+    ):
+        out += f"# TYPE {name} histogram\n"
+        out += f'{name}_bucket{{model_name="m",le="{le[0]}"}} {fast}\n'
+        out += f'{name}_bucket{{model_name="m",le="{le[1]}"}} {fast + slow}\n'
+        out += f'{name}_bucket{{model_name="m",le="+Inf"}} {fast + slow}\n'
+        out += f'{name}_count{{model_name="m"}} {fast + slow}\n'
+    return out
+
+
+@pytest.mark.parametrize(
+    ("preset", "median"), [("vllm", 0.5), ("vllm-ttft", 0.05), ("vllm-itl", 0.005)]
+)
+def test_the_vllm_presets_read_their_own_histogram(preset: str, median: float) -> None:
+    s = Scraped.of(10.0, None, preset, {"model_name": "m"})
+    s.add(0.0, vllm(0, 0))
+    s.add(1.0, vllm(100, 0))
+    assert s.latency(0.5) == pytest.approx(median)  # half-way into its first bucket
