@@ -38,7 +38,7 @@ CAUSES = (
     "signal",  # killed by a signal nxr did not send
     "oom",  # the kernel's OOM killer (memory.events oom_kill rose)
     "stopped-by-operator",
-    "killed-by-controller",
+    "stopped-by-controller",  # its ladder's last rung (control.stop); started again later
     "not-ready",  # no readiness within ready.timeout
     "spawn-failed",  # could not be started at all (bad program, user, cwd)
     "lost",  # exited while no nxrd watched it; status unknown

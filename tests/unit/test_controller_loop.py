@@ -306,3 +306,20 @@ def test_judging_costs_each_pushed_request_in_cpu_and_steps_back_from_a_useless_
     # without judge, no cost is taken
     plain, *_ = setup()
     assert plain.cost(now, {"chat": 0.5}) == {}
+
+
+def test_the_last_rung_stops_batch_with_a_declared_cause_and_starts_it_again() -> None:
+    from nxrd.supervisor.restart import CAUSES
+
+    text = PROFILE.replace('command = ["embed"]', 'command = ["embed"]\ncontrol = {stop = true}')
+    ctl, _fs, sup, log, _ledger = setup(text)
+    now = drive(ctl, 0.5, 0.0, 30.0)  # far over the SLO: every rung, one a second
+    assert ctl.state.level == len(ctl.rungs) and ctl.rungs[-1] == "stop-batch"
+    rec = sup.records["embed"]
+    assert rec.stop_cause == "stopped-by-controller" and rec.stop_cause in CAUSES
+    sup.tick(now)
+    assert rec.state.value == "stopped"
+    assert log.since(0, "embed")[-1].cause == "stopped by controller (signal SIGTERM)"
+    drive(ctl, 0.01, now, 60.0)  # comfortable again: the ladder comes down, batch restarts
+    sup.tick(now + 60.0)
+    assert rec.state.value in ("starting", "ready")
