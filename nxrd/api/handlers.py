@@ -36,6 +36,9 @@ class DaemonView(Protocol):
     ) -> dict[str, Any]:
         """Apply a changed profile (files None: re-read the configured one)."""
 
+    def release_gpu(self, index: int, who: str) -> dict[str, Any]:
+        """Lift a GPU's quarantine."""
+
 
 def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `nxrctl status` shows for one workload."""
@@ -114,12 +117,28 @@ class Handlers:
             return {"workload": self._status(rec)}
         elif req.method == "POST" and p in (("apply",), ("reload",)):
             return self._reconfigure(req, p[0])
+        elif req.method == "POST" and len(p) == 3 and p[0] == "gpus" and p[2] == "release":
+            return self._release(req, p[1])
         if self._known(p):
             raise ApiError("method_not_allowed", f"{req.method} not allowed on /v1/{'/'.join(p)}")
         raise ApiError("not_found", f"no such path /v1/{'/'.join(p)[:100]}")
 
+    def _release(self, req: Request, index: str) -> dict[str, Any]:
+        if not index.isdigit():
+            raise ApiError("bad_request", f"a GPU is given by its index (got {index[:20]!r})")
+        if not self.may_mutate(req):
+            raise ApiError(
+                "forbidden", f"uid {req.uid} may not release GPUs (root or the API group)"
+            )
+        try:
+            return self._need_daemon().release_gpu(int(index), f"uid {req.uid}")
+        except NxrError as e:
+            raise ApiError("conflict", str(e)) from None
+
     def _known(self, p: tuple[str, ...]) -> bool:
         top = (("workloads",), ("events",), ("plan",), ("host",), ("apply",), ("reload",))
+        if len(p) == 3 and p[0] == "gpus" and p[2] == "release":
+            return True
         return p in top or (
             p[:1] == ("workloads",) and (len(p) == 2 or (len(p) == 3 and p[2] in MUTATIONS + READS))
         )

@@ -66,7 +66,7 @@ def gpu_families(gpus: Status) -> list[Metric]:
     )
     quarantine = GaugeMetricFamily(
         "nxr_gpu_quarantined",
-        "1 while the GPU is quarantined (no placements until nxrd restarts)",
+        "1 while the GPU is quarantined (no placements until released or nxrd restarts)",
         labels=["gpu", "uuid"],
     )
     for g in gpus:

@@ -370,6 +370,22 @@ def apply(client: Client, files: tuple[str, ...], output: str) -> None:
         click.echo(f"applied {len(body['changes'])} changes from {body['source']}")
 
 
+@cli.group()
+def gpu() -> None:
+    """GPUs: lift a quarantine."""
+
+
+@gpu.command(name="release")
+@click.argument("index", type=int)
+@click.pass_obj
+@reported
+def gpu_release(client: Client, index: int) -> None:
+    """Lift GPU INDEX's quarantine (after fixing or checking it): it is placed on again, and
+    quarantined again at once if it still fails."""
+    body = client.call("POST", f"gpus/{index}/release")
+    click.echo(f"GPU {body['gpu']} ({body['uuid']}) released; it was quarantined: {body['was']}")
+
+
 @cli.command()
 @OUTPUT
 @click.pass_obj

@@ -104,6 +104,22 @@ class GpuWatch:
                 state = d.sup.records[a.workload].state.value
                 d.events.record(d.host.time(), a.workload, state, state, a.cause)
 
+    def release(self, d: Daemon, index: int, who: str) -> dict[str, Any]:
+        """Lift a GPU's quarantine (an operator who fixed or checked it): GPUs are placed
+        on again, and a GPU that still fails is quarantined again at its next poll."""
+        gpu = next((g for g in d.topology.gpus if g.index == index), None)
+        if gpu is None:
+            known = ", ".join(str(g.index) for g in d.topology.gpus) or "none"
+            raise NxrError(f"no GPU {index} on this host (GPUs: {known})")
+        why = self.quarantined().get(gpu.uuid)
+        if why is None:
+            raise NxrError(f"GPU {index} is not quarantined")
+        self.health[gpu.uuid] = Health()  # a fresh baseline: old misses and ECC counts gone
+        d.events.record(
+            d.host.time(), "nxrd", "quarantined", "healthy", f"GPU {index} ({gpu.uuid}): {who}"
+        )
+        return {"gpu": index, "uuid": gpu.uuid, "was": why}
+
     def docs(self) -> list[dict[str, Any]]:
         """Per GPU: its use outside the workloads, and why it is quarantined (None if not)."""
         bad = self.quarantined()

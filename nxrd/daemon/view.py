@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nxrd.api.handlers import workload_status
 from nxrd.api.views import leaf_figures, resources
+from nxrd.errors import NxrError
 from nxrd.supervisor.supervisor import Record
 
 if TYPE_CHECKING:
@@ -49,6 +50,11 @@ class View:
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         return f"{len(self.d.sup.records)} workloads: {states}"
+
+    def release_gpu(self, index: int, who: str) -> dict[str, Any]:
+        if self.d.gpus is None:
+            raise NxrError("no GPUs on this host: nothing is quarantined")
+        return self.d.gpus.release(self.d, index, f"released by {who}")
 
     def status_docs(self) -> list[dict[str, Any]]:
         """What status shows for every workload (also the metrics' source)."""

@@ -1,8 +1,9 @@
 """GPU health verdicts (pure): what each poll of NVML saw -> which GPUs to quarantine.
 
 A quarantined GPU gets no new placements, and workloads that asked for GPUs by count are
-planned again onto healthy ones. Quarantine lasts until nxrd restarts: a GPU that threw a
-critical Xid or lost data needs an operator (and usually a reset) before it is trusted.
+planned again onto healthy ones. Quarantine lasts until an operator releases the GPU
+(`nxrctl gpu release`) or nxrd restarts: a GPU that threw a critical Xid or lost data needs
+an operator (and usually a reset) before it is trusted.
 """
 
 from __future__ import annotations

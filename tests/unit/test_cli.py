@@ -345,3 +345,10 @@ def test_since_reads_durations_and_local_times() -> None:
         assert "--since" in str(e) and "\n" not in str(e)
     else:
         raise AssertionError("a bad --since was accepted")
+
+
+def test_gpu_release_says_why_it_cannot(served: tuple[Daemon, str]) -> None:
+    _, sock = served
+    r = run("nxrctl", "gpu", "release", "0", "--socket", sock)
+    assert (r.returncode, r.stderr) == (1, "error: no GPUs on this host: nothing is quarantined\n")
+    assert run("nxrctl", "gpu", "release", "zero", "--socket", sock).returncode == 2

@@ -305,3 +305,41 @@ def test_over_gpu_memory_is_said_then_restarted_then_stopped_past_its_restart_li
         d.sup.tick(t)
     assert llm.state.value == "stopped"
     assert d.sup.snapshot()["llm"]["held"]  # a restarted nxrd does not start it again
+
+
+def test_an_operator_releases_a_quarantined_gpu_and_a_failing_one_goes_back() -> None:
+    """Before, only a restart of nxrd lifted a quarantine."""
+    from nxrd.api.protocol import ApiError
+
+    nvml = fake_host()
+    d = daemon(nvml)
+    api = Handlers(d.sup, d.plan, d.topology, lambda r: r.uid == 0, d.view)
+    nvml.gpus[3].xids.append(79)
+    poll(d)
+    assert d.gpus is not None and list(d.gpus.quarantined()) == [nvml.gpus[3].uuid]
+    release = Request("POST", ("gpus", "3", "release"), uid=1000)
+    try:
+        api.handle(release)
+    except ApiError as e:
+        assert (e.code, str(e)) == (
+            "forbidden",
+            "uid 1000 may not release GPUs (root or the API group)",
+        )
+    else:
+        raise AssertionError("an unprivileged caller released a GPU")
+    body = api.handle(Request("POST", ("gpus", "3", "release"), uid=0))
+    assert body == {"gpu": 3, "uuid": nvml.gpus[3].uuid, "was": "Xid 79"}
+    assert d.gpus.quarantined() == {}
+    assert said(d)[-1] == ("healthy", f"GPU 3 ({nvml.gpus[3].uuid}): released by uid 0")
+    for index, message in (("3", "GPU 3 is not quarantined"), ("42", "no GPU 42 on this host")):
+        try:
+            api.handle(Request("POST", ("gpus", index, "release"), uid=0))
+        except ApiError as e:
+            assert e.code == "conflict" and str(e).startswith(message)
+        else:
+            raise AssertionError(f"released GPU {index}")
+    poll(d)
+    assert d.gpus.quarantined() == {}  # healthy since: stays released
+    nvml.gpus[3].xids.append(79)  # fails again: quarantined again at its next poll
+    poll(d)
+    assert list(d.gpus.quarantined()) == [nvml.gpus[3].uuid]
