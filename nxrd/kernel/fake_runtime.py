@@ -32,6 +32,7 @@ class FakeRuntime(Runtime):
         self.oom: dict[str, int] = {}
         self.fail_launch: set[str] = set()
         self.ready_now: set[str] = set()
+        self.checking: set[str] = set()  # workloads whose readiness check is under way
         self.leftovers: set[str] = set()  # cgroups that still hold processes
         self.killed: list[str] = []
         self.slow_kill: dict[str, int] = {}
@@ -86,10 +87,10 @@ class FakeRuntime(Runtime):
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.discard(wl.name)
 
-    def ready(self, spec: Workload) -> bool:
-        return spec.ready is None or any(
-            self.procs.get(n) is not None and n in self.ready_now for n in self.procs
-        )
+    def ready(self, name: str, pid: int, spec: Workload) -> bool | None:
+        if spec.ready is None or name in self.ready_now:
+            return True
+        return None if name in self.checking else False
 
     # test helpers
     def exit(self, name: str, code: int | None = None, sig: int | None = None) -> None:

@@ -32,6 +32,7 @@ class LinuxRuntime(Runtime):
         # a host without GPUs, where leaves get no device filter at all.
         self.gpu_minors = device_minors(gpus)
         self.pidfds: dict[int, int] = {}  # shim pid -> pidfd, readable once the shim exits
+        self.prober = probes.Prober()
         self.unreaped: set[int] = set()  # our shims that recorded an exit but had not exited
 
     def log_file(self, name: str) -> Path:
@@ -186,5 +187,7 @@ class LinuxRuntime(Runtime):
         if self.fs.exists(wl.cgroup):
             self.fs.rmdir_when_empty(wl.cgroup)
 
-    def ready(self, spec: Workload) -> bool:
-        return spec.ready is None or probes.check(spec.ready)
+    def ready(self, name: str, pid: int, spec: Workload) -> bool | None:
+        if spec.ready is None:
+            return True
+        return self.prober.ask(f"{name}/{pid}", spec.ready)

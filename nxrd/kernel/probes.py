@@ -1,11 +1,14 @@
-"""Readiness checks: one attempt each, with short timeouts (the daemon loop waits on them)."""
+"""Readiness checks: one attempt each, with short timeouts, each on a thread of its own so
+that a slow check never stalls the daemon's loop (every other workload and the controller)."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from nxrd.profile.model import Ready
 
@@ -41,3 +44,39 @@ def check(ready: Ready) -> bool:
             return False
         return done.returncode == 0
     return True
+
+
+class Prober:
+    """Checks run on threads; the loop asks for a result and never waits for one."""
+
+    def __init__(self, check: Callable[[Ready], bool] = check) -> None:
+        self.check = check
+        self.lock = threading.Lock()
+        self.running: set[str] = set()
+        self.results: dict[str, bool] = {}
+
+    def ask(self, key: str, ready: Ready) -> bool | None:
+        """The finished check's answer for key (one run of one workload), once; None while
+        one runs, and then a new attempt is started if none is under way."""
+        with self.lock:
+            if key in self.results:
+                return self.results.pop(key)
+            if key in self.running:
+                return None
+            self.running.add(key)
+            # answers for an earlier run of the same workload ("name/pid") are stale
+            name = key.rpartition("/")[0] + "/"
+            for old in [k for k in self.results if k.startswith(name)]:
+                del self.results[old]
+        worker = threading.Thread(target=self._run, args=(key, ready), name=key, daemon=True)
+        worker.start()
+        return None
+
+    def _run(self, key: str, ready: Ready) -> None:
+        try:
+            ok = self.check(ready)
+        except Exception:  # a check that raises is a check that failed
+            ok = False
+        with self.lock:
+            self.running.discard(key)
+            self.results[key] = ok

@@ -84,6 +84,7 @@ class Runtime(ABC):
         """Collect finished helper processes (called every tick)."""
         return None  # nothing to collect unless the runtime forks helpers
 
-    def ready(self, spec: Workload) -> bool:
-        """One readiness check of spec.ready (True when it has none)."""
+    def ready(self, name: str, pid: int, spec: Workload) -> bool | None:
+        """Whether the run of workload name whose main process is pid passes spec.ready
+        (True when it has none); None while a check is still under way. Never blocks."""
         return spec.ready is None

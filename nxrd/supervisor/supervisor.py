@@ -371,7 +371,8 @@ class Supervisor:
         if now < rec.next_probe:
             return
         ready = rec.spec.ready
-        if self.runtime.ready(rec.spec):
+        answer = self.runtime.ready(rec.name, rec.pid or 0, rec.spec)
+        if answer:
             self._move(
                 rec, State.READY, "no readiness check" if ready is None else "ready check passed"
             )
@@ -380,7 +381,8 @@ class Supervisor:
         if now - (rec.started_at or now) >= ready.timeout:
             self.stop(rec.name, now, cause="not-ready")
             return
-        rec.next_probe = now + ready.interval
+        # a check under way (on its own thread): look for its answer again shortly
+        rec.next_probe = now + (ready.interval if answer is False else min(ready.interval, 0.05))
 
     def _watch(self, rec: Record, now: float) -> None:
         if rec.state not in (State.STARTING, State.READY, State.STOPPING) or rec.shim_pid is None:

@@ -53,3 +53,46 @@ def test_exec_needs_exit_0() -> None:
     assert not check(Ready(exec=["false"]))
     assert not check(Ready(exec=["/no/such/program"]))
     assert not check(Ready(exec=["sleep", "5"], interval=0.2))  # too slow: not ready
+
+
+def test_a_slow_check_runs_on_its_own_thread_and_the_loop_only_asks() -> None:
+    """A readiness check that hangs (a server accepting but never answering) used to hold
+    the daemon's loop, and so every other workload and the controller, for its timeout."""
+    from nxrd.kernel.probes import Prober
+
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow(ready: Ready) -> bool:
+        calls.append(threading.current_thread().name)
+        return release.wait(timeout=30)  # blocks until the test lets it answer
+
+    prober = Prober(slow)
+    ready = Ready(tcp="127.0.0.1:1")
+    assert prober.ask("chat/100", ready) is None  # started, and answered at once
+    assert prober.ask("chat/100", ready) is None  # still under way: not started twice
+    assert not release.is_set()  # both asks returned while the check was blocked
+    release.set()
+    while (answer := prober.ask("chat/100", ready)) is None:
+        threading.Event().wait(0.01)
+    assert answer is True and calls == ["chat/100"]
+    # an answer left by an earlier run of the workload is not taken for the new run's
+    release.clear()
+    prober.results["chat/100"] = True
+    assert prober.ask("chat/200", ready) is None
+    assert "chat/100" not in prober.results
+    release.set()
+
+
+def test_a_check_that_raises_is_a_failed_check() -> None:
+    from nxrd.kernel.probes import Prober
+
+    def broken(ready: Ready) -> bool:
+        raise RuntimeError("bug")
+
+    prober = Prober(broken)
+    ready = Ready(tcp="127.0.0.1:1")
+    prober.ask("a/1", ready)
+    while (answer := prober.ask("a/1", ready)) is None:
+        threading.Event().wait(0.01)
+    assert answer is False

@@ -394,3 +394,20 @@ def test_a_stop_thaws_first_so_the_stop_signal_can_act() -> None:
     sup.stop("w", clock.now)
     assert not rt.frozen["w"] and rt.procs["w"].signals == [15]
     assert [e.cause for e in log.since(0, "w")][-2:] == ["thawed to stop", "stopped by operator"]
+
+
+def test_a_check_under_way_is_asked_again_soon_and_still_times_out() -> None:
+    """The runtime answers None while a readiness check runs on its thread: the workload
+    stays starting, the loop comes back for the answer within 50 ms (not a whole interval),
+    and ready.timeout still ends a check that never answers."""
+    sup, rt, clock, _log = make(
+        '[workloads.db]\ncommand=["x"]\nready={tcp=5432, interval="2s", timeout="3s"}\n'
+        '[workloads.api]\ncommand=["x"]\n'
+    )
+    rt.checking.add("db")
+    sup.tick(clock.now)
+    assert states(sup) == {"api": "ready", "db": "starting"}  # api did not wait on db's check
+    assert sup.next_wakeup(clock.now) <= clock.now + 0.05
+    run(sup, clock, 3.1, step=0.05)
+    assert sup.records["db"].stop_cause == "not-ready"
+    rt.checking.discard("db")
