@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -46,13 +47,25 @@ def check(ready: Ready) -> bool:
     return True
 
 
-class Prober:
-    """Checks run on threads; the loop asks for a result and never waits for one."""
+def deadline(ready: Ready) -> float:
+    """How long one attempt may take in all: a check still running past it has failed."""
+    return max(PROBE_TIMEOUT, ready.interval) if ready.exec is not None else PROBE_TIMEOUT
 
-    def __init__(self, check: Callable[[Ready], bool] = check) -> None:
-        self.check = check
+
+class Prober:
+    """Checks run on threads; the loop asks for a result and never waits for one.
+
+    At most one check runs per run of a workload: one still running past its deadline (a
+    server that drips its answer) counts as failed each time it is asked about, and its
+    late answer is dropped.
+    """
+
+    def __init__(
+        self, check: Callable[[Ready], bool] = check, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.check, self.clock = check, clock
         self.lock = threading.Lock()
-        self.running: set[str] = set()
+        self.running: dict[str, float] = {}  # key -> when its attempt must have answered
         self.results: dict[str, bool] = {}
 
     def ask(self, key: str, ready: Ready) -> bool | None:
@@ -62,8 +75,8 @@ class Prober:
             if key in self.results:
                 return self.results.pop(key)
             if key in self.running:
-                return None
-            self.running.add(key)
+                return False if self.clock() > self.running[key] else None
+            self.running[key] = self.clock() + deadline(ready)
             # answers for an earlier run of the same workload ("name/pid") are stale
             name = key.rpartition("/")[0] + "/"
             for old in [k for k in self.results if k.startswith(name)]:
@@ -78,5 +91,6 @@ class Prober:
         except Exception:  # a check that raises is a check that failed
             ok = False
         with self.lock:
-            self.running.discard(key)
-            self.results[key] = ok
+            due = self.running.pop(key, None)
+            if due is not None and self.clock() <= due:
+                self.results[key] = ok  # in time; a late answer is dropped

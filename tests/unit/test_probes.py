@@ -67,7 +67,7 @@ def test_a_slow_check_runs_on_its_own_thread_and_the_loop_only_asks() -> None:
         calls.append(threading.current_thread().name)
         return release.wait(timeout=30)  # blocks until the test lets it answer
 
-    prober = Prober(slow)
+    prober = Prober(slow, clock=lambda: 0.0)  # no deadline passes here
     ready = Ready(tcp="127.0.0.1:1")
     assert prober.ask("chat/100", ready) is None  # started, and answered at once
     assert prober.ask("chat/100", ready) is None  # still under way: not started twice
@@ -90,9 +90,40 @@ def test_a_check_that_raises_is_a_failed_check() -> None:
     def broken(ready: Ready) -> bool:
         raise RuntimeError("bug")
 
-    prober = Prober(broken)
+    prober = Prober(broken, clock=lambda: 0.0)
     ready = Ready(tcp="127.0.0.1:1")
     prober.ask("a/1", ready)
     while (answer := prober.ask("a/1", ready)) is None:
         threading.Event().wait(0.01)
     assert answer is False
+
+
+def test_a_check_past_its_deadline_has_failed_and_no_second_one_piles_up() -> None:
+    """A server that drips its answer: the attempt counts as failed once past 1 s (in all,
+    not per read), each later ask says so without starting another thread, and its late
+    answer is dropped."""
+    from nxrd.kernel.probes import Prober
+
+    now = [0.0]
+    release = threading.Event()
+    started: list[int] = []
+
+    def dripping(ready: Ready) -> bool:
+        started.append(1)
+        release.wait(timeout=30)
+        return True
+
+    prober = Prober(dripping, clock=lambda: now[0])
+    ready = Ready(http="http://127.0.0.1:1/health")
+    assert prober.ask("api/7", ready) is None
+    now[0] = 0.9
+    assert prober.ask("api/7", ready) is None  # within its second
+    now[0] = 1.1
+    assert prober.ask("api/7", ready) is False  # past it: failed
+    now[0] = 5.0
+    assert prober.ask("api/7", ready) is False  # still stuck: failed again, nothing new
+    assert len(started) == 1
+    release.set()
+    while "api/7" in prober.running:
+        threading.Event().wait(0.01)
+    assert prober.results == {}  # the late True is not taken for ready
