@@ -75,7 +75,8 @@ def body_length(headers: dict[str, str]) -> int:
     if "transfer-encoding" in headers:
         raise ApiError("bad_request", "chunked bodies are not supported; send Content-Length")
     raw = headers.get("content-length", "0")
-    if not raw.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and not 5000 of them
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
         raise ApiError("bad_request", "bad Content-Length")
     length = int(raw)
     if length > MAX_BODY:

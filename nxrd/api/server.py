@@ -1,16 +1,21 @@
-"""The unix-socket server: accepts in the daemon's loop, one short request per connection.
+"""The unix-socket server, served from the daemon's loop without ever waiting on a client.
 
-Requests are tiny and local, so each is served to completion with a short timeout: the
-single-threaded loop stays simple, and a stuck client costs at most CLIENT_TIMEOUT.
+Every connection is a small state machine (read the request, write the answer) driven by
+poll readiness: the loop asks which descriptors to watch (watched()), passes on what
+turned ready (ready()), and drops connections past their one overall deadline (expire()).
+A client that sends slowly, or never reads its answer, holds only its own connection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import struct
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from nxrd.api.handlers import Handlers
@@ -26,7 +31,9 @@ from nxrd.api.protocol import (
 from nxrd.errors import NxrError
 from nxrd.kernel.host import Host, LinuxHost
 
-CLIENT_TIMEOUT = 1.0
+# One request, read and answered, in all; a client past it is dropped.
+REQUEST_DEADLINE = 2.0
+MAX_CONNECTIONS = 256  # beyond this many at once, the one nearest its deadline goes first
 
 
 class Access:
@@ -48,6 +55,18 @@ class Access:
         return self.read == "all" or self.privileged(req)
 
 
+@dataclass
+class _Conn:
+    sock: socket.socket
+    pid: int
+    uid: int
+    gid: int
+    deadline: float
+    data: bytes = b""  # what the client sent so far
+    out: bytes | None = None  # the answer, while it is being written
+    closing: bool = False  # an error answer was written: read what is left, then close
+
+
 class ApiServer:
     def __init__(
         self,
@@ -55,8 +74,11 @@ class ApiServer:
         access: Access,
         handlers: Handlers | None = None,
         on_error: Callable[[str], None] = lambda _m: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path, self.handlers, self.access, self.on_error = path, handlers, access, on_error
+        self.clock = clock
+        self.conns: dict[int, _Conn] = {}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket of an nxrd that is gone
@@ -77,77 +99,140 @@ class ApiServer:
         return self.sock.fileno()
 
     def close(self) -> None:
+        for fd in list(self.conns):
+            self._drop(fd)
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
-    def serve_ready(self) -> None:
-        """Serve every connection waiting to be accepted."""
+    # -- what the daemon's loop drives
+
+    def watched(self) -> list[tuple[int, int]]:
+        """(descriptor, poll events) to wait on: the listening socket and each connection."""
+        out = [(self.sock.fileno(), select.POLLIN)]
+        for fd, c in self.conns.items():
+            out.append((fd, select.POLLOUT if c.out else select.POLLIN))
+        return out
+
+    def next_deadline(self) -> float | None:
+        return min((c.deadline for c in self.conns.values()), default=None)
+
+    def ready(self, fd: int) -> None:
+        """Move the connection (or the listening socket) fd along after poll said so."""
+        if fd == self.sock.fileno():
+            self._accept()
+        elif fd in self.conns:
+            self._step(fd)
+
+    def expire(self, now: float) -> None:
+        """Drop connections past their deadline: a slow client costs only itself."""
+        for fd in [fd for fd, c in self.conns.items() if now >= c.deadline]:
+            self._drop(fd)
+
+    def serve_ready(self, timeout: float = REQUEST_DEADLINE) -> None:
+        """Accept what waits and serve it to the end, here (for callers without the
+        daemon's loop: tests, benchmarks), each connection still within its deadline."""
+        self._accept()
+        end = self.clock() + timeout
+        while self.conns and self.clock() < end:
+            poller = select.poll()
+            for fd, ev in self.watched()[1:]:
+                poller.register(fd, ev)
+            for fd, _ in poller.poll(50):
+                self._step(fd)
+            self.expire(self.clock())
+
+    # -- the connections
+
+    def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            with conn:
-                self._serve(conn)
+            except OSError:
+                return  # out of descriptors: that client's connect fails, not nxrd
+            conn.setblocking(False)
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, uid, gid = struct.unpack("3i", creds)
+            if len(self.conns) >= MAX_CONNECTIONS:
+                self._drop(min(self.conns, key=lambda fd: self.conns[fd].deadline))
+            deadline = self.clock() + REQUEST_DEADLINE
+            self.conns[conn.fileno()] = _Conn(conn, pid, uid, gid, deadline)
 
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(CLIENT_TIMEOUT)
-        pid, uid, gid = struct.unpack(
-            "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        )
+    def _step(self, fd: int) -> None:
+        c = self.conns.get(fd)
+        if c is None:
+            return
         try:
-            status, body = 200, self._answer(conn, pid, uid, gid)
+            if c.out:
+                sent = c.sock.send(c.out)
+                c.out = c.out[sent:]
+                if not c.out:
+                    if not c.closing:
+                        self._drop(fd)
+                    else:  # an error answer: read what the client still sends, then close
+                        c.sock.shutdown(socket.SHUT_WR)
+                        c.out = None
+                return
+            chunk = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(fd)
+            return
+        if c.closing:
+            # dropped without reading would reset the connection and lose the answer
+            if not chunk or len(c.data) > 1 << 20:
+                self._drop(fd)
+            else:
+                c.data += chunk
+            return
+        if not chunk:
+            self._drop(fd)  # gone before a whole request: nobody to answer
+            return
+        c.data += chunk
+        status, body = self._answer(c)
+        if status is None:
+            return  # the request is not whole yet
+        c.out, c.data = response(status, body), b""
+        c.closing = status != 200
+        self._step(fd)  # most answers fit the socket's buffer: written at once
+
+    def _answer(self, c: _Conn) -> tuple[int | None, dict[str, object]]:
+        """(status, body) once the request is whole; (None, {}) until then."""
+        try:
+            request = self._request(c)
+            if request is None:
+                return None, {}
+            return 200, self._handle(request)
         except ApiError as e:
-            status, body = e.status, e.body()
-        except (TimeoutError, OSError):
-            return  # the client went away or stalled: nothing to answer
+            return e.status, e.body()
         except Exception as e:  # a bug must not take the daemon down
             self.on_error(f"API request failed: {type(e).__name__}: {e}")
-            status, body = 500, ApiError("internal", "internal error; see nxrd's log").body()
-        with contextlib.suppress(OSError):
-            conn.sendall(response(status, body))
-            if status != 200:
-                _drain(conn)
+            return 500, ApiError("internal", "internal error; see nxrd's log").body()
 
-    def _answer(self, conn: socket.socket, pid: int, uid: int, gid: int) -> dict[str, object]:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            if len(data) > MAX_HEAD:
-                raise ApiError("too_large", f"request head larger than {MAX_HEAD} bytes")
-            chunk = conn.recv(4096)
-            if not chunk:
-                raise ApiError("bad_request", "incomplete request")
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
+    def _request(self, c: _Conn) -> Request | None:
+        head, sep, rest = c.data.partition(b"\r\n\r\n")
         if len(head) > MAX_HEAD:
             raise ApiError("too_large", f"request head larger than {MAX_HEAD} bytes")
+        if not sep:
+            return None
         method, target, headers = parse_head(head)
         length = body_length(headers)
-        body = rest
-        while len(body) < length:
-            chunk = conn.recv(min(65536, length - len(body)))
-            if not chunk:
-                raise ApiError("bad_request", "incomplete body")
-            body += chunk
+        if len(rest) < length:
+            return None
         method, path, query = route(method, target)
-        req = Request(method, path, query, body[:length], uid=uid, gid=gid, pid=pid)
+        return Request(method, path, query, rest[:length], uid=c.uid, gid=c.gid, pid=c.pid)
+
+    def _handle(self, req: Request) -> dict[str, object]:
         if not self.access.may_read(req):
-            raise ApiError("forbidden", f"uid {uid} may not use the API")
+            raise ApiError("forbidden", f"uid {req.uid} may not use the API")
         if self.handlers is None:
             raise ApiError("conflict", "nxrd is still starting")
         return self.handlers.handle(req)
 
-
-def _drain(conn: socket.socket, limit: int = 1 << 20) -> None:
-    """Read (and drop) what the client already sent, so closing does not reset the
-    connection and discard the error answer before the client reads it."""
-    conn.shutdown(socket.SHUT_WR)
-    conn.settimeout(0.2)
-    total = 0
-    with contextlib.suppress(OSError):
-        while total < limit:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            total += len(chunk)
+    def _drop(self, fd: int) -> None:
+        c = self.conns.pop(fd, None)
+        if c is not None:
+            c.sock.close()

@@ -8,11 +8,8 @@ loop does has a module of its own beside this one.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
-import select
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +20,7 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
-from nxrd.daemon import adopt, sinks
+from nxrd.daemon import adopt, sinks, waiting
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
@@ -248,43 +245,7 @@ class Daemon:
             if stopping and self.sup.all_stopped():
                 self.close()
                 return 0
-            # A fresh poll set each pass: a closed pidfd whose number was reused would
-            # otherwise stay silently unwatched.
-            poller = select.poll()
-            poller.register(wake_r, select.POLLIN)
-            poller.register(self.api.fileno(), select.POLLIN)
-            if self.metrics is not None:
-                poller.register(self.metrics.fileno(), select.POLLIN)
-            if self.push is not None:
-                poller.register(self.push.fileno(), select.POLLIN)
-            for fd in self.runtime.fds():
-                poller.register(fd, select.POLLIN)
-            wait = min(self.sup.next_wakeup(now), self.controller.wakeup(now), 1.0)
-            self.wait(poller, now + wait, wake_r)
-
-    def wait(self, poller: select.poll, until: float, wake_r: int) -> None:
-        """Serve what arrives until `until` or until something other than a latency
-        report does. Reports come with every request a workload serves (tens a second):
-        they only add samples, so they do not run the rest of the loop each time."""
-        push = self.push
-        push_fd = push.fileno() if push is not None else None
-        clock = self.host.monotonic
-        while True:
-            # rounded up: a poll that ends a fraction of a millisecond early is a wasted pass
-            ready = poller.poll(max(0, math.ceil((until - clock()) * 1000)))
-            for fd, _ in ready:
-                if fd == self.api.fileno():
-                    self.api.serve_ready()
-                elif self.metrics is not None and fd == self.metrics.fileno():
-                    self.metrics.serve_ready()
-                elif push is not None and fd == push_fd:
-                    for name, seconds in push.drain():
-                        self.controller.push(name, seconds, clock())
-                elif fd == wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(wake_r, 512)
-            if not ready or any(fd != push_fd for fd, _ in ready) or clock() >= until:
-                return
+            waiting.wait(self, waiting.poll_set(self, wake_r, now), wake_r, now)
 
     def close(self, leave: bool = False) -> None:
         if not leave:  # left-running workloads keep their MPS server (adopted next start)

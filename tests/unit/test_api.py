@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -337,3 +338,53 @@ def test_freeze_and_thaw_through_the_api(api: Running) -> None:
     with pytest.raises(ApiCallError) as info:
         c.call("POST", "workloads/embed/freeze")
     assert info.value.code == "conflict"
+
+
+def test_slow_clients_hold_only_their_own_connections(tmp_path: Path) -> None:
+    """200 local clients that each send half a request and wait (or never read): nxrd's
+    loop keeps serving everyone else, and drops each one at its deadline. Before, the loop
+    served one connection at a time, up to 1 s per read, so they held it for minutes."""
+    from nxrd.api import server
+    from nxrd.daemon import waiting
+    from nxrd.daemon.core import Daemon
+    from nxrd.kernel.fake_host import FakeHost
+
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    host.monotonic = time.monotonic  # type: ignore[method-assign]  # real waits here
+    (tmp_path / "p.toml").write_text('[workloads.a]\ncommand = ["x"]\n')
+    sock = str(tmp_path / "nxrd.sock")
+    d = Daemon([str(tmp_path / "p.toml")], str(tmp_path / "s"), socket_path=sock, host=host)
+    d.start()
+    wake_r, wake_w = os.pipe()
+    done = threading.Event()
+
+    def loop() -> None:  # the daemon's loop, less its signals and supervision
+        while not done.is_set():
+            now = time.monotonic()
+            waiting.wait(d, waiting.poll_set(d, wake_r, now), wake_r, now, now + 0.1)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(sock)
+            s.sendall(b"GET /v1/work")  # and nothing more
+            slow.append(s)
+        body = Client(sock, timeout=10).call("GET", "workloads")
+        assert [w["name"] for w in body["workloads"]] == ["a"]
+        assert len(d.api.conns) >= 100  # the slow ones are still there, waiting alone
+        time.sleep(server.REQUEST_DEADLINE + 0.5)
+        assert d.api.conns == {}  # each dropped at its deadline
+        assert slow[0].recv(100) == b""  # closed, without an answer
+    finally:
+        done.set()
+        os.write(wake_w, b"x")
+        t.join()
+        for s in slow:
+            s.close()
+        d.close()
+        os.close(wake_r)
+        os.close(wake_w)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from nxrd.controller.push import PushReceiver
+from nxrd.daemon import waiting
 from nxrd.daemon.core import Daemon
 from nxrd.kernel.fake_host import FakeHost
 from nxrd.latency import LatencyReporter
@@ -113,7 +114,7 @@ def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path
         until = time.monotonic() + 0.4
         sender = threading.Thread(target=send, args=([0.1, 0.2, 0.3], False))
         sender.start()
-        d.wait(poller, until, wake_r)
+        waiting.wait(d, poller, wake_r, time.monotonic(), until)
         sender.join()
         assert got == [0.1, 0.2, 0.3]
         assert time.monotonic() >= until  # three reports, one wait
@@ -122,7 +123,7 @@ def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path
         start = time.monotonic()
         sender = threading.Thread(target=send, args=([0.5], True))
         sender.start()
-        d.wait(poller, start + 30.0, wake_r)
+        waiting.wait(d, poller, wake_r, start, start + 30.0)
         sender.join()
         assert got == [0.5]
         assert time.monotonic() - start < 20.0  # the wake ended the wait, not the deadline

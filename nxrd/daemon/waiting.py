@@ -1,0 +1,61 @@
+"""What wakes the daemon's loop between passes, and serving it while the loop waits:
+signals, the API's connections, the metrics endpoint, latency reports, shims' pidfds."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nxrd.daemon.core import Daemon
+
+
+def poll_set(d: Daemon, wake_r: int, now: float) -> select.poll:
+    """A fresh poll set each pass: a closed pidfd whose number was reused would otherwise
+    stay silently unwatched."""
+    poller = select.poll()
+    poller.register(wake_r, select.POLLIN)
+    d.api.expire(now)  # a client past its deadline is dropped, not waited for
+    for fd, events in d.api.watched():
+        poller.register(fd, events)
+    if d.metrics is not None:
+        poller.register(d.metrics.fileno(), select.POLLIN)
+    if d.push is not None:
+        poller.register(d.push.fileno(), select.POLLIN)
+    for fd in d.runtime.fds():
+        poller.register(fd, select.POLLIN)
+    return poller
+
+
+def wait(
+    d: Daemon, poller: select.poll, wake_r: int, now: float, until: float | None = None
+) -> None:
+    """Serve what arrives until the next timer is due (or until) or until something other
+    than a latency report arrives. Reports come with every request a workload serves (tens
+    a second): they only add samples, so they do not run the rest of the loop each time."""
+    if until is None:
+        until = now + min(d.sup.next_wakeup(now), d.controller.wakeup(now), 1.0)
+        if (due := d.api.next_deadline()) is not None:
+            until = min(until, max(now, due))
+    push = d.push
+    push_fd = push.fileno() if push is not None else None
+    clock = d.host.monotonic
+    while True:
+        # rounded up: a poll that ends a fraction of a millisecond early is a wasted pass
+        ready = poller.poll(max(0, math.ceil((until - clock()) * 1000)))
+        for fd, _ in ready:
+            if fd in d.api.conns or fd == d.api.fileno():
+                d.api.ready(fd)
+            elif d.metrics is not None and fd == d.metrics.fileno():
+                d.metrics.serve_ready()
+            elif push is not None and fd == push_fd:
+                for name, seconds in push.drain():
+                    d.controller.push(name, seconds, clock())
+            elif fd == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+        if not ready or any(fd != push_fd for fd, _ in ready) or clock() >= until:
+            return
