@@ -8,15 +8,21 @@ and nothing else on the host can push nxr's controller around.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 from nxrd.errors import NxrError
 
 _CREDS = struct.calcsize("3i")
 MAX_DATAGRAM = 65536
+# One drain takes at most this many datagrams and this long: a flood (from anyone: the
+# socket is 0666) leaves the rest for the next drain instead of holding nxrd's loop.
+DRAIN_DATAGRAMS = 1000
+DRAIN_SECONDS = 0.02
 
 
 class PushReceiver:
@@ -39,10 +45,14 @@ class PushReceiver:
         return self.sock.fileno()
 
     def drain(self) -> list[tuple[str, float]]:
-        """Every (workload, seconds) waiting on the socket from a process allowed to say it."""
+        """(workload, seconds) waiting on the socket from a process allowed to say it: at
+        most DRAIN_DATAGRAMS datagrams or DRAIN_SECONDS, whichever comes first."""
         out: list[tuple[str, float]] = []
         owners: dict[int, str | None] = {}  # one /proc lookup per sender and drain
-        while True:
+        end = time.monotonic() + DRAIN_SECONDS
+        for n in range(DRAIN_DATAGRAMS):
+            if n % 64 == 63 and time.monotonic() > end:
+                return out
             try:
                 data, ancdata, _, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_CREDS))
             except (BlockingIOError, InterruptedError):
@@ -58,16 +68,22 @@ class PushReceiver:
             if pid and pid not in owners:
                 owners[pid] = self.owner_of(pid)
             owner = owners.get(pid) if pid else None
+            if owner is None:  # from no workload: dropped before anything is parsed
+                self.rejected += 1
+                continue
             for line in data.decode("utf-8", "replace").splitlines():
                 name, _, value = line.strip().partition(" ")
                 try:
                     seconds = float(value)
                 except ValueError:
                     continue
-                if owner is None or name != owner:
+                # a latency is a finite, non-negative number of seconds (NaN would poison
+                # every percentile of its window)
+                if name != owner or not math.isfinite(seconds) or seconds < 0:
                     self.rejected += 1
                     continue
                 out.append((name, seconds))
+        return out
 
     def close(self) -> None:
         self.sock.close()

@@ -3,11 +3,18 @@ nxrd takes them in without a loop pass per report."""
 
 from __future__ import annotations
 
+import math
 import os
 import select
+import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nxrd.controller.push import PushReceiver
 from nxrd.daemon import waiting
@@ -132,3 +139,52 @@ def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path
         d.close()
         os.close(wake_r)
         os.close(wake_w)
+
+
+def test_a_flood_is_drained_in_bounded_steps_and_foreign_senders_are_not_parsed(
+    tmp_path: Path,
+) -> None:
+    """Anyone may send (the socket is 0666). A flood that never lets up (here a socket that
+    always has one more datagram, from outside every workload) still ends each drain after
+    a bounded number, each dropped before parsing. Before, a drain ran until the socket was
+    empty, which a flood from four processes delayed by 12 s."""
+    import struct
+
+    class Flood:
+        calls = 0
+
+        def recvmsg(self, size: int, anc: int) -> tuple[bytes, list[Any], int, None]:
+            self.calls += 1
+            if self.calls > 100_000:  # the old drain ends only here
+                raise BlockingIOError
+            creds = struct.pack("3i", 4242, 1000, 1000)
+            return b"chat 0.1\n" * 50, [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)], 0, None
+
+    asked: list[int] = []
+    rx = PushReceiver(str(tmp_path / "latency.sock"), owner_of=lambda p: asked.append(p) or None)
+    real, rx.sock = rx.sock, Flood()  # type: ignore[assignment]
+    try:
+        assert rx.drain() == []
+        assert 0 < rx.rejected <= 1000  # push.DRAIN_DATAGRAMS
+        assert asked == [4242]  # one lookup for the sender in a drain, its datagrams unread
+    finally:
+        rx.sock = real
+        rx.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=300) | st.sampled_from([b"chat nan", b"chat inf", b"chat -1", b"chat 1e999"])
+)
+def test_garbage_from_the_workload_itself_never_counts_as_a_latency(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "latency.sock")
+        rx = PushReceiver(path, owner_of=lambda pid: "chat")
+        tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            tx.sendto(data, path)
+            for name, seconds in rx.drain():
+                assert name == "chat" and math.isfinite(seconds) and seconds >= 0
+        finally:
+            tx.close()
+            rx.close()
