@@ -369,8 +369,8 @@ def test_slow_clients_hold_only_their_own_connections(tmp_path: Path) -> None:
     try:
         for _ in range(200):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(5)
-            s.connect(sock)
+            s.connect(sock)  # blocking: waits while the listen backlog is full (a timeout
+            s.settimeout(5)  # would make a unix socket's connect fail with EAGAIN instead)
             s.sendall(b"GET /v1/work")  # and nothing more
             slow.append(s)
         body = Client(sock, timeout=10).call("GET", "workloads")
