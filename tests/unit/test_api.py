@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from nxrd.api.client import ApiCallError, Client
 from nxrd.api.handlers import Handlers
+from nxrd.api.protocol import ApiError, Request
 from nxrd.api.server import Access, ApiServer
 from nxrd.errors import NxrError
 from nxrd.kernel.fake_runtime import FakeRuntime
@@ -388,3 +389,34 @@ def test_slow_clients_hold_only_their_own_connections(tmp_path: Path) -> None:
         d.close()
         os.close(wake_r)
         os.close(wake_w)
+
+
+PATH_PARTS = ("workloads", "chat", "embed", "nope", "start", "stop", "restart", "freeze")
+PATH_PARTS += ("thaw", "apply", "reload", "gpus", "0", "release", "plan", "events", "..", "")
+SEGMENTS = st.sampled_from(PATH_PARTS)
+
+
+@settings(
+    max_examples=500,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    deadline=None,
+)
+@given(
+    st.sampled_from(["POST", "PUT", "DELETE", "PATCH", "GET"]),
+    st.lists(SEGMENTS, min_size=1, max_size=4),
+    st.dictionaries(st.sampled_from(["dry_run", "offset", "since", "x"]), st.text(max_size=5)),
+    st.binary(max_size=200),
+)
+def test_a_caller_outside_the_operator_group_changes_nothing(
+    api: Running, method: str, path: list[str], query: dict[str, str], body: bytes
+) -> None:
+    """Whatever an unprivileged caller sends, no workload changes state and nothing is
+    applied, reloaded or released (a dry run may answer)."""
+    before = {n: (r.state, r.frozen) for n, r in api.sup.records.items()}
+    handlers = api.server.handlers
+    assert handlers is not None
+    req = Request(method, tuple(path), query, body, uid=4321, gid=4321)
+    with contextlib.suppress(ApiError):
+        handlers.handle(req)
+    assert {n: (r.state, r.frozen) for n, r in api.sup.records.items()} == before
+    assert all(dry for _, dry, _ in api.reconfigured)

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from nxrd.errors import ProfileError
@@ -51,22 +51,29 @@ def _only_profile_errors(data: Any) -> None:
             assert e.lines()
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.text(max_size=300))
-def test_arbitrary_text(text: str) -> None:
+# 10 000 generated profiles a run: half from a fixed seed (the same cases every run, so a
+# regression shows at once), half from a seed that changes each run (new cases; a failure
+# prints the blob that replays it). No deadline: a slow CI machine is not a failure.
+FIXED_SEED = 20261206
+FUZZ = settings(
+    max_examples=2000,
+    suppress_health_check=[HealthCheck.too_slow],
+    deadline=None,
+    print_blob=True,
+)
+FUZZ_MORE = settings(FUZZ, max_examples=1500)
+TEXT = st.text(max_size=300)
+DOCUMENTS = st.dictionaries(
+    st.sampled_from(["host", "pools", "workloads", "x"]), values, max_size=3
+)
+
+
+def _text(text: str) -> None:
     with contextlib.suppress(ProfileError):
         parse_profile(text, "fuzz.toml")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.dictionaries(st.sampled_from(["host", "pools", "workloads", "x"]), values, max_size=3))
-def test_arbitrary_documents(data: dict[str, Any]) -> None:
-    _only_profile_errors(data)
-
-
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.sampled_from(EXAMPLES), st.data())
-def test_mutated_example_profiles(example: dict[str, Any], data: st.DataObject) -> None:
+def _mutated(example: dict[str, Any], data: st.DataObject) -> None:
     doc = {k: dict(v) if isinstance(v, dict) else v for k, v in example.items()}
     workloads = {k: dict(v) for k, v in doc["workloads"].items()}
     name = data.draw(st.sampled_from(sorted(workloads)))
@@ -74,3 +81,42 @@ def test_mutated_example_profiles(example: dict[str, Any], data: st.DataObject) 
     workloads[name][key] = data.draw(values)
     doc["workloads"] = workloads
     _only_profile_errors(doc)
+
+
+@seed(FIXED_SEED)
+@FUZZ
+@given(TEXT)
+def test_arbitrary_text(text: str) -> None:
+    _text(text)
+
+
+@FUZZ
+@given(TEXT)
+def test_arbitrary_text_new_cases(text: str) -> None:
+    _text(text)
+
+
+@seed(FIXED_SEED)
+@FUZZ_MORE
+@given(DOCUMENTS)
+def test_arbitrary_documents(data: dict[str, Any]) -> None:
+    _only_profile_errors(data)
+
+
+@FUZZ_MORE
+@given(DOCUMENTS)
+def test_arbitrary_documents_new_cases(data: dict[str, Any]) -> None:
+    _only_profile_errors(data)
+
+
+@seed(FIXED_SEED)
+@FUZZ_MORE
+@given(st.sampled_from(EXAMPLES), st.data())
+def test_mutated_example_profiles(example: dict[str, Any], data: st.DataObject) -> None:
+    _mutated(example, data)
+
+
+@FUZZ_MORE
+@given(st.sampled_from(EXAMPLES), st.data())
+def test_mutated_example_profiles_new_cases(example: dict[str, Any], data: st.DataObject) -> None:
+    _mutated(example, data)
