@@ -150,9 +150,12 @@ class Handlers:
 
     def _reconfigure(self, req: Request, verb: str) -> dict[str, Any]:
         dry_run = req.query.get("dry_run", "0") == "1"
-        if not dry_run and not self.may_mutate(req):
+        # a dry run too: its changes carry the old and new values of env (tokens, passwords)
+        if not self.may_mutate(req):
+            also = ", not even as a dry run" if dry_run else ""
             raise ApiError(
-                "forbidden", f"uid {req.uid} may not {verb} profiles (root or the API group)"
+                "forbidden",
+                f"uid {req.uid} may not {verb} profiles{also} (root or the API group)",
             )
         files = _profile_files(req.body) if verb == "apply" else None
         try:

@@ -306,8 +306,9 @@ def test_other_users_may_read_but_never_steer(tmp_path: Path, cgroup_root: Path)
         ]:
             err = curl(method, path, data)["error"]
             assert isinstance(err, dict) and err["code"] == "forbidden", (path, err)
-        # Garbage and oversized bodies get an error answer; the daemon keeps serving.
-        assert curl("POST", "apply?dry_run=1", "not json {")["error"]["code"] == "bad_request"  # type: ignore[index]
+        # A dry run shows env's values: refused too. Garbage and oversized bodies get an
+        # error answer; the daemon keeps serving.
+        assert curl("POST", "apply?dry_run=1", "not json {")["error"]["code"] == "forbidden"  # type: ignore[index]
         body = shared / "big"
         body.write_text("x" * (2 << 20))
         body.chmod(0o644)
