@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,7 +125,7 @@ class Handlers:
         raise ApiError("not_found", f"no such path /v1/{'/'.join(p)[:100]}")
 
     def _release(self, req: Request, index: str) -> dict[str, Any]:
-        if not index.isdigit():
+        if not _INTEGER.fullmatch(index) or index.startswith("-"):
             raise ApiError("bad_request", f"a GPU is given by its index (got {index[:20]!r})")
         if not self.may_mutate(req):
             raise ApiError(
@@ -209,7 +210,7 @@ class Handlers:
     def _logs(self, rec: Record, req: Request) -> dict[str, Any]:
         """A chunk of the workload's log file from offset (negative: from the end)."""
         raw = req.query.get("offset", "0")
-        if not raw.lstrip("-").isdigit():
+        if not _INTEGER.fullmatch(raw):
             raise ApiError("bad_request", "offset must be an integer")
         path = self._need_daemon().log_file(rec.name)
         try:
@@ -233,7 +234,7 @@ class Handlers:
 
     def _events(self, req: Request) -> dict[str, Any]:
         since = req.query.get("since", "0")
-        if not since.isdigit():
+        if not _INTEGER.fullmatch(since) or since.startswith("-"):
             raise ApiError("bad_request", "since must be a non-negative integer")
         workload = req.query.get("workload")
         events = self.sup.events.since(int(since), workload)
@@ -241,12 +242,16 @@ class Handlers:
         return {"events": [e.to_dict() for e in events], "last": last}
 
 
+# ASCII digits, at most 18 ("²" and "٣" are digits to str.isdigit, not to int)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def _profile_files(body: bytes) -> list[tuple[str, str]]:
     """{"files": [{"name": ..., "text": ...}, ...]} -> [(name, text), ...]."""
     try:
         doc = json.loads(body)
         files = [(f["name"], f["text"]) for f in doc["files"]]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: [[[[...
         raise ApiError(
             "bad_request", 'body must be {"files": [{"name": ..., "text": ...}]}'
         ) from None

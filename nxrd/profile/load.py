@@ -47,6 +47,8 @@ def _parse_toml(text: str, source: str | None) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(source, [Problem("", f"invalid TOML: {e}")]) from None
+    except RecursionError:  # thousands of nested arrays or tables
+        raise ProfileError(source, [Problem("", "invalid TOML: nested too deeply")]) from None
 
 
 def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:

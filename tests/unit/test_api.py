@@ -424,3 +424,31 @@ def test_a_caller_outside_the_operator_group_changes_nothing(
         handlers.handle(req)
     assert {n: (r.state, r.frozen) for n, r in api.sup.records.items()} == before
     assert all(dry for _, dry, _ in api.reconfigured)
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        (("events",), {"since": "²"}),
+        (("events",), {"since": "9" * 5000}),
+        (("events",), {"since": "-1"}),
+        (("workloads", "chat", "logs"), {"offset": "--5"}),
+        (("workloads", "chat", "logs"), {"offset": "٣"}),
+    ],
+)
+def test_malformed_numbers_are_bad_requests_not_500s(
+    api: Running, path: tuple[str, ...], query: dict[str, str]
+) -> None:
+    handlers = api.server.handlers
+    assert handlers is not None
+    with pytest.raises(ApiError) as e:
+        handlers.handle(Request("GET", path, query, uid=0))
+    assert e.value.code == "bad_request"
+
+
+def test_a_deeply_nested_body_or_profile_is_a_bad_request(api: Running) -> None:
+    """100 000 nested arrays raised RecursionError: a 500 and a line in nxrd's log."""
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"files": ' * 50_000):
+        head = f"POST /v1/apply HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        assert raw(api.path, head + body).startswith(b"HTTP/1.1 400 ")
+    assert api.errors == []  # no handler failed

@@ -316,3 +316,8 @@ def test_zero_gpus_is_refused_and_says_what_omitting_gpus_does() -> None:
         "p.toml: workloads.chat.gpus: 0 GPUs: omit gpus for a workload without GPUs "
         "(it sees none of the host's)"
     )
+
+
+def test_thousands_of_nested_arrays_are_a_profile_error_not_a_crash() -> None:
+    (line,) = errors("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert line == "p.toml: invalid TOML: nested too deeply"
