@@ -3,27 +3,29 @@ pressure, memory, events, SLO and GPU use, in Prometheus' naming conventions (ra
 percent, and `quantile` labels), nxrd's build and its own process figures.
 
 Families are built at scrape time from the same status documents `nxrctl status` shows
-(collect() is pure over them). The endpoint is served from nxrd's own loop (no thread:
-nxrd forks shims, and forking a threaded process risks a child stuck on a copied lock).
+(collect() is pure over them). The endpoint is served from nxrd's own loop by readiness
+(connections.py), like the API: a scraper that stalls holds only its own connection.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     GCCollector,
     PlatformCollector,
     ProcessCollector,
-    make_wsgi_app,
+    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from nxrd import __version__
+from nxrd.api.connections import Connections, Peer
 from nxrd.errors import NxrError
 from nxrd.model.units import parse_cpu_list
 from nxrd.supervisor.states import State
@@ -187,15 +189,8 @@ def families(workloads: Status) -> list[Metric]:
     ]
 
 
-class _Quiet(WSGIRequestHandler):
-    timeout = 1.0  # a stalled scraper must not hold nxrd's loop
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class MetricsServer:
-    """HTTP on a TCP address; nxrd calls serve_ready() when its socket is readable."""
+class MetricsServer(Connections):
+    """HTTP on a TCP address, each scrape served by readiness from nxrd's loop."""
 
     def __init__(
         self,
@@ -205,26 +200,47 @@ class MetricsServer:
         gpus: Callable[[], Status] = list,
     ) -> None:
         host, _, port = address.rpartition(":")
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(WorkloadCollector(source, controller, gpus))
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(WorkloadCollector(source, controller, gpus))
         # nxrd's own CPU, memory, descriptors and start time, as every Prometheus client
         # exports them (process_*, python_*)
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         try:
-            self.server: WSGIServer = make_server(
-                host.strip("[]"), int(port), make_wsgi_app(registry), handler_class=_Quiet
-            )
+            infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+            family, kind, proto, _, where = infos[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(where)
+                sock.listen(64)
+            except OSError:
+                sock.close()
+                raise
         except OSError as e:
             raise NxrError(f"cannot serve metrics on {address}: {e.strerror or e}") from None
-        self.server.timeout = 0
+        super().__init__(sock, self._respond)
 
-    def fileno(self) -> int:
-        return self.server.fileno()
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
 
-    def serve_ready(self) -> None:
-        self.server.handle_request()
+    def _respond(self, peer: Peer, data: bytes) -> tuple[bytes, bool] | None:
+        head, sep, _ = data.partition(b"\r\n\r\n")
+        if not sep:
+            return None if len(head) <= 8192 else (_http(431, "text/plain", b"too large\n"), True)
+        method, _, rest = head.partition(b" ")
+        target = rest.partition(b" ")[0].partition(b"?")[0]
+        if method != b"GET" or target not in (b"/metrics", b"/"):
+            return _http(404, "text/plain", b"GET /metrics\n"), True
+        return _http(200, CONTENT_TYPE_LATEST, generate_latest(self.registry)), False
 
-    def close(self) -> None:
-        self.server.server_close()
+
+def _http(status: int, kind: str, body: bytes) -> bytes:
+    reason = {200: "OK", 404: "Not Found", 431: "Request Header Fields Too Large"}[status]
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body

@@ -9,6 +9,8 @@ import os
 import select
 from typing import TYPE_CHECKING
 
+from nxrd.api.connections import Connections
+
 if TYPE_CHECKING:
     from nxrd.daemon.core import Daemon
 
@@ -18,11 +20,10 @@ def poll_set(d: Daemon, wake_r: int, now: float) -> select.poll:
     stay silently unwatched."""
     poller = select.poll()
     poller.register(wake_r, select.POLLIN)
-    d.api.expire(now)  # a client past its deadline is dropped, not waited for
-    for fd, events in d.api.watched():
-        poller.register(fd, events)
-    if d.metrics is not None:
-        poller.register(d.metrics.fileno(), select.POLLIN)
+    for server in servers(d):
+        server.expire(now)  # a client past its deadline is dropped, not waited for
+        for fd, events in server.watched():
+            poller.register(fd, events)
     if d.push is not None:
         poller.register(d.push.fileno(), select.POLLIN)
     for fd in d.runtime.fds():
@@ -38,8 +39,9 @@ def wait(
     a second): they only add samples, so they do not run the rest of the loop each time."""
     if until is None:
         until = now + min(d.sup.next_wakeup(now), d.controller.wakeup(now), 1.0)
-        if (due := d.api.next_deadline()) is not None:
-            until = min(until, max(now, due))
+        for server in servers(d):
+            if (due := server.next_deadline()) is not None:
+                until = min(until, max(now, due))
     push = d.push
     push_fd = push.fileno() if push is not None else None
     clock = d.host.monotonic
@@ -47,10 +49,9 @@ def wait(
         # rounded up: a poll that ends a fraction of a millisecond early is a wasted pass
         ready = poller.poll(max(0, math.ceil((until - clock()) * 1000)))
         for fd, _ in ready:
-            if fd in d.api.conns or fd == d.api.fileno():
-                d.api.ready(fd)
-            elif d.metrics is not None and fd == d.metrics.fileno():
-                d.metrics.serve_ready()
+            owner = next((s for s in servers(d) if s.owns(fd)), None)
+            if owner is not None:
+                owner.ready(fd)
             elif push is not None and fd == push_fd:
                 for name, seconds in push.drain():
                     d.controller.push(name, seconds, clock())
@@ -59,3 +60,8 @@ def wait(
                     os.read(wake_r, 512)
         if not ready or any(fd != push_fd for fd, _ in ready) or clock() >= until:
             return
+
+
+def servers(d: Daemon) -> list[Connections]:
+    """The API's and the metrics endpoint's connections, served by readiness."""
+    return [d.api] if d.metrics is None else [d.api, d.metrics]

@@ -349,7 +349,7 @@ def test_slow_clients_hold_only_their_own_connections(tmp_path: Path) -> None:
     """200 local clients that each send half a request and wait (or never read): nxrd's
     loop keeps serving everyone else, and drops each one at its deadline. Before, the loop
     served one connection at a time, up to 1 s per read, so they held it for minutes."""
-    from nxrd.api import server
+    from nxrd.api import connections
     from nxrd.daemon import waiting
     from nxrd.daemon.core import Daemon
     from nxrd.kernel.fake_host import FakeHost
@@ -381,7 +381,7 @@ def test_slow_clients_hold_only_their_own_connections(tmp_path: Path) -> None:
         body = Client(sock, timeout=10).call("GET", "workloads")
         assert [w["name"] for w in body["workloads"]] == ["a"]
         assert len(d.api.conns) >= 100  # the slow ones are still there, waiting alone
-        time.sleep(server.REQUEST_DEADLINE + 0.5)
+        time.sleep(connections.REQUEST_DEADLINE + 0.5)
         assert d.api.conns == {}  # each dropped at its deadline
         assert slow[0].recv(100) == b""  # closed, without an answer
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import urllib.request
 
@@ -33,13 +34,13 @@ def scrape(
     docs: list[dict[str, object]], controller: dict[str, object] | None = None
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     server = MetricsServer("127.0.0.1:0", lambda: docs, lambda: controller or {})
-    port = server.server.server_port
+    port = server.port
     done = threading.Event()
 
     def serve() -> None:
         while not done.is_set():
-            server.server.timeout = 0.05
-            server.server.handle_request()
+            if select.select([server.fileno()], [], [], 0.05)[0]:
+                server.serve_ready()
 
     t = threading.Thread(target=serve)
     t.start()
@@ -105,7 +106,7 @@ def test_a_stopped_workload_has_state_but_no_counters() -> None:
 def test_taken_port_is_one_line_error() -> None:
     first = MetricsServer("127.0.0.1:0", list)
     try:
-        port = first.server.server_port
+        port = first.port
         try:
             MetricsServer(f"127.0.0.1:{port}", list)
         except Exception as e:
@@ -115,3 +116,35 @@ def test_taken_port_is_one_line_error() -> None:
             raise AssertionError("a taken port was accepted")
     finally:
         first.close()
+
+
+def test_a_stalled_scraper_holds_only_its_own_connection() -> None:
+    """Any local user who can reach the metrics port: before, a client that sent nothing
+    held nxrd's loop for a second per request."""
+    import socket
+    import time
+
+    server = MetricsServer("127.0.0.1:0", lambda: [DOC])
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.sendall(b"GET /metr")  # and nothing more
+    try:
+        server.ready(server.fileno())  # the loop accepts it: no wait on its request
+        assert len(server.conns) == 1
+        ok = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        ok.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.ready(server.fileno())
+        while not select.select([ok], [], [], 0)[0]:  # the loop's passes, until answered
+            readable = select.select(list(server.conns), [], [], 1)[0]
+            for fd in readable:
+                server.ready(fd)
+        answer = b""
+        while chunk := ok.recv(1 << 20):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b"nxr_workload_state" in answer
+        assert len(server.conns) == 1  # the stalled one, still waiting alone
+        server.expire(time.monotonic() + 3)
+        assert server.conns == {}
+        ok.close()
+    finally:
+        stalled.close()
+        server.close()
