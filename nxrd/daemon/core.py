@@ -20,7 +20,7 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
-from nxrd.daemon import adopt, sinks, waiting
+from nxrd.daemon import adopt, cpus, sinks, waiting
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
@@ -117,6 +117,8 @@ class Daemon:
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
+        self.runtime.cpus_dir = Path(self.socket_path).parent / "cpus"
+        cpus.follow(self)
         # Before any workload starts: MPS clients find their GPU's daemon from the first try.
         self.mps = host.mps(self.say)
         try:

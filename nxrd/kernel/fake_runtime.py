@@ -33,10 +33,14 @@ class FakeRuntime(Runtime):
         self.fail_launch: set[str] = set()
         self.ready_now: set[str] = set()
         self.checking: set[str] = set()  # workloads whose readiness check is under way
+        self.published: dict[str, str] = {}  # workload -> its current CPUs line
         self.leftovers: set[str] = set()  # cgroups that still hold processes
         self.killed: list[str] = []
         self.slow_kill: dict[str, int] = {}
         self.frozen: dict[str, bool] = {}  # kills before a cgroup's leftovers are gone
+
+    def publish_cpus(self, name: str, line: str) -> None:
+        self.published[name] = line
 
     def log_file(self, name: str) -> Path:
         return paths.log_file(self.state_dir, name)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nxrd.errors import KernelError
+from nxrd.files import write_atomically
 from nxrd.kernel import probes
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, launch, read_status
@@ -60,6 +61,8 @@ class LinuxRuntime(Runtime):
         env = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "NXR_WORKLOAD": name}
         if self.latency_socket is not None:
             env["NXR_LATENCY_SOCKET"] = self.latency_socket
+        if self.cpus_dir is not None:
+            env["NXR_CPUS_FILE"] = str(self.cpus_dir / name)
         for key in ("LANG", "LC_ALL", "TZ"):
             if key in os.environ:
                 env[key] = os.environ[key]
@@ -88,6 +91,15 @@ class LinuxRuntime(Runtime):
         )
         self.watch(launched.shim_pid)
         return Started(launched.pid, launched.shim_pid)
+
+    def publish_cpus(self, name: str, line: str) -> None:
+        if self.cpus_dir is None:
+            return
+        # Best effort: it rides on cgroup writes (apply, the controller), which must not
+        # fail because a hint file could not be written.
+        with contextlib.suppress(OSError):
+            self.cpus_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            write_atomically(self.cpus_dir / name, line)  # a reader never sees half a line
 
     def fds(self) -> list[int]:
         return list(self.pidfds.values())

@@ -27,6 +27,8 @@ class Ended:
 class Runtime(ABC):
     # The push socket's path, told to workloads as NXR_LATENCY_SOCKET (None: no pushes).
     latency_socket: str | None = None
+    # Where each workload's current CPUs are published, told as NXR_CPUS_FILE (None: not).
+    cpus_dir: Path | None = None
 
     @abstractmethod
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
@@ -71,6 +73,10 @@ class Runtime(ABC):
     @abstractmethod
     def status_file(self, name: str) -> Path:
         """The shim's record of the workload it runs (pid, shim pid, exit)."""
+
+    def publish_cpus(self, name: str, line: str) -> None:
+        """Write the workload's current CPUs ("4 0-3") to its file in cpus_dir."""
+        return None
 
     def watch(self, shim_pid: int) -> None:
         """Watch an adopted shim (one nxrd did not start) for its exit."""
