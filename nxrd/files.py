@@ -6,8 +6,21 @@ import os
 from pathlib import Path
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write whole, then rename: a reader (or a crash) never sees half a file."""
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write whole, flush to disk, then rename: a reader (or a crash) never sees half a
+    file. Private (0600) unless asked: state files hold profiles' env values."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask, and whatever an old .tmp had
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+
+
+def private_dir(path: Path) -> None:
+    """A directory only its owner (root, for nxrd) may read: logs and state live there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)

@@ -27,7 +27,7 @@ from nxrd.daemon.readings import Readings
 from nxrd.daemon.reconfigure import Reconfigurer, pushes, starting_files
 from nxrd.daemon.view import View
 from nxrd.errors import NxrError
-from nxrd.files import write_atomically
+from nxrd.files import private_dir, write_atomically
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.host import Host, LinuxHost
@@ -84,7 +84,7 @@ class Daemon:
     def start(self) -> Supervisor:
         """Own the subtree, write the plan's tree, adopt what a previous nxrd left running."""
         host = self.host
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         # The socket first: if it cannot be bound, no cgroup has been touched yet.
         self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
         self.metrics: MetricsServer | None = None

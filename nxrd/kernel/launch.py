@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from nxrd.errors import KernelError
-from nxrd.files import write_atomically
+from nxrd.files import private_dir, write_atomically
 
 LOG_MAX_BYTES = 10 << 20
 LOG_BACKUPS = 3
@@ -104,8 +105,8 @@ def launch(spec: LaunchSpec) -> Launched:
         raise KernelError(f"cannot start {spec.name}: cwd {spec.cwd} is not a directory")
     ids = _ids(spec)
     try:
-        spec.status_file.parent.mkdir(parents=True, exist_ok=True)
-        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(spec.status_file.parent)
+        private_dir(spec.log_file.parent)
         # A previous run's record must not pass for this run's exit.
         spec.status_file.unlink(missing_ok=True)
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -204,6 +205,7 @@ def _exec_workload(
         if spec.cwd is not None:
             os.chdir(spec.cwd)
         step = "exec"
+        os.umask(0o022)  # the usual one, not nxrd's private 0077 (the unit's UMask=)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)
@@ -314,7 +316,7 @@ class RotatingLog:
     ) -> None:
         self.path, self.max_bytes, self.backups, self.journal = path, max_bytes, backups, journal
         self._partial = b""
-        self._f = open(path, "ab")  # noqa: SIM115 - held open for the workload's life
+        self._f = _private_log(path)  # held open for the workload's life
         self._size = self._f.tell()
 
     def write(self, data: bytes) -> None:
@@ -347,7 +349,7 @@ class RotatingLog:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink()
-        self._f = open(self.path, "ab")  # noqa: SIM115
+        self._f = _private_log(self.path)
         self._size = 0
 
     def close(self) -> None:
@@ -355,3 +357,10 @@ class RotatingLog:
             self._line(self._partial)
             self._partial = b""
         self._f.close()
+
+
+def _private_log(path: Path) -> BinaryIO:
+    """A log file only root reads (0600): workloads print tokens and prompts."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")

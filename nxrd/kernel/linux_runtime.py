@@ -99,7 +99,8 @@ class LinuxRuntime(Runtime):
         # fail because a hint file could not be written.
         with contextlib.suppress(OSError):
             self.cpus_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            write_atomically(self.cpus_dir / name, line)  # a reader never sees half a line
+            # readable by the workload, whatever its user
+            write_atomically(self.cpus_dir / name, line, mode=0o644)
 
     def fds(self) -> list[int]:
         return list(self.pidfds.values())

@@ -182,3 +182,25 @@ def test_an_empty_profile_directory_does_not_stop_what_the_last_nxrd_left(tmp_pa
         )
     else:
         raise AssertionError("nxrd started without the profile of running workloads")
+
+
+def test_the_state_files_are_private(tmp_path: Path) -> None:
+    """state.json and applied.json hold profiles' env values (tokens): root's only."""
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    (tmp_path / "p.toml").write_text(PROFILE)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    d = Daemon(
+        [str(tmp_path / "p.toml")], str(state), socket_path=str(tmp_path / "s.sock"), host=host
+    )
+    d.start()
+    d.step(1.0, stopping=False)
+    d.reconf.reconfigure([("p.toml", PROFILE)], False, "test")  # writes applied.json
+    for path, mode in (
+        (state, 0o700),
+        (state / "state.json", 0o600),
+        (state / "ledger.json", 0o600),
+        (state / "applied.json", 0o600),
+    ):
+        assert oct(path.stat().st_mode & 0o777) == oct(mode), path
+    d.close()

@@ -199,3 +199,27 @@ def test_a_watched_running_shim_costs_no_file_read(
     assert got == Ended(None, signal.SIGTERM)
     assert reads  # the exit itself comes from the shim's record
     rt.reap()
+
+
+def test_logs_and_records_are_private_and_the_workload_gets_the_usual_umask(
+    tmp_path: Path,
+) -> None:
+    """Workloads print tokens and prompts, and nxrd's records name them: 0600 files in
+    0700 directories, whatever nxrd's umask (#32). The workload's own files are its
+    business: it starts with umask 022, not nxrd's."""
+    old = os.umask(0o000)  # the widest umask nxrd could be started with
+    try:
+        s = spec(tmp_path, sys.executable, "-c", "import os; print(oct(os.umask(0)))")
+        run_ = launch(s)
+        wait_exit(s)
+        reap(run_)
+    finally:
+        os.umask(old)
+    assert s.log_file.read_text().split(" ", 1)[1] == "0o22\n"
+    for path, mode in (
+        (s.log_file, 0o600),
+        (s.status_file, 0o600),
+        (s.log_file.parent, 0o700),
+        (s.status_file.parent, 0o700),
+    ):
+        assert oct(path.stat().st_mode & 0o777) == oct(mode), path

@@ -27,5 +27,9 @@ def test_a_start_without_a_profile_is_not_silently_skipped() -> None:
     assert not any(k.startswith("Condition") for k in settings())
 
 
+def test_the_state_directory_is_roots_only() -> None:
+    assert settings()["StateDirectoryMode"] == "0700"  # logs, env values in state files
+
+
 def test_the_documentation_is_the_installed_one() -> None:
     assert settings()["Documentation"].startswith("file:/usr/share/doc/nxr/")
