@@ -257,4 +257,21 @@ def _profile_files(body: bytes) -> list[tuple[str, str]]:
         ) from None
     if not files or not all(isinstance(n, str) and isinstance(t, str) for n, t in files):
         raise ApiError("bad_request", "files must be a non-empty list of names and TOML texts")
+    for name, text in files:
+        # kept in applied.json and said in events: a name the journal cannot take (a lone
+        # surrogate) made every later start of nxrd fail
+        if not _clean(name, newlines=False) or len(name) > 255 or not _clean(text):
+            raise ApiError(
+                "bad_request", f"file names and texts must be UTF-8 text (name {name[:64]!r})"
+            )
     return files
+
+
+def _clean(text: str, newlines: bool = True) -> bool:
+    """Encodable as UTF-8, and no control characters but tabs (and newlines)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    allowed = "\t\n\r" if newlines else "\t"
+    return not any(ord(c) < 32 and c not in allowed for c in text)

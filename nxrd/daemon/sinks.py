@@ -17,12 +17,12 @@ def sink(journal: Callable[..., None] | None) -> Callable[[Event], None]:
 
     def send(e: Event) -> None:
         journal(
-            f"{e.workload}: {e.old} -> {e.new} ({e.cause})",
+            _text(f"{e.workload}: {e.old} -> {e.new} ({e.cause})"),
             PRIORITY=str(priority(e)),
-            NXR_WORKLOAD=e.workload,
-            NXR_EVENT=e.new,
-            NXR_CAUSE=e.cause,
-            NXR_OLD_STATE=e.old,
+            NXR_WORKLOAD=_text(e.workload),
+            NXR_EVENT=_text(e.new),
+            NXR_CAUSE=_text(e.cause),
+            NXR_OLD_STATE=_text(e.old),
         )
 
     return send
@@ -33,7 +33,8 @@ def _print(e: Event) -> None:
         time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.time))
         + f".{int(e.time * 1000) % 1000:03d}"
     )
-    print(f"{stamp} {e.workload}: {e.old} -> {e.new} ({e.cause})", file=sys.stderr, flush=True)
+    line = _text(f"{stamp} {e.workload}: {e.old} -> {e.new} ({e.cause})")
+    print(line, file=sys.stderr, flush=True)
 
 
 # syslog levels (journalctl -p): what an operator must act on, what went wrong on its own,
@@ -52,3 +53,9 @@ def priority(e: Event) -> int:
     if e.workload in ("nxrd", "controller") or e.old == e.new:
         return NOTICE  # nxrd's own news, the controller's rungs, gpu_memory over budget
     return INFO
+
+
+def _text(s: str) -> str:
+    """What the journal and stderr can take: a lone surrogate (from a file name) becomes
+    '?' instead of an exception that would end nxrd at every start."""
+    return s.encode("utf-8", "replace").decode("utf-8")

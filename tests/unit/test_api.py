@@ -452,3 +452,14 @@ def test_a_deeply_nested_body_or_profile_is_a_bad_request(api: Running) -> None:
         head = f"POST /v1/apply HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         assert raw(api.path, head + body).startswith(b"HTTP/1.1 400 ")
     assert api.errors == []  # no handler failed
+
+
+@pytest.mark.parametrize("name", ["\udcff.toml", "a\nb.toml", "x" * 300])
+def test_an_applied_file_name_the_journal_cannot_take_is_refused(api: Running, name: str) -> None:
+    handlers = api.server.handlers
+    assert handlers is not None
+    body = json.dumps({"files": [{"name": name, "text": "[workloads.a]\n"}]}).encode()
+    with pytest.raises(ApiError) as e:
+        handlers.handle(Request("POST", ("apply",), {}, body, uid=0))
+    assert e.value.code == "bad_request"
+    assert api.reconfigured == []

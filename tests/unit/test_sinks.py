@@ -53,3 +53,17 @@ def test_the_journal_gets_each_event_with_its_priority_and_fields(tmp_path: Path
     assert any(m.startswith("chat: ready -> exited (") and p == "4" for m, p, _ in entries)
     assert any(m.startswith("chat: exited -> failed (") and p == "3" for m, p, _ in entries)
     d.close()
+
+
+def test_a_lone_surrogate_reaches_the_journal_as_a_question_mark() -> None:
+    """A profile name with a lone surrogate made journal.send raise at every nxrd start."""
+    from nxrd.daemon.sinks import sink
+
+    got: list[tuple[str, dict[str, str]]] = []
+
+    def journal(message: str, **fields: str) -> None:
+        message.encode("utf-8")  # as the real journal.send does
+        got.append((message, fields))
+
+    sink(journal)(event("nxrd", "-", "-", "using the profile applied by nxrctl (\udcff.toml)"))
+    assert got[0][0] == "nxrd: - -> - (using the profile applied by nxrctl (?.toml))"
