@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 
@@ -24,3 +25,13 @@ def private_dir(path: Path) -> None:
     """A directory only its owner (root, for nxrd) may read: logs and state live there."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
+
+
+def bind_unix(sock: socket.socket, path: str, mode: int) -> None:
+    """Bind a unix socket created with mode at once: the umask is set for the bind, and
+    no chmod of the path follows, which a symlink swapped in between would redirect."""
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)

@@ -22,6 +22,7 @@ from nxrd.api.protocol import (
     route,
 )
 from nxrd.errors import NxrError
+from nxrd.files import bind_unix
 from nxrd.kernel.host import Host, LinuxHost
 
 
@@ -59,11 +60,10 @@ class ApiServer(Connections):
             os.unlink(path)  # a stale socket of an nxrd that is gone
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(path)
             # 0660 with the API group: only it and root connect; 0666 when all may read.
-            os.chmod(path, 0o666 if access.read == "all" else 0o660)
+            bind_unix(sock, path, 0o666 if access.read == "all" else 0o660)
             if access.gid is not None:
-                os.chown(path, -1, access.gid)
+                os.lchown(path, -1, access.gid)  # the socket itself, never a link's target
             sock.listen(64)
         except OSError as e:
             sock.close()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from nxrd.errors import NxrError
+from nxrd.files import bind_unix
 
 _CREDS = struct.calcsize("3i")
 MAX_DATAGRAM = 65536
@@ -34,8 +35,7 @@ class PushReceiver:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         try:
-            self.sock.bind(path)
-            os.chmod(path, 0o666)  # any workload user may send; the cgroup check decides
+            bind_unix(self.sock, path, 0o666)  # any workload user may send; the cgroup decides
         except OSError as e:
             self.sock.close()
             raise NxrError(f"cannot listen for latencies on {path}: {e.strerror or e}") from None
