@@ -29,6 +29,7 @@ class Peer:
     pid: int = -1
     uid: int = -1
     gid: int = -1
+    groups: tuple[int, ...] | None = None  # supplementary groups (SO_PEERGROUPS)
 
 
 # (the peer, what it sent so far) -> None while the request is not whole, else the complete
@@ -117,7 +118,8 @@ class Connections:
                 creds = conn.getsockopt(
                     socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
                 )
-                peer = Peer(*struct.unpack("3i", creds))
+                pid, uid, gid = struct.unpack("3i", creds)
+                peer = Peer(pid, uid, gid, _peer_groups(conn))
             if len(self.conns) >= MAX_CONNECTIONS:
                 self._drop(min(self.conns, key=lambda fd: self.conns[fd].deadline))
             deadline = self.clock() + REQUEST_DEADLINE
@@ -160,3 +162,16 @@ class Connections:
         c = self.conns.pop(fd, None)
         if c is not None:
             c.sock.close()
+
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13; Python 3.11 lacks the name
+
+
+def _peer_groups(conn: socket.socket) -> tuple[int, ...] | None:
+    """The supplementary groups the connecting process holds now (not /etc/group's view:
+    a member whose groups were dropped is not one, a process given one is)."""
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+    except OSError:
+        return None
+    return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])

@@ -48,6 +48,8 @@ class Request:
     uid: int = -1  # peer credentials from SO_PEERCRED
     gid: int = -1
     pid: int = -1
+    # the caller's supplementary groups as the kernel has them (SO_PEERGROUPS); None: unknown
+    groups: tuple[int, ...] | None = None
 
 
 def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:

@@ -39,6 +39,8 @@ class Access:
             return True
         if self.gid is None:
             return False
+        if req.groups is not None:  # what the caller's process holds, from the kernel
+            return self.gid == req.gid or self.gid in req.groups
         return self.host.in_group(req.uid, req.gid, self.gid)
 
     def may_read(self, req: Request) -> bool:
@@ -108,4 +110,4 @@ def _request(peer: Peer, data: bytes) -> Request | None:
     if len(rest) < length:
         return None
     method, path, query = route(method, target)
-    return Request(method, path, query, rest[:length], uid=peer.uid, gid=peer.gid, pid=peer.pid)
+    return Request(method, path, query, rest[:length], peer.uid, peer.gid, peer.pid, peer.groups)

@@ -464,3 +464,21 @@ def test_an_applied_file_name_the_journal_cannot_take_is_refused(api: Running, n
         handlers.handle(Request("POST", ("apply",), {}, body, uid=0))
     assert e.value.code == "bad_request"
     assert api.reconfigured == []
+
+
+def test_group_membership_is_the_callers_process_not_etc_group() -> None:
+    """SO_PEERGROUPS: a member whose supplementary groups were dropped is no longer one, and
+    a process given the group is one, whatever /etc/group lists (#32 item 10)."""
+    from nxrd.kernel.fake_host import FakeHost
+
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"), groups={"nxr": 4242})
+    host.members[4242] = {1000}  # /etc/group lists uid 1000
+    access = Access("nxr", "group", host)
+
+    def asks(uid: int, groups: tuple[int, ...] | None) -> bool:
+        return access.privileged(Request("POST", ("reload",), uid=uid, gid=uid, groups=groups))
+
+    assert asks(1000, ()) is False  # listed, but its process dropped the group
+    assert asks(2000, (4242,)) is True  # not listed, but its process holds the group
+    assert asks(1000, None) is True  # the kernel could not say: /etc/group decides
+    assert asks(2000, None) is False
