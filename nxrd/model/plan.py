@@ -5,7 +5,7 @@ Its JSON form (``nxrctl plan -o json``) is stable and documented in docs/plan-js
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -24,37 +24,38 @@ class GpuAssignment(Data):
     shared: bool = False
 
 
-def _typed(data: Any, kind: type[LeafValues] | type[ParentValues]) -> Any:
-    """The typed values are the plan's truth and its files their rendering; a plan read
-    from its JSON (files only) gets its values back from the files."""
-    if not isinstance(data, dict):
-        return data
-    if "values" in data:
-        values = data["values"]
-        if not isinstance(values, kind):
-            values = kind.model_validate(values)
-        return {**data, "values": values, "files": values.render()}
-    if "files" in data:
-        return {**data, "values": kind.parse(data["files"])}
-    return data
+class Rendered(Data):
+    """A plan entry whose typed values are its truth and whose files their rendering; one
+    read from its JSON (files only) gets its values back from the files."""
 
-
-class CgroupPlan(Data):
-    """A non-leaf cgroup: the subtree root ("") or a class parent."""
-
-    path: str
-    files: dict[str, str] = Field(
-        default_factory=dict, description="cgroup file -> value, in write order (from values)"
-    )
-    values: ParentValues = Field(exclude=True)
+    kind: ClassVar[type[LeafValues] | type[ParentValues]]
 
     @model_validator(mode="before")
     @classmethod
     def _render(cls, data: Any) -> Any:
-        return _typed(data, ParentValues)
+        if not isinstance(data, dict):
+            return data
+        if "values" in data:
+            values = data["values"]
+            if not isinstance(values, cls.kind):
+                values = cls.kind.model_validate(values)
+            return {**data, "values": values, "files": values.render()}
+        if "files" in data:
+            return {**data, "values": cls.kind.parse(data["files"])}
+        return data
 
 
-class WorkloadPlan(Data):
+class CgroupPlan(Rendered):
+    """A non-leaf cgroup: the subtree root ("") or a class parent."""
+
+    kind = ParentValues
+    path: str
+    files: dict[str, str] = Field(default_factory=dict, description="rendered from values")
+    values: ParentValues = Field(exclude=True)
+
+
+class WorkloadPlan(Rendered):
+    kind = LeafValues
     name: str
     workload_class: str = Field(alias="class", serialization_alias="class")
     cgroup: str = Field(description="path relative to nxrd's subtree root")
@@ -65,17 +66,10 @@ class WorkloadPlan(Data):
     mems: str
     gpus: list[GpuAssignment] = Field(default_factory=list)
     threads: int | None = None
-    files: dict[str, str] = Field(
-        default_factory=dict, description="cgroup file -> value, in write order (from values)"
-    )
+    files: dict[str, str] = Field(default_factory=dict, description="rendered from values")
     env: dict[str, str] = Field(description="variables nxr injects on top of the profile's env")
     notes: list[str] = Field(default_factory=list)
     values: LeafValues = Field(exclude=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _render(cls, data: Any) -> Any:
-        return _typed(data, LeafValues)
 
 
 class Plan(Data):
