@@ -21,6 +21,17 @@ READS = ("logs", "explain")
 LOG_CHUNK = 256 * 1024
 
 
+class Rights(Protocol):
+    """Who may do what (docs/security.md)."""
+
+    def privileged(self, req: Request) -> bool:
+        """May steer what root declared: start, stop, freeze, release a GPU."""
+
+    def owner(self, req: Request) -> bool:
+        """May change what runs and as whom (apply, reload): root and nxrd's own user
+        only, since a profile names any command and any user, root included."""
+
+
 class DaemonView(Protocol):
     """What the handlers need from the running nxrd beyond the supervisor's records."""
 
@@ -74,13 +85,13 @@ class Handlers:
         sup: Supervisor,
         plan: Plan,
         topology: Topology,
-        may_mutate: Callable[[Request], bool],
+        rights: Rights,
         daemon: DaemonView | None = None,
         clock: Callable[[], float] = time.monotonic,
         gpus: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.sup, self.plan, self.topology = sup, plan, topology
-        self.may_mutate, self.daemon, self.clock = may_mutate, daemon, clock
+        self.rights, self.daemon, self.clock = rights, daemon, clock
         self.gpus = gpus  # per-GPU use outside the workloads; None: nxrd accounts no GPUs
 
     def handle(self, req: Request) -> dict[str, Any]:
@@ -106,7 +117,7 @@ class Handlers:
                 return self.topology.model_dump(mode="json")
         elif req.method == "POST" and len(p) == 3 and p[0] == "workloads" and p[2] in MUTATIONS:
             rec = self._record(p[1])
-            if not self.may_mutate(req):
+            if not self.rights.privileged(req):
                 raise ApiError(
                     "forbidden", f"uid {req.uid} may not {p[2]} workloads (root or the API group)"
                 )
@@ -127,7 +138,7 @@ class Handlers:
     def _release(self, req: Request, index: str) -> dict[str, Any]:
         if not _INTEGER.fullmatch(index) or index.startswith("-"):
             raise ApiError("bad_request", f"a GPU is given by its index (got {index[:20]!r})")
-        if not self.may_mutate(req):
+        if not self.rights.privileged(req):
             raise ApiError(
                 "forbidden", f"uid {req.uid} may not release GPUs (root or the API group)"
             )
@@ -152,11 +163,12 @@ class Handlers:
     def _reconfigure(self, req: Request, verb: str) -> dict[str, Any]:
         dry_run = req.query.get("dry_run", "0") == "1"
         # a dry run too: its changes carry the old and new values of env (tokens, passwords)
-        if not self.may_mutate(req):
+        if not self.rights.owner(req):
             also = ", not even as a dry run" if dry_run else ""
             raise ApiError(
                 "forbidden",
-                f"uid {req.uid} may not {verb} profiles{also} (root or the API group)",
+                f"uid {req.uid} may not {verb} profiles{also}: only root may, since a"
+                " profile runs any command as any user",
             )
         files = _profile_files(req.body) if verb == "apply" else None
         try:

@@ -27,15 +27,19 @@ from nxrd.kernel.host import Host, LinuxHost
 
 
 class Access:
-    """Who may read and who may change: root, nxrd's own user and one group."""
+    """Who may read, who may steer (root, nxrd's own user and one group) and who may
+    change what runs (root and nxrd's own user)."""
 
     def __init__(self, group: str | None, read: str, host: Host | None = None) -> None:
         self.host = host or LinuxHost()
         self.read = read  # "all" or "group"
         self.gid = None if group is None else self.host.gid_of(group)
 
+    def owner(self, req: Request) -> bool:
+        return req.uid in (0, self.host.euid())
+
     def privileged(self, req: Request) -> bool:
-        if req.uid in (0, self.host.euid()):
+        if self.owner(req):
             return True
         if self.gid is None:
             return False

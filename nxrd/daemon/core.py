@@ -137,7 +137,7 @@ class Daemon:
         self.ledger.cause = "planned value, written when the workload started"
         gpu_docs = self.gpus.docs if self.gpus is not None else None
         self.api.handlers = Handlers(
-            self.sup, self.plan, self.topology, self.access.privileged, self.view, gpus=gpu_docs
+            self.sup, self.plan, self.topology, self.access, self.view, gpus=gpu_docs
         )
         return self.sup
 

@@ -91,10 +91,10 @@ class FakeRuntime(Runtime):
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.discard(wl.name)
 
-    def ready(self, name: str, pid: int, spec: Workload) -> bool | None:
-        if spec.ready is None or name in self.ready_now:
+    def ready(self, wl: WorkloadPlan, pid: int, spec: Workload) -> bool | None:
+        if spec.ready is None or wl.name in self.ready_now:
             return True
-        return None if name in self.checking else False
+        return None if wl.name in self.checking else False
 
     # test helpers
     def exit(self, name: str, code: int | None = None, sig: int | None = None) -> None:

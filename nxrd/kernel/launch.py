@@ -70,23 +70,38 @@ def join_cgroup(cgroup_dir: str | Path) -> None:
         os.close(fd)
 
 
-def _ids(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:
+Ids = tuple[int | None, int | None, list[int] | None]  # uid, gid, supplementary groups
+
+
+def ids_of(name: str, user: str | None, group: str | None) -> Ids:
     """uid, gid and supplementary groups to switch to, resolved before forking."""
     uid = gid = None
     groups: list[int] | None = None
-    if spec.user is not None:
+    if user is not None:
         try:
-            pw = pwd.getpwnam(spec.user)
+            pw = pwd.getpwnam(user)
         except KeyError:
-            raise KernelError(f"cannot start {spec.name}: no user named {spec.user!r}") from None
+            raise KernelError(f"cannot start {name}: no user named {user!r}") from None
         uid, gid = pw.pw_uid, pw.pw_gid
-        groups = os.getgrouplist(spec.user, pw.pw_gid)
-    if spec.group is not None:
+        groups = os.getgrouplist(user, pw.pw_gid)
+    if group is not None:
         try:
-            gid = grp.getgrnam(spec.group).gr_gid
+            gid = grp.getgrnam(group).gr_gid
         except KeyError:
-            raise KernelError(f"cannot start {spec.name}: no group named {spec.group!r}") from None
+            raise KernelError(f"cannot start {name}: no group named {group!r}") from None
     return uid, gid, groups
+
+
+def become(ids: Ids) -> None:
+    """Switch to the workload's groups, then group, then user (last: it drops the right to
+    change the others); called between fork and exec, after join_cgroup."""
+    uid, gid, groups = ids
+    if groups is not None:
+        os.setgroups(groups)
+    if gid is not None:
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
 
 
 def launch(spec: LaunchSpec) -> Launched:
@@ -103,7 +118,7 @@ def launch(spec: LaunchSpec) -> Launched:
         program = found
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         raise KernelError(f"cannot start {spec.name}: cwd {spec.cwd} is not a directory")
-    ids = _ids(spec)
+    ids = ids_of(spec.name, spec.user, spec.group)
     try:
         private_dir(spec.status_file.parent)
         private_dir(spec.log_file.parent)
@@ -134,7 +149,7 @@ def launch(spec: LaunchSpec) -> Launched:
 def _shim(
     spec: LaunchSpec,
     program: str,
-    ids: tuple[int | None, int | None, list[int] | None],
+    ids: Ids,
     report: int,
 ) -> int:
     # Own session: a signal to nxrd's process group never reaches the shim or the workload.
@@ -185,7 +200,7 @@ def _shim(
 def _exec_workload(
     spec: LaunchSpec,
     program: str,
-    ids: tuple[int | None, int | None, list[int] | None],
+    ids: Ids,
     out: int,
     err: int,
 ) -> None:
@@ -193,14 +208,8 @@ def _exec_workload(
     try:
         join_cgroup(spec.cgroup_dir)  # before anything else of the workload runs
         os.setsid()  # its own process group: stop signals reach its children too
-        uid, gid, groups = ids
         step = "switch user"
-        if groups is not None:
-            os.setgroups(groups)
-        if gid is not None:
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
+        become(ids)
         step = "change directory"
         if spec.cwd is not None:
             os.chdir(spec.cwd)

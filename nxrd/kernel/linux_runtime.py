@@ -13,7 +13,7 @@ from nxrd.errors import KernelError
 from nxrd.files import write_atomically
 from nxrd.kernel import probes
 from nxrd.kernel.cgroupfs import CgroupFS
-from nxrd.kernel.launch import LaunchSpec, launch, read_status
+from nxrd.kernel.launch import LaunchSpec, ids_of, launch, read_status
 from nxrd.kernel.runtime import Ended, Runtime, Started
 from nxrd.model import paths
 from nxrd.model.plan import WorkloadPlan
@@ -72,9 +72,12 @@ class LinuxRuntime(Runtime):
                 env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
         return env
 
-    def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
+    def env(self, wl: WorkloadPlan, spec: Workload) -> dict[str, str]:
         # The plan's variables win over the profile's env, which wins over the base.
-        env = {**self.base_env(wl.name, spec), **spec.env, **wl.env}
+        return {**self.base_env(wl.name, spec), **spec.env, **wl.env}
+
+    def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
+        env = self.env(wl, spec)
         launched = launch(
             LaunchSpec(
                 name=wl.name,
@@ -200,7 +203,15 @@ class LinuxRuntime(Runtime):
         if self.fs.exists(wl.cgroup):
             self.fs.rmdir_when_empty(wl.cgroup)
 
-    def ready(self, name: str, pid: int, spec: Workload) -> bool | None:
+    def ready(self, wl: WorkloadPlan, pid: int, spec: Workload) -> bool | None:
         if spec.ready is None:
             return True
-        return self.prober.ask(f"{name}/{pid}", spec.ready)
+        whose = probes.NOBODY_ELSE
+        if spec.ready.exec is not None:
+            try:
+                ids = ids_of(wl.name, spec.user, spec.group)
+            except KernelError:
+                return False  # its user is gone: it cannot pass as that user
+            cgroup_dir = Path(self.fs.describe(wl.cgroup))
+            whose = probes.Whose(cgroup_dir, self.env(wl, spec), ids, spec.cwd)
+        return self.prober.ask(f"{wl.name}/{pid}", spec.ready, whose)

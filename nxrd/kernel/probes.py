@@ -1,8 +1,15 @@
 """Readiness checks: one attempt each, with short timeouts, each on a thread of its own so
-that a slow check never stalls the daemon's loop (every other workload and the controller)."""
+that a slow check never stalls the daemon's loop (every other workload and the controller).
+
+An exec check is the workload's own program, so it runs as the workload does: in its
+cgroup, as its user and groups, with its environment and directory. Run as nxrd (root), a
+health script the workload's user can edit would be that user's way to root."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -10,13 +17,37 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+from nxrd.kernel.launch import Ids, become, join_cgroup
 from nxrd.profile.model import Ready
 
 PROBE_TIMEOUT = 1.0  # seconds one attempt may take; ready.interval spaces the attempts
 
 
-def check(ready: Ready) -> bool:
+@dataclass(frozen=True)
+class Whose:
+    """The workload an exec check runs as: None fields are nxrd's own."""
+
+    cgroup_dir: Path | None = None
+    env: dict[str, str] | None = None
+    ids: Ids = (None, None, None)
+    cwd: str | None = None
+
+    def enter(self) -> None:
+        """In the child, between fork and exec: the cgroup first (only root may move it),
+        then the user."""
+        if self.cgroup_dir is not None:
+            join_cgroup(self.cgroup_dir)
+        become(self.ids)
+        os.umask(0o022)
+
+
+NOBODY_ELSE = Whose()
+
+
+def check(ready: Ready, whose: Whose = NOBODY_ELSE) -> bool:
     """Whether the workload answers its readiness check right now."""
     if ready.tcp is not None:
         host, _, port = ready.tcp.rpartition(":")
@@ -32,19 +63,33 @@ def check(ready: Ready) -> bool:
         except (urllib.error.URLError, OSError, ValueError):
             return False
     if ready.exec is not None:
-        try:
-            done = subprocess.run(
-                list(ready.exec),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=max(PROBE_TIMEOUT, ready.interval),
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return done.returncode == 0
+        return _exec(list(ready.exec), whose, max(PROBE_TIMEOUT, ready.interval))
     return True
+
+
+def _exec(argv: list[str], whose: Whose, timeout: float) -> bool:
+    try:
+        # preexec_fn only makes plain system calls (no locks, no imports), which is what
+        # makes it safe to fork from this thread while others run.
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=whose.env,
+            cwd=whose.cwd,
+            start_new_session=True,  # its own process group: a timeout kills what it forked
+            preexec_fn=whose.enter,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    try:
+        return child.wait(timeout=timeout) == 0
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        return False
 
 
 def deadline(ready: Ready) -> float:
@@ -61,14 +106,16 @@ class Prober:
     """
 
     def __init__(
-        self, check: Callable[[Ready], bool] = check, clock: Callable[[], float] = time.monotonic
+        self,
+        check: Callable[[Ready, Whose], bool] = check,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.check, self.clock = check, clock
         self.lock = threading.Lock()
         self.running: dict[str, float] = {}  # key -> when its attempt must have answered
         self.results: dict[str, bool] = {}
 
-    def ask(self, key: str, ready: Ready) -> bool | None:
+    def ask(self, key: str, ready: Ready, whose: Whose = NOBODY_ELSE) -> bool | None:
         """The finished check's answer for key (one run of one workload), once; None while
         one runs, and then a new attempt is started if none is under way."""
         with self.lock:
@@ -81,13 +128,13 @@ class Prober:
             name = key.rpartition("/")[0] + "/"
             for old in [k for k in self.results if k.startswith(name)]:
                 del self.results[old]
-        worker = threading.Thread(target=self._run, args=(key, ready), name=key, daemon=True)
+        worker = threading.Thread(target=self._run, args=(key, ready, whose), name=key, daemon=True)
         worker.start()
         return None
 
-    def _run(self, key: str, ready: Ready) -> None:
+    def _run(self, key: str, ready: Ready, whose: Whose) -> None:
         try:
-            ok = self.check(ready)
+            ok = self.check(ready, whose)
         except Exception:  # a check that raises is a check that failed
             ok = False
         with self.lock:

@@ -90,7 +90,7 @@ class Runtime(ABC):
         """Collect finished helper processes (called every tick)."""
         return None  # nothing to collect unless the runtime forks helpers
 
-    def ready(self, name: str, pid: int, spec: Workload) -> bool | None:
-        """Whether the run of workload name whose main process is pid passes spec.ready
+    def ready(self, wl: WorkloadPlan, pid: int, spec: Workload) -> bool | None:
+        """Whether the run of workload wl whose main process is pid passes spec.ready
         (True when it has none); None while a check is still under way. Never blocks."""
         return spec.ready is None

@@ -371,7 +371,7 @@ class Supervisor:
         if now < rec.next_probe:
             return
         ready = rec.spec.ready
-        answer = self.runtime.ready(rec.name, rec.pid or 0, rec.spec)
+        answer = self.runtime.ready(rec.plan, rec.pid or 0, rec.spec)
         if answer:
             self._move(
                 rec, State.READY, "no readiness check" if ready is None else "ready check passed"

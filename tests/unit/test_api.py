@@ -41,22 +41,20 @@ PROFILE = (
 
 
 class Running:
-    def __init__(self, tmp: Path, read: str = "group") -> None:
+    def __init__(self, tmp: Path, read: str = "group", group: str | None = None) -> None:
         profile = parse_profile(PROFILE)
         topo = load_topology(TOPOLOGIES / "smt16-1gpu.json")
         self.plan = make_plan(profile, topo)
         self.rt = FakeRuntime()
         self.sup = Supervisor(profile, self.plan, self.rt, EventLog(), lambda: 1000.0)
         self.sup.tick(0.0)
-        access = Access(None, read)
+        access = Access(group, read)
         self.path = str(tmp / "nxrd.sock")
         self.errors: list[str] = []
         self.server = ApiServer(self.path, access, on_error=self.errors.append)
         self.reconfigured: list[tuple[object, bool, str]] = []
         self.logs = tmp
-        self.server.handlers = Handlers(
-            self.sup, self.plan, topo, access.privileged, self, clock=lambda: 1.0
-        )
+        self.server.handlers = Handlers(self.sup, self.plan, topo, access, self, clock=lambda: 1.0)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -253,8 +251,20 @@ def test_unprivileged_users(tmp_path: Path) -> None:
         # a dry run answers with env's old and new values: not for readers (#32 item 5)
         assert as_nobody(r.path, "POST", "apply?dry_run=1") == (
             "forbidden",
-            "uid 65534 may not apply profiles, not even as a dry run (root or the API group)",
+            "uid 65534 may not apply profiles, not even as a dry run: only root may, since"
+            " a profile runs any command as any user",
         )
+    finally:
+        r.close()
+    # The API group steers what root declared; it does not choose what runs as root (#32
+    # item 1): a profile may name any command and any user.
+    r = Running(tmp_path, read="group", group="nogroup")  # nobody's own group
+    try:
+        assert as_nobody(r.path, "POST", "workloads/chat/stop")[0] == "ok"
+        for target in ("apply", "reload", "apply?dry_run=1"):
+            code, message = as_nobody(r.path, "POST", target)
+            assert code == "forbidden" and "only root may" in message, (target, message)
+        assert r.reconfigured == []
     finally:
         r.close()
     r = Running(tmp_path, read="group")

@@ -86,7 +86,7 @@ def test_a_critical_xid_moves_the_workloads_placed_by_count_and_is_said_once() -
     d = daemon(nvml)
     assert [g.index for g in d.plan.workload("chat").gpus] == [0]
     # explain names the device file the leaf's filter lets it open
-    api = Handlers(d.sup, d.plan, d.topology, lambda r: True, d.view)
+    api = Handlers(d.sup, d.plan, d.topology, d.access, d.view)
     doc = api.handle(Request("GET", ("workloads", "chat", "explain")))
     assert doc["gpus"]["devices"] == ["/dev/nvidia0"]
     assert "device filter allows /dev/nvidia0" in explain_text(doc)
@@ -313,7 +313,7 @@ def test_an_operator_releases_a_quarantined_gpu_and_a_failing_one_goes_back() ->
 
     nvml = fake_host()
     d = daemon(nvml)
-    api = Handlers(d.sup, d.plan, d.topology, lambda r: r.uid == 0, d.view)
+    api = Handlers(d.sup, d.plan, d.topology, d.access, d.view)
     nvml.gpus[3].xids.append(79)
     poll(d)
     assert d.gpus is not None and list(d.gpus.quarantined()) == [nvml.gpus[3].uuid]

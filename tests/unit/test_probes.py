@@ -6,6 +6,7 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_a_slow_check_runs_on_its_own_thread_and_the_loop_only_asks() -> None:
     release = threading.Event()
     calls: list[str] = []
 
-    def slow(ready: Ready) -> bool:
+    def slow(ready: Ready, whose: object) -> bool:
         calls.append(threading.current_thread().name)
         return release.wait(timeout=30)  # blocks until the test lets it answer
 
@@ -87,7 +88,7 @@ def test_a_slow_check_runs_on_its_own_thread_and_the_loop_only_asks() -> None:
 def test_a_check_that_raises_is_a_failed_check() -> None:
     from nxrd.kernel.probes import Prober
 
-    def broken(ready: Ready) -> bool:
+    def broken(ready: Ready, whose: object) -> bool:
         raise RuntimeError("bug")
 
     prober = Prober(broken, clock=lambda: 0.0)
@@ -108,7 +109,7 @@ def test_a_check_past_its_deadline_has_failed_and_no_second_one_piles_up() -> No
     release = threading.Event()
     started: list[int] = []
 
-    def dripping(ready: Ready) -> bool:
+    def dripping(ready: Ready, whose: object) -> bool:
         started.append(1)
         release.wait(timeout=30)
         return True
@@ -127,3 +128,54 @@ def test_a_check_past_its_deadline_has_failed_and_no_second_one_piles_up() -> No
     while "api/7" in prober.running:
         threading.Event().wait(0.01)
     assert prober.results == {}  # the late True is not taken for ready
+
+
+def test_an_exec_check_runs_as_the_workloads_user_with_its_environment(tmp_path: Path) -> None:
+    """A health script the workload's user can edit must not run as root: the check gets
+    the workload's user, groups, environment and directory, and nothing of nxrd's own."""
+    import os
+
+    from nxrd.kernel.launch import ids_of
+    from nxrd.kernel.probes import Whose
+
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    out = tmp_path / "shared"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    os.environ["NXRD_OWN_SECRET"] = "s3cret"  # nxrd's environment, which must not leak
+    try:
+        whose = Whose(
+            env={"PATH": "/usr/bin:/bin", "HF_TOKEN": "workload's"},
+            ids=ids_of("chat", "nobody", None),
+            cwd=str(out),
+        )
+        script = (
+            'id -u > seen; id -g >> seen; echo "$HF_TOKEN/$NXRD_OWN_SECRET" >> seen; pwd >> seen'
+        )
+        assert check(Ready(exec=["sh", "-c", script]), whose)
+    finally:
+        del os.environ["NXRD_OWN_SECRET"]
+    uid, gid, env, cwd = (out / "seen").read_text().splitlines()
+    nobody = ids_of("chat", "nobody", None)
+    assert (int(uid), int(gid)) == (nobody[0], nobody[1])
+    assert env == "workload's/" and cwd == str(out)
+
+
+def test_an_exec_check_past_its_time_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    import os
+
+    pidfile = tmp_path / "child"
+    script = f"sleep 60 & echo $! > {pidfile}; wait"
+    assert not check(Ready(exec=["sh", "-c", script], interval=0.3))
+    child = int(pidfile.read_text())
+    for _ in range(100):  # SIGKILL is delivered at once; the reaping by init may lag
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z":
+            break
+        threading.Event().wait(0.02)
+    else:
+        raise AssertionError("the check's background child outlived it")
