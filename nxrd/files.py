@@ -27,6 +27,16 @@ def private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def shared_dir(path: Path) -> None:
+    """A directory other users may enter (a socket's, the cpus files'): made 0755 whatever
+    the umask (the unit's is 0077); one that exists is left as its owner set it."""
+    if path.is_dir():
+        return
+    shared_dir(path.parent)
+    path.mkdir(exist_ok=True)
+    os.chmod(path, 0o755)
+
+
 def bind_unix(sock: socket.socket, path: str, mode: int) -> None:
     """Bind a unix socket created with mode at once: the umask is set for the bind, and
     no chmod of the path follows, which a symlink swapped in between would redirect."""

@@ -106,7 +106,14 @@ class Handlers:
             if len(p) == 2 and p[0] == "workloads":
                 return self._show(self._record(p[1]))
             if len(p) == 3 and p[0] == "workloads" and p[2] == "logs":
-                return self._logs(self._record(p[1]), req)
+                rec = self._record(p[1])
+                # Not for every reader (--api-read all): a log holds whatever the workload
+                # printed, tokens included, which is why its file is root's only.
+                if not self.rights.privileged(req):
+                    raise ApiError(
+                        "forbidden", f"uid {req.uid} may not read logs (root or the API group)"
+                    )
+                return self._logs(rec, req)
             if len(p) == 3 and p[0] == "workloads" and p[2] == "explain":
                 return self._explain(self._record(p[1]))
             if p == ("events",):

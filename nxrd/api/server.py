@@ -22,7 +22,7 @@ from nxrd.api.protocol import (
     route,
 )
 from nxrd.errors import NxrError
-from nxrd.files import bind_unix
+from nxrd.files import bind_unix, shared_dir
 from nxrd.kernel.host import Host, LinuxHost
 
 
@@ -61,7 +61,7 @@ class ApiServer(Connections):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path, self.handlers, self.access, self.on_error = path, handlers, access, on_error
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shared_dir(Path(path).parent)  # the API group must reach the socket
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket of an nxrd that is gone
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

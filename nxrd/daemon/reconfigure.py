@@ -46,7 +46,7 @@ def starting_files(
     a profile and a reload (`nxrctl validate` and `plan` still refuse it), unless the last
     nxrd left workloads running: starting without their profile would stop them.
     """
-    files = read_profiles(configured, allow_empty=True)
+    files = read_profiles(configured, allow_empty=True, guarded=True)
     over = applied(state_dir, files)
     if not files and not over and (left := left_running(read_saved(state_file))):
         raise NxrError(
@@ -87,7 +87,7 @@ class Reconfigurer:
         """
         d = self.d
         try:
-            configured = read_profiles(d.configured)
+            configured = read_profiles(d.configured, guarded=True)
         except ProfileError:
             if files is None:
                 raise

@@ -133,6 +133,9 @@ class LinuxCgroupFS(CgroupFS):
     def mkdir(self, rel: str) -> None:
         try:
             self._path(rel).mkdir()
+            # A workload reads its own limits (cpu.max, memory.max: runtimes size their
+            # threads and heaps from them), whatever its user and nxrd's umask.
+            os.chmod(self._path(rel), 0o755)
         except OSError as e:
             raise KernelError(f"cannot create cgroup {self._path(rel)}: {_reason(e)}") from None
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nxrd.errors import KernelError
-from nxrd.files import write_atomically
+from nxrd.files import shared_dir, write_atomically
 from nxrd.kernel import probes
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, ids_of, launch, read_status
@@ -101,7 +101,7 @@ class LinuxRuntime(Runtime):
         # Best effort: it rides on cgroup writes (apply, the controller), which must not
         # fail because a hint file could not be written.
         with contextlib.suppress(OSError):
-            self.cpus_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            shared_dir(self.cpus_dir)
             # readable by the workload, whatever its user
             write_atomically(self.cpus_dir / name, line, mode=0o644)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nxrd.errors import KernelError
+from nxrd.files import shared_dir
 from nxrd.model.plan import mps_dirs
 
 CONTROL = "nvidia-cuda-mps-control"
@@ -77,7 +78,7 @@ class MpsDaemons:
             )
         env = self._env(uuid)
         for d in (env["CUDA_MPS_PIPE_DIRECTORY"], env["CUDA_MPS_LOG_DIRECTORY"]):
-            Path(d).mkdir(parents=True, exist_ok=True)
+            shared_dir(Path(d))  # the workloads, as their users, reach the pipes
         try:
             return subprocess.Popen(
                 [path, "-f"],

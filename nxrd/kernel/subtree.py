@@ -24,6 +24,7 @@ def take_subtree(root: Path, pid: int | None = None) -> LinuxCgroupFS:
         LinuxCgroupFS(parent).enable("", list(NEEDED))
         try:
             root.mkdir()
+            os.chmod(root, 0o755)  # as every leaf below it: workloads read their limits
         except OSError as e:
             raise KernelError(f"cannot create nxrd's cgroup {root}: {e.strerror}") from None
     fs = LinuxCgroupFS(root)

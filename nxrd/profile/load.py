@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import tomllib
 import types
@@ -216,12 +217,17 @@ def load_profiles(paths: list[str]) -> tuple[Profile, str]:
     return parse_profiles(read_profiles(paths))
 
 
-def read_profiles(paths: list[str], allow_empty: bool = False) -> list[tuple[str, str]]:
+def read_profiles(
+    paths: list[str], allow_empty: bool = False, guarded: bool = False
+) -> list[tuple[str, str]]:
     """(name, TOML text) of each file, directories expanded to their *.toml in name order
-    (allow_empty: a directory without any is no profile, not an error)."""
+    (allow_empty: a directory without any is no profile, not an error; guarded: refuse
+    files and directories that someone other than root or nxrd's user may change)."""
     files: list[Path] = []
     for p in paths:
         path = Path(p)
+        if guarded:
+            _guard(path)
         if path.is_dir():
             found = sorted(path.glob("*.toml"))
             if not found and not allow_empty:
@@ -229,7 +235,36 @@ def read_profiles(paths: list[str], allow_empty: bool = False) -> list[tuple[str
             files += found
         else:
             files.append(path)
+    if guarded:
+        for f in files:
+            _guard(f)
     return [(str(f), _read_text(f)) for f in files]
+
+
+def _guard(path: Path) -> None:
+    """A profile names commands and the users they run as, root included: one that another
+    user may edit (or add to, for a directory) would be their way to root, as sshd's
+    StrictModes refuses such key files."""
+    try:
+        st = path.stat()
+    except OSError:
+        return  # missing: reading it says so
+    owners = {0, os.geteuid()}
+    problem = None
+    if st.st_uid not in owners:
+        problem = f"owned by uid {st.st_uid}, not root"
+    elif st.st_mode & 0o022:
+        problem = f"writable by group or others (mode {st.st_mode & 0o7777:04o})"
+    if problem:
+        raise ProfileError(
+            str(path),
+            [
+                Problem(
+                    "",
+                    f"{problem}: whoever may edit it may run anything as root",
+                )
+            ],
+        )
 
 
 def parse_profiles(files: list[tuple[str, str]]) -> tuple[Profile, str]:

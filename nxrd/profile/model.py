@@ -308,7 +308,11 @@ class Ready(Section):
     tcp: Annotated[str | None, BeforeValidator(_host_port), Syntax("host:port")] = Field(
         None, description="Ready when this address accepts a TCP connection."
     )
-    exec: Argv | None = Field(None, description="Ready when this command exits 0.")
+    exec: Argv | None = Field(
+        None,
+        description="Ready when this command exits 0; it runs as the workload (cgroup, `user`,"
+        " `group`, `env`, `cwd`).",
+    )
     timeout: Duration = Field(
         60.0, description="Not ready after this long counts as a failed start."
     )

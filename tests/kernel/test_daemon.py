@@ -70,12 +70,16 @@ class Nxrd:
             argv += ["--cgroup-root", str(self.cgroup_root)]
         err = self.log.open("wb")
         full_env = {**os.environ, **(env or {})}
+        # The unit's UMask=0077: whatever workloads and other users must reach, nxrd
+        # gives its mode on purpose.
         if in_cgroup is not None:
             self.proc = spawn_in_cgroup(
-                argv, in_cgroup, env=full_env, stdout=subprocess.DEVNULL, stderr=err
+                argv, in_cgroup, env=full_env, stdout=subprocess.DEVNULL, stderr=err, umask=0o077
             )
         else:
-            self.proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(
+                argv, env=full_env, stdout=subprocess.DEVNULL, stderr=err, umask=0o077
+            )
         return self
 
     def events(self, workload: str | None = None) -> list[tuple[str, str, str]]:

@@ -244,6 +244,12 @@ def test_unprivileged_users(tmp_path: Path) -> None:
             and message == "uid 65534 may not stop workloads (root or the API group)"
         )
         assert r.rt.procs["chat"].signals == []  # refused, and nothing happened
+        # a log holds what the workload printed (tokens...): its file is root's, and so is
+        # reading it through the API
+        assert as_nobody(r.path, "GET", "workloads/chat/logs") == (
+            "forbidden",
+            "uid 65534 may not read logs (root or the API group)",
+        )
         for target in ("apply", "reload"):
             code, message = as_nobody(r.path, "POST", target)
             assert code == "forbidden", message

@@ -321,3 +321,36 @@ def test_zero_gpus_is_refused_and_says_what_omitting_gpus_does() -> None:
 def test_thousands_of_nested_arrays_are_a_profile_error_not_a_crash() -> None:
     (line,) = errors("x = " + "[" * 5000 + "]" * 5000 + "\n")
     assert line == "p.toml: invalid TOML: nested too deeply"
+
+
+def test_nxrd_refuses_profiles_another_user_may_edit(tmp_path: Path) -> None:
+    """nxrd runs a profile's commands as root's choice of user: a profile file (or a
+    directory of them) that anyone else may change is their way to root (#32 item 1)."""
+    import os
+
+    from nxrd.daemon.reconfigure import starting_files
+    from nxrd.profile.load import read_profiles
+
+    d = tmp_path / "profiles"
+    d.mkdir(mode=0o755)
+    f = d / "chat.toml"
+    f.write_text('[workloads.chat]\ncommand = ["serve"]\n')
+    f.chmod(0o644)
+    assert [name for name, _ in read_profiles([str(d)], guarded=True)] == [str(f)]
+    f.chmod(0o666)
+    with pytest.raises(ProfileError) as e:
+        starting_files([str(d)], tmp_path, tmp_path / "state.json")
+    assert e.value.lines() == [
+        f"{f}: writable by group or others (mode 0666): whoever may edit it may run anything"
+        " as root"
+    ]
+    f.chmod(0o644)
+    d.chmod(0o777)  # anyone may add a file to it
+    with pytest.raises(ProfileError, match="writable by group or others"):
+        read_profiles([str(d)], guarded=True)
+    d.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(f, 65534, 65534)
+        with pytest.raises(ProfileError, match="owned by uid 65534, not root"):
+            read_profiles([str(f)], guarded=True)
+    assert read_profiles([str(f)])  # nxrctl validate and plan read anyone's files

@@ -29,6 +29,9 @@ def test_a_start_without_a_profile_is_not_silently_skipped() -> None:
 
 def test_the_state_directory_is_roots_only() -> None:
     assert settings()["StateDirectoryMode"] == "0700"  # logs, env values in state files
+    # what nxrd creates is private unless given a mode on purpose; the kernel tier runs
+    # nxrd under this umask (tests/kernel/test_daemon.py, Nxrd.start)
+    assert settings()["UMask"] == "0077"
 
 
 def test_the_documentation_is_the_installed_one() -> None:
