@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,7 +28,22 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
+        # A unix socket with a timeout fails at once with EAGAIN while nxrd's listen queue
+        # is full (a burst of clients, or someone flooding it): wait for room as a
+        # blocking connect would, up to the timeout.
+        deadline = time.monotonic() + (self.timeout or 0.0)
+        while True:
+            try:
+                sock.connect(self.socket_path)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    sock.close()
+                    raise
+                time.sleep(0.01)
+            except OSError:
+                sock.close()
+                raise
         self.sock = sock
 
 

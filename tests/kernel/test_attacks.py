@@ -39,7 +39,7 @@ def profile(report_dir: Path, port: int) -> str:
 metrics = "{port}"
 
 [workloads.victim]
-command = ["sh", "-c", "echo token={SECRET}; exec sleep 600"]
+command = ["sh", "-c", "echo token=$HF_TOKEN; exec sleep 600"]
 class = "latency-critical"
 cpus = 1
 memory_max = "256M"
@@ -82,7 +82,7 @@ def shared() -> Iterator[Path]:
 
 
 def test_local_users_can_neither_steer_read_secrets_nor_stall_nxrd(
-    tmp_path: Path, cgroup_root: Path, shared: Path
+    tmp_path: Path, cgroup_root: Path, shared: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reports = shared / "reports"
     reports.mkdir()
@@ -155,7 +155,8 @@ def test_local_users_can_neither_steer_read_secrets_nor_stall_nxrd(
             "daemon_restarts": int(d.proc is None or d.proc.poll() is not None)
             + int(d.proc is not None and d.proc.pid != nxrd_pid),
         }
-        print("attack figures:", json.dumps(figures))
+        with capsys.disabled():  # in the kernel tier's output, passed or not
+            print("\nattack figures:", json.dumps(figures))
         assert figures["mutations_through"] == 0, got
         assert figures["secrets_read"] == 0 and figures["state_files_read"] == 0, got
         assert figures["server_errors"] == 0, got

@@ -28,7 +28,8 @@ def test_a_start_without_a_profile_is_not_silently_skipped() -> None:
 
 
 def test_the_state_directory_is_roots_only() -> None:
-    assert settings()["StateDirectoryMode"] == "0700"  # logs, env values in state files
+    # nxrd keeps the files (logs, env values in state files) 0600 and directories below 0700
+    assert settings()["StateDirectoryMode"] == "0750"
     # what nxrd creates is private unless given a mode on purpose; the kernel tier runs
     # nxrd under this umask (tests/kernel/test_daemon.py, Nxrd.start)
     assert settings()["UMask"] == "0077"
