@@ -84,6 +84,7 @@ class Daemon:
     def start(self) -> Supervisor:
         """Own the subtree, write the plan's tree, adopt what a previous nxrd left running."""
         host = self.host
+        began = host.monotonic()
         private_dir(self.state_dir)
         # The socket first: if it cannot be bound, no cgroup has been touched yet.
         self.api = ApiServer(self.socket_path, self.access, on_error=self._api_error)
@@ -134,6 +135,10 @@ class Daemon:
         for warning in self.plan.warnings:
             self.say(f"warning: {warning}")
         adopt.adopt(self, host.monotonic())
+        if adopted := sum(r.pid is not None for r in self.sup.records.values()):
+            took = (host.monotonic() - began) * 1000
+            which = "workload" if adopted == 1 else "workloads"
+            self.say(f"took over {adopted} running {which}; started in {took:.0f} ms")
         self.ledger.cause = "planned value, written when the workload started"
         gpu_docs = self.gpus.docs if self.gpus is not None else None
         self.api.handlers = Handlers(

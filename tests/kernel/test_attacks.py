@@ -117,6 +117,21 @@ def test_local_users_can_neither_steer_read_secrets_nor_stall_nxrd(
         assert memory_max == str(256 << 20)
         nxrd_pid = d.proc.pid if d.proc else 0
 
+        # Membership is what the caller's process holds (SO_PEERGROUPS): the API group
+        # only as a supplementary group, and listed nowhere in /etc/group, still steers.
+        for verb in ("freeze", "thaw"):
+            url = f"http://localhost/v1/workloads/victim/{verb}"
+            answer = subprocess.run(
+                ["curl", "-sS", "--unix-socket", str(sock), "-X", "POST", url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                user=NOBODY,
+                group=OUTSIDER_GID,
+                extra_groups=[NOBODY],
+            )
+            assert "error" not in json.loads(answer.stdout), answer.stdout
+
         def attack(role: str, gid: int) -> subprocess.Popen[str]:
             argv = ["/usr/bin/python3", str(attacker), role, str(shared), str(d.state)]
             return subprocess.Popen(

@@ -119,6 +119,10 @@ def test_a_started_nxrd_adopts_through_its_host(tmp_path: Path) -> None:
     again = second.sup.records["chat"]
     assert (again.pid, again.state.value) == (saved["pid"], "ready")
     assert host.proc_runtime is not None and host.proc_runtime.launches == []  # none started
+    # the journal says how many it took over, and how long its start took (the fake
+    # host's clock stands still)
+    said = [e.cause for e in second.events.since(0, "nxrd")]
+    assert said == ["took over 1 running workload; started in 0 ms"]
     second.close()
 
 
