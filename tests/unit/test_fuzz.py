@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import tomllib
+import zlib
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from nxrd.errors import ProfileError
+from nxrd.errors import KernelError, ProfileError
+from nxrd.kernel.apply import apply_plan
+from nxrd.kernel.cgroupfs import FakeCgroupFS
+from nxrd.model.plan import Plan
 from nxrd.plan import load_topology, make_plan
 from nxrd.profile import parse_profile, validate_data
 from nxrd.profile.model import Workload
@@ -46,9 +51,30 @@ def _only_profile_errors(data: Any) -> None:
         return
     for topo in TOPOLOGIES:
         try:
-            make_plan(profile, topo, "fuzz.toml")
+            plan = make_plan(profile, topo, "fuzz.toml")
         except ProfileError as e:  # PlanError is a ProfileError
             assert e.lines()
+            continue
+        _inside_and_all_or_nothing(plan)
+
+
+def _inside_and_all_or_nothing(plan: Plan) -> None:
+    """A plan's tree lies inside nxrd's subtree (the fake cgroupfs refuses any path that
+    leaves it, as LinuxCgroupFS does), and a write the kernel refuses part way leaves the
+    tree exactly as it was: no partial apply."""
+    fs = FakeCgroupFS()
+    apply_plan(plan, fs)  # raises KernelError on a path outside the subtree
+    writes = [(rel, f) for rel, f, _ in fs.writes if rel]
+    if not writes:
+        return
+    rel, filename = writes[zlib.crc32(repr(writes).encode()) % len(writes)]  # any one
+    fresh = FakeCgroupFS()
+    before = copy.deepcopy(fresh.dirs)
+    fresh.fail_on.add((rel, filename))
+    with contextlib.suppress(KernelError):
+        apply_plan(plan, fresh)
+        raise AssertionError(f"the write of {filename} in {rel} was to fail")
+    assert fresh.dirs == before, f"a failed write of {filename} in {rel} left changes"
 
 
 # 10 000 generated profiles a run: half from a fixed seed (the same cases every run, so a
