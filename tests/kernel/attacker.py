@@ -4,9 +4,9 @@ Run as an unprivileged user with the system python3 (standard library only):
 
     python3 attacker.py ROLE SHARED_DIR STATE_DIR METRICS_PORT SECONDS SECRET
 
-ROLE is "outsider" (no API group) or "member" (the API group). For SECONDS it floods the
-push socket, holds slow connections open on the API socket and the metrics port, and
-tries every mutation, secret and malformed request it can; then it prints one JSON object
+ROLE is "outsider" (no API group) or "member" (the API group). For SECONDS the outsider
+floods the push socket and holds slow connections open on the API socket (200) and the
+metrics port (50); both try every mutation, secret and malformed request they can; then it prints one JSON object
 of counts: what got through, not what was tried.
 """
 
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 FLOODERS = 4
-SLOW_CLIENTS = 24  # per socket
+SLOW_CLIENTS = {"api": 200, "metrics": 50}  # the outsider's, held open at once
 DRIP_EVERY = 0.5  # seconds between bytes of a slow client's request
 
 
@@ -66,12 +66,12 @@ def flood(path: str, until: float, counts: dict[str, int]) -> None:
     counts[os.getpid()] = sent
 
 
-def drip(family: int, address: object, until: float) -> None:
-    """Keep SLOW_CLIENTS connections open, each sending its request a byte at a time."""
+def drip(family: int, address: object, count: int, until: float) -> None:
+    """Keep count connections open, each sending its request a byte at a time."""
     request_bytes = b"GET /v1/host HTTP/1.1\r\nHost: x\r\n\r\n"
     conns: list[tuple[socket.socket, int]] = []
     while time.monotonic() < until:
-        while len(conns) < SLOW_CLIENTS:
+        while len(conns) < count:
             s = socket.socket(family, socket.SOCK_STREAM)
             try:
                 s.connect(address)
@@ -169,16 +169,15 @@ def main() -> None:
             )
             for _ in range(FLOODERS if role == "outsider" else 0)
         ]
-        workers.append(
-            multiprocessing.Process(
-                target=drip, args=(socket.AF_UNIX, os.path.join(shared, "nxrd.sock"), until)
-            )
-        )
-        workers.append(
-            multiprocessing.Process(
-                target=drip, args=(socket.AF_INET, ("127.0.0.1", int(metrics_port)), until)
-            )
-        )
+        if role == "outsider":
+            api, metrics = os.path.join(shared, "nxrd.sock"), ("127.0.0.1", int(metrics_port))
+            for family, address, count in (
+                (socket.AF_UNIX, api, SLOW_CLIENTS["api"]),
+                (socket.AF_INET, metrics, SLOW_CLIENTS["metrics"]),
+            ):
+                workers.append(
+                    multiprocessing.Process(target=drip, args=(family, address, count, until))
+                )
         for w in workers:
             w.start()
         got = tries(role, shared, state, secret, until)
