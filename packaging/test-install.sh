@@ -117,6 +117,11 @@ check "nxrctl --help" in_root nxrctl --help
 check "nxrctl --version as an unprivileged user" \
     chroot --userspec=65534:65534 "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin nxrctl --version
 check "unit at /lib/systemd/system/nxrd.service" test -f "$ROOT/lib/systemd/system/nxrd.service"
+check "the workloads' unit at /lib/systemd/system/nxr-workloads.service" \
+    test -f "$ROOT/lib/systemd/system/nxr-workloads.service"
+# An upgrade restarts nxrd (which adopts the workloads), never the unit holding them.
+check "the package never starts or restarts nxr-workloads.service itself" \
+    sh -c "! grep -q 'nxr-workloads' '$ROOT/var/lib/dpkg/info/nxr.postinst'"
 check "unit enabled (multi-user.target.wants/nxrd.service)" \
     test "$(readlink "$ROOT/etc/systemd/system/multi-user.target.wants/nxrd.service")" \
     = /lib/systemd/system/nxrd.service
@@ -133,6 +138,7 @@ in_root apt-get purge -y -q nxr >"$ROOT.purge.log" 2>&1 ||
     { tail -n 30 "$ROOT.purge.log" >&2; die "apt-get purge nxr failed (log: $ROOT.purge.log)"; }
 rm -f "$ROOT.purge.log"
 for f in /usr/lib/nxr /usr/bin/nxrd /lib/systemd/system/nxrd.service /etc/nxr \
+    /lib/systemd/system/nxr-workloads.service \
     /etc/systemd/system/multi-user.target.wants/nxrd.service; do
     check "purge removed $f" test ! -e "$ROOT$f" -a ! -L "$ROOT$f"
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run nxrd as a real systemd service (systemd as PID 1) in the qemu test VM and check
-# the unit end to end: start, delegated cgroup tree, status, reload, watchdog, stop.
+# The systemd tier: the .deb installed in the qemu test VM with systemd as PID 1, and the
+# unit checked end to end: start, delegated cgroup tree, status, reload, journal fields,
+# kill -9 of nxrd (systemd restarts it, every workload keeps its PID), watchdog, stop.
 #   scripts/vm-systemd.sh          exits 0 when every check passes, 1 otherwise
 # Slow: software emulation; the boot alone takes several minutes.
 set -euo pipefail
@@ -12,11 +13,15 @@ KERNEL=$REPO/.cache/vm/root/boot/vmlinuz-$KVER
 RES=$(mktemp -d /tmp/nxr-vmsd.XXXXXX)
 trap 'rm -rf "$RES"' EXIT
 
-# The unit as shipped, with only the binaries pointed at the venv: the guest's root is
-# the host's (read-only), where nxrd is installed in .venv, not /usr/bin.
-sed -e "s|^ExecStart=/usr/bin/nxrd|ExecStart=$REPO/.venv/bin/nxrd|" \
-    -e "s|^ExecReload=/usr/bin/nxrctl|ExecReload=$REPO/.venv/bin/nxrctl|" \
-    units/nxrd.service > "$RES/nxrd.service"
+# The package as shipped, installed in the guest (its /usr and /var are overlays there):
+# the .deb the package tier built, or a fresh one when it is missing or older than the
+# sources.
+deb=$(ls -t dist/nxr_*.deb 2>/dev/null | head -1 || true)
+if [[ -z $deb || -n $(find nxrd units packaging pyproject.toml -newer "$deb" -type f | head -1) ]]; then
+    bash packaging/build-deb.sh >/dev/null
+    deb=$(ls -t dist/nxr_*.deb | head -1)
+fi
+cp "$deb" "$RES/nxr.deb"
 # Two cheap workloads in two classes; the odd durations make their processes findable.
 cat > "$RES/demo.toml" <<'EOF'
 [workloads.web]
@@ -31,7 +36,6 @@ EOF
 cat > "$RES/guest.sh" <<'GUEST'
 set -u
 RES=$1 REPO=$2
-export PATH=$REPO/.venv/bin:$PATH
 FAILED=0
 ok()   { echo "CHECK ok:   $*"; }
 bad()  { echo "CHECK FAIL: $*"; FAILED=1; }
@@ -43,12 +47,18 @@ systemctl is-system-running || true   # informational: 'degraded' is normal in t
 stat -fc 'cgroup fs: %T' /sys/fs/cgroup
 
 hdr "install"
-# /run/systemd/system is in PID 1's unit search path and is writable (tmpfs); /etc is
-# an overlay that virtme-ng-init mounted in PID 1's mount namespace.
-cp "$RES/nxrd.service" /run/systemd/system/nxrd.service
-mkdir -p /etc/nxr/profiles && cp "$RES/demo.toml" /etc/nxr/profiles/
+# dpkg writes /usr, /var and /etc: overlays in the guest (vng --overlay-rwdir; /etc is
+# one that virtme-ng-init mounted), thrown away with the VM.
+if dpkg -i "$RES/nxr.deb" > "$RES/dpkg.txt" 2>&1; then ok "the .deb installed"
+else bad "dpkg -i failed"; tail -20 "$RES/dpkg.txt"; fi
 systemctl daemon-reload
 systemctl cat nxrd | grep -E '^Exec'
+[[ $(systemctl show -P ExecStart nxrd) == *"/usr/bin/nxrd"* ]] && ok "the packaged unit runs /usr/bin/nxrd" || bad "not the packaged unit"
+# The package starts nxrd at once, with no profile yet (it waits for one): stop it, so
+# the start below is the one that reads the profile.
+systemctl stop nxrd
+cp "$RES/demo.toml" /etc/nxr/profiles/
+export PATH=/usr/bin:$PATH  # the packaged nxrctl from here on
 
 hdr "systemctl start nxrd"
 t0=$(date +%s)
@@ -65,16 +75,20 @@ hdr "systemctl show"
 systemctl show -p ActiveState,SubState,StatusText,ControlGroup,MainPID,NRestarts nxrd
 [[ $(systemctl show -P ActiveState nxrd) == active ]] && ok "ActiveState=active" || bad "not active"
 [[ -n $(systemctl show -P StatusText nxrd) ]] && ok "StatusText set" || bad "no StatusText"
-CG=/sys/fs/cgroup$(systemctl show -P ControlGroup nxrd)
+NXRD_CG=/sys/fs/cgroup$(systemctl show -P ControlGroup nxrd)
+CG=/sys/fs/cgroup$(systemctl show -P ControlGroup nxr-workloads)
 MAIN=$(systemctl show -P MainPID nxrd)
+HOLDER=$(systemctl show -P MainPID nxr-workloads)
 
-hdr "cgroup tree under $CG"
+hdr "cgroup tree under $CG (nxr-workloads.service)"
 find "$CG" -mindepth 1 -type d | sort | while read -r d; do
     printf '%-60s procs: %s\n' "${d#"$CG"}" "$(tr '\n' ' ' < "$d/cgroup.procs")"
 done
 echo "subtree_control: $(cat "$CG/cgroup.subtree_control")"
-grep -qx "$MAIN" "$CG/nxrd/cgroup.procs" && ok "nxrd (MainPID $MAIN) is in <unit>/nxrd" || bad "MainPID $MAIN not in $CG/nxrd"
-[[ -z $(cat "$CG/cgroup.procs") ]] && ok "no process in the unit cgroup itself" || bad "processes left in $CG"
+[[ $(systemctl show -P ActiveState nxr-workloads) == active ]] && ok "nxr-workloads.service started with nxrd" || bad "nxr-workloads.service not active"
+[[ $(cat "$NXRD_CG/cgroup.procs") == "$MAIN" ]] && ok "nxrd (MainPID $MAIN) alone in its unit's cgroup" || bad "nxrd.service holds: $(tr '\n' ' ' < "$NXRD_CG/cgroup.procs")"
+grep -qx "$HOLDER" "$CG/nxrd/cgroup.procs" && ok "the holder ($HOLDER) is in <workloads unit>/nxrd" || bad "holder $HOLDER not in $CG/nxrd"
+[[ -z $(cat "$CG/cgroup.procs") ]] && ok "no process in the workloads unit's cgroup itself" || bad "processes left in $CG"
 for w in web crunch; do
     leaf=$(find "$CG" -mindepth 2 -type d -name "$w" | head -1)
     if [[ -n $leaf && -n $(cat "$leaf/cgroup.procs") ]]; then ok "workload $w in ${leaf#"$CG"}"
@@ -91,13 +105,39 @@ else bad "systemctl reload failed"; fi
 journalctl -b -u nxrd --no-pager | grep -iE 'reload' | tail -5
 [[ $(systemctl show -P ActiveState nxrd) == active ]] && ok "active after reload" || bad "not active after reload"
 
-hdr "watchdog: waiting 70s (WatchdogSec=30s)"
-sleep 70
+hdr "journal fields"
+# Each event is a journal entry with its workload and a PRIORITY (docs/daemon.md).
+if journalctl -u nxrd -o json --no-pager | python3 -c '
+import json, sys
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+web = [r for r in rows if r.get("NXR_WORKLOAD") == "web" and r.get("NXR_EVENT")]
+sys.exit(not (web and all(r.get("PRIORITY") in "01234567" for r in web)))
+'; then ok "events carry NXR_WORKLOAD, NXR_EVENT and PRIORITY"
+else bad "no event entry with NXR_WORKLOAD=web and a PRIORITY"; journalctl -u nxrd -o verbose --no-pager | tail -30; fi
+
+hdr "kill -9 of the MainPID: Restart=on-failure, and the workloads are taken over"
+before=$(pgrep -f 'sleep 770[12]' | sort | tr '\n' ' ')
+kill -9 "$MAIN"
+for _ in $(seq 300); do
+    now_main=$(systemctl show -P MainPID nxrd)
+    [[ $now_main != "$MAIN" && $now_main != 0 && $(systemctl show -P ActiveState nxrd) == active ]] && break
+    sleep 1
+done
+systemctl show -p ActiveState,SubState,MainPID,NRestarts nxrd
+[[ $now_main != "$MAIN" && $(systemctl show -P NRestarts nxrd) == 1 ]] && ok "restarted once by systemd (MainPID $MAIN -> $now_main)" || bad "not restarted"
+after=$(pgrep -f 'sleep 770[12]' | sort | tr '\n' ' ')
+[[ -n $before && $before == "$after" ]] && ok "every workload kept its PID ($after)" || bad "workload PIDs changed: $before -> $after"
+journalctl -u nxrd --no-pager | grep -E 'took over [0-9]+ running' | tail -1
+nxrctl status && ok "nxrctl status after the restart" || bad "nxrctl status rc=$?"
+MAIN=$now_main
+
+hdr "watchdog: waiting 45s (WatchdogSec=30s)"
+sleep 45
 now_main=$(systemctl show -P MainPID nxrd)
 systemctl show -p ActiveState,SubState,StatusText,MainPID,NRestarts,Result nxrd
-if [[ $now_main == "$MAIN" && $(systemctl show -P NRestarts nxrd) == 0 ]] \
+if [[ $now_main == "$MAIN" && $(systemctl show -P NRestarts nxrd) == 1 ]] \
    && ! journalctl -b -u nxrd --no-pager | grep -qi 'watchdog timeout'; then
-    ok "no watchdog timeout, same MainPID, no restarts"
+    ok "no watchdog timeout, same MainPID, no further restart"
 else bad "watchdog fired or nxrd restarted"; journalctl -b -u nxrd --no-pager | tail -20; fi
 
 hdr "systemctl stop nxrd"
@@ -107,7 +147,8 @@ systemctl show -p ActiveState,SubState,Result nxrd
 # KillMode=process: systemd signals only nxrd, so this checks nxrd's own --on-stop.
 left=$(pgrep -a -x sleep | grep -E 'sleep 770[12]' || true)
 [[ -z $left ]] && ok "no workload process left" || bad "workload processes left: $left"
-[[ ! -d $CG ]] && ok "unit cgroup removed" || { echo "left: $(find "$CG" -type d)"; bad "unit cgroup still there"; }
+leaves=$(find "$CG" -mindepth 2 -type d | grep -v '/nxrd$' || true)
+[[ -z $leaves ]] && ok "the workloads' cgroups removed" || bad "cgroups left: $leaves"
 
 hdr "journal (nxrd)"
 journalctl -b -u nxrd --no-pager | tail -25
@@ -137,6 +178,7 @@ start=$(date +%s)
 # boot console into vng.log (shown on failure).
 PATH=$REPO/.venv/bin:$PATH timeout "${NXR_VM_TIMEOUT:-2400}" vng --disable-kvm --systemd ${NXR_VM_VERBOSE:+--verbose} \
     --run "$KERNEL" --memory 2G --cpus 2 --rwdir "$RES" --append "$APPEND" \
+    --overlay-rwdir /usr --overlay-rwdir /var \
     --exec "bash $RES/guest.sh $RES $REPO > $RES/out.txt 2>&1; echo \$? > $RES/rc" \
     </dev/null >"$RES/vng.log" 2>&1 &
 VNG=$!

@@ -45,6 +45,9 @@ class LaunchSpec:
     log_max_bytes: int = LOG_MAX_BYTES
     log_backups: int = LOG_BACKUPS
     journal: bool = False  # also send each output line to journald
+    # Where the shim lives (nxrd's own leaf of the subtree): with its workload, not in
+    # nxrd's unit, whose restart after a crash must find nothing of the workloads there.
+    shim_cgroup: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,12 @@ def _shim(
 ) -> int:
     # Own session: a signal to nxrd's process group never reaches the shim or the workload.
     os.setsid()
+    if spec.shim_cgroup is not None:
+        try:
+            join_cgroup(spec.shim_cgroup)
+        except OSError as e:
+            os.write(report, f"join {spec.shim_cgroup}: {e.strerror or e}".encode())
+            return 1
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)

@@ -16,7 +16,7 @@ from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, ids_of, launch, read_status
 from nxrd.kernel.runtime import Ended, Runtime, Started
 from nxrd.model import paths
-from nxrd.model.plan import WorkloadPlan
+from nxrd.model.plan import DAEMON_LEAF, WorkloadPlan
 from nxrd.model.topology import Gpu, device_minors
 from nxrd.profile.model import Workload
 
@@ -90,10 +90,16 @@ class LinuxRuntime(Runtime):
                 group=spec.group,
                 cwd=spec.cwd,
                 journal=self.journal,
+                shim_cgroup=self.shim_cgroup(),
             )
         )
         self.watch(launched.shim_pid)
         return Started(launched.pid, launched.shim_pid)
+
+    def shim_cgroup(self) -> Path | None:
+        if not self.fs.exists(DAEMON_LEAF):
+            return None  # a tree without nxrd's leaf (tests): the shim stays with nxrd
+        return Path(self.fs.describe(DAEMON_LEAF))
 
     def publish_cpus(self, name: str, line: str) -> None:
         if self.cpus_dir is None:

@@ -1,7 +1,14 @@
 """Taking ownership of nxrd's cgroup subtree: its own leaf, the controllers, the tree.
 
-cgroup v2 lets only leaves hold processes ("no internal processes"), so nxrd moves
-itself into <subtree>/nxrd before enabling controllers for the subtree's children.
+cgroup v2 lets only leaves hold processes ("no internal processes"), so whatever sits in
+the subtree's root moves into <subtree>/nxrd before controllers are enabled for the
+subtree's children: nxrd itself when the subtree is its own (standalone, or its own
+unit's), the holder process of the unit that lends it the subtree otherwise.
+
+Under systemd the subtree is another unit's (units/nxr-workloads.service), not nxrd's
+own: systemd puts a restarted nxrd's first process into nxrd's unit cgroup, which the
+kernel refuses (EBUSY, status 219/CGROUP) while that cgroup passes controllers on to a
+tree of running workloads. So after a crash systemd could never start nxrd again.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from nxrd.model.plan import DAEMON_LEAF
 
 
 def take_subtree(root: Path, pid: int | None = None) -> LinuxCgroupFS:
-    """Create root if needed, move pid (default: us) into root/nxrd, enable controllers."""
+    """Create root if needed, move pid (default: us) into root/nxrd unless root is another
+    unit's cgroup, enable controllers."""
     pid = pid or os.getpid()
     parent = root.parent
+    lent = root.is_dir() and root.name.endswith((".service", ".scope")) and not _within(pid, root)
     if not root.is_dir():
         # Standalone: the parent (the cgroup2 root) must pass the controllers down first.
         LinuxCgroupFS(parent).enable("", list(NEEDED))
@@ -28,18 +37,29 @@ def take_subtree(root: Path, pid: int | None = None) -> LinuxCgroupFS:
         except OSError as e:
             raise KernelError(f"cannot create nxrd's cgroup {root}: {e.strerror}") from None
     fs = LinuxCgroupFS(root)
-    prepare(fs, pid)
+    prepare(fs, None if lent else pid)
     return fs
 
 
-def prepare(fs: CgroupFS, pid: int) -> None:
-    """Move pid into the daemon leaf, then enable every needed controller for children."""
+def _within(pid: int, root: Path) -> bool:
+    try:
+        own = Path(f"/proc/{pid}/cgroup").read_text().strip().splitlines()[-1].split("::", 1)[1]
+    except (OSError, IndexError):
+        return False
+    mount = Path("/sys/fs/cgroup")
+    mine = mount / own.lstrip("/")
+    return mine == root or root in mine.parents
+
+
+def prepare(fs: CgroupFS, pid: int | None) -> None:
+    """Move pid (None: nxrd stays where it is) into the daemon leaf, then enable every
+    needed controller for children."""
     if not fs.exists(DAEMON_LEAF):
         fs.mkdir(DAEMON_LEAF)
     # Everything else still in the subtree root (the unit's first processes) moves too.
     for other in fs.procs(""):
         fs.move(DAEMON_LEAF, other)
-    if pid not in fs.procs(DAEMON_LEAF):
+    if pid is not None and pid not in fs.procs(DAEMON_LEAF):
         fs.move(DAEMON_LEAF, pid)
     fs.require(list(NEEDED))
     fs.enable("", list(NEEDED))

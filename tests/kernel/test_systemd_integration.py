@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from nxrd.errors import KernelError
+from nxrd.kernel.spawn import spawn_in_cgroup
 from tests.kernel.conftest import kill_tree
 from tests.kernel.test_daemon import Nxrd, pids_of
 
@@ -54,6 +56,63 @@ def test_under_delegation_nxrd_owns_its_units_cgroup(tmp_path: Path, unit_cgroup
     finally:
         assert d.stop() == 0
     assert not leaf.exists()
+
+
+@pytest.fixture
+def two_units() -> Iterator[tuple[Path, Path]]:
+    """units/*.service as systemd lays them out: nxrd.service, a plain cgroup, and beside it
+    nxr-workloads.service, delegated, holding its first process (sleep infinity)."""
+    slice_ = Path(f"/sys/fs/cgroup/nxr-test-{uuid.uuid4().hex[:6]}.slice")
+    slice_.mkdir()
+    (slice_ / "cgroup.subtree_control").write_text(CONTROLLERS)
+    nxrd_unit, workloads = slice_ / "nxrd.service", slice_ / "nxr-workloads.service"
+    nxrd_unit.mkdir()
+    workloads.mkdir()
+    holder = spawn_in_cgroup(["sleep", "infinity"], workloads)
+    yield nxrd_unit, workloads
+    kill_tree(slice_)
+    holder.wait(timeout=30)
+
+
+def test_systemd_can_restart_a_killed_nxrd_and_the_workloads_keep_their_pids(
+    tmp_path: Path, two_units: tuple[Path, Path]
+) -> None:
+    """Before, nxrd built the workloads' tree in its own unit's cgroup: after a kill -9,
+    systemd could not put the new nxrd there (the kernel refuses a process in a cgroup that
+    passes controllers on to children: 219/CGROUP) and retried for ever while the
+    workloads ran unsupervised. Now the tree is nxr-workloads.service's and nxrd's unit
+    cgroup stays a plain leaf that systemd can always start it in."""
+    nxrd_unit, workloads = two_units
+    holder = pids_of(workloads)[0]
+    text = '[workloads.w]\ncommand = ["sleep", "600"]\n[workloads.b]\ncommand = ["sleep", "601"]\nclass = "batch"\n'
+    d = Nxrd(tmp_path, text, workloads)
+    d.start(in_cgroup=nxrd_unit)
+    leaves = [workloads / "interactive/w", workloads / "batch/b"]
+    try:
+        d.wait_for(lambda: all(leaf.exists() and pids_of(leaf) for leaf in leaves))
+        assert d.proc is not None and pids_of(nxrd_unit) == [d.proc.pid]  # nxrd stays home
+        assert pids_of(workloads) == []  # the holder moved into the tree's own leaf
+        shims = [int(d.state_of(w)["shim_pid"]) for w in ("w", "b")]  # type: ignore[call-overload]
+        assert sorted(pids_of(workloads / "nxrd")) == sorted([holder, *shims])
+        # what systemd met before: the kernel refuses a process in a cgroup that passes
+        # controllers on to running workloads
+        with pytest.raises(KernelError, match="cannot start"):
+            spawn_in_cgroup(["true"], workloads)
+        before = [pids_of(leaf) for leaf in leaves]
+        d.stop(signal.SIGKILL)
+        d.start(in_cgroup=nxrd_unit)  # as systemd's Restart=on-failure does
+        d.wait_for(
+            lambda: (
+                ("nxrd", "-", "took over 2 running workloads")
+                in [(w, n, c.split(";")[0]) for w, n, c in d.events()]
+            )
+        )
+        assert [pids_of(leaf) for leaf in leaves] == before
+        assert d.proc is not None and pids_of(nxrd_unit) == [d.proc.pid]
+    finally:
+        assert d.stop() == 0
+    assert not any(leaf.exists() for leaf in leaves)
+    assert pids_of(workloads / "nxrd") == [holder]  # the shims left with their workloads
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-UNIT = Path(__file__).resolve().parents[2] / "units/nxrd.service"
+UNITS = Path(__file__).resolve().parents[2] / "units"
+UNIT = UNITS / "nxrd.service"
 
 
-def settings() -> dict[str, str]:
+def settings(unit: Path = UNIT) -> dict[str, str]:
     out = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             out[key] = value
@@ -20,7 +21,21 @@ def settings() -> dict[str, str]:
 def test_limits_fit_hundreds_of_workloads() -> None:
     s = settings()
     assert int(s["LimitNOFILE"]) >= 65536  # six kept-open counter files per workload
-    assert s["TasksMax"] == "infinity"  # the unit's cgroup holds every workload's threads
+    # the workloads' unit's cgroup holds every workload's threads
+    assert settings(UNITS / "nxr-workloads.service")["TasksMax"] == "infinity"
+
+
+def test_the_workloads_live_in_a_unit_that_outlives_nxrds_restarts() -> None:
+    """systemd puts a restarted nxrd into its unit's cgroup, which the kernel refuses while
+    that cgroup passes controllers on to running workloads (219/CGROUP): the workloads'
+    tree is another unit's, delegated, and nxrd names it. The kernel tier restarts nxrd
+    into its own cgroup after kill -9 (test_systemd_integration.py)."""
+    nxrd, workloads = settings(), settings(UNITS / "nxr-workloads.service")
+    assert "Delegate" not in nxrd and workloads["Delegate"] == "yes"
+    assert nxrd["Requires"] == "nxr-workloads.service"
+    assert "nxr-workloads.service" in nxrd["After"].split()
+    root = f"/sys/fs/cgroup/{workloads['Slice']}/nxr-workloads.service"
+    assert nxrd["ExecStart"].endswith(f"--cgroup-root {root}")
 
 
 def test_a_start_without_a_profile_is_not_silently_skipped() -> None:
