@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# All tests: lint, types, the unit tier on this machine, then the kernel tier
-# inside a qemu VM booting a Debian kernel with cgroup v2. Sets itself up first.
+# All tests: lint, types, the unit tier on this machine, then the kernel tier and the
+# systemd tier, each inside a qemu VM booting a Debian kernel with cgroup v2. Sets itself
+# up first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vm
@@ -21,3 +22,6 @@ bash packaging/test-install.sh
 
 echo "== kernel tier (real cgroup v2, in the VM)"
 bash scripts/vm-test.sh
+
+echo "== systemd tier (the .deb under systemd as PID 1, in the VM)"
+bash scripts/vm-systemd.sh

@@ -171,7 +171,9 @@ def _peer_groups(conn: socket.socket) -> tuple[int, ...] | None:
     """The supplementary groups the connecting process holds now (not /etc/group's view:
     a member whose groups were dropped is not one, a process given one is)."""
     try:
-        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        # 1024 bytes (256 groups) is the most Python's getsockopt takes; a caller holding
+        # more gets ERANGE, and /etc/group's view instead.
+        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
     except OSError:
         return None
     return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])

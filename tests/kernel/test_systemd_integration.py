@@ -216,7 +216,7 @@ def test_sd_notify_ready_status_watchdog_reloading_stopping(
     sock.close()
 
 
-def test_the_unit_file_verifies(tmp_path: Path) -> None:
+def test_the_unit_files_verify(tmp_path: Path) -> None:
     unit = (ROOT / "units/nxrd.service").read_text()
     # The packaged path of nxrd: here, the one in the virtualenv.
     bindir = str(Path(sys.executable).parent)
@@ -224,11 +224,16 @@ def test_the_unit_file_verifies(tmp_path: Path) -> None:
         "/usr/bin/nxrctl", f"{bindir}/nxrctl"
     )
     (tmp_path / "nxrd.service").write_text(unit)
+    # nxrd.service requires it: verified together, from the same directory
+    (tmp_path / "nxr-workloads.service").write_text(
+        (ROOT / "units/nxr-workloads.service").read_text()
+    )
+    units = [str(tmp_path / "nxrd.service"), str(tmp_path / "nxr-workloads.service")]
     r = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "nxrd.service")],
+        ["systemd-analyze", "verify", *units],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    problems = [line for line in (r.stdout + r.stderr).splitlines() if "nxrd.service" in line]
+    problems = [line for line in (r.stdout + r.stderr).splitlines() if ".service" in line]
     assert r.returncode == 0 and problems == [], r.stdout + r.stderr
