@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 # One request, read and answered, in all; a client past it is dropped unanswered.
 REQUEST_DEADLINE = 2.0
+# Connections waiting to be accepted: a burst of clients (or a local user opening them as
+# fast as it can) must not find the queue full while the loop is busy; the kernel caps it
+# at net.core.somaxconn (4096).
+BACKLOG = 1024
 MAX_CONNECTIONS = 256  # beyond this many at once, the one nearest its deadline goes first
 MAX_REQUEST = (1 << 20) + 16384  # a whole request (head and body): past it, dropped
 

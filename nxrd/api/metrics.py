@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from nxrd import __version__
-from nxrd.api.connections import Connections, Peer
+from nxrd.api.connections import BACKLOG, Connections, Peer
 from nxrd.errors import NxrError
 from nxrd.model.units import parse_cpu_list
 from nxrd.supervisor.states import State
@@ -214,7 +214,7 @@ class MetricsServer(Connections):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(where)
-                sock.listen(64)
+                sock.listen(BACKLOG)
             except OSError:
                 sock.close()
                 raise

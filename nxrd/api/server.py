@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nxrd.api.connections import Connections, Peer
+from nxrd.api.connections import BACKLOG, Connections, Peer
 from nxrd.api.handlers import Handlers
 from nxrd.api.protocol import (
     MAX_HEAD,
@@ -70,7 +70,7 @@ class ApiServer(Connections):
             bind_unix(sock, path, 0o666 if access.read == "all" else 0o660)
             if access.gid is not None:
                 os.lchown(path, -1, access.gid)  # the socket itself, never a link's target
-            sock.listen(64)
+            sock.listen(BACKLOG)
         except OSError as e:
             sock.close()
             raise NxrError(f"cannot listen on {path}: {e.strerror}") from None

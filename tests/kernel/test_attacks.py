@@ -62,7 +62,13 @@ def get_host(sock: Path) -> tuple[float, int]:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(30)
     try:
-        s.connect(str(sock))
+        # as nxrctl does: a full listen queue is waited out (the wait counts), not a failure
+        while True:
+            try:
+                s.connect(str(sock))
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
         s.sendall(b"GET /v1/host HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := s.recv(65536):
