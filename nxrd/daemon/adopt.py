@@ -162,6 +162,12 @@ def adopt(d: Daemon, now: float) -> None:
         name: Planned(rec.plan.cgroup, d.sup.launch_key(name))
         for name, rec in d.sup.records.items()
     }
+    if not saved and (saved := rebuilt(d, planned)):
+        how = "unreadable" if d.state_file().exists() else "missing"
+        d.say(
+            f"state file {d.state_file()} {how}: found {', '.join(sorted(saved))} running"
+            " from their shims' records and their leaves; taking them over"
+        )
     seen = {
         name: Seen(
             d.host.read_status(d.runtime.status_file(name)) or {},
@@ -171,6 +177,28 @@ def adopt(d: Daemon, now: float) -> None:
     }
     for action in decide(saved, planned, seen):
         execute(d, action, now)
+
+
+def rebuilt(d: Daemon, planned: Mapping[str, Planned]) -> dict[str, dict[str, Any]]:
+    """What the state file would have said, from the kernel: each planned leaf holding the
+    process its shim recorded as still running. Without it, a truncated or deleted state
+    file would start every workload a second time beside the one still running."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, wl in planned.items():
+        status = d.host.read_status(d.runtime.status_file(name)) or {}
+        pid, shim = status.get("pid"), status.get("shim_pid")
+        if status.get("exit") is not None or not isinstance(pid, int) or not d.fs.exists(wl.cgroup):
+            continue
+        if pid in d.fs.procs(wl.cgroup):
+            # "starting": its readiness is checked again; launched as now is all it can say
+            out[name] = {
+                "state": State.STARTING.value,
+                "pid": pid,
+                "shim_pid": shim,
+                "cgroup": wl.cgroup,
+                "started_at": status.get("started"),
+            }
+    return out
 
 
 def execute(d: Daemon, action: Action, now: float) -> None:

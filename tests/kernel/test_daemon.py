@@ -293,6 +293,29 @@ def test_workloads_survive_sigkill_of_nxrd_and_are_adopted(
         second.stop()
 
 
+def test_a_truncated_state_file_is_rebuilt_from_the_kernel(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    """nxrd killed, and its state file cut short: the next nxrd takes the workloads over from
+    their shims' records and their leaves, and starts none a second time."""
+    text = '[workloads.a]\ncommand = ["sleep", "600"]\n[workloads.b]\ncommand = ["sleep", "601"]\n'
+    first = Nxrd(tmp_path, text, cgroup_root).start()
+    first.wait_for(lambda: all(first.state_of(w).get("state") == "ready" for w in "ab"))
+    leaves = [cgroup_root / "interactive/a", cgroup_root / "interactive/b"]
+    before = [pids_of(leaf) for leaf in leaves]
+    first.stop(signal.SIGKILL)
+    state = first.state / "state.json"
+    state.write_text(state.read_text()[:40])
+    second = first.start()
+    try:
+        second.wait_for(lambda: all(second.state_of(w).get("state") == "ready" for w in "ab"))
+        assert [pids_of(leaf) for leaf in leaves] == before  # the same processes, alone
+        said = [c for w, _, c in second.events() if w == "nxrd"]
+        assert any(c.startswith(f"state file {state} unreadable: found a, b running") for c in said)
+    finally:
+        second.stop()
+
+
 def test_a_pool_of_one_runs_its_workloads_one_at_a_time_by_priority(
     tmp_path: Path, cgroup_root: Path
 ) -> None:

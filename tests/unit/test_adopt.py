@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from nxrd.daemon.adopt import Adopt, Clear, Planned, Remove, Restore, Seen, candidates, decide
 from nxrd.daemon.core import Daemon
 from nxrd.errors import NxrError
@@ -208,3 +210,48 @@ def test_the_state_files_are_private(tmp_path: Path) -> None:
     ):
         assert oct(path.stat().st_mode & 0o777) == oct(mode), path
     d.close()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_state_file_is_rebuilt_from_the_kernel_not_started_twice(
+    tmp_path: Path, damage: str
+) -> None:
+    """A state file cut short (a disk full, a crash mid-write on a filesystem without
+    rename's guarantee) or removed by hand: the workloads still run in their leaves, their
+    shims' records say which process is theirs. Before, nxrd started each one again
+    beside the one still running."""
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    (tmp_path / "p.toml").write_text(PROFILE)
+    state = tmp_path / "state"
+
+    def nxrd() -> Daemon:
+        sock = str(tmp_path / "nxrd.sock")
+        return Daemon([str(tmp_path / "p.toml")], str(state), socket_path=sock, host=host)
+
+    first = nxrd()
+    first.start()
+    first.sup.tick(0.0)
+    rec = first.sup.records["chat"]
+    pid, shim = rec.pid, rec.shim_pid
+    first.step(1.0, stopping=False)
+    first.close(leave=True)
+    host.statuses[first.runtime.status_file("chat")] = {"pid": pid, "shim_pid": shim}
+    host.fs.dirs[rec.plan.cgroup]["cgroup.procs"] = f"{pid}\n"
+    state_file = state / "state.json"
+    if damage == "truncated":
+        state_file.write_text(state_file.read_text()[:25])
+    else:
+        state_file.unlink()
+
+    second = nxrd()
+    second.start()
+    again = second.sup.records["chat"]
+    assert again.pid == pid and again.state.value == "starting"  # its readiness checked again
+    assert host.proc_runtime is not None and host.proc_runtime.launches == []  # none started
+    said = [e.cause for e in second.events.since(0, "nxrd")]
+    how = "unreadable" if damage == "truncated" else "missing"
+    assert said[0] == (
+        f"state file {state_file} {how}: found chat running from their shims' records and"
+        " their leaves; taking them over"
+    )
+    second.close()
