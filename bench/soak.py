@@ -120,7 +120,7 @@ class Soak:
         assert isinstance(rows, list)
         return {w["name"]: (w["state"], w.get("pid")) for w in rows}
 
-    def settled(self, timeout: float = 180) -> dict[str, int] | None:
+    def settled(self, timeout: float = 60) -> dict[str, int] | None:
         """Main pids once every workload is ready, or None at the timeout."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -224,6 +224,7 @@ def main() -> None:
             adopt_s.append(time.monotonic() - began)
             if (ms := started_ms(s.log, log_size)) is not None:
                 own_ms.append(ms)
+            print(f"round {i}: {moment}: all adopted {adopt_s[-1]:.1f} s after exec", flush=True)
             for w in WORKLOADS:
                 if now[w] != pids[w] and w != restarting:
                     counts["restarted"] += 1
@@ -251,7 +252,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nsoak: {ROUNDS} kill -9 of nxrd (seed {SEED}); moments: {json.dumps(moments)}")
     for key, n in counts.items():
-        print(f"  workloads {key}: {n}")
+        print(f"  {'cgroups' if key == 'left behind' else 'workloads'} {key}: {n}")
     if adopt_s:
         print(
             f"  exec to all adopted (API): p50 {statistics.median(adopt_s):.2f} s,"
