@@ -89,7 +89,8 @@ def test_systemd_can_restart_a_killed_nxrd_and_the_workloads_keep_their_pids(
     d.start(in_cgroup=nxrd_unit)
     leaves = [workloads / "interactive/w", workloads / "batch/b"]
     try:
-        d.wait_for(lambda: all(leaf.exists() and pids_of(leaf) for leaf in leaves))
+        # ready in the state file (written after the leaves fill): it names the shims
+        d.wait_for(lambda: all(d.state_of(w).get("state") == "ready" for w in ("w", "b")))
         assert d.proc is not None and pids_of(nxrd_unit) == [d.proc.pid]  # nxrd stays home
         assert pids_of(workloads) == []  # the holder moved into the tree's own leaf
         shims = [int(d.state_of(w)["shim_pid"]) for w in ("w", "b")]  # type: ignore[call-overload]
