@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,16 +92,18 @@ cpus = 1
 """
 
 
-def test_a_started_nxrd_adopts_through_its_host(tmp_path: Path) -> None:
-    """The whole path: state file and shim record on disk, the leaf's processes from the
-    host's cgroupfs, the supervisor holding the adopted process without starting one."""
+def left_running(tmp_path: Path) -> tuple[FakeHost, Callable[[], Daemon], int]:
+    """A first nxrd on a fake host that started chat and went away leaving it running, with
+    its shim's record and its leaf as the kernel would show them: the host, a maker of the
+    next nxrd on the same state directory, and chat's pid."""
     host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
     (tmp_path / "p.toml").write_text(PROFILE)
-    state = tmp_path / "state"
 
     def nxrd() -> Daemon:
         sock = str(tmp_path / "nxrd.sock")
-        return Daemon([str(tmp_path / "p.toml")], str(state), socket_path=sock, host=host)
+        return Daemon(
+            [str(tmp_path / "p.toml")], str(tmp_path / "state"), socket_path=sock, host=host
+        )
 
     first = nxrd()
     first.start()
@@ -109,17 +112,22 @@ def test_a_started_nxrd_adopts_through_its_host(tmp_path: Path) -> None:
     assert rec.pid is not None
     first.step(1.0, stopping=False)  # writes the state file
     first.close(leave=True)
-    saved = json.loads((state / "state.json").read_text())["workloads"]["chat"]
-    host.statuses[first.runtime.status_file("chat")] = {
-        "pid": saved["pid"],
-        "shim_pid": saved["shim_pid"],
-    }
-    host.fs.dirs[rec.plan.cgroup]["cgroup.procs"] = f"{saved['pid']}\n"
+    host.statuses[first.runtime.status_file("chat")] = {"pid": rec.pid, "shim_pid": rec.shim_pid}
+    host.fs.dirs[rec.plan.cgroup]["cgroup.procs"] = f"{rec.pid}\n"
+    return host, nxrd, rec.pid
+
+
+def test_a_started_nxrd_adopts_through_its_host(tmp_path: Path) -> None:
+    """The whole path: state file and shim record on disk, the leaf's processes from the
+    host's cgroupfs, the supervisor holding the adopted process without starting one."""
+    host, nxrd, pid = left_running(tmp_path)
+    saved = json.loads((tmp_path / "state/state.json").read_text())["workloads"]["chat"]
+    assert (saved["pid"], saved["state"]) == (pid, "ready")
 
     second = nxrd()
     second.start()
     again = second.sup.records["chat"]
-    assert (again.pid, again.state.value) == (saved["pid"], "ready")
+    assert (again.pid, again.state.value) == (pid, "ready")
     assert host.proc_runtime is not None and host.proc_runtime.launches == []  # none started
     # the journal says how many it took over, and how long its start took (the fake
     # host's clock stands still)
@@ -220,24 +228,8 @@ def test_a_damaged_state_file_is_rebuilt_from_the_kernel_not_started_twice(
     rename's guarantee) or removed by hand: the workloads still run in their leaves, their
     shims' records say which process is theirs. Before, nxrd started each one again
     beside the one still running."""
-    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
-    (tmp_path / "p.toml").write_text(PROFILE)
-    state = tmp_path / "state"
-
-    def nxrd() -> Daemon:
-        sock = str(tmp_path / "nxrd.sock")
-        return Daemon([str(tmp_path / "p.toml")], str(state), socket_path=sock, host=host)
-
-    first = nxrd()
-    first.start()
-    first.sup.tick(0.0)
-    rec = first.sup.records["chat"]
-    pid, shim = rec.pid, rec.shim_pid
-    first.step(1.0, stopping=False)
-    first.close(leave=True)
-    host.statuses[first.runtime.status_file("chat")] = {"pid": pid, "shim_pid": shim}
-    host.fs.dirs[rec.plan.cgroup]["cgroup.procs"] = f"{pid}\n"
-    state_file = state / "state.json"
+    host, nxrd, pid = left_running(tmp_path)
+    state_file = tmp_path / "state/state.json"
     if damage == "truncated":
         state_file.write_text(state_file.read_text()[:25])
     else:
