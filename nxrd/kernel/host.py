@@ -140,7 +140,7 @@ class LinuxHost(Host):
     def take_subtree(self, root: Path) -> CgroupFS:
         from nxrd.kernel.subtree import take_subtree
 
-        return take_subtree(root)
+        return take_subtree(root, self.cgroup_of(os.getpid()))
 
     def counters(self) -> Counters:
         return KeptOpen()

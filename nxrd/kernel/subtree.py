@@ -22,12 +22,13 @@ from nxrd.kernel.requirements import NEEDED
 from nxrd.model.plan import DAEMON_LEAF
 
 
-def take_subtree(root: Path, pid: int | None = None) -> LinuxCgroupFS:
-    """Create root if needed, move pid (default: us) into root/nxrd unless root is another
-    unit's cgroup, enable controllers."""
+def take_subtree(root: Path, own: str | None, pid: int | None = None) -> LinuxCgroupFS:
+    """Create root if needed, move pid (default: us; own: its cgroup's path) into root/nxrd
+    unless root is another unit's cgroup, enable controllers."""
     pid = pid or os.getpid()
     parent = root.parent
-    lent = root.is_dir() and root.name.endswith((".service", ".scope")) and not _within(pid, root)
+    inside = own is not None and (Path(own) == root or root in Path(own).parents)
+    lent = root.is_dir() and root.name.endswith((".service", ".scope")) and not inside
     if not root.is_dir():
         # Standalone: the parent (the cgroup2 root) must pass the controllers down first.
         LinuxCgroupFS(parent).enable("", list(NEEDED))
@@ -39,16 +40,6 @@ def take_subtree(root: Path, pid: int | None = None) -> LinuxCgroupFS:
     fs = LinuxCgroupFS(root)
     prepare(fs, None if lent else pid)
     return fs
-
-
-def _within(pid: int, root: Path) -> bool:
-    try:
-        own = Path(f"/proc/{pid}/cgroup").read_text().strip().splitlines()[-1].split("::", 1)[1]
-    except (OSError, IndexError):
-        return False
-    mount = Path("/sys/fs/cgroup")
-    mine = mount / own.lstrip("/")
-    return mine == root or root in mine.parents
 
 
 def prepare(fs: CgroupFS, pid: int | None) -> None:
