@@ -39,7 +39,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 SEED = int(os.environ.get("SOAK_SEED", "1"))
 BIN = Path(sys.executable).parent
 PY = sys.executable
@@ -170,6 +169,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     rng = random.Random(SEED)
     tmp = Path(tempfile.mkdtemp(prefix="nxr-soak-"))
     s = Soak(tmp)
@@ -184,7 +184,7 @@ def main() -> None:
     own_ms: list[float] = []
     variant = 0
     try:
-        for i in range(ROUNDS):
+        for i in range(rounds):
             moment = rng.choice(["apply", "reload", "restart", "idle"])
             moments[moment] = moments.get(moment, 0) + 1
             restarting = None
@@ -250,7 +250,7 @@ def main() -> None:
         if s.root.exists():
             subprocess.run(["find", str(s.root), "-depth", "-type", "d", "-delete"], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nsoak: {ROUNDS} kill -9 of nxrd (seed {SEED}); moments: {json.dumps(moments)}")
+    print(f"\nsoak: {rounds} kill -9 of nxrd (seed {SEED}); moments: {json.dumps(moments)}")
     for key, n in counts.items():
         print(f"  {'cgroups' if key == 'left behind' else 'workloads'} {key}: {n}")
     if adopt_s:

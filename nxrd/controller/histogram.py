@@ -12,8 +12,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from prometheus_client.parser import text_string_to_metric_families
+from typing import Any
 
 Buckets = dict[float, float]  # upper bound (le) -> cumulative count
 
@@ -22,14 +21,22 @@ class ScrapeError(ValueError):
     """The endpoint's text does not hold the histogram asked for."""
 
 
+def families(text: str) -> list[Any]:
+    """The metric families of a Prometheus text exposition."""
+    # Imported here: only prometheus latency sources need the parser, and importing it is a
+    # tenth of nxrd's start-up, which is how long workloads go unsupervised after a crash.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        return list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, IndexError) as e:
+        raise ScrapeError(f"not Prometheus text format: {e}") from None
+
+
 def parse_histogram(text: str, metric: str, labels: Mapping[str, str]) -> Buckets:
     """Cumulative buckets of one histogram series; series matching labels are summed."""
     buckets: Buckets = {}
-    try:
-        families = list(text_string_to_metric_families(text))
-    except (ValueError, TypeError, IndexError) as e:
-        raise ScrapeError(f"not Prometheus text format: {e}") from None
-    for fam in families:
+    for fam in families(text):
         for s in fam.samples:
             if s.name != f"{metric}_bucket" or "le" not in s.labels:
                 continue

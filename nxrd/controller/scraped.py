@@ -8,9 +8,13 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from nxrd.controller.histogram import ScrapeError, Window, parse_histogram, resolution
+from nxrd.controller.histogram import (
+    ScrapeError,
+    Window,
+    families,
+    parse_histogram,
+    resolution,
+)
 
 
 @dataclass(frozen=True)
@@ -108,13 +112,10 @@ class Scraped:
 
 def _counter(text: str, name: str, labels: dict[str, str]) -> float:
     """The sum of the series of counter `name` matching labels (with or without _total)."""
-    try:
-        families = list(text_string_to_metric_families(text))
-    except (ValueError, TypeError, IndexError) as e:
-        raise ScrapeError(f"not Prometheus text format: {e}") from None
+    parsed = families(text)
     found, total = False, 0.0
     names = {name, f"{name}_total", name.removesuffix("_total")}
-    for fam in families:
+    for fam in parsed:
         for s in fam.samples:
             if s.name in names and all(s.labels.get(k) == v for k, v in labels.items()):
                 found, total = True, total + s.value
