@@ -123,17 +123,21 @@ class Handlers:
             if p == ("host",):
                 return self.topology.model_dump(mode="json")
         elif req.method == "POST" and len(p) == 3 and p[0] == "workloads" and p[2] in MUTATIONS:
-            rec = self._record(p[1])
+            recs = self._replicas(p[1]) or [self._record(p[1])]
             if not self.rights.privileged(req):
                 raise ApiError(
                     "forbidden", f"uid {req.uid} may not {p[2]} workloads (root or the API group)"
                 )
             now = self.clock()
-            try:
-                getattr(self.sup, p[2])(rec.name, now)
-            except NotRunning as e:
-                raise ApiError("conflict", str(e)) from None
-            return {"workload": self._status(rec)}
+            done = []
+            for rec in recs:  # a replicated workload's name stands for all its replicas
+                try:
+                    getattr(self.sup, p[2])(rec.name, now)
+                except NotRunning as e:
+                    if len(recs) == 1:
+                        raise ApiError("conflict", str(e)) from None
+                done.append(self._status(rec))
+            return {"workload": done[0]} if len(recs) == 1 else {"workloads": done}
         elif req.method == "POST" and p in (("apply",), ("reload",)):
             return self._reconfigure(req, p[0])
         elif req.method == "POST" and len(p) == 3 and p[0] == "gpus" and p[2] == "release":
@@ -188,8 +192,16 @@ class Handlers:
     def _record(self, name: str) -> Record:
         rec = self.sup.records.get(name)
         if rec is None:
+            if replicas := self._replicas(name):
+                named = ", ".join(r.name for r in replicas)
+                raise ApiError("not_found", f"{name!r} runs as replicas: name one of {named}")
             raise ApiError("not_found", f"no workload named {name[:64]!r}")
         return rec
+
+    def _replicas(self, name: str) -> list[Record]:
+        if name in self.sup.records:
+            return []
+        return [r for r in self.sup.records.values() if r.plan.replica_of == name]
 
     def _status(self, rec: Record) -> dict[str, Any]:
         return workload_status(rec, self.daemon.stats(rec) if self.daemon else None)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nxrd.errors import NxrError, TopologyError
+from nxrd.model.replicas import group_of
 from nxrd.plan.threads import THREAD_VARS
 
 if TYPE_CHECKING:  # only for annotations: status output must not load pydantic
@@ -198,6 +199,18 @@ def status_row(w: Mapping[str, Any], gpu_usage: bool = False) -> list[str]:
     ]
 
 
+def _group_row(
+    headers: Sequence[str], group: str, replicas: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """A replicated workload's line above its replicas': how many are ready, their restarts."""
+    ready = sum(1 for r in replicas if r["state"] == "ready")
+    cells = dict.fromkeys(headers, "")
+    cells["WORKLOAD"], cells["CLASS"] = group, str(replicas[0]["class"])
+    cells["STATE"] = f"{ready}/{len(replicas)} ready"
+    cells["RESTARTS"] = str(sum(int(r.get("restarts", 0)) for r in replicas))
+    return list(cells.values())
+
+
 def status_table(
     workloads: Sequence[Mapping[str, Any]], gpus: Sequence[Mapping[str, Any]] = ()
 ) -> str:
@@ -210,7 +223,18 @@ def status_table(
     headers = list(STATUS_HEADERS)
     if gpu_usage:
         headers.insert(headers.index("GPUS") + 1, GPU_USAGE_HEADER)
-    out = table(headers, [status_row(w, gpu_usage) for w in workloads])
+    rows: list[list[str]] = []
+    shown: set[str] = set()
+    for w in workloads:
+        group = group_of(str(w["name"]))
+        if group != w["name"] and group not in shown:
+            shown.add(group)
+            rows.append(
+                _group_row(headers, group, [r for r in workloads if group_of(r["name"]) == group])
+            )
+        row = status_row(w, gpu_usage)
+        rows.append([f"  {row[0]}" if group != w["name"] else row[0], *row[1:]])
+    out = table(headers, rows)
     for g in gpus:
         if g.get("quarantined"):
             out += f"\nGPU {g['index']} ({g['uuid']}): quarantined: {g['quarantined']}"

@@ -185,8 +185,8 @@ def _mutation(verb: str) -> None:
                 click.echo(f"error: {e}", err=True)
                 failed = True
                 continue
-            w = body["workload"]
-            click.echo(f"{w['name']}: {w['state']} ({w['reason']})")
+            for w in body.get("workloads", [body.get("workload")]):  # a group: its replicas
+                click.echo(f"{w['name']}: {w['state']} ({w['reason']})")
         if failed:
             sys.exit(EXIT_ERROR)
 

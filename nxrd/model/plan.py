@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from nxrd.model.base import Data
 from nxrd.model.values import LeafValues, ParentValues
@@ -57,6 +57,8 @@ class CgroupPlan(Rendered):
 class WorkloadPlan(Rendered):
     kind = LeafValues
     name: str
+    replica_of: str | None = Field(None, description="the declared workload it is a replica of")
+    port: int | None = Field(None, description="the port it listens on (NXR_PORT)")
     workload_class: str = Field(alias="class", serialization_alias="class")
     cgroup: str = Field(description="path relative to nxrd's subtree root")
     exclusive: bool
@@ -70,6 +72,15 @@ class WorkloadPlan(Rendered):
     env: dict[str, str] = Field(description="variables nxr injects on top of the profile's env")
     notes: list[str] = Field(default_factory=list)
     values: LeafValues = Field(exclude=True)
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Keys that only replicas and listeners have: other plans keep their JSON as it was.
+        data: dict[str, Any] = handler(self)
+        for key in ("replica_of", "port"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Plan(Data):

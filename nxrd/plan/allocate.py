@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nxrd.errors import PlanError, Problem
 from nxrd.model.classes import CLASSES
 from nxrd.model.plan import CgroupPlan, GpuAssignment, Plan, WorkloadPlan, mps_dirs
+from nxrd.model.replicas import group_of, index_of
 from nxrd.model.topology import Gpu, Topology, gpu_units
 from nxrd.model.units import format_cpu_list, format_size
 from nxrd.model.values import DEFAULT_WEIGHT, LeafValues, ParentValues, cpu_quota
@@ -36,9 +38,29 @@ class _Allocation:
     gpus: dict[str, list[GpuAssignment]] = field(default_factory=dict)
     gpu_users: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # by UUID
     notes: dict[str, list[str]] = field(default_factory=dict)
+    replicas_refused: dict[str, int] = field(default_factory=dict)  # key -> further replicas
 
     def problem(self, name: str, key: str, message: str) -> None:
-        self.problems.append(Problem(f"workloads.{name}.{key}", message))
+        """One problem at the key the profile declares: for replicas, their workload's key,
+        said once, with how many more replicas it stopped."""
+        group = group_of(name)
+        where = f"workloads.{group}.{key}"
+        if group != name:
+            if where in self.replicas_refused:
+                self.replicas_refused[where] += 1
+                return
+            self.replicas_refused[where] = 0
+            if name not in message:
+                message = f"{name}: {message}"
+        self.problems.append(Problem(where, message))
+
+    def refusals(self) -> list[Problem]:
+        out = []
+        for p in self.problems:
+            more = self.replicas_refused.get(p.field, 0)
+            also = f"; {more} more {'replica' if more == 1 else 'replicas'} too" if more else ""
+            out.append(Problem(p.field, p.message + also))
+        return out
 
     def note(self, name: str, message: str) -> None:
         self.notes.setdefault(name, []).append(message)
@@ -95,7 +117,13 @@ def make_plan(
         )
     order = sorted(
         profile.workloads.items(),
-        key=lambda kv: (CLASSES[kv[1].workload_class].rank, -kv[1].priority, kv[0]),
+        # replicas in index order (chat.2 before chat.10)
+        key=lambda kv: (
+            CLASSES[kv[1].workload_class].rank,
+            -kv[1].priority,
+            group_of(kv[0]),
+            index_of(kv[0]) or 0,
+        ),
     )
     _assign_gpus(st, order)
     mps = _mps_gpus(st, profile, uids or {})
@@ -105,7 +133,7 @@ def make_plan(
     guaranteed = _check_memory(st, profile, topo)
     _check_gpu_memory(st, profile)
     if st.problems:
-        raise PlanError(source, st.problems)
+        raise PlanError(source, st.refusals())
 
     workloads = [_workload_plan(st, name, wl, topo) for name, wl in profile.workloads.items()]
     return Plan(
@@ -467,9 +495,13 @@ def _no_cores_message(
     if st.split:
         split = format_cpu_list(frozenset(st.split))
         context.append(f"leaving out CPUs {split} (cores split by the reach)")
-    others = sorted(set(st.core_owner.values()))
-    if others:
-        context.append("giving cores to " + ", ".join(others))
+    owners = Counter(group_of(n) for n in set(st.core_owner.values()))
+    if owners:
+        others = [
+            g if g in st.cpus else f"{g} ({n} {'replica' if n == 1 else 'replicas'})"
+            for g, n in owners.items()
+        ]
+        context.append("giving cores to " + ", ".join(sorted(others)))
     after = f" after {' and '.join(context)}" if context else ""
     verb = "is" if have == 1 else "are"
     return f"{name} needs {need} {unit}; {have} {verb} free{after} ({need - have} short)"
@@ -717,8 +749,14 @@ def _workload_plan(st: _Allocation, name: str, wl: Workload, topo: Topology) -> 
         env.update({v: str(threads) for v in THREAD_VARS if v not in wl.env})
         if kept:
             notes.append(f"profile env sets {', '.join(kept)}; kept as given")
+    if wl.port is not None:
+        env["NXR_PORT"] = str(wl.port)
+    if (index := index_of(name)) is not None:
+        env["NXR_REPLICA"] = str(index)
     return WorkloadPlan(
         name=name,
+        replica_of=group_of(name) if index is not None else None,
+        port=wl.port,
         workload_class=wl.workload_class,
         cgroup=f"{wl.workload_class}/{name}",
         exclusive=wl.is_exclusive,

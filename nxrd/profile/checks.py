@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 from nxrd.errors import Problem
 from nxrd.model.classes import CLASSES
 from nxrd.model.units import format_cpu_list, format_duration, format_size
+from nxrd.profile.expand import address_port, url_port
 from nxrd.profile.model import Profile, Workload
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -29,6 +31,7 @@ def check_profile(
         problems += _check_workload(profile, name, wl, declared or set(), gone)
     problems += _check_after_cycles(profile)
     problems += _check_explicit_overlaps(profile)
+    problems += _check_ports(profile)
     problems += _check_controller(profile)
     return problems
 
@@ -170,7 +173,55 @@ def _check_workload(
             bad("slo.source.prometheus", "give exactly one of metric, preset")
     if wl.restart.max_delay < wl.restart.delay:
         bad("restart.max_delay", "is shorter than restart.delay")
+    if wl.replicas is not None:
+        _check_replicas(wl, bad)
     return out
+
+
+def _check_replicas(wl: Workload, bad: Callable[[str, str], None]) -> None:
+    """What cannot be given to every replica alike: its own cores, GPUs and address."""
+    assert wl.replicas is not None
+    if wl.cpuset is not None and wl.is_exclusive:
+        bad("cpuset", "every replica would get the same exclusive CPUs: set cpus (per replica)")
+    if isinstance(wl.gpus, tuple) and not wl.gpu_shared:
+        bad("gpus", "every replica would get the same GPUs: give a count (per replica)")
+    if wl.port is not None and wl.port + wl.replicas - 1 > 65535:
+        bad("port", f"replica {wl.replicas - 1} would listen on {wl.port + wl.replicas - 1}")
+    addresses = {
+        "ready.http": wl.ready and wl.ready.http and url_port(wl.ready.http),
+        "ready.tcp": wl.ready and wl.ready.tcp and address_port(wl.ready.tcp),
+    }
+    if wl.slo is not None and wl.slo.source.prometheus is not None:
+        addresses["slo.source.prometheus.url"] = url_port(wl.slo.source.prometheus.url)
+    if wl.slo is not None and wl.slo.source.probe is not None:
+        addresses["slo.source.probe.url"] = url_port(wl.slo.source.probe.url)
+    for field, port in addresses.items():
+        if port is not None and port != wl.port:
+            bad(
+                field,
+                f"replicas are each checked at their own port: set port = {port} (replica i "
+                "listens on port + i) and name it here"
+                if wl.port is None
+                else f"names port {port}, not the workload's port ({wl.port}): replica i is "
+                "checked at port + i",
+            )
+
+
+def _check_ports(profile: Profile) -> list[Problem]:
+    """Two workloads (or replicas) cannot listen on one port."""
+    problems: list[Problem] = []
+    taken: dict[int, str] = {}
+    for name, wl in profile.workloads.items():
+        if wl.port is None:
+            continue
+        for port in range(wl.port, wl.port + (wl.replicas or 1)):
+            if port in taken:
+                problems.append(
+                    Problem(f"workloads.{name}.port", f"port {port} is also {taken[port]!r}'s")
+                )
+                break
+            taken[port] = name
+    return problems
 
 
 def _check_controller(profile: Profile) -> list[Problem]:

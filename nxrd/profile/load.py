@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from nxrd.errors import Problem, ProfileError
 from nxrd.profile.checks import check_profile
+from nxrd.profile.expand import expand
 from nxrd.profile.model import NAME_RE, ControllerSettings, HostSettings, Pool, Profile, Workload
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -66,7 +67,7 @@ def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
     problems = check_profile(profile)
     if problems:
         raise ProfileError(source, problems)
-    return profile
+    return expand(profile)
 
 
 def _valid_parts(data: Any) -> tuple[Profile | None, set[str], dict[str, set[str]]]:

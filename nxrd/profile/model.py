@@ -474,6 +474,19 @@ class Workload(Section):
     user: str | None = Field(None, description="Run as this user (default: nxrd's user).")
     group: str | None = Field(None, description="Run with this group (default: user's group).")
     cwd: str | None = Field(None, description="Working directory (absolute).")
+    replicas: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Run this many copies, named NAME.0, NAME.1...: each in its own leaf, with "
+        "its own cores, GPUs and port; cpus, gpus and memory are per replica (docs/replicas.md).",
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="The TCP port it listens on, given to it as NXR_PORT; replica i gets port + i.",
+    )
     after: Annotated[tuple[WorkloadName, ...], BeforeValidator(_as_tuple)] = Field(
         (), description="Start only once these workloads are ready."
     )
