@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nxrd.errors import KernelError
-from nxrd.files import shared_dir, write_atomically
+from nxrd.files import private_dir, shared_dir, write_atomically
 from nxrd.kernel import probes
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, ids_of, launch, read_status
@@ -78,6 +78,9 @@ class LinuxRuntime(Runtime):
 
     def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
         env = self.env(wl, spec)
+        cwd = spec.cwd
+        if wl.front_config is not None:
+            cwd = str(self.write_front(wl.name, wl.front_config))
         launched = launch(
             LaunchSpec(
                 name=wl.name,
@@ -88,13 +91,22 @@ class LinuxRuntime(Runtime):
                 log_file=self.log_file(wl.name),
                 user=spec.user,
                 group=spec.group,
-                cwd=spec.cwd,
+                cwd=cwd,
                 journal=self.journal,
                 shim_cgroup=self.shim_cgroup(),
             )
         )
         self.watch(launched.shim_pid)
         return Started(launched.pid, launched.shim_pid)
+
+    def write_front(self, name: str, config: str) -> Path:
+        """A front's directory with its configuration, which HAProxy reads (and re-reads on
+        a reload) from there; its runtime API socket appears beside it."""
+        where = paths.front_dir(self.state_dir, name)
+        private_dir(where.parent)
+        private_dir(where)
+        write_atomically(where / paths.FRONT_CONFIG, config)
+        return where
 
     def shim_cgroup(self) -> Path | None:
         if not self.fs.exists(DAEMON_LEAF):

@@ -15,3 +15,12 @@ def log_file(state_dir: Path, workload: str) -> Path:
 def status_file(state_dir: Path, workload: str) -> Path:
     """The shim's record of the workload it runs (pid, shim pid, exit)."""
     return state_dir / "run" / f"{workload}.json"
+
+
+FRONT_CONFIG = "haproxy.cfg"  # in the front's own directory, its working directory
+FRONT_SOCKET = "admin.sock"  # HAProxy's runtime API, beside it
+
+
+def front_dir(state_dir: Path, front: str) -> Path:
+    """A front's directory: its HAProxy configuration and runtime API socket."""
+    return state_dir / "fronts" / front

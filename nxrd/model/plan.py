@@ -59,6 +59,9 @@ class WorkloadPlan(Rendered):
     name: str
     replica_of: str | None = Field(None, description="the declared workload it is a replica of")
     port: int | None = Field(None, description="the port it listens on (NXR_PORT)")
+    front_config: str | None = Field(
+        None, description="a front's HAProxy configuration, rendered from the profile"
+    )
     workload_class: str = Field(alias="class", serialization_alias="class")
     cgroup: str = Field(description="path relative to nxrd's subtree root")
     exclusive: bool
@@ -77,7 +80,7 @@ class WorkloadPlan(Rendered):
     def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Keys that only replicas and listeners have: other plans keep their JSON as it was.
         data: dict[str, Any] = handler(self)
-        for key in ("replica_of", "port"):
+        for key in ("replica_of", "port", "front_config"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nxrd.errors import PlanError, Problem
+from nxrd.front.render import Server, render
 from nxrd.model.classes import CLASSES
 from nxrd.model.plan import CgroupPlan, GpuAssignment, Plan, WorkloadPlan, mps_dirs
-from nxrd.model.replicas import group_of, index_of
+from nxrd.model.replicas import group_of, index_of, is_front
 from nxrd.model.topology import Gpu, Topology, gpu_units
 from nxrd.model.units import format_cpu_list, format_size
 from nxrd.model.values import DEFAULT_WEIGHT, LeafValues, ParentValues, cpu_quota
@@ -135,7 +136,9 @@ def make_plan(
     if st.problems:
         raise PlanError(source, st.refusals())
 
-    workloads = [_workload_plan(st, name, wl, topo) for name, wl in profile.workloads.items()]
+    workloads = [
+        _workload_plan(st, name, wl, topo, profile) for name, wl in profile.workloads.items()
+    ]
     return Plan(
         hostname=topo.hostname,
         online_cpus=format_cpu_list(online),
@@ -570,6 +573,9 @@ def _assign_shared(
     for name, wl in order:
         if wl.is_exclusive:
             continue
+        if is_front(name):  # in the request path of every replica: where nxrd runs
+            st.cpus[name] = st.reserved or shared or online
+            continue
         if not shared and wl.cpuset is None:
             taken = format_cpu_list(frozenset(exclusive_cpus))
             st.problem(
@@ -682,7 +688,17 @@ def _mems(topo: Topology, cpus: frozenset[int]) -> frozenset[int]:
     return frozenset(local or with_memory or {n.id for n in topo.nodes})
 
 
-def _workload_plan(st: _Allocation, name: str, wl: Workload, topo: Topology) -> WorkloadPlan:
+def _front_config(name: str, profile: Profile) -> str:
+    """The HAProxy configuration of a front, over the replicas of its workload."""
+    group = group_of(name)
+    served = {n: w for n, w in profile.workloads.items() if group_of(n) == group and n != name}
+    servers = [Server(n, w.port) for n, w in served.items() if w.port is not None]
+    return render(group, next(iter(served.values())), servers)
+
+
+def _workload_plan(
+    st: _Allocation, name: str, wl: Workload, topo: Topology, profile: Profile
+) -> WorkloadPlan:
     cpus = st.cpus[name]
     mems = _mems(topo, cpus)
     quota = None if wl.cpu_max is None else cpu_quota(wl.cpu_max)
@@ -757,6 +773,7 @@ def _workload_plan(st: _Allocation, name: str, wl: Workload, topo: Topology) -> 
         name=name,
         replica_of=group_of(name) if index is not None else None,
         port=wl.port,
+        front_config=_front_config(name, profile) if is_front(name) else None,
         workload_class=wl.workload_class,
         cgroup=f"{wl.workload_class}/{name}",
         exclusive=wl.is_exclusive,

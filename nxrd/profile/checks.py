@@ -175,6 +175,8 @@ def _check_workload(
         bad("restart.max_delay", "is shorter than restart.delay")
     if wl.replicas is not None:
         _check_replicas(wl, bad)
+    if wl.serve is not None and wl.port is None:
+        bad("serve", "the front needs port: where the workload (replica i: port + i) listens")
     return out
 
 
@@ -212,15 +214,17 @@ def _check_ports(profile: Profile) -> list[Problem]:
     problems: list[Problem] = []
     taken: dict[int, str] = {}
     for name, wl in profile.workloads.items():
-        if wl.port is None:
-            continue
-        for port in range(wl.port, wl.port + (wl.replicas or 1)):
-            if port in taken:
-                problems.append(
-                    Problem(f"workloads.{name}.port", f"port {port} is also {taken[port]!r}'s")
-                )
-                break
-            taken[port] = name
+        ranges = {"port": range(wl.port, wl.port + (wl.replicas or 1)) if wl.port else range(0)}
+        if wl.serve is not None:
+            ranges["serve.port"] = range(wl.serve.port, wl.serve.port + 1)
+        for key, ports in ranges.items():
+            for port in ports:
+                if port in taken:
+                    problems.append(
+                        Problem(f"workloads.{name}.{key}", f"port {port} is also {taken[port]}'s")
+                    )
+                    break
+                taken[port] = f"{name!r}" + (" front" if key == "serve.port" else "")
     return problems
 
 

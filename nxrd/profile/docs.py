@@ -22,6 +22,7 @@ from nxrd.profile.model import (
     Prometheus,
     Ready,
     Restart,
+    Serve,
     Slo,
     SloSource,
     Stop,
@@ -43,6 +44,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[workloads.NAME.slo.source.prometheus]", Prometheus),
     ("[workloads.NAME.slo.source.probe]", Probe),
     ("[workloads.NAME.control]", Control),
+    ("[workloads.NAME.serve]", Serve),
 ]
 
 INTRO = """\
@@ -168,7 +170,7 @@ def generate() -> str:
     out = [INTRO, CLASS_INTRO, table()]
     for heading, model in SECTIONS:
         out.append(f"## `{heading}`\n")
-        out.append(f"{(model.__doc__ or '').strip()}\n")
+        out.append(f"{' '.join((model.__doc__ or '').split())}\n")
         out.append("| key | type | default | meaning |")
         out.append("|---|---|---|---|")
         for name, field in model.model_fields.items():

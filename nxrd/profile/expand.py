@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from nxrd.model.replicas import replica_name
+from nxrd.model.paths import FRONT_CONFIG
+from nxrd.model.replicas import front_name, replica_name
 from nxrd.profile.model import Profile, Workload
 
 
 def expand(profile: Profile) -> Profile:
     """The profile with each `replicas = N` workload replaced by N replicas (NAME.i, port
-    + i, addresses that name the workload's port moved to the replica's); waiting for a
-    replicated workload means waiting for all its replicas."""
-    if not any(wl.replicas is not None for wl in profile.workloads.values()):
+    + i, addresses that name the workload's port moved to the replica's), and a front
+    (NAME.front) after each workload with `serve`; waiting for a replicated workload means
+    waiting for all its replicas."""
+    if not any(wl.replicas is not None or wl.serve for wl in profile.workloads.values()):
         return profile
     names = {
         name: [replica_name(name, i) for i in range(wl.replicas)] if wl.replicas else [name]
@@ -31,7 +33,28 @@ def expand(profile: Profile) -> Profile:
             if wl.replicas is not None and wl.port is not None:
                 update |= _moved(wl, wl.port + i)
             workloads[instance] = wl.model_copy(update=update)
+        if wl.serve is not None:
+            workloads[front_name(name)] = front(wl)
     return profile.model_copy(update={"workloads": workloads})
+
+
+def front(wl: Workload) -> Workload:
+    """The front of a served workload: HAProxy in master-worker mode, in the foreground, on
+    the configuration nxr writes in its working directory (kernel/linux_runtime.py); its
+    soft stop (SIGUSR1) lets the requests in flight finish."""
+    assert wl.serve is not None
+    local = "127.0.0.1" if wl.serve.address in ("0.0.0.0", "::", "*") else wl.serve.address
+    return Workload.model_validate(
+        {
+            "command": ["haproxy", "-W", "-db", "-f", FRONT_CONFIG],
+            "class": wl.workload_class,
+            "exclusive": False,
+            "threads": "off",
+            "restart": {"policy": "always", "delay": "100ms"},
+            "stop": {"signal": "SIGUSR1", "timeout": wl.serve.timeout},
+            "ready": {"tcp": f"{local}:{wl.serve.port}", "interval": "100ms"},
+        }
+    )
 
 
 def _moved(wl: Workload, port: int) -> dict[str, object]:

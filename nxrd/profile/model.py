@@ -384,6 +384,54 @@ class Slo(Section):
         raise ValueError("no percentile set")  # the model's check makes this unreachable
 
 
+class Serve(Section):
+    """A front that spreads the workload's requests over its replicas: HAProxy, run by nxrd
+    as a workload of its own on the reserved CPUs (docs/front.md)."""
+
+    port: int = Field(ge=1, le=65535, description="Port the front listens on.")
+    address: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description='Address the front listens on ("0.0.0.0": every interface).',
+    )
+    inflight: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Requests in flight at each replica at most (HAProxy's server maxconn); "
+        "the rest wait in the queue. Default: the replica's cpus, else 1.",
+    )
+    queue: int | None = Field(
+        None,
+        ge=1,
+        le=1000000,
+        description="Requests that may wait for a replica; one more is refused at once with "
+        "429 and Retry-After. Default: inflight x replicas.",
+    )
+    queue_timeout: Duration | None = Field(
+        None,
+        gt=0.0,
+        description="A request that waited this long for a replica is dropped with 503 and "
+        "Retry-After, not served late. Default: the slo's target, else 1s.",
+    )
+    timeout: Duration = Field(
+        60.0, gt=0.0, description="Longest a replica may take to answer one request."
+    )
+    balance: Literal["leastconn", "roundrobin", "first", "random"] = Field(
+        "leastconn", description="How a replica is chosen (HAProxy's balance)."
+    )
+    priority_header: str = Field(
+        "X-Priority",
+        pattern=r"^[A-Za-z0-9-]+$",
+        description='Request header whose value ("high", "normal", "low", or a class name: '
+        "latency-critical and interactive are high, batch and background low) orders the "
+        "queue: high leaves it first.",
+    )
+    retry_after: int = Field(
+        1, ge=0, le=3600, description="Seconds given in Retry-After when a request is refused."
+    )
+
+
 class Workload(Section):
     """One process tree nxr runs in its own cgroup."""
 
@@ -486,6 +534,9 @@ class Workload(Section):
         ge=1,
         le=65535,
         description="The TCP port it listens on, given to it as NXR_PORT; replica i gets port + i.",
+    )
+    serve: Serve | None = Field(
+        None, description="A request front over its replicas (needs port; docs/front.md)."
     )
     after: Annotated[tuple[WorkloadName, ...], BeforeValidator(_as_tuple)] = Field(
         (), description="Start only once these workloads are ready."

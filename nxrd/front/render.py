@@ -1,0 +1,103 @@
+"""An HAProxy configuration for one served workload: pure, profile in, text out.
+
+HAProxy does the per-request work (caps, queue, priorities, deadlines, Retry-After); nxr
+only says what the profile declares, in HAProxy's terms (its 2.6 configuration manual):
+
+- a replica's in-flight cap is its server's `maxconn`: HAProxy never has more requests at
+  it, and queues the rest in the backend;
+- the queue's bound is a `return status 429` when `queue(backend)` already holds that many:
+  one thread (`nbthread 1`) evaluates that and enqueues, so the bound is exact;
+- `timeout queue` drops a request that waited past its deadline (a 503), and
+  `http-error status 503` adds Retry-After to it and to "no replica up";
+- `set-priority-class` from the priority header: a lower class leaves the queue first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from nxrd.model.paths import FRONT_SOCKET
+from nxrd.profile.model import Serve, Workload
+
+HIGH = ("high", "latency-critical", "interactive")
+LOW = ("low", "batch", "background")
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str  # the replica's workload name
+    port: int
+
+
+def defaults(serve: Serve, wl: Workload) -> tuple[int, float]:
+    """The in-flight cap per replica and the queue timeout the profile leaves to nxr."""
+    inflight = serve.inflight or wl.cpus or 1
+    if serve.queue_timeout is not None:
+        return inflight, serve.queue_timeout
+    return inflight, wl.slo.target[1] if wl.slo is not None else 1.0
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _check(wl: Workload) -> tuple[list[str], str]:
+    """Backend lines and the server option that check a replica the way its readiness is."""
+    if wl.ready is not None and wl.ready.http is not None:
+        parts = urlsplit(wl.ready.http)
+        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        interval = _ms(wl.ready.interval)
+        return ["option httpchk", f"http-check send meth GET uri {uri}"], f" check inter {interval}"
+    if wl.ready is not None and wl.ready.tcp is not None:
+        return [], f" check inter {_ms(wl.ready.interval)}"
+    return [], ""
+
+
+def render(group: str, wl: Workload, servers: list[Server]) -> str:
+    """The whole configuration of `group`'s front."""
+    serve = wl.serve
+    assert serve is not None
+    inflight, queue_timeout = defaults(serve, wl)
+    queue = serve.queue if serve.queue is not None else inflight * len(servers)
+    by_header = f"req.hdr({serve.priority_header}) -i"
+    retry = f'hdr Retry-After "{serve.retry_after}"'
+    check_lines, check = _check(wl)
+    lines = [
+        "# Written by nxrd from its profile; edits are overwritten.",
+        "global",
+        "    nbthread 1",
+        f"    stats socket unix@{FRONT_SOCKET} mode 600 level admin",
+        "    log stdout format raw daemon",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",
+        "    timeout connect 1s",
+        "    timeout client 60s",
+        f"    timeout server {_ms(serve.timeout)}",
+        f"    timeout queue {_ms(queue_timeout)}",
+        "",
+        f"frontend {group}",
+        f"    bind {serve.address}:{serve.port}",
+        f"    http-request set-priority-class int(-1) if {{ {by_header} {' '.join(HIGH)} }}",
+        f"    http-request set-priority-class int(1) if {{ {by_header} {' '.join(LOW)} }}",
+        f"    http-request return status 429 content-type text/plain {retry}"
+        f' string "{group}: every replica is busy and the queue is full"'
+        f" if {{ queue({group}) ge {queue} }}",
+        f"    default_backend {group}",
+        "",
+        f"backend {group}",
+        f"    balance {serve.balance}",
+        # One request per server connection: maxconn then counts requests, never an idle
+        # kept-alive connection.
+        "    http-reuse never",
+        "    option http-server-close",
+        f"    http-error status 503 content-type text/plain {retry}"
+        f' string "{group}: no replica could take the request in time"',
+        *(f"    {line}" for line in check_lines),
+        *(f"    server {s.name} 127.0.0.1:{s.port} maxconn {inflight}{check}" for s in servers),
+    ]
+    return "\n".join(lines) + "\n"

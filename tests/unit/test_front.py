@@ -1,0 +1,222 @@
+"""The front's configuration, run by the real HAProxy (Debian's haproxy, installed by
+scripts/setup.sh) in front of test replicas on this host: caps, the queue's bound, the
+queue's deadline and priorities hold as the profile says."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from nxrd.errors import ProfileError
+from nxrd.front.render import Server, render
+from nxrd.model.paths import FRONT_CONFIG as CONFIG
+from nxrd.model.topology import load_topology
+from nxrd.plan import make_plan
+from nxrd.profile import parse_profile
+from tests.unit.conftest import TOPOLOGIES
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Replica:
+    """An HTTP server that takes `delay` per request and records what it saw."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.inflight, self.most, self.order = delay, 0, 0, []
+        self.lock = threading.Lock()
+        replica = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with replica.lock:
+                    replica.inflight += 1
+                    replica.most = max(replica.most, replica.inflight)
+                    replica.order.append(self.path)
+                time.sleep(replica.delay if self.path != "/health" else 0)
+                with replica.lock:
+                    replica.inflight -= 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@contextlib.contextmanager
+def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[int]:
+    """HAProxy with the configuration nxr renders for `serve`, in front of the replicas."""
+    if shutil.which("haproxy") is None:
+        pytest.fail("haproxy is not installed: bash scripts/setup.sh installs it")
+    port = free_port()
+    profile = parse_profile(
+        f'[workloads.chat]\ncommand = ["serve"]\nport = 9000\nreplicas = {len(replicas)}\n'
+        f"cpus = 1\nserve = {{port = {port}, {serve}}}\n"
+    )
+    servers = [Server(f"chat.{i}", r.port) for i, r in enumerate(replicas)]
+    (tmp / CONFIG).write_text(render("chat", profile.workloads["chat.0"], servers))
+    proc = subprocess.Popen(
+        ["haproxy", "-W", "-db", "-f", CONFIG],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for r in replicas:
+            r.server.shutdown()
+
+
+def get(port: int, path: str = "/", priority: str | None = None) -> tuple[int, str | None, float]:
+    """Status, Retry-After and seconds taken of one request through the front."""
+    began = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers={"X-Priority": priority} if priority else {})
+    answer = conn.getresponse()
+    answer.read()
+    conn.close()
+    return answer.status, answer.getheader("Retry-After"), time.monotonic() - began
+
+
+def burst(port: int, n: int, **kw: str) -> list[tuple[int, str | None, float]]:
+    out: list[tuple[int, str | None, float]] = [(0, None, 0.0)] * n
+
+    def one(i: int) -> None:
+        out[i] = get(port, f"/{i}", **kw)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_no_replica_ever_has_more_requests_than_its_cap(tmp_path: Path) -> None:
+    replicas = [Replica(0.05), Replica(0.05)]
+    with front(tmp_path, 'inflight = 2, queue = 100, queue_timeout = "10s"', replicas) as port:
+        answers = burst(port, 40)
+    assert [a[0] for a in answers] == [200] * 40
+    assert [r.most for r in replicas] == [2, 2]  # both used, neither over its cap
+    assert sum(len(r.order) for r in replicas) == 40
+
+
+def test_past_the_queue_requests_are_refused_at_once_with_retry_after(tmp_path: Path) -> None:
+    replica = Replica(1.0)
+    serve = 'inflight = 1, queue = 2, queue_timeout = "10s", retry_after = 3'
+    with front(tmp_path, serve, [replica]) as port:
+        answers = burst(port, 6)
+    served = [a for a in answers if a[0] == 200]
+    refused = [a for a in answers if a[0] != 200]
+    assert len(served) == 3  # one in flight, two queued
+    assert [(a[0], a[1]) for a in refused] == [(429, "3")] * 3
+    assert all(a[2] < 0.5 for a in refused)  # refused at once, not after a wait
+    assert replica.most == 1
+
+
+def test_a_request_that_waited_past_the_queue_timeout_is_dropped_not_served_late(
+    tmp_path: Path,
+) -> None:
+    replica = Replica(1.0)
+    with front(tmp_path, 'inflight = 1, queue = 10, queue_timeout = "200ms"', [replica]) as port:
+        answers = sorted(burst(port, 3), key=lambda a: a[2])
+    assert [(a[0], a[1]) for a in answers] == [(503, "1"), (503, "1"), (200, None)]
+    assert all(0.15 < a[2] < 0.8 for a in answers[:2])
+    assert len(replica.order) == 1  # the dropped ones never reached it
+
+
+def test_high_priority_requests_leave_the_queue_before_low_ones(tmp_path: Path) -> None:
+    replica = Replica(0.3)
+    with front(tmp_path, 'inflight = 1, queue = 20, queue_timeout = "20s"', [replica]) as port:
+        blocker = threading.Thread(target=get, args=(port, "/first"))
+        blocker.start()
+        time.sleep(0.1)
+        threads = []
+        for i in range(6):  # low, high, low, high...: all queued behind the first
+            priority = "batch" if i % 2 == 0 else "high"
+            t = threading.Thread(target=get, args=(port, f"/{priority}{i}", priority))
+            t.start()
+            threads.append(t)
+            time.sleep(0.02)
+        for t in [blocker, *threads]:
+            t.join()
+    after = [p.strip("/0123456789") for p in replica.order if p != "/health"][1:]
+    assert after == ["high"] * 3 + ["batch"] * 3
+
+
+SERVED = """
+[workloads.chat]
+command = ["serve"]
+class = "latency-critical"
+cpus = 2
+replicas = 2
+port = 18000
+ready = {http = "http://127.0.0.1:18000/health"}
+slo = {p99 = "250ms", source = {push = true}}
+serve = {port = 18080}
+"""
+
+
+def test_a_served_workload_gets_a_front_on_the_reserved_cpus_over_its_replicas() -> None:
+    profile = parse_profile(SERVED)
+    assert list(profile.workloads) == ["chat.0", "chat.1", "chat.front"]
+    plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
+    fr = plan.workload("chat.front")
+    assert (fr.cgroup, fr.cpus, fr.exclusive) == ("latency-critical/chat.front", "0,16", False)
+    assert fr.cpus == plan.reserved_cpus
+    assert profile.workloads["chat.front"].command[0] == "haproxy"
+    config = fr.front_config or ""
+    # the defaults: in flight = the replica's cpus, queue = in flight x replicas, deadline
+    # = the SLO's target; each replica checked at its own port's /health
+    assert "    server chat.0 127.0.0.1:18000 maxconn 2 check inter 1000ms\n" in config
+    assert "    server chat.1 127.0.0.1:18001 maxconn 2 check inter 1000ms\n" in config
+    assert "if { queue(chat) ge 4 }" in config
+    assert "    timeout queue 250ms\n" in config
+    assert "http-check send meth GET uri /health" in config
+    assert plan.workload("chat.0").front_config is None
+
+
+NO_PORT = SERVED.replace("port = 18000\n", "").replace(
+    'ready = {http = "http://127.0.0.1:18000/health"}\n', ""
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (NO_PORT, "workloads.chat.serve: the front needs port"),
+        (SERVED.replace("port = 18080", "port = 18001"), "workloads.chat.serve.port: port 18001"),
+        (SERVED.replace("port = 18080}", "port = 18080, queue = 0}"), "workloads.chat.serve.queue"),
+    ],
+)
+def test_a_front_that_cannot_work_is_a_clear_error(text: str, said: str) -> None:
+    with pytest.raises(ProfileError) as e:
+        parse_profile(text)
+    assert any(line.startswith(said) for line in e.value.lines()), e.value.lines()
