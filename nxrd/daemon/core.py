@@ -20,7 +20,7 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
-from nxrd.daemon import adopt, cpus, sinks, waiting
+from nxrd.daemon import adopt, cpus, fronts, sinks, waiting
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
@@ -116,6 +116,9 @@ class Daemon:
         self.events = EventLog()
         self.events.sinks.append(sinks.sink(journal))
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
+        self.events.sinks.append(
+            fronts.Rotation(lambda: self.plan, self.sup, self.state_dir, host.front, self.say)
+        )
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
         self.runtime.cpus_dir = Path(self.socket_path).parent / "cpus"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nxrd.errors import KernelError
+from nxrd.front.admin import FrontAdmin, FrontError
 from nxrd.kernel.cgroupfs import CgroupFS, FakeCgroupFS
 from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.kernel.gpu_usage import GpuAccounting
@@ -17,6 +18,21 @@ from nxrd.kernel.nvml_guard import Guard
 from nxrd.kernel.requirements import NEEDED
 from nxrd.kernel.runtime import Runtime
 from nxrd.model.topology import CgroupInfo, Gpu, Topology
+
+
+class FakeFrontAdmin(FrontAdmin):
+    """A front that records the runtime API commands it was sent; `up` False: not running."""
+
+    def __init__(self, host: FakeHost, path: Path) -> None:
+        super().__init__(path)
+        self.host = host
+
+    def command(self, line: str) -> str:
+        if not self.host.fronts_up:
+            raise FrontError(f"front at {self.path}: Connection refused")
+        self.host.front_commands.append((self.path.parent.name, line))
+        return ""
+
 
 # A host whose cgroup2 subtree nxrd may own: every controller, delegated by systemd.
 USABLE = CgroupInfo(
@@ -84,6 +100,11 @@ class FakeHost(Host):
         self.journald = False  # whether journal() offers a sender
         self.nvml = nvml
         self._next_fd = 10_000
+        self.fronts_up = True  # whether fronts answer their runtime API
+        self.front_commands: list[tuple[str, str]] = []  # (front, command) as sent
+
+    def front(self, socket_path: Path) -> FrontAdmin:
+        return FakeFrontAdmin(self, socket_path)
 
     def time(self) -> float:
         return self.now

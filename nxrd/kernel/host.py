@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from nxrd.front.admin import FrontAdmin
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.gpu_usage import GpuAccounting
@@ -122,6 +123,10 @@ class Host(ABC):
     def mps(self, say: Callable[[str], None]) -> MpsDaemons:
         """MPS control daemons, one per GPU shared under MPS."""
         return MpsDaemons(say)
+
+    def front(self, socket_path: Path) -> FrontAdmin:
+        """The runtime API of the front whose stats socket is at socket_path."""
+        return FrontAdmin(socket_path)
 
 
 class LinuxHost(Host):

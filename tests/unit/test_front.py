@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from nxrd.errors import ProfileError
+from nxrd.front.admin import FrontAdmin, FrontError
 from nxrd.front.render import Server, render
 from nxrd.model.paths import FRONT_CONFIG as CONFIG
+from nxrd.model.paths import FRONT_SOCKET
 from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
 from nxrd.profile import parse_profile
@@ -84,7 +86,8 @@ def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[int]:
     try:
         for _ in range(100):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-                break
+                if (tmp / FRONT_SOCKET).exists():
+                    break
             time.sleep(0.05)
         yield port
     finally:
@@ -220,3 +223,33 @@ def test_a_front_that_cannot_work_is_a_clear_error(text: str, said: str) -> None
     with pytest.raises(ProfileError) as e:
         parse_profile(text)
     assert any(line.startswith(said) for line in e.value.lines()), e.value.lines()
+
+
+def test_a_replica_taken_out_of_rotation_gets_no_request_and_its_queue_goes_on(
+    tmp_path: Path,
+) -> None:
+    replicas = [Replica(0.2), Replica(0.2)]
+    serve = 'inflight = 1, queue = 20, queue_timeout = "20s"'
+    with front(tmp_path, serve, replicas) as port:
+        admin = FrontAdmin(tmp_path / FRONT_SOCKET)
+        admin.set_state("chat", "chat.0", "maint")
+        answers = burst(port, 8)
+        assert [a[0] for a in answers] == [200] * 8
+        assert (len(replicas[0].order), len(replicas[1].order)) == (0, 8)
+        rows = {r["svname"]: r for r in admin.stats() if r["pxname"] == "chat"}
+        assert (rows["chat.0"]["status"], rows["chat.1"]["status"]) == ("MAINT", "no check")
+        assert rows["chat.1"]["stot"] == "8"
+
+        # back in rotation; then out while requests wait: none is lost, the other serves them
+        admin.set_state("chat", "chat.0", "ready")
+        out: list[tuple[int, str | None, float]] = []
+        waiting = threading.Thread(target=lambda: out.extend(burst(port, 10)))
+        waiting.start()
+        time.sleep(0.3)
+        admin.set_state("chat", "chat.0", "maint")
+        waiting.join()
+        assert [a[0] for a in out] == [200] * 10
+        with pytest.raises(FrontError, match="No such server"):
+            admin.set_state("chat", "chat.9", "ready")
+    with pytest.raises(FrontError, match="front at"):
+        admin.stats()  # HAProxy gone

@@ -1,0 +1,128 @@
+"""The request front on a real kernel: nxrd runs HAProxy in its own leaf in front of two
+replicas; the caps hold, the queue is bounded, and the front outlives an nxrd crash."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import textwrap
+import threading
+from pathlib import Path
+
+from tests.kernel.test_daemon import PY, Nxrd, alive, pids_of
+
+# A replica: HTTP on NXR_PORT, 300 ms a request, and the most requests it ever had at once
+# at /most (asked directly, not through the front).
+REPLICA = textwrap.dedent(
+    """
+    import os, threading, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    lock, now, most = threading.Lock(), [0], [0]
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/most":
+                body = str(most[0]).encode()
+            else:
+                with lock:
+                    now[0] += 1; most[0] = max(most[0], now[0])
+                time.sleep(0 if self.path == "/health" else 0.3)
+                with lock:
+                    now[0] -= 1
+                body = b"ok"
+            self.send_response(200); self.send_header("Content-Length", str(len(body)))
+            self.end_headers(); self.wfile.write(body)
+        def log_message(self, *a): pass
+    s = ThreadingHTTPServer(("127.0.0.1", int(os.environ["NXR_PORT"])), H)
+    s.daemon_threads = True
+    s.serve_forever()
+    """
+)
+
+
+def profile(script: Path) -> str:
+    return f"""
+[workloads.chat]
+command = ["{PY}", "{script}"]
+class = "latency-critical"
+cpus = 1
+replicas = 2
+port = 18600
+ready = {{http = "http://127.0.0.1:18600/health", interval = "200ms"}}
+
+[workloads.chat.serve]
+port = 18680
+inflight = 2
+queue = 4
+queue_timeout = "20s"
+retry_after = 2
+"""
+
+
+def get(port: int, path: str = "/") -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        body = answer.read()
+        if path == "/most":
+            return int(body), None
+        return answer.status, answer.getheader("Retry-After")
+    finally:
+        conn.close()
+
+
+def test_the_front_caps_each_replica_bounds_its_queue_and_outlives_nxrd(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    script = tmp_path / "replica.py"
+    script.write_text(REPLICA)
+    d = Nxrd(tmp_path, profile(script), cgroup_root).start()
+    names = ("chat.0", "chat.1", "chat.front")
+    front_leaf = cgroup_root / "latency-critical/chat.front"
+    try:
+        d.wait_for(lambda: all(d.state_of(n).get("state") == "ready" for n in names), 120)
+        # HAProxy's master and its worker, both in the front's own leaf
+        assert len(pids_of(front_leaf)) == 2
+        assert (tmp_path / "state/fronts/chat.front/haproxy.cfg").exists()
+
+        answers: list[tuple[int, str | None]] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            a = get(18680)
+            with lock:
+                answers.append(a)
+
+        threads = [threading.Thread(target=one) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(a[0] for a in answers)
+        # 2 replicas x 2 in flight + 4 queued are served; the rest refused with Retry-After
+        assert statuses.count(200) >= 8, statuses
+        assert statuses.count(429) >= 1 and set(statuses) <= {200, 429}, statuses
+        assert {a[1] for a in answers if a[0] == 429} == {"2"}
+        most = [get(18600 + i, "/most")[0] for i in range(2)]
+        assert max(most) == 2 and min(most) >= 1, most  # never over the cap of 2
+
+        # nxrd killed: the front goes on serving; the next nxrd adopts it
+        front_pid = d.state_of("chat.front")["pid"]
+        d.stop(signal.SIGKILL)
+        assert get(18680) == (200, None)
+        d.start()
+        d.wait_for(lambda: any("took over" in e[2] for e in d.events("nxrd")), 120)
+        assert d.state_of("chat.front")["pid"] == front_pid and alive(int(front_pid))  # type: ignore[call-overload]
+        assert get(18680) == (200, None)
+    finally:
+        assert d.stop() == 0
+    assert not front_leaf.exists()
+    assert not any(alive(int(p)) for p in os.listdir("/proc") if p.isdigit() and _is_haproxy(p))
+
+
+def _is_haproxy(pid: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy"
+    except OSError:
+        return False
