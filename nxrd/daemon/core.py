@@ -116,9 +116,10 @@ class Daemon:
         self.events = EventLog()
         self.events.sinks.append(sinks.sink(journal))
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
-        self.events.sinks.append(
-            fronts.Rotation(lambda: self.plan, self.sup, self.state_dir, host.front, self.say)
+        self.rotation = fronts.Rotation(
+            lambda: self.plan, self.sup, self.state_dir, host.front, self.say
         )
+        self.events.sinks.append(self.rotation)
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
         self.runtime.cpus_dir = Path(self.socket_path).parent / "cpus"
@@ -196,6 +197,7 @@ class Daemon:
         """One pass of the loop, after its signals: supervise, control, sample, save."""
         self.sup.tick(now)
         if not stopping:
+            self.rotation.step(now)
             self.controller.tick(
                 now, lambda names: self.readings.tick(names, self.sup.records, now)
             )

@@ -1,12 +1,19 @@
-"""Replicas in and out of their front's rotation, following their lifecycle.
+"""Fronts kept in step with their replicas and with the plan.
 
 An event sink: events are recorded before the supervisor acts on them (a "stopping" event
 before the stop signal), so a replica is out of rotation before it stops, and back once it
 is ready. A front that (re)starts is told where every replica stands.
+
+And a step in nxrd's loop: a front whose configuration changed (replicas added or removed,
+another cap; by a reload, or while nxrd was down) is reloaded the way HAProxy reloads
+without dropping a request: the new configuration written, SIGUSR2 to its master, which
+starts a new worker on it while the old one finishes what it holds. Once the runtime API
+answers from the new worker, it is told every replica's state.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +24,8 @@ from nxrd.model.replicas import front_name, group_of, is_front
 from nxrd.supervisor.events import Event
 from nxrd.supervisor.states import State
 from nxrd.supervisor.supervisor import Supervisor
+
+RELOAD_TIMEOUT = 10.0  # HAProxy re-reads and checks its configuration in well under this
 
 
 class Rotation:
@@ -32,17 +41,64 @@ class Rotation:
         self.admin, self.say = admin, say
         self.failing: set[str] = set()  # fronts whose last command failed (said once)
         self.told: dict[str, str] = {}  # replica -> the state its front was last told
+        self.reloading: dict[str, tuple[int, float]] = {}  # front -> (old worker, deadline)
 
     def __call__(self, e: Event) -> None:
         if is_front(e.workload):
             if e.new == State.READY:
-                for name in self.replicas(group_of(e.workload)):
-                    self.told.pop(name, None)  # a new HAProxy knows nothing yet
-                    self.tell(group_of(e.workload), name, self.sup.records[name].state)
+                self.resync(group_of(e.workload))
             return
         group = group_of(e.workload)
         if e.workload in self.replicas(group):
             self.tell(group, e.workload, State(e.new))
+
+    def resync(self, group: str) -> None:
+        """Tell a new HAProxy (started, or reloaded) where each replica stands."""
+        for name in self.replicas(group):
+            self.told.pop(name, None)
+            self.tell(group, name, self.sup.records[name].state)
+
+    def step(self, now: float) -> None:
+        for wl in self.plan().workloads:
+            rec = self.sup.records.get(wl.name)
+            if wl.front_config is None or rec is None or rec.pid is None:
+                continue
+            if rec.state != State.READY:
+                self.reloading.pop(wl.name, None)  # a start reads the new configuration
+                continue
+            admin = self.admin(front_dir(self.state_dir, wl.name) / FRONT_SOCKET)
+            if wl.name in self.reloading:
+                self._reloaded(wl.name, admin, now)
+            elif self.sup.runtime.front_config(wl.name) != wl.front_config:
+                try:
+                    old = admin.worker()
+                except FrontError as e:
+                    self._warn(wl.name, f"warning: {wl.name} not reloaded: {e}")
+                    continue
+                self.sup.runtime.write_front(wl.name, wl.front_config)
+                self.sup.runtime.signal(rec.pid, signal.SIGUSR2)
+                self.reloading[wl.name] = (old, now + RELOAD_TIMEOUT)
+
+    def _reloaded(self, front: str, admin: FrontAdmin, now: float) -> None:
+        old, deadline = self.reloading[front]
+        try:
+            worker = admin.worker()
+        except FrontError:
+            worker = old  # between workers
+        if worker != old:
+            del self.reloading[front]
+            # as any front's "ready", this event has every replica's state told (__call__)
+            self.sup.events.record(
+                self.sup.wall(), front, "ready", "ready", "reloaded its configuration"
+            )
+        elif now > deadline:
+            del self.reloading[front]
+            self._warn(front, f"warning: {front} did not reload in {RELOAD_TIMEOUT:.0f} s")
+
+    def _warn(self, front: str, message: str) -> None:
+        if front not in self.failing:
+            self.failing.add(front)
+            self.say(message)
 
     def replicas(self, group: str) -> list[str]:
         """The served workloads behind group's front (none when it has no front)."""
@@ -54,8 +110,10 @@ class Rotation:
     def tell(self, group: str, name: str, state: State) -> None:
         front = front_name(group)
         rec = self.sup.records.get(front)
-        if rec is None or rec.state != State.READY:
-            return  # it learns every state when it is next ready
+        if rec is None or rec.state != State.READY or front in self.reloading:
+            return  # it learns every state when it is next ready, or reloaded
+        if f"    server {name} " not in (self.sup.runtime.front_config(front) or ""):
+            return  # a replica its configuration does not have yet: told after the reload
         wanted = "ready" if state == State.READY else "maint"
         if self.told.get(name) == wanted:
             return
@@ -64,9 +122,7 @@ class Rotation:
                 group, name, wanted
             )
         except FrontError as e:
-            if front not in self.failing:
-                self.failing.add(front)
-                self.say(f"warning: {name} not put in {wanted} state: {e}")
+            self._warn(front, f"warning: {name} not put in {wanted} state: {e}")
             return
         self.told[name] = wanted
         self.failing.discard(front)

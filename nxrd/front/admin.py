@@ -45,6 +45,14 @@ class FrontAdmin:
         if answer:  # HAProxy answers nothing when it did it
             raise FrontError(f"front refused {server} {state}: {answer.splitlines()[0]}")
 
+    def worker(self) -> int:
+        """The pid of the worker that answers (a reload starts a new one)."""
+        for line in self.command("show info").splitlines():
+            key, _, value = line.partition(":")
+            if key == "Pid" and value.strip().isdigit():
+                return int(value)
+        raise FrontError(f"front at {self.path}: show info names no Pid")
+
     def stats(self) -> list[dict[str, str]]:
         """`show stat`: one row per frontend, backend and server, HAProxy's CSV columns
         (pxname, svname, scur, qcur, status, hrsp_4xx...)."""

@@ -31,6 +31,8 @@ class FakeFrontAdmin(FrontAdmin):
         if not self.host.fronts_up:
             raise FrontError(f"front at {self.path}: Connection refused")
         self.host.front_commands.append((self.path.parent.name, line))
+        if line == "show info":
+            return f"Name: HAProxy\nPid: {self.host.front_workers.get(self.path.parent.name, 1)}\n"
         return ""
 
 
@@ -102,6 +104,7 @@ class FakeHost(Host):
         self._next_fd = 10_000
         self.fronts_up = True  # whether fronts answer their runtime API
         self.front_commands: list[tuple[str, str]] = []  # (front, command) as sent
+        self.front_workers: dict[str, int] = {}  # front -> its worker's pid (show info)
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)

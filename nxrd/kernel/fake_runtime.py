@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class FakeRuntime(Runtime):
         self.killed: list[str] = []
         self.slow_kill: dict[str, int] = {}
         self.frozen: dict[str, bool] = {}  # kills before a cgroup's leftovers are gone
+        self.fronts: dict[str, str] = {}  # front -> the configuration written for it
 
     def publish_cpus(self, name: str, line: str) -> None:
         self.published[name] = line
@@ -54,10 +56,19 @@ class FakeRuntime(Runtime):
     def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
         if wl.name in self.fail_launch:
             raise KernelError(f"cannot start {wl.name}: program {spec.command[0]!r} not found")
+        if wl.front_config is not None:
+            self.write_front(wl.name, wl.front_config)
         self.next_pid += 2
         self.procs[wl.name] = FakeProcess(wl.name, self.next_pid, wl.cgroup)
         self.launches.append(wl.name)
         return Started(self.next_pid, self.next_pid + 1)
+
+    def write_front(self, name: str, config: str) -> Path:
+        self.fronts[name] = config
+        return paths.front_dir(self.state_dir, name)
+
+    def front_config(self, name: str) -> str | None:
+        return self.fronts.get(name)
 
     def ended(self, name: str, shim_pid: int) -> Ended | None:
         return self.procs[name].ended
@@ -66,7 +77,9 @@ class FakeRuntime(Runtime):
         for p in self.procs.values():
             if p.pid == pid:
                 p.signals.append(sig)
-                if not p.ignores_signals and p.ended is None:
+                # SIGUSR2 and SIGHUP ask for a reload (HAProxy's master, most servers)
+                reload = sig in (signal.SIGUSR2, signal.SIGHUP)
+                if not p.ignores_signals and not reload and p.ended is None:
                     p.ended = Ended(None, sig)
 
     def kill_all(self, wl: WorkloadPlan) -> None:

@@ -108,6 +108,12 @@ class LinuxRuntime(Runtime):
         write_atomically(where / paths.FRONT_CONFIG, config)
         return where
 
+    def front_config(self, name: str) -> str | None:
+        try:
+            return (paths.front_dir(self.state_dir, name) / paths.FRONT_CONFIG).read_text()
+        except OSError:
+            return None
+
     def shim_cgroup(self) -> Path | None:
         if not self.fs.exists(DAEMON_LEAF):
             return None  # a tree without nxrd's leaf (tests): the shim stays with nxrd

@@ -78,6 +78,14 @@ class Runtime(ABC):
         """Write the workload's current CPUs ("4 0-3") to its file in cpus_dir."""
         return None
 
+    @abstractmethod
+    def write_front(self, name: str, config: str) -> Path:
+        """Write a front's HAProxy configuration where it reads it; returns its directory."""
+
+    @abstractmethod
+    def front_config(self, name: str) -> str | None:
+        """The configuration a front reads now (None: none written)."""
+
     def watch(self, shim_pid: int) -> None:
         """Watch an adopted shim (one nxrd did not start) for its exit."""
         return None

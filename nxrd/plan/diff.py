@@ -45,16 +45,15 @@ def launch_fields(plan: WorkloadPlan, spec: Workload) -> dict[str, Any]:
     count is used at the next start (a restart for that alone is the operator's call).
     """
     env = {k: v for k, v in {**spec.env, **plan.env}.items() if k not in THREAD_VARS}
-    fields: dict[str, Any] = {
+    # A front's configuration is not among them: HAProxy reloads it without dropping a
+    # request (daemon/fronts.py).
+    return {
         "command": list(spec.command),
         "env": dict(sorted(env.items())),
         "user": spec.user,
         "group": spec.group,
         "cwd": spec.cwd,
     }
-    if plan.front_config is not None:  # only then: other workloads keep their launch keys
-        fields["front_config"] = plan.front_config
-    return fields
 
 
 def launch_key(plan: WorkloadPlan, spec: Workload) -> str:

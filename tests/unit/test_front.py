@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -66,8 +68,9 @@ class Replica:
 
 
 @contextlib.contextmanager
-def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[int]:
-    """HAProxy with the configuration nxr renders for `serve`, in front of the replicas."""
+def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[tuple[int, int]]:
+    """HAProxy with the configuration nxr renders for `serve`, in front of the replicas:
+    its port and its master's pid."""
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed: bash scripts/setup.sh installs it")
     port = free_port()
@@ -89,7 +92,7 @@ def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[int]:
                 if (tmp / FRONT_SOCKET).exists():
                     break
             time.sleep(0.05)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -124,7 +127,7 @@ def burst(port: int, n: int, **kw: str) -> list[tuple[int, str | None, float]]:
 
 def test_no_replica_ever_has_more_requests_than_its_cap(tmp_path: Path) -> None:
     replicas = [Replica(0.05), Replica(0.05)]
-    with front(tmp_path, 'inflight = 2, queue = 100, queue_timeout = "10s"', replicas) as port:
+    with front(tmp_path, 'inflight = 2, queue = 100, queue_timeout = "10s"', replicas) as (port, _):
         answers = burst(port, 40)
     assert [a[0] for a in answers] == [200] * 40
     assert [r.most for r in replicas] == [2, 2]  # both used, neither over its cap
@@ -134,7 +137,7 @@ def test_no_replica_ever_has_more_requests_than_its_cap(tmp_path: Path) -> None:
 def test_past_the_queue_requests_are_refused_at_once_with_retry_after(tmp_path: Path) -> None:
     replica = Replica(1.0)
     serve = 'inflight = 1, queue = 2, queue_timeout = "10s", retry_after = 3'
-    with front(tmp_path, serve, [replica]) as port:
+    with front(tmp_path, serve, [replica]) as (port, _):
         answers = burst(port, 6)
     served = [a for a in answers if a[0] == 200]
     refused = [a for a in answers if a[0] != 200]
@@ -148,7 +151,10 @@ def test_a_request_that_waited_past_the_queue_timeout_is_dropped_not_served_late
     tmp_path: Path,
 ) -> None:
     replica = Replica(1.0)
-    with front(tmp_path, 'inflight = 1, queue = 10, queue_timeout = "200ms"', [replica]) as port:
+    with front(tmp_path, 'inflight = 1, queue = 10, queue_timeout = "200ms"', [replica]) as (
+        port,
+        _,
+    ):
         answers = sorted(burst(port, 3), key=lambda a: a[2])
     assert [(a[0], a[1]) for a in answers] == [(503, "1"), (503, "1"), (200, None)]
     assert all(0.15 < a[2] < 0.8 for a in answers[:2])
@@ -157,7 +163,7 @@ def test_a_request_that_waited_past_the_queue_timeout_is_dropped_not_served_late
 
 def test_high_priority_requests_leave_the_queue_before_low_ones(tmp_path: Path) -> None:
     replica = Replica(0.3)
-    with front(tmp_path, 'inflight = 1, queue = 20, queue_timeout = "20s"', [replica]) as port:
+    with front(tmp_path, 'inflight = 1, queue = 20, queue_timeout = "20s"', [replica]) as (port, _):
         blocker = threading.Thread(target=get, args=(port, "/first"))
         blocker.start()
         time.sleep(0.1)
@@ -230,7 +236,7 @@ def test_a_replica_taken_out_of_rotation_gets_no_request_and_its_queue_goes_on(
 ) -> None:
     replicas = [Replica(0.2), Replica(0.2)]
     serve = 'inflight = 1, queue = 20, queue_timeout = "20s"'
-    with front(tmp_path, serve, replicas) as port:
+    with front(tmp_path, serve, replicas) as (port, _):
         admin = FrontAdmin(tmp_path / FRONT_SOCKET)
         admin.set_state("chat", "chat.0", "maint")
         answers = burst(port, 8)
@@ -253,3 +259,36 @@ def test_a_replica_taken_out_of_rotation_gets_no_request_and_its_queue_goes_on(
             admin.set_state("chat", "chat.9", "ready")
     with pytest.raises(FrontError, match="front at"):
         admin.stats()  # HAProxy gone
+
+
+def test_a_reload_adds_a_replica_without_dropping_a_request_in_flight_or_queued(
+    tmp_path: Path,
+) -> None:
+    """What nxrd does when replicas change (daemon/fronts.py): the new configuration
+    written, SIGUSR2 to HAProxy's master; the old worker finishes what it holds."""
+    first, second = Replica(0.5), Replica(0.5)
+    serve = 'inflight = 1, queue = 20, queue_timeout = "20s"'
+    with front(tmp_path, serve, [first]) as (port, master):
+        admin = FrontAdmin(tmp_path / FRONT_SOCKET)
+        old_worker = admin.worker()
+        held: list[tuple[int, str | None, float]] = []
+        waiting = threading.Thread(target=lambda: held.extend(burst(port, 4)))
+        waiting.start()
+        time.sleep(0.2)  # one at the replica, three queued
+        profile = parse_profile(
+            f'[workloads.chat]\ncommand = ["serve"]\nport = 9000\nreplicas = 2\ncpus = 1\n'
+            f"serve = {{port = {port}, {serve}}}\n"
+        )
+        servers = [Server("chat.0", first.port), Server("chat.1", second.port)]
+        (tmp_path / CONFIG).write_text(render("chat", profile.workloads["chat.0"], servers))
+        os.kill(master, signal.SIGUSR2)
+        for _ in range(100):
+            with contextlib.suppress(FrontError):
+                if admin.worker() != old_worker:
+                    break
+            time.sleep(0.05)
+        after = burst(port, 4)
+        waiting.join()
+    assert [a[0] for a in held] == [200] * 4  # accepted before the reload: all answered
+    assert [a[0] for a in after] == [200] * 4
+    assert len(second.order) >= 2  # the new worker sends to the new replica

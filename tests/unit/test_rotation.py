@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from nxrd.daemon.core import Daemon
@@ -24,7 +25,7 @@ command = ["other"]
 
 
 def started(tmp_path: Path) -> tuple[FakeHost, Daemon]:
-    host = FakeHost(load_topology(TOPOLOGIES / "smt16-1gpu.json"))
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
     (tmp_path / "p.toml").write_text(PROFILE)
     d = Daemon(
         [str(tmp_path / "p.toml")],
@@ -105,3 +106,42 @@ def test_a_front_that_does_not_answer_is_said_once_and_stalls_nothing(tmp_path: 
     assert rt.procs["chat.0"].signals == [15]  # the stop went on regardless
     warnings = [e.cause for e in d.events.since(0, "nxrd") if "not put in" in e.cause]
     assert len(warnings) == 1 and "Connection refused" in warnings[0]
+
+
+def test_a_changed_front_configuration_is_reloaded_without_restarting_the_front(
+    tmp_path: Path,
+) -> None:
+    """A third replica added: the front keeps its process and its connections; HAProxy's
+    master gets SIGUSR2 once the new configuration is written, and the new worker is told
+    every replica's state once it answers."""
+    host, d = started(tmp_path)
+    rt = host.proc_runtime
+    assert rt is not None
+    rt.ready_now |= {"chat.0", "chat.1", "chat.2", "chat.front"}
+    d.sup.tick(1.0)
+    front = d.sup.records["chat.front"]
+    pid, old = front.pid, rt.fronts["chat.front"]
+    assert pid is not None and "server chat.2" not in old
+    said(host)
+
+    d.reconf.reconfigure([("p.toml", PROFILE.replace("replicas = 2", "replicas = 3"))], False, "t")
+    d.step(2.0, stopping=False)  # chat.2 starts and gets ready; the front is reloaded
+    new = rt.fronts["chat.front"]
+    assert "    server chat.2 127.0.0.1:18002 maxconn 1 check inter 1000ms\n" in new
+    assert rt.procs["chat.front"].signals == [signal.SIGUSR2]
+    assert d.sup.records["chat.front"].pid == pid and rt.launches.count("chat.front") == 1
+    assert said(host) == ["chat.front: show info"]  # its worker, before the reload
+
+    d.step(3.0, stopping=False)  # the old worker still answers: not yet
+    assert said(host) == ["chat.front: show info"]
+    host.front_workers["chat.front"] = 2
+    d.step(4.0, stopping=False)
+    assert said(host) == [
+        "chat.front: show info",
+        "chat.front: set server chat/chat.0 state ready",
+        "chat.front: set server chat/chat.1 state ready",
+        "chat.front: set server chat/chat.2 state ready",
+    ]
+    assert [e.cause for e in d.events.since(0, "chat.front")][-1] == "reloaded its configuration"
+    d.step(5.0, stopping=False)
+    assert said(host) == []  # nothing changed since
