@@ -42,6 +42,7 @@ class Rotation:
         self.failing: set[str] = set()  # fronts whose last command failed (said once)
         self.told: dict[str, str] = {}  # replica -> the state its front was last told
         self.reloading: dict[str, tuple[int, float]] = {}  # front -> (old worker, deadline)
+        self.runs: dict[str, str] = {}  # front -> the configuration it was seen to run
 
     def __call__(self, e: Event) -> None:
         if is_front(e.workload):
@@ -69,7 +70,11 @@ class Rotation:
             admin = self.admin(front_dir(self.state_dir, wl.name) / FRONT_SOCKET)
             if wl.name in self.reloading:
                 self._reloaded(wl.name, admin, now)
-            elif self.sup.runtime.front_config(wl.name) != wl.front_config:
+            elif self.runs.get(wl.name) == wl.front_config:
+                continue  # no file read on every pass
+            elif self.sup.runtime.front_config(wl.name) == wl.front_config:
+                self.runs[wl.name] = wl.front_config
+            else:
                 try:
                     old = admin.worker()
                 except FrontError as e:
@@ -78,6 +83,7 @@ class Rotation:
                 self.sup.runtime.write_front(wl.name, wl.front_config)
                 self.sup.runtime.signal(rec.pid, signal.SIGUSR2)
                 self.reloading[wl.name] = (old, now + RELOAD_TIMEOUT)
+                self.runs[wl.name] = wl.front_config
 
     def _reloaded(self, front: str, admin: FrontAdmin, now: float) -> None:
         old, deadline = self.reloading[front]

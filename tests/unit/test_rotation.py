@@ -145,3 +145,18 @@ def test_a_changed_front_configuration_is_reloaded_without_restarting_the_front(
     assert [e.cause for e in d.events.since(0, "chat.front")][-1] == "reloaded its configuration"
     d.step(5.0, stopping=False)
     assert said(host) == []  # nothing changed since
+
+
+def test_a_front_found_running_an_older_configuration_is_reloaded(tmp_path: Path) -> None:
+    """As after an nxrd restart that adopted a front while the profile had changed."""
+    host, d = started(tmp_path)
+    rt = host.proc_runtime
+    assert rt is not None
+    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
+    d.step(1.0, stopping=False)
+    assert rt.procs["chat.front"].signals == []  # it runs what the plan says
+    rt.fronts["chat.front"] = "# an older configuration\n"
+    d.rotation.runs.clear()  # what a new nxrd knows
+    d.step(2.0, stopping=False)
+    assert rt.procs["chat.front"].signals == [signal.SIGUSR2]
+    assert rt.fronts["chat.front"] == d.plan.workload("chat.front").front_config
