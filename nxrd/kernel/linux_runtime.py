@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
+import re
 import select
+import shutil
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,6 +84,7 @@ class LinuxRuntime(Runtime):
         env = self.env(wl, spec)
         cwd = spec.cwd
         if wl.front_config is not None:
+            can_start_front(wl.name, wl.front_config, env["PATH"])
             cwd = str(self.write_front(wl.name, wl.front_config))
         launched = launch(
             LaunchSpec(
@@ -239,3 +244,26 @@ class LinuxRuntime(Runtime):
             cgroup_dir = Path(self.fs.describe(wl.cgroup))
             whose = probes.Whose(cgroup_dir, self.env(wl, spec), ids, spec.cwd)
         return self.prober.ask(f"{wl.name}/{pid}", spec.ready, whose)
+
+
+def can_start_front(name: str, config: str, path: str) -> None:
+    """What would make HAProxy exit at once, said as the reason the front cannot start."""
+    if shutil.which("haproxy", path=path) is None:
+        raise KernelError(
+            f"cannot start {name}: haproxy is not installed (apt install haproxy: Debian's)"
+        )
+    bind = re.search(r"^    bind (\S+):(\d+)$", config, re.MULTILINE)
+    if bind is None:
+        return
+    address, port = bind.group(1), int(bind.group(2))
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HAProxy binds
+        try:
+            s.bind((address, port))
+        except OSError as e:
+            why = "is in use by another program" if e.errno == errno.EADDRINUSE else e.strerror
+            raise KernelError(
+                f"cannot start {name}: {address}:{port} {why} (ss -ltnp 'sport = :{port}' "
+                "names it); free it or choose another serve.port"
+            ) from None
+

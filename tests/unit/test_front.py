@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from nxrd.errors import ProfileError
+from nxrd.errors import KernelError, ProfileError
 from nxrd.front.admin import FrontAdmin, FrontError
 from nxrd.front.render import Server, render
+from nxrd.kernel.linux_runtime import can_start_front
 from nxrd.model.paths import FRONT_CONFIG as CONFIG
 from nxrd.model.paths import FRONT_SOCKET
 from nxrd.model.topology import load_topology
@@ -292,3 +293,21 @@ def test_a_reload_adds_a_replica_without_dropping_a_request_in_flight_or_queued(
     assert [a[0] for a in held] == [200] * 4  # accepted before the reload: all answered
     assert [a[0] for a in after] == [200] * 4
     assert len(second.order) >= 2  # the new worker sends to the new replica
+
+
+def test_a_front_that_cannot_start_says_why_and_the_fix(tmp_path: Path) -> None:
+    config = render("chat", parse_profile(SERVED).workloads["chat.0"], [Server("chat.0", 18000)])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = config.replace("127.0.0.1:18080", f"127.0.0.1:{port}")
+        with pytest.raises(KernelError) as e:
+            can_start_front("chat.front", config, os.environ["PATH"])
+    assert str(e.value) == (
+        f"cannot start chat.front: 127.0.0.1:{port} is in use by another program "
+        f"(ss -ltnp 'sport = :{port}' names it); free it or choose another serve.port"
+    )
+    can_start_front("chat.front", config, os.environ["PATH"])  # freed
+    with pytest.raises(KernelError, match=r"haproxy is not installed \(apt install haproxy"):
+        can_start_front("chat.front", config, str(tmp_path))  # a PATH without it
