@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from nxrd import __version__
 from nxrd.api.connections import BACKLOG, Connections, Peer
 from nxrd.errors import NxrError
+from nxrd.model.replicas import group_of
 from nxrd.model.units import parse_cpu_list
 from nxrd.supervisor.states import State
 
@@ -49,8 +50,51 @@ class WorkloadCollector(Collector):
                 *families(self.source()),
                 *controller_families(self.controller()),
                 *gpu_families(self.gpus()),
+                *front_families(self.source()),
             ]
         )
+
+
+def front_families(workloads: Status) -> list[Metric]:
+    """Per front (label `workload`: the served workload) and per replica: what HAProxy
+    counts (docs/front.md); counters start again when the front's worker is replaced."""
+    queued = GaugeMetricFamily(
+        "nxr_front_queued", "Requests waiting for a replica", labels=["workload"]
+    )
+    admitted = CounterMetricFamily(
+        "nxr_front_admitted", "Requests let into the queue or to a replica", labels=["workload"]
+    )
+    shed = CounterMetricFamily(
+        "nxr_front_shed",
+        "Requests refused at once (429): the queue was full",
+        labels=["workload", "priority"],
+    )
+    late = CounterMetricFamily(
+        "nxr_front_late",
+        "Requests dropped (503): no replica took them within the queue timeout",
+        labels=["workload"],
+    )
+    wait = GaugeMetricFamily(
+        "nxr_front_queue_seconds",
+        "Mean time in the queue of the last 1024 requests (HAProxy's qtime)",
+        labels=["workload"],
+    )
+    inflight = GaugeMetricFamily(
+        "nxr_replica_inflight", "Requests at the replica now", labels=["workload", "replica"]
+    )
+    for w in workloads:
+        name = str(w["name"])
+        if isinstance(f := w.get("front"), Mapping):
+            group = [group_of(name)]
+            queued.add_metric(group, float(f["queued"]))
+            admitted.add_metric(group, float(f["admitted"]))
+            for priority, n in dict(f["shed_by_priority"]).items():
+                shed.add_metric([*group, priority], float(n))
+            late.add_metric(group, float(f["late"]))
+            wait.add_metric(group, float(f["queue_seconds_avg"]))
+        if isinstance(r := w.get("requests"), Mapping):
+            inflight.add_metric([group_of(name), name], float(r["inflight"]))
+    return [queued, admitted, shed, late, wait, inflight]
 
 
 def gpu_families(gpus: Status) -> list[Metric]:

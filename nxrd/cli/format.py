@@ -208,6 +208,14 @@ def _group_row(
     cells["WORKLOAD"], cells["CLASS"] = group, str(replicas[0]["class"])
     cells["STATE"] = f"{ready}/{len(replicas)} ready"
     cells["RESTARTS"] = str(sum(int(r.get("restarts", 0)) for r in replicas))
+    served = [r["requests"] for r in replicas if isinstance(r.get("requests"), Mapping)]
+    front = next((r["front"] for r in replicas if isinstance(r.get("front"), Mapping)), None)
+    if front is not None:
+        inflight = sum(int(r["inflight"]) for r in served)
+        cells["WHY"] = (
+            f"front: {inflight} in flight, {front['queued']} queued, {front['shed']} shed,"
+            f" {front['late']} late"
+        )
     return list(cells.values())
 
 

@@ -17,7 +17,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from nxrd.front.admin import FrontAdmin, FrontError
+from nxrd.front.admin import FrontAdmin, FrontError, figures
+from nxrd.front.render import shed_table
 from nxrd.model.paths import FRONT_SOCKET, front_dir
 from nxrd.model.plan import Plan
 from nxrd.model.replicas import front_name, group_of, is_front
@@ -43,6 +44,7 @@ class Rotation:
         self.told: dict[str, str] = {}  # replica -> the state its front was last told
         self.reloading: dict[str, tuple[int, float]] = {}  # front -> (old worker, deadline)
         self.runs: dict[str, str] = {}  # front -> the configuration it was seen to run
+        self.figures: dict[str, dict[str, object]] = {}  # workload -> what its front counts
 
     def __call__(self, e: Event) -> None:
         if is_front(e.workload):
@@ -84,6 +86,21 @@ class Rotation:
                 self.sup.runtime.signal(rec.pid, signal.SIGUSR2)
                 self.reloading[wl.name] = (old, now + RELOAD_TIMEOUT)
                 self.runs[wl.name] = wl.front_config
+
+    def sample(self) -> None:
+        """What each ready front counts, for status, top and metrics (once a second)."""
+        found: dict[str, dict[str, object]] = {}
+        for wl in self.plan().workloads:
+            rec = self.sup.records.get(wl.name)
+            if wl.front_config is None or rec is None or rec.state != State.READY:
+                continue
+            group = group_of(wl.name)
+            admin = self.admin(front_dir(self.state_dir, wl.name) / FRONT_SOCKET)
+            try:
+                found |= figures(group, admin.stats(), admin.counted(shed_table(group)))
+            except FrontError:
+                continue  # the next second's sample, or the warning of a command, says more
+        self.figures = found
 
     def _reloaded(self, front: str, admin: FrontAdmin, now: float) -> None:
         old, deadline = self.reloading[front]

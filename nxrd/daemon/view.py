@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from nxrd.api.handlers import workload_status
 from nxrd.api.views import leaf_figures, resources
 from nxrd.errors import NxrError
+from nxrd.model.replicas import is_front
 from nxrd.supervisor.supervisor import Record
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ class View:
         out: dict[str, Any] = {**leaf_figures(d.fs, rec.plan.cgroup)}
         out.update(d.readings.rates(rec.name))
         out["latency_seconds"] = d.controller.latency(rec.name, d.host.monotonic())
+        if rec.name in d.rotation.figures:
+            out["front" if is_front(rec.name) else "requests"] = d.rotation.figures[rec.name]
         if d.gpus is not None:
             planned = [g.index for g in rec.plan.gpus]
             out.update(d.gpus.use.workload(rec.name, planned, rec.pid is not None))

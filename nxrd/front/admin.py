@@ -53,8 +53,51 @@ class FrontAdmin:
                 return int(value)
         raise FrontError(f"front at {self.path}: show info names no Pid")
 
+    def counted(self, table: str) -> dict[str, int]:
+        """`show table`: each key's http_req_cnt ("high" -> requests refused)."""
+        out = {}
+        for line in self.command(f"show table {table}").splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if "key" in fields and fields.get("http_req_cnt", "").isdigit():
+                out[fields["key"]] = int(fields["http_req_cnt"])
+        return out
+
     def stats(self) -> list[dict[str, str]]:
         """`show stat`: one row per frontend, backend and server, HAProxy's CSV columns
         (pxname, svname, scur, qcur, status, hrsp_4xx...)."""
         text = self.command("show stat").lstrip("# ")
         return list(csv.DictReader(io.StringIO(text)))
+
+
+def figures(
+    group: str, rows: list[dict[str, str]], shed: dict[str, int]
+) -> dict[str, dict[str, object]]:
+    """What status, top and metrics show, by workload name: the front's queue and its
+    refusals, and each replica's requests in flight. HAProxy's counters start again from 0
+    when its worker is replaced (a reload or a restart), as a Prometheus counter may."""
+
+    def num(row: dict[str, str], key: str) -> int:
+        value = row.get(key, "")
+        return int(value) if value.isdigit() else 0
+
+    mine = {r["svname"]: r for r in rows if r.get("pxname") == group}
+    backend = mine.get("BACKEND", {})
+    out: dict[str, dict[str, object]] = {
+        f"{group}.front": {
+            "queued": num(backend, "qcur"),
+            "queued_max": num(backend, "qmax"),
+            "admitted": num(backend, "stot"),
+            "shed": sum(shed.values()),
+            "shed_by_priority": dict(sorted(shed.items())),
+            "late": num(backend, "econ"),
+            "queue_seconds_avg": num(backend, "qtime") / 1000,
+        }
+    }
+    for name, row in mine.items():
+        if name not in ("BACKEND", "FRONTEND"):
+            out[name] = {
+                "inflight": num(row, "scur"),
+                "requests": num(row, "stot"),
+                "rotation": row.get("status", ""),
+            }
+    return out

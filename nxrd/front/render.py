@@ -9,7 +9,8 @@ only says what the profile declares, in HAProxy's terms (its 2.6 configuration m
   one thread (`nbthread 1`) evaluates that and enqueues, so the bound is exact;
 - `timeout queue` drops a request that waited past its deadline (a 503), and
   `http-error status 503` adds Retry-After to it and to "no replica up";
-- `set-priority-class` from the priority header: a lower class leaves the queue first.
+- `set-priority-class` from the priority header: a lower class leaves the queue first;
+- refused requests counted by priority in a stick table (`show table NAME.shed`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def defaults(serve: Serve, wl: Workload) -> tuple[int, float]:
     if serve.queue_timeout is not None:
         return inflight, serve.queue_timeout
     return inflight, wl.slo.target[1] if wl.slo is not None else 1.0
+
+
+def shed_table(group: str) -> str:
+    """The stick table that counts refused requests by priority."""
+    return f"{group}.shed"
 
 
 def _ms(seconds: float) -> str:
@@ -82,8 +88,14 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         "",
         f"frontend {group}",
         f"    bind {serve.address}:{serve.port}",
-        f"    http-request set-priority-class int(-1) if {{ {by_header} {' '.join(HIGH)} }}",
-        f"    http-request set-priority-class int(1) if {{ {by_header} {' '.join(LOW)} }}",
+        f"    http-request set-var(txn.priority) str(high) if {{ {by_header} {' '.join(HIGH)} }}",
+        f"    http-request set-var(txn.priority) str(low) if {{ {by_header} {' '.join(LOW)} }}",
+        "    http-request set-var(txn.priority) str(normal) unless { var(txn.priority) -m found }",
+        "    http-request set-priority-class int(-1) if { var(txn.priority) -m str high }",
+        "    http-request set-priority-class int(1) if { var(txn.priority) -m str low }",
+        # counted by priority in the shed table (`show table`), then refused
+        f"    http-request track-sc0 var(txn.priority) table {shed_table(group)}"
+        f" if {{ queue({group}) ge {queue} }}",
         f"    http-request return status 429 content-type text/plain {retry}"
         f' string "{group}: every replica is busy and the queue is full"'
         f" if {{ queue({group}) ge {queue} }}",
@@ -99,5 +111,8 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         f' string "{group}: no replica could take the request in time"',
         *(f"    {line}" for line in check_lines),
         *(f"    server {s.name} 127.0.0.1:{s.port} maxconn {inflight}{check}" for s in servers),
+        "",
+        f"backend {shed_table(group)}",
+        "    stick-table type string len 8 size 8 store http_req_cnt",
     ]
     return "\n".join(lines) + "\n"

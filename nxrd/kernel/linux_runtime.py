@@ -266,4 +266,3 @@ def can_start_front(name: str, config: str, path: str) -> None:
                 f"cannot start {name}: {address}:{port} {why} (ss -ltnp 'sport = :{port}' "
                 "names it); free it or choose another serve.port"
             ) from None
-

@@ -18,9 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from nxrd.api.metrics import WorkloadCollector
+from nxrd.cli.format import status_table
 from nxrd.errors import KernelError, ProfileError
-from nxrd.front.admin import FrontAdmin, FrontError
+from nxrd.front.admin import FrontAdmin, FrontError, figures
 from nxrd.front.render import Server, render
 from nxrd.kernel.linux_runtime import can_start_front
 from nxrd.model.paths import FRONT_CONFIG as CONFIG
@@ -29,6 +32,12 @@ from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
 from nxrd.profile import parse_profile
 from tests.unit.conftest import TOPOLOGIES
+
+
+def registry(status: list[dict[str, object]]) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(WorkloadCollector(lambda: status, dict))
+    return reg
 
 
 def free_port() -> int:
@@ -311,3 +320,43 @@ def test_a_front_that_cannot_start_says_why_and_the_fix(tmp_path: Path) -> None:
     can_start_front("chat.front", config, os.environ["PATH"])  # freed
     with pytest.raises(KernelError, match=r"haproxy is not installed \(apt install haproxy"):
         can_start_front("chat.front", config, str(tmp_path))  # a PATH without it
+
+
+def test_what_the_front_counts_is_read_back_through_its_runtime_api(tmp_path: Path) -> None:
+    replica = Replica(1.0)
+    serve = 'inflight = 1, queue = 1, queue_timeout = "20s"'
+    with front(tmp_path, serve, [replica]) as (port, _):
+        admin = FrontAdmin(tmp_path / FRONT_SOCKET)
+        first = threading.Thread(target=burst, args=(port, 2))  # one in flight, one queued
+        first.start()
+        time.sleep(0.3)
+        refused = [get(port, "/x", p)[0] for p in ("batch", "batch", "high", "")]
+        assert refused == [429] * 4
+        shed = admin.counted("chat.shed")
+        seen = figures("chat", admin.stats(), shed)
+        first.join()
+    assert seen["chat.front"] == {
+        "queued": 1,
+        "queued_max": 1,
+        "admitted": 2,
+        "shed": 4,
+        "shed_by_priority": {"high": 1, "low": 2, "normal": 1},
+        "late": 0,
+        "queue_seconds_avg": 0.0,
+    }
+    assert seen["chat.0"] == {"inflight": 1, "requests": 1, "rotation": "no check"}
+    assert set(seen) == {"chat.front", "chat.0"}
+
+    # as status and metrics show them
+    status = [
+        {"name": n, "class": "interactive", "state": "ready", "cpus": "1", "restarts": 0}
+        | ({"front": f} if n == "chat.front" else {"requests": f})
+        for n, f in seen.items()
+    ]
+    table = status_table(status).splitlines()
+    assert table[1].split()[:3] == ["chat", "interactive", "2/2"]
+    assert table[1].endswith("front: 1 in flight, 1 queued, 4 shed, 0 late")
+    text = generate_latest(registry(status)).decode()
+    assert 'nxr_front_shed_total{priority="low",workload="chat"} 2.0' in text
+    assert 'nxr_front_queued{workload="chat"} 1.0' in text
+    assert 'nxr_replica_inflight{replica="chat.0",workload="chat"} 1.0' in text
