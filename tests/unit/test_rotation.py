@@ -40,7 +40,13 @@ def started(tmp_path: Path) -> tuple[FakeHost, Daemon]:
 
 
 def said(host: FakeHost) -> list[str]:
-    out = [f"{front}: {line}" for front, line in host.front_commands]
+    """Commands sent to fronts since the last call (not the once-a-second reads of counters)."""
+    sent = [
+        (f, line)
+        for f, line in host.front_commands
+        if not line.startswith(("show stat", "show table"))
+    ]
+    out = [f"{front}: {line}" for front, line in sent]
     host.front_commands.clear()
     return out
 
