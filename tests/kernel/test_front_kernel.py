@@ -6,17 +6,19 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import subprocess
 import textwrap
 import threading
+import time
 from pathlib import Path
 
-from tests.kernel.test_daemon import PY, Nxrd, alive, pids_of
+from tests.kernel.test_daemon import NXRCTL, PY, Nxrd, alive, pids_of
 
 # A replica: HTTP on NXR_PORT, 300 ms a request, and the most requests it ever had at once
-# at /most (asked directly, not through the front).
+# at /most (asked directly, not through the front); on SIGTERM it finishes what it holds.
 REPLICA = textwrap.dedent(
     """
-    import os, threading, time
+    import os, signal, threading, time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     lock, now, most = threading.Lock(), [0], [0]
     class H(BaseHTTPRequestHandler):
@@ -34,8 +36,10 @@ REPLICA = textwrap.dedent(
             self.end_headers(); self.wfile.write(body)
         def log_message(self, *a): pass
     s = ThreadingHTTPServer(("127.0.0.1", int(os.environ["NXR_PORT"])), H)
-    s.daemon_threads = True
+    # SIGTERM: stop accepting, finish the requests in flight (as uvicorn or Triton do)
+    signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=s.shutdown).start())
     s.serve_forever()
+    s.server_close()  # joins the request threads
     """
 )
 
@@ -106,6 +110,22 @@ def test_the_front_caps_each_replica_bounds_its_queue_and_outlives_nxrd(
         assert {a[1] for a in answers if a[0] == 429} == {"2"}
         most = [get(18600 + i, "/most")[0] for i in range(2)]
         assert max(most) == 2 and min(most) >= 1, most  # never over the cap of 2
+
+        # a replica restarted while requests wait: it leaves the rotation before its stop
+        # signal, the queued requests go to the other, and none is lost
+        answers.clear()
+        threads = [threading.Thread(target=one) for _ in range(8)]  # 4 in flight, 4 queued
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+        r = subprocess.run(
+            [NXRCTL, "--socket", str(d.socket), "restart", "chat.0"], capture_output=True
+        )
+        assert r.returncode == 0, r.stderr
+        for t in threads:
+            t.join()
+        assert sorted(a[0] for a in answers) == [200] * 8
+        d.wait_for(lambda: d.state_of("chat.0").get("state") == "ready", 120)
 
         # nxrd killed: the front goes on serving; the next nxrd adopts it
         front_pid = d.state_of("chat.front")["pid"]
