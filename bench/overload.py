@@ -12,7 +12,8 @@ queueing under overload). The front is sized from the same measurement: one requ
 wait as the queue timeout. Printed per run: answers by status, connection errors, p99 of
 all answered and of those admitted (200), the share of 1 s windows whose admitted p99 is
 within the SLO (after the first 2 s), and goodput (answers within the SLO per second) over
-capacity.
+capacity. A third run sends half the requests as interactive and half as batch
+(X-Priority) at 120% of capacity, each half reported on its own.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ SECONDS = float(os.environ.get("OVERLOAD_SECONDS", "20"))
 INFLIGHT = int(os.environ.get("OVERLOAD_INFLIGHT", "1"))
 
 
-def get(port: int, timeout: float = 60) -> int:
+def get(port: int, timeout: float = 60, priority: str | None = None) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", "/infer")
+        conn.request("GET", "/infer", headers={"X-Priority": priority} if priority else {})
         answer = conn.getresponse()
         answer.read()
         return answer.status
@@ -107,8 +108,12 @@ queue_timeout = "{int((slo - (INFLIGHT + 1) * service) * 1000)}ms"
 """
 
 
-def open_loop(port: int, rate: float, seconds: float, seed: int) -> list[tuple[float, float, str]]:
-    """(due, latency, outcome) per request: arrivals at Poisson times that never wait."""
+def open_loop(
+    port: int, rate: float, seconds: float, seed: int, mixed: bool = False
+) -> list[tuple[float, float, str]]:
+    """(due, latency, outcome) per request: arrivals at Poisson times that never wait;
+    mixed: every other one is sent as interactive, the others as batch (X-Priority), and
+    the outcome says which ("interactive 200")."""
     rng = random.Random(seed)
     due, t = [], 0.0
     while t < seconds:
@@ -118,20 +123,23 @@ def open_loop(port: int, rate: float, seconds: float, seed: int) -> list[tuple[f
     lock = threading.Lock()
     start = time.monotonic() + 0.5
 
-    def one(at: float) -> None:
+    def one(at: float, priority: str | None) -> None:
         try:
-            outcome = str(get(port))
+            outcome = str(get(port, priority=priority))
         except OSError as e:
             outcome = f"error {type(e).__name__}"
+        if priority:
+            outcome = f"{priority} {outcome}"
         with lock:
             out.append((at, time.monotonic() - (start + at), outcome))
 
     threads = []
-    for at in due:
+    for i, at in enumerate(due):
         delay = start + at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        th = threading.Thread(target=one, args=(at,), daemon=True)
+        priority = ("interactive", "batch")[i % 2] if mixed else None
+        th = threading.Thread(target=one, args=(at, priority), daemon=True)
         th.start()
         threads.append(th)
     for th in threads:
@@ -213,6 +221,12 @@ def main() -> None:
             rows = open_loop(port, LOAD * capacity, SECONDS, seed=1)
             report(name, rows, slo, capacity)
             time.sleep(2)
+        # priorities: half interactive, half batch, at 120% of capacity
+        rows = open_loop(FRONT_PORT, 1.2 * capacity, SECONDS, seed=2, mixed=True)
+        for priority in ("interactive", "batch"):
+            mine = [(at, lat, o.split()[1]) for at, lat, o in rows if o.startswith(priority)]
+            report(f"through the front at 120%, the {priority} half", mine, slo, capacity)
+        time.sleep(2)
         fronts = json.loads(
             subprocess.run(
                 [str(BIN / "nxrctl"), "--socket", str(d.socket), "status", "-o", "json"],
