@@ -266,7 +266,19 @@ def top_screen(workloads: Sequence[Mapping[str, Any]], now: float, width: int) -
         + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         + f"  CPU {_number(cpu)}%  memory {format_size(mem)}"
     )
-    busiest = sorted(workloads, key=lambda w: -float(w.get("cpu_percent") or 0))
+    # busiest first, a workload's replicas (and front) together under their workload's line
+    group_cpu: dict[str, float] = {}
+    for w in workloads:
+        group = group_of(str(w["name"]))
+        group_cpu[group] = group_cpu.get(group, 0.0) + float(w.get("cpu_percent") or 0)
+    busiest = sorted(
+        workloads,
+        key=lambda w: (
+            -group_cpu[group_of(str(w["name"]))],
+            group_of(str(w["name"])),
+            -float(w.get("cpu_percent") or 0),
+        ),
+    )
     lines = [head, "", *status_table(busiest).splitlines()]
     return "\n".join(line[:width] for line in lines)
 

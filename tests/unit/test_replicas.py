@@ -7,7 +7,7 @@ import pytest
 from nxrd.api.handlers import Handlers
 from nxrd.api.protocol import ApiError, Request
 from nxrd.api.server import Access
-from nxrd.cli.format import status_table
+from nxrd.cli.format import status_table, top_screen
 from nxrd.errors import PlanError, ProfileError
 from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.model.plan import Plan
@@ -149,3 +149,12 @@ def test_a_verb_on_the_workload_reaches_every_replica() -> None:
 
 def plan_topology():  # type: ignore[no-untyped-def]
     return load_topology(TOPOLOGIES / "smt16-1gpu.json")
+
+
+def test_top_keeps_replicas_together_under_their_workload_busiest_first() -> None:
+    def row(name: str, cpu: float) -> dict[str, object]:
+        return {"name": name, "class": "batch", "state": "ready", "cpus": "1", "cpu_percent": cpu}
+
+    rows = [row("chat.0", 50), row("embed", 70), row("chat.1", 30), row("idx", 1)]
+    lines = top_screen(rows, 0.0, 200).splitlines()[3:]
+    assert [line.split()[0] for line in lines] == ["chat", "chat.0", "chat.1", "embed", "idx"]
