@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 from nxrd.errors import NxrError
+from nxrd.model.paths import FRONT_HELD
 
 STATES = ("ready", "drain", "maint")
 
@@ -41,9 +42,25 @@ class FrontAdmin:
     def set_state(self, backend: str, server: str, state: str) -> None:
         """ready: in rotation; drain: no new requests, health checks go on; maint: out."""
         assert state in STATES
-        answer = self.command(f"set server {backend}/{server} state {state}").strip()
-        if answer:  # HAProxy answers nothing when it did it
-            raise FrontError(f"front refused {server} {state}: {answer.splitlines()[0]}")
+        self._done(
+            self.command(f"set server {backend}/{server} state {state}"), f"{server} {state}"
+        )
+
+    def hold(self, priority: str, held: bool) -> None:
+        """Refuse (or admit again) requests of a priority: high, normal or low."""
+        self.command(f"del map {FRONT_HELD} {priority}")  # never listed twice
+        if held:
+            self._done(self.command(f"add map {FRONT_HELD} {priority} 1"), f"hold {priority}")
+
+    def set_inflight(self, backend: str, server: str, n: int) -> None:
+        """A replica's in-flight cap, live (its server's maxconn)."""
+        self._done(
+            self.command(f"set maxconn server {backend}/{server} {n}"), f"{server} maxconn {n}"
+        )
+
+    def _done(self, answer: str, what: str) -> None:
+        if answer.strip():  # HAProxy answers nothing when it did it
+            raise FrontError(f"front refused {what}: {answer.strip().splitlines()[0]}")
 
     def worker(self) -> int:
         """The pid of the worker that answers (a reload starts a new one)."""

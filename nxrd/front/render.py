@@ -10,7 +10,10 @@ only says what the profile declares, in HAProxy's terms (its 2.6 configuration m
 - `timeout queue` drops a request that waited past its deadline (a 503), and
   `http-error status 503` adds Retry-After to it and to "no replica up";
 - `set-priority-class` from the priority header: a lower class leaves the queue first;
-- refused requests counted by priority in a stick table (`show table NAME.shed`).
+- refused requests counted by priority in a stick table (`show table NAME.shed`);
+- a priority listed in `held.map` (through the runtime API: `add map`) is refused with 503
+  and Retry-After before it queues, counted in `NAME.held`: nxr holds back the lowest
+  priorities while the model is at its limit.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from nxrd.model.paths import FRONT_SOCKET
+from nxrd.model.paths import FRONT_HELD, FRONT_SOCKET
 from nxrd.profile.model import Serve, Workload
 
 HIGH = ("high", "latency-critical", "interactive")
@@ -40,8 +43,13 @@ def defaults(serve: Serve, wl: Workload) -> tuple[int, float]:
 
 
 def shed_table(group: str) -> str:
-    """The stick table that counts refused requests by priority."""
+    """The stick table that counts requests refused on a full queue, by priority."""
     return f"{group}.shed"
+
+
+def held_table(group: str) -> str:
+    """The stick table that counts requests of held-back priorities, by priority."""
+    return f"{group}.held"
 
 
 def _ms(seconds: float) -> str:
@@ -67,6 +75,7 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
     inflight, queue_timeout = defaults(serve, wl)
     queue = serve.queue if serve.queue is not None else inflight * len(servers)
     by_header = f"req.hdr({serve.priority_header}) -i"
+    held = f"{{ var(txn.priority),map({FRONT_HELD}) -m found }}"
     retry = f'hdr Retry-After "{serve.retry_after}"'
     check_lines, check = _check(wl)
     lines = [
@@ -93,6 +102,12 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         "    http-request set-var(txn.priority) str(normal) unless { var(txn.priority) -m found }",
         "    http-request set-priority-class int(-1) if { var(txn.priority) -m str high }",
         "    http-request set-priority-class int(1) if { var(txn.priority) -m str low }",
+        # priorities held back while the model is at its limit (the map is filled through
+        # the runtime API), counted by priority, then refused
+        f"    http-request track-sc1 var(txn.priority) table {held_table(group)} if {held}",
+        f"    http-request return status 503 content-type text/plain {retry}"
+        f' string "{group}: this priority is held back while the model is at its limit"'
+        f" if {held}",
         # counted by priority in the shed table (`show table`), then refused
         f"    http-request track-sc0 var(txn.priority) table {shed_table(group)}"
         f" if {{ queue({group}) ge {queue} }}",
@@ -113,6 +128,9 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         *(f"    server {s.name} 127.0.0.1:{s.port} maxconn {inflight}{check}" for s in servers),
         "",
         f"backend {shed_table(group)}",
+        "    stick-table type string len 8 size 8 store http_req_cnt",
+        "",
+        f"backend {held_table(group)}",
         "    stick-table type string len 8 size 8 store http_req_cnt",
     ]
     return "\n".join(lines) + "\n"

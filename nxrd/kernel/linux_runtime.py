@@ -110,7 +110,7 @@ class LinuxRuntime(Runtime):
         where = paths.front_dir(self.state_dir, name)
         private_dir(where.parent)
         private_dir(where)
-        write_atomically(where / paths.FRONT_CONFIG, config)
+        write_front_files(where, config)
         return where
 
     def front_config(self, name: str) -> str | None:
@@ -244,6 +244,13 @@ class LinuxRuntime(Runtime):
             cgroup_dir = Path(self.fs.describe(wl.cgroup))
             whose = probes.Whose(cgroup_dir, self.env(wl, spec), ids, spec.cwd)
         return self.prober.ask(f"{wl.name}/{pid}", spec.ready, whose)
+
+
+def write_front_files(where: Path, config: str) -> None:
+    """What HAProxy reads in a front's directory: its configuration, and the map of held
+    priorities, empty (nxrd fills it through the runtime API, and again after a reload)."""
+    write_atomically(where / paths.FRONT_CONFIG, config)
+    write_atomically(where / paths.FRONT_HELD, "")
 
 
 def can_start_front(name: str, config: str, path: str) -> None:

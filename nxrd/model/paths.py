@@ -19,6 +19,7 @@ def status_file(state_dir: Path, workload: str) -> Path:
 
 FRONT_CONFIG = "haproxy.cfg"  # in the front's own directory, its working directory
 FRONT_SOCKET = "admin.sock"  # HAProxy's runtime API, beside it
+FRONT_HELD = "held.map"  # priorities held back (empty on disk; filled through the API)
 
 
 def front_dir(state_dir: Path, front: str) -> Path:

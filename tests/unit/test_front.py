@@ -25,7 +25,7 @@ from nxrd.cli.format import status_table
 from nxrd.errors import KernelError, ProfileError
 from nxrd.front.admin import FrontAdmin, FrontError, figures
 from nxrd.front.render import Server, render
-from nxrd.kernel.linux_runtime import can_start_front
+from nxrd.kernel.linux_runtime import can_start_front, write_front_files
 from nxrd.model.paths import FRONT_CONFIG as CONFIG
 from nxrd.model.paths import FRONT_SOCKET
 from nxrd.model.topology import load_topology
@@ -89,7 +89,7 @@ def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[tuple[int,
         f"cpus = 1\nserve = {{port = {port}, {serve}}}\n"
     )
     servers = [Server(f"chat.{i}", r.port) for i, r in enumerate(replicas)]
-    (tmp / CONFIG).write_text(render("chat", profile.workloads["chat.0"], servers))
+    write_front_files(tmp, render("chat", profile.workloads["chat.0"], servers))
     proc = subprocess.Popen(
         ["haproxy", "-W", "-db", "-f", CONFIG],
         cwd=tmp,
@@ -360,3 +360,27 @@ def test_what_the_front_counts_is_read_back_through_its_runtime_api(tmp_path: Pa
     assert 'nxr_front_shed_total{priority="low",workload="chat"} 2.0' in text
     assert 'nxr_front_queued{workload="chat"} 1.0' in text
     assert 'nxr_replica_inflight{replica="chat.0",workload="chat"} 1.0' in text
+
+
+def test_a_priority_held_back_is_refused_and_a_lowered_cap_holds_live(tmp_path: Path) -> None:
+    """The controls a controller steers through the runtime API (docs/front.md)."""
+    replica = Replica(0.2)
+    with front(tmp_path, 'inflight = 4, queue = 50, queue_timeout = "20s"', [replica]) as (
+        port,
+        _,
+    ):
+        admin = FrontAdmin(tmp_path / FRONT_SOCKET)
+        admin.hold("low", True)
+        admin.hold("low", True)  # twice is once
+        assert get(port, "/a", "batch")[:2] == (503, "1")
+        assert get(port, "/b", "high")[0] == get(port, "/c")[0] == 200
+        assert admin.counted("chat.held") == {"low": 1}
+        admin.hold("low", False)
+        assert get(port, "/d", "batch")[0] == 200
+
+        assert [a[0] for a in burst(port, 12)] == [200] * 12
+        assert replica.most == 4
+        admin.set_inflight("chat", "chat.0", 1)
+        replica.most = 0
+        assert [a[0] for a in burst(port, 6)] == [200] * 6
+        assert replica.most == 1
