@@ -1,6 +1,7 @@
 """Fault-injection soak: kill -9 of nxrd at random moments, then a new nxrd takes over.
 
-    bash scripts/vm-run.sh '.venv/bin/python bench/soak.py 100'   # in the test VM, as root
+    bash scripts/vm-run.sh 'SOAK_SEED=2 .venv/bin/python -u bench/soak.py 25'   # in the VM
+    # 100 rounds outlast the VM's 40-minute limit: run 25 at a time with seeds 2, 3, 4, 5
 
 A real nxrd supervises four workloads under load (a latency pusher, a CPU-bound batch
 loop, two sleepers). Each round picks a moment: mid-apply (a changed profile POSTed with
