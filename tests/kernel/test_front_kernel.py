@@ -25,10 +25,12 @@ REPLICA = textwrap.dedent(
         def do_GET(self):
             if self.path == "/most":
                 body = str(most[0]).encode()
+            elif self.path == "/health":  # HAProxy's checks: not requests, not capped
+                body = b"ok"
             else:
                 with lock:
                     now[0] += 1; most[0] = max(most[0], now[0])
-                time.sleep(0 if self.path == "/health" else 0.3)
+                time.sleep(0.3)
                 with lock:
                     now[0] -= 1
                 body = b"ok"
