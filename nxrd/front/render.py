@@ -5,8 +5,9 @@ only says what the profile declares, in HAProxy's terms (its 2.6 configuration m
 
 - a replica's in-flight cap is its server's `maxconn`: HAProxy never has more requests at
   it, and queues the rest in the backend;
-- the queue's bound is a `return status 429` when `queue(backend)` already holds that many:
-  one thread (`nbthread 1`) evaluates that and enqueues, so the bound is exact;
+- the queue's bound is a `return status 429` when `queue(backend)` already holds that many
+  (half that many, for low priority): one thread (`nbthread 1`) evaluates that and
+  enqueues, so the bound is exact;
 - `timeout queue` drops a request that waited past its deadline (a 503), and
   `http-error status 503` adds Retry-After to it and to "no replica up";
 - `set-priority-class` from the priority header: a lower class leaves the queue first;
@@ -76,6 +77,12 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
     queue = serve.queue if serve.queue is not None else inflight * len(servers)
     by_header = f"req.hdr({serve.priority_header}) -i"
     held = f"{{ var(txn.priority),map({FRONT_HELD}) -m found }}"
+    # low priority may fill half the queue: the rest is kept for the others
+    low_queue = (queue + 1) // 2
+    full = (
+        f"{{ queue({group}) ge {queue} }}"
+        f" || {{ var(txn.priority) -m str low }} {{ queue({group}) ge {low_queue} }}"
+    )
     retry = f'hdr Retry-After "{serve.retry_after}"'
     check_lines, check = _check(wl)
     lines = [
@@ -109,11 +116,10 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         f' string "{group}: this priority is held back while the model is at its limit"'
         f" if {held}",
         # counted by priority in the shed table (`show table`), then refused
-        f"    http-request track-sc0 var(txn.priority) table {shed_table(group)}"
-        f" if {{ queue({group}) ge {queue} }}",
+        f"    http-request track-sc0 var(txn.priority) table {shed_table(group)} if {full}",
         f"    http-request return status 429 content-type text/plain {retry}"
         f' string "{group}: every replica is busy and the queue is full"'
-        f" if {{ queue({group}) ge {queue} }}",
+        f" if {full}",
         f"    default_backend {group}",
         "",
         f"backend {group}",

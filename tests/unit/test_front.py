@@ -384,3 +384,24 @@ def test_a_priority_held_back_is_refused_and_a_lowered_cap_holds_live(tmp_path: 
         replica.most = 0
         assert [a[0] for a in burst(port, 6)] == [200] * 6
         assert replica.most == 1
+
+
+def test_low_priority_may_fill_only_half_the_queue(tmp_path: Path) -> None:
+    replica = Replica(1.0)
+    serve = 'inflight = 1, queue = 4, queue_timeout = "20s"'
+    sent = ["high", "batch", "batch", "batch", "", "high", ""]  # "": no priority header
+    out: dict[int, int] = {}
+    with front(tmp_path, serve, [replica]) as (port, _):
+
+        def send(i: int) -> None:
+            out[i] = get(port, f"/{i}", sent[i] or None)[0]
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(sent))]
+        for t in threads:  # one at a time, in this order
+            t.start()
+            time.sleep(0.15)
+        for t in threads:
+            t.join()
+    # in flight: the first; queued: two batch (half the queue), the third refused; then
+    # normal and high fill it, and the last normal is refused
+    assert [out[i] for i in range(len(sent))] == [200, 200, 200, 429, 200, 200, 429]
