@@ -4,16 +4,17 @@ generator, straight at the model and then through the front nxr runs for it.
     bash scripts/vm-run.sh '.venv/bin/python -u bench/overload.py'   # in the test VM, as root
 
 The model (bench/httpmodel.py) answers one request at a time, each a fixed amount of CPU
-work: its capacity is one over its service time, measured first. The SLO is a multiple of
-that service time. Arrivals are Poisson at 1.5x capacity and never wait for answers; each
-latency counts from when its request was due (closed-loop tools such as hey and wrk hide
-queueing under overload). The front is sized from the same measurement: one request in flight
-(OVERLOAD_INFLIGHT), a queue of what can wait and still finish within the SLO, and that
-wait as the queue timeout. Printed per run: answers by status, connection errors, p99 of
-all answered and of those admitted (200), the share of 1 s windows whose admitted p99 is
-within the SLO (after the first 2 s), and goodput (answers within the SLO per second) over
-capacity. A third run sends half the requests as interactive and half as batch
-(X-Priority) at 120% of capacity, each half reported on its own.
+work. Its capacity is measured first, as nxr runs it (on its core, with the front's health
+checks); the SLO is six times one over it, and the front is then sized from it and applied
+with `nxrctl apply` (a hitless reload): one request in flight (OVERLOAD_INFLIGHT), a queue
+of what can wait and still finish within the SLO, and that wait as the queue timeout.
+Arrivals are Poisson at 1.5x capacity and never wait for answers; each latency counts from
+when its request was due (closed-loop tools such as hey and wrk hide queueing under
+overload). Printed per run: answers by status, connection errors, p99 of all answered and
+of those admitted (200), the share of 1 s windows whose admitted p99 is within the SLO
+(after the first 2 s), and goodput (answers within the SLO per second) over capacity. A
+third run sends half the requests as interactive and half as batch (X-Priority) at 120%
+of capacity, each half reported on its own.
 """
 
 from __future__ import annotations
@@ -53,42 +54,26 @@ def get(port: int, timeout: float = 60, priority: str | None = None) -> int:
         conn.close()
 
 
-def service_time(work: int) -> float:
-    """One over the model's capacity: requests answered per second, alone on one CPU (as
-    nxr runs it: cpus = 1), with 8 clients that each send the next as soon as the last is
-    answered (the model never idles)."""
-    last = max(os.sched_getaffinity(0))
-    proc = subprocess.Popen(
-        [PY, str(REPO / "bench/httpmodel.py"), "--work", str(work)],
-        env={**os.environ, "NXR_PORT": str(MODEL_PORT)},
-        preexec_fn=lambda: os.sched_setaffinity(0, {last}),
-    )
-    try:
-        for _ in range(200):
-            try:
-                get(MODEL_PORT, 1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        done = [0]
-        end = time.monotonic() + 4
-        started = time.monotonic() + 1  # the first second warms up, uncounted
+def service_time(port: int) -> float:
+    """One over the model's capacity, as nxr runs it (its core, its health checks):
+    requests answered per second with 8 clients that each send the next as soon as the
+    last is answered (the model never idles)."""
+    done = [0]
+    end = time.monotonic() + 5
+    started = time.monotonic() + 1  # the first second warms up, uncounted
 
-        def client() -> None:
-            while time.monotonic() < end:
-                get(MODEL_PORT)
-                if time.monotonic() > started:
-                    done[0] += 1
+    def client() -> None:
+        while time.monotonic() < end:
+            get(port)
+            if time.monotonic() > started:
+                done[0] += 1
 
-        threads = [threading.Thread(target=client) for _ in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        return (end - started) / done[0]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return (end - started) / done[0]
 
 
 def profile(work: int, service: float) -> str:
@@ -101,7 +86,7 @@ command = ["{PY}", "{REPO / "bench/httpmodel.py"}", "--work", "{work}"]
 class = "latency-critical"
 cpus = 1
 port = {MODEL_PORT}
-ready = {{http = "http://127.0.0.1:{MODEL_PORT}/health", interval = "200ms"}}
+ready = {{http = "http://127.0.0.1:{MODEL_PORT}/health", interval = "1s"}}
 
 [workloads.chat.serve]
 port = {FRONT_PORT}
@@ -160,11 +145,11 @@ def report(name: str, rows: list[tuple[float, float, str]], slo: float, capacity
         counts[outcome] = counts.get(outcome, 0) + 1
     answered = [lat for _, lat, o in rows if not o.startswith("error")]
     admitted = [lat for _, lat, o in rows if o == "200"]
-    windows = {}
+    windows: dict[int, list[float]] = {}
     for at, lat, o in rows:
         if o == "200" and at >= 2:
             windows.setdefault(int(at), []).append(lat)
-    within = sum(1 for w in windows.values() if pct(w, 0.99) <= slo)
+    within = len([w for w in windows.values() if pct(w, 0.99) <= slo])
     good = sum(1 for _, lat, o in rows if o == "200" and lat <= slo) / SECONDS
     errors = sum(n for o, n in counts.items() if o.startswith("error"))
     print(f"{name}:")
@@ -209,16 +194,26 @@ class Nxrd:
 
 def main() -> None:
     work = int(os.environ.get("OVERLOAD_WORK", "20000"))
-    service = service_time(work)
-    capacity, slo = 1 / service, SLO_SERVICES * service
-    print(
-        f"model: capacity {capacity:.1f}/s (one over it: {service * 1000:.1f} ms);"
-        f" SLO {slo * 1000:.0f} ms; arrivals {LOAD * capacity:.1f}/s ({LOAD:.0%}), {SECONDS:.0f} s"
-    )
     tmp = Path(tempfile.mkdtemp(prefix="nxr-overload-"))
-    d = Nxrd(tmp, profile(work, service))
+    d = Nxrd(tmp, profile(work, 1.0))  # the front is sized once the capacity is known
     try:
         d.ready(("chat", "chat.front"))
+        service = service_time(MODEL_PORT)
+        capacity, slo = 1 / service, SLO_SERVICES * service
+        print(
+            f"model: capacity {capacity:.1f}/s (one over it: {service * 1000:.1f} ms);"
+            f" SLO {slo * 1000:.0f} ms; arrivals {LOAD * capacity:.1f}/s ({LOAD:.0%}),"
+            f" {SECONDS:.0f} s"
+        )
+        (tmp / "sized.toml").write_text(profile(work, service))
+        applied = subprocess.run(
+            [str(BIN / "nxrctl"), "--socket", str(d.socket), "apply", str(tmp / "sized.toml")],
+            capture_output=True,
+            text=True,
+        )
+        if applied.returncode != 0:
+            raise SystemExit(f"apply failed: {applied.stdout}{applied.stderr}")
+        time.sleep(3)  # the front reloads its configuration (no restart)
         runs = (("straight at the model", MODEL_PORT), ("through the front", FRONT_PORT))
         for name, port in runs:
             rows = open_loop(port, LOAD * capacity, SECONDS, seed=1)
@@ -229,7 +224,6 @@ def main() -> None:
         for priority in ("interactive", "batch"):
             mine = [(at, lat, o.split()[1]) for at, lat, o in rows if o.startswith(priority)]
             report(f"through the front at 120%, the {priority} half", mine, slo, capacity)
-        time.sleep(2)
         fronts = json.loads(
             subprocess.run(
                 [str(BIN / "nxrctl"), "--socket", str(d.socket), "status", "-o", "json"],
@@ -237,8 +231,9 @@ def main() -> None:
                 text=True,
             ).stdout
         )
-        counted = next(w["front"] for w in fronts["workloads"] if w["name"] == "chat.front")
-        print(f"  the front counted: {json.dumps(counted)}")
+        front = next(w for w in fronts["workloads"] if w["name"] == "chat.front")
+        print(f"  the front counted: {json.dumps(front['front'])}")
+        print(f"  the front's restarts: {front['restarts']} (its configuration was reloaded)")
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
