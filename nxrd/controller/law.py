@@ -21,6 +21,12 @@ The ladder, bottom to top (each rung includes those below it):
     freeze-C    class C frozen (background first, then batch)
     stop-batch  batch workloads stopped (if their control.stop allows), started again when
                 the controller steps back down
+    hold-P      at the fronts of the targets' served workloads (docs/front.md), requests of
+                priority P refused at once with 503 and Retry-After (low first, then
+                normal): the model keeps its SLO for the requests that matter most
+    inflight-N% the fronts' in-flight cap per replica cut to N% of the profile's (at least
+                1): fewer requests share the model at once, each is answered sooner, and
+                the excess waits in the queue or is refused there
 
 One rung up when the worst slack falls under `act_below` (from share straight back to
 static), one down once every slack has stayed above `relax_above` for `relax_after`; never
@@ -90,6 +96,8 @@ from nxrd.model.units import format_cpu_list
 from nxrd.model.values import cpu_max, cpu_quota
 
 CAPS = (75, 50, 25)
+HOLDS = ("low", "normal")  # request priorities held back at the fronts, in this order
+INFLIGHT_CUTS = (50,)  # the fronts' in-flight caps, in percent of the profile's
 # the classes the ladder acts on (the class policy, nxrd/model/classes.py)
 LOWER = tuple(p.name for p in CLASSES.values() if not p.protected)
 CAPPED = tuple(p.name for p in CLASSES.values() if p.capped)
@@ -130,6 +138,16 @@ class Lower:
 
 
 @dataclass(frozen=True)
+class Front:
+    """The request front of a served workload whose replicas are targets."""
+
+    name: str  # the front workload, NAME.front
+    group: str  # the served workload: HAProxy's backend
+    replicas: tuple[str, ...]  # its servers
+    inflight: int  # the profile's cap per replica
+
+
+@dataclass(frozen=True)
 class Spec:
     targets: tuple[Target, ...]
     lowers: tuple[Lower, ...]
@@ -144,6 +162,7 @@ class Spec:
     share_below: float = 0.5  # ...only while each target uses under this share of its cores
     probe_after: float | None = 15.0  # try a rung lower after this long in the band (None: never)
     judge: bool = False  # step back from climbs that did not make requests cheaper in CPU
+    fronts: tuple[Front, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,6 +226,10 @@ def ladder(spec: Spec) -> list[str]:
     for cls in STOPPED:
         if any(w.workload_class == cls and w.may_stop for w in lowers):
             rungs.append(f"stop-{cls}")
+    if spec.fronts:
+        rungs += [f"hold-{p}" for p in HOLDS]
+    if any(f.inflight > 1 for f in spec.fronts):
+        rungs += [f"inflight-{c}%" for c in INFLIGHT_CUTS]
     return rungs
 
 
@@ -551,6 +574,8 @@ class Settings:
     files: dict[str, dict[str, str]]  # workload -> cgroup file -> value
     frozen: frozenset[str]
     stopped: frozenset[str]
+    # front -> (priorities held back, in-flight cap per replica)
+    admission: dict[str, tuple[frozenset[str], int]] = field(default_factory=dict)
 
 
 def settings(state: LadderState, spec: Spec) -> Settings:
@@ -592,7 +617,10 @@ def settings(state: LadderState, spec: Spec) -> Settings:
     for t in spec.targets:
         borrowed = [core for core, to in state.loans if to == t.name]
         files[t.name] = {"cpuset.cpus": _cpu_list([*t.cpus, *borrowed])}
-    return Settings(files, frozenset(frozen), frozenset(stopped))
+    held = frozenset(r.removeprefix("hold-") for r in rungs if r.startswith("hold-"))
+    cut = min((int(r[9:].rstrip("%")) for r in rungs if r.startswith("inflight-")), default=100)
+    admission = {f.name: (held, max(1, f.inflight * cut // 100)) for f in spec.fronts}
+    return Settings(files, frozenset(frozen), frozenset(stopped), admission)
 
 
 def _cpu_list(cpus: list[int]) -> str:

@@ -53,8 +53,10 @@ class Controller:
         events: EventLog,
         ledger: Ledger,
         wall: Callable[[], float],
+        admit: Callable[[str, frozenset[str], int], None] = lambda front, held, inflight: None,
     ) -> None:
         self.fs, self.sup, self.events, self.ledger, self.wall = fs, sup, events, ledger, wall
+        self.admit = admit  # a front's held-back priorities and in-flight cap (daemon/fronts.py)
         self.spec = control_spec(profile, plan)
         self.rungs = ladder(self.spec)
         self.period = profile.controller.period
@@ -267,6 +269,8 @@ class Controller:
                     except KernelError:
                         continue  # the leaf went away with its process: nothing to hold
                     self.held[(name, filename)] = (rec.pid, value)
+        for front, (held, inflight) in want.admission.items():
+            self.admit(front, held, inflight)
         for w in self.spec.lowers:
             rec = self.sup.records.get(w.name)
             if rec is None:

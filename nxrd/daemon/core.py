@@ -157,7 +157,14 @@ class Daemon:
 
     def make_controller(self, profile: Profile, plan: Plan) -> Controller:
         return Controller(
-            profile, plan, self.fs, self.sup, self.events, self.ledger, self.host.time
+            profile,
+            plan,
+            self.fs,
+            self.sup,
+            self.events,
+            self.ledger,
+            self.host.time,
+            self.rotation.admit,
         )
 
     def latency_receiver(self) -> PushReceiver:

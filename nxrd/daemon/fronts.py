@@ -45,6 +45,10 @@ class Rotation:
         self.reloading: dict[str, tuple[int, float]] = {}  # front -> (old worker, deadline)
         self.runs: dict[str, str] = {}  # front -> the configuration it was seen to run
         self.figures: dict[str, dict[str, object]] = {}  # workload -> what its front counts
+        # front -> (priorities held back, in-flight cap per replica): what the controller
+        # wants, and what the front was last told
+        self.admission: dict[str, tuple[frozenset[str], int]] = {}
+        self.admitted: dict[str, tuple[frozenset[str], int]] = {}
 
     def __call__(self, e: Event) -> None:
         if is_front(e.workload):
@@ -56,10 +60,39 @@ class Rotation:
             self.tell(group, e.workload, State(e.new))
 
     def resync(self, group: str) -> None:
-        """Tell a new HAProxy (started, or reloaded) where each replica stands."""
+        """Tell a new HAProxy (started, or reloaded) where each replica stands, and what
+        the controller holds back."""
         for name in self.replicas(group):
             self.told.pop(name, None)
             self.tell(group, name, self.sup.records[name].state)
+        self.admitted.pop(front_name(group), None)
+        if front_name(group) in self.admission:
+            self.admit(front_name(group), *self.admission[front_name(group)])
+
+    def admit(self, front: str, held: frozenset[str], inflight: int) -> None:
+        """The controller's admission at a front: the priorities it refuses, and the cap
+        of requests in flight at each replica (docs/controller.md)."""
+        self.admission[front] = (held, inflight)
+        rec = self.sup.records.get(front)
+        if self.admitted.get(front) == (held, inflight) or rec is None:
+            return
+        if rec.state != State.READY or front in self.reloading:
+            return  # told when it is ready again (resync)
+        group = group_of(front)
+        admin = self.admin(front_dir(self.state_dir, front) / FRONT_SOCKET)
+        before = self.admitted.get(front)
+        try:
+            for priority in ("low", "normal", "high"):
+                if before is None or (priority in held) != (priority in before[0]):
+                    admin.hold(priority, priority in held)
+            if before is None or before[1] != inflight:
+                for name in self.replicas(group):
+                    if f"    server {name} " in (self.sup.runtime.front_config(front) or ""):
+                        admin.set_inflight(group, name, inflight)
+        except FrontError as e:
+            self._warn(front, f"warning: {front} admission not changed: {e}")
+            return
+        self.admitted[front] = (held, inflight)
 
     def step(self, now: float) -> None:
         for wl in self.plan().workloads:

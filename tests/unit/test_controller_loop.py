@@ -323,3 +323,73 @@ def test_the_last_rung_stops_batch_with_a_declared_cause_and_starts_it_again() -
     drive(ctl, 0.01, now, 60.0)  # comfortable again: the ladder comes down, batch restarts
     sup.tick(now + 60.0)
     assert rec.state.value in ("starting", "ready")
+
+
+SERVED = """
+[controller]
+cooldown = "1s"
+relax_after = "2s"
+
+[workloads.chat]
+command = ["chat"]
+class = "latency-critical"
+cpus = 2
+replicas = 2
+port = 18000
+slo = {p99 = "200ms", window = "5s", source = {push = true}}
+serve = {port = 18080, inflight = 4}
+
+[workloads.embed]
+command = ["embed"]
+class = "batch"
+control = {freeze = false}
+"""
+
+
+def test_past_the_lower_classes_rungs_the_front_holds_back_low_priority_then_its_cap() -> None:
+    """Admission as the top rungs: once capping batch is not enough, the fronts of the
+    targets refuse low, then normal priority, then halve the in-flight cap; all of it
+    given back on the way down."""
+    profile = parse_profile(SERVED)
+    plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
+    fs = FakeCgroupFS()
+    apply_plan(plan, fs)
+    rt, log = FakeRuntime(), EventLog()
+    sup = Supervisor(profile, plan, rt, log, lambda: 0.0)
+    sup.tick(0.0)
+    admitted: list[tuple[str, list[str], int]] = []
+    ctl = Controller(
+        profile,
+        plan,
+        fs,
+        sup,
+        log,
+        Ledger(lambda: 0.0),
+        lambda: 0.0,
+        lambda front, held, inflight: admitted.append((front, sorted(held), inflight)),
+    )
+    assert ctl.rungs == [
+        *("cap-75%", "cap-50%", "cap-25%", "core-1", "core-2"),
+        *("hold-low", "hold-normal", "inflight-50%"),
+    ]
+    # the front is neither a target nor squeezed as a lower class
+    assert [t.name for t in ctl.spec.targets] == ["chat.0", "chat.1"]
+    assert [w.name for w in ctl.spec.lowers] == ["embed"]
+
+    now = 0.0
+    while ctl.state.level < len(ctl.rungs):
+        for t in ("chat.0", "chat.1"):
+            ctl.push(t, 0.4, now)
+        ctl.tick(now, lambda names: {})
+        now += 0.5
+    said = {(front, tuple(held), n) for front, held, n in admitted}
+    assert ("chat.front", (), 4) in said  # the cap and core rungs: admission as planned
+    assert ("chat.front", ("low",), 4) in said
+    assert ("chat.front", ("low", "normal"), 4) in said
+    assert admitted[-1] == ("chat.front", ["low", "normal"], 2)
+    event = log.since(0, "controller")[-1]
+    assert (event.old, event.new) == ("hold-normal", "inflight-50%")
+    assert event.data["observed"] == {"chat.0": 0.4, "chat.1": 0.4}
+
+    ctl.release(now, "profile changed")
+    assert admitted[-1] == ("chat.front", [], 4)

@@ -166,3 +166,37 @@ def test_a_front_found_running_an_older_configuration_is_reloaded(tmp_path: Path
     d.step(2.0, stopping=False)
     assert rt.procs["chat.front"].signals == [signal.SIGUSR2]
     assert rt.fronts["chat.front"] == d.plan.workload("chat.front").front_config
+
+
+def test_the_controllers_admission_reaches_the_front_once_and_again_after_a_reload(
+    tmp_path: Path,
+) -> None:
+    host, d = started(tmp_path)
+    rt = host.proc_runtime
+    assert rt is not None
+    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
+    d.step(1.0, stopping=False)
+    said(host)
+    d.rotation.admit("chat.front", frozenset({"low"}), 1)
+    assert said(host) == [
+        "chat.front: del map held.map low",
+        "chat.front: add map held.map low 1",
+        "chat.front: del map held.map normal",
+        "chat.front: del map held.map high",
+        "chat.front: set maxconn server chat/chat.0 1",
+        "chat.front: set maxconn server chat/chat.1 1",
+    ]
+    d.rotation.admit("chat.front", frozenset({"low"}), 1)
+    assert said(host) == []  # told already
+    d.rotation.admit("chat.front", frozenset(), 1)
+    assert said(host) == ["chat.front: del map held.map low"]
+
+    # a new HAProxy worker knows nothing of it: told again once it answers
+    d.rotation.admit("chat.front", frozenset({"low", "normal"}), 1)
+    said(host)
+    rt.fronts["chat.front"] = "# older\n"
+    d.rotation.runs.clear()
+    d.step(2.0, stopping=False)
+    host.front_workers["chat.front"] = 7
+    d.step(3.0, stopping=False)
+    assert "chat.front: add map held.map normal 1" in said(host)
