@@ -206,7 +206,11 @@ class Daemon:
         if not stopping:
             self.rotation.step(now)
             self.controller.tick(
-                now, lambda names: self.readings.tick(names, self.sup.records, now)
+                now,
+                lambda names: {
+                    **self.readings.tick(names, self.sup.records, now),
+                    **self.rotation.signals(),
+                },
             )
         if now - self.last_sample >= 1.0:
             self.pids.sweep(self.sup.records)

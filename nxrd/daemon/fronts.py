@@ -135,6 +135,16 @@ class Rotation:
                 continue  # the next second's sample, or the warning of a command, says more
         self.figures = found
 
+    def signals(self) -> dict[str, dict[str, float]]:
+        """The fronts' queues and refusals (last second's sample), recorded with each
+        controller decision as its inputs."""
+        keys = ("queued", "admitted", "shed", "late")
+        out: dict[str, dict[str, float]] = {}
+        for name, f in self.figures.items():
+            if is_front(name):
+                out[name] = {k: float(v) for k in keys if isinstance(v := f.get(k), int)}
+        return out
+
     def _reloaded(self, front: str, admin: FrontAdmin, now: float) -> None:
         old, deadline = self.reloading[front]
         try:

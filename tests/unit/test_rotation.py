@@ -200,3 +200,18 @@ def test_the_controllers_admission_reaches_the_front_once_and_again_after_a_relo
     host.front_workers["chat.front"] = 7
     d.step(3.0, stopping=False)
     assert "chat.front: add map held.map normal 1" in said(host)
+
+
+def test_the_fronts_queue_and_refusals_are_the_controllers_observations(tmp_path: Path) -> None:
+    host, d = started(tmp_path)
+    rt = host.proc_runtime
+    assert rt is not None
+    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
+    d.step(1.0, stopping=False)
+    d.rotation.figures = {
+        "chat.front": {"queued": 3, "admitted": 40, "shed": 5, "late": 1, "shed_by_priority": {}},
+        "chat.0": {"inflight": 1, "requests": 20, "rotation": "UP"},
+    }
+    assert d.rotation.signals() == {
+        "chat.front": {"queued": 3.0, "admitted": 40.0, "shed": 5.0, "late": 1.0}
+    }
