@@ -128,6 +128,10 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         # kept-alive connection.
         "    http-reuse never",
         "    option http-server-close",
+        # a replica that refuses the connection (it just died) costs the request nothing:
+        # it is tried once more, on another replica
+        "    retries 1",
+        "    option redispatch 1",
         f"    http-error status 503 content-type text/plain {retry}"
         f' string "{group}: no replica could take the request in time"',
         *(f"    {line}" for line in check_lines),

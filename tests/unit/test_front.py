@@ -405,3 +405,17 @@ def test_low_priority_may_fill_only_half_the_queue(tmp_path: Path) -> None:
     # in flight: the first; queued: two batch (half the queue), the third refused; then
     # normal and high fill it, and the last normal is refused
     assert [out[i] for i in range(len(sent))] == [200, 200, 200, 429, 200, 200, 429]
+
+
+def test_a_replica_that_refuses_connections_costs_no_request(tmp_path: Path) -> None:
+    """One that just died, before nxrd or a health check took it out: redispatched."""
+    gone, alive = Replica(0.05), Replica(0.05)
+    with front(tmp_path, 'inflight = 1, queue = 20, queue_timeout = "20s"', [gone, alive]) as (
+        port,
+        _,
+    ):
+        gone.server.shutdown()
+        gone.server.server_close()  # its port now refuses connections
+        answers = [get(port, f"/{i}")[0] for i in range(6)]
+    assert answers == [200] * 6
+    assert len(alive.order) == 6
