@@ -118,20 +118,20 @@ def killed(d: Nxrd, capacity: float) -> None:
     while time.monotonic() < killed_at + 60:
         now = status(d)
         replica = now["chat.0"]
-        if replica["pid"] != before["pid"] and dict(replica.get("requests") or {}).get(
-            "rotation"
-        ) in ("UP", "no check"):
+        seen = replica.get("requests")
+        rotation = seen.get("rotation") if isinstance(seen, dict) else None
+        if replica["pid"] != before["pid"] and rotation in ("UP", "no check"):
             back = time.monotonic() - killed_at
             break
         time.sleep(0.2)
     load.join()
     failed = [o for _, _, o in rows if o != "200"]
     latencies = [lat for _, lat, o in rows if o == "200"]
+    rotation = f"after {back:.1f} s" if back is not None else "not within 60 s"
     print(
         f"  chat.0 killed under {0.6 * capacity:.1f} requests/s: {len(rows)} sent,"
         f" {len(failed)} failed ({json.dumps(sorted(set(failed)))}),"
-        f" p50 {statistics.median(latencies) * 1000:.0f} ms;"
-        f" back in rotation {'after %.1f s' % back if back is not None else 'not within 60 s'}"
+        f" p50 {statistics.median(latencies) * 1000:.0f} ms; back in rotation {rotation}"
     )
 
 
