@@ -89,6 +89,10 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         "# Written by nxrd from its profile; edits are overwritten.",
         "global",
         "    nbthread 1",
+        # the worker, which talks to clients, drops root once it has bound its sockets (the
+        # user Debian's haproxy package creates); the master stays root to reload
+        "    user haproxy",
+        "    group haproxy",
         f"    stats socket unix@{FRONT_SOCKET} mode 600 level admin",
         "    log stdout format raw daemon",
         "",

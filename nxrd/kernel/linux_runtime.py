@@ -259,6 +259,13 @@ def can_start_front(name: str, config: str, path: str) -> None:
         raise KernelError(
             f"cannot start {name}: haproxy is not installed (apt install haproxy: Debian's)"
         )
+    try:
+        pwd.getpwnam("haproxy")
+    except KeyError:
+        raise KernelError(
+            f"cannot start {name}: no user haproxy, which its worker runs as (Debian's haproxy"
+            " package creates it)"
+        ) from None
     bind = re.search(r"^    bind (\S+):(\d+)$", config, re.MULTILINE)
     if bind is None:
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import pwd
 import signal
 import subprocess
 import textwrap
@@ -88,8 +89,10 @@ def test_the_front_caps_each_replica_bounds_its_queue_and_outlives_nxrd(
     front_leaf = cgroup_root / "latency-critical/chat.front"
     try:
         d.wait_for(lambda: all(d.state_of(n).get("state") == "ready" for n in names), 120)
-        # HAProxy's master and its worker, both in the front's own leaf
-        assert len(pids_of(front_leaf)) == 2
+        # HAProxy's master (root, to reload) and its worker (the haproxy user), both in the
+        # front's own leaf
+        uids = sorted(Path(f"/proc/{p}").stat().st_uid for p in pids_of(front_leaf))
+        assert uids == [0, pwd.getpwnam("haproxy").pw_uid]
         assert (tmp_path / "state/fronts/chat.front/haproxy.cfg").exists()
 
         answers: list[tuple[int, str | None]] = []
