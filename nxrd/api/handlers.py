@@ -129,6 +129,10 @@ class Handlers:
                     "forbidden", f"uid {req.uid} may not {p[2]} workloads (root or the API group)"
                 )
             now = self.clock()
+            if p[2] == "restart" and len(recs) > 1:
+                # its replicas one at a time, each once the one before is ready: it serves on
+                self.sup.roll([r.name for r in recs], now)
+                return {"workloads": [self._status(r) for r in recs]}
             done = []
             for rec in recs:  # a replicated workload's name stands for all its replicas
                 try:

@@ -69,6 +69,7 @@ class Supervisor:
         self.profile, self.runtime, self.events = profile, runtime, events
         self.wall, self.jitter = wall, jitter
         self.records: dict[str, Record] = {}
+        self.rolling: list[str] = []  # a rolling restart: the ones still to restart, in order
         self._take(profile, plan)
 
     def _take(self, profile: Profile, plan: Plan) -> None:
@@ -189,6 +190,26 @@ class Supervisor:
                 self.stop(name, now, cause)
             self.start(name, now)
 
+    def roll(self, names: list[str], now: float) -> None:
+        """Restart these one at a time, each once the one before is ready again: a
+        replicated workload restarted this way keeps serving throughout."""
+        self.rolling = [n for n in names if n in self.records]
+        if self.rolling:
+            self.restart(self.rolling[0], now)
+
+    def _roll_on(self, now: float) -> None:
+        rec = self.records.get(self.rolling[0])
+        if rec is not None and rec.state not in (State.READY, State.FAILED, State.STOPPED):
+            return  # still on its way back
+        done = self.rolling.pop(0)
+        if rec is None or rec.state != State.READY:
+            left, self.rolling = self.rolling, []
+            if left:
+                why = f"rolling restart stopped: {done} did not come back ready"
+                self.events.record(self.wall(), "-", "-", "-", f"{why}; not restarted: {left}")
+        elif self.rolling:
+            self.restart(self.rolling[0], now)
+
     def adopt(
         self, name: str, pid: int, shim_pid: int, started_at: float, now: float, was: str
     ) -> None:
@@ -289,6 +310,8 @@ class Supervisor:
         for rec in self.records.values():
             if rec.state == State.STARTING:
                 self._probe(rec, now)
+        if self.rolling:
+            self._roll_on(now)
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until a timer of some workload is due (backoff, stop timeout, probe)."""

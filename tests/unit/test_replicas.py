@@ -158,3 +158,39 @@ def test_top_keeps_replicas_together_under_their_workload_busiest_first() -> Non
     rows = [row("chat.0", 50), row("embed", 70), row("chat.1", 30), row("idx", 1)]
     lines = top_screen(rows, 0.0, 200).splitlines()[3:]
     assert [line.split()[0] for line in lines] == ["chat", "chat.0", "chat.1", "embed", "idx"]
+
+
+def test_restarting_a_replicated_workload_rolls_one_replica_at_a_time() -> None:
+    profile = parse_profile(CHAT)
+    plan = make_plan(profile, plan_topology())
+    rt = FakeRuntime()
+    log = EventLog()
+    sup = Supervisor(profile, plan, rt, log, lambda: 0.0)
+    rt.ready_now |= {"chat.0", "chat.1", "chat.2"}
+    sup.tick(0.0)
+    pids = {n: sup.records[n].pid for n in ("chat.0", "chat.1", "chat.2")}
+    handlers = Handlers(sup, plan, plan_topology(), Access(None, "all"), clock=lambda: 1.0)
+
+    body = handlers.handle(Request("POST", ("workloads", "chat", "restart"), uid=0))
+    assert [w["name"] for w in body["workloads"]] == ["chat.0", "chat.1", "chat.2"]
+
+    def down() -> list[str]:
+        return [n for n in pids if sup.records[n].state.value != "ready"]
+
+    assert down() == ["chat.0"]  # only the first is stopping
+    seen = []
+    for t in range(2, 40):
+        for name in down():
+            if rt.procs[name].signals and rt.procs[name].ended is None:
+                rt.exit(name, sig=15)
+        sup.tick(float(t))
+        seen.append(down())
+        if not sup.rolling and not down():
+            break
+    assert all(len(d) <= 1 for d in seen)  # never two replicas down at once
+    assert all(sup.records[n].pid != pids[n] for n in pids)  # each restarted once
+    assert [e.workload for e in log.since(0) if e.new == "stopping"] == [
+        "chat.0",
+        "chat.1",
+        "chat.2",
+    ]
