@@ -9,6 +9,10 @@ another cap; by a reload, or while nxrd was down) is reloaded the way HAProxy re
 without dropping a request: the new configuration written, SIGUSR2 to its master, which
 starts a new worker on it while the old one finishes what it holds. Once the runtime API
 answers from the new worker, it is told every replica's state.
+
+Also the controller's admission at each front (priorities held back, the in-flight cap),
+told once per change and again to a new worker, and the fronts' counters, sampled once a
+second for status, metrics and the controller's observations.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ RELOAD_TIMEOUT = 10.0  # HAProxy re-reads and checks its configuration in well u
 
 
 class Rotation:
+    """Each front's view of its replicas and of the controller, kept in step."""
+
     def __init__(
         self,
         plan: Callable[[], Plan],
