@@ -57,16 +57,22 @@ def _ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
+# A replica that refuses a connection is down from that moment, not from its next check:
+# otherwise leastconn, which prefers the server with the fewest requests, sends every new
+# request (and every redispatched one) to the dead replica until the check notices.
+PASSIVE = " observe layer4 error-limit 1 on-error mark-down"
+
+
 def _check(wl: Workload) -> tuple[list[str], str]:
-    """Backend lines and the server option that check a replica the way its readiness is."""
-    if wl.ready is not None and wl.ready.http is not None:
-        parts = urlsplit(wl.ready.http)
-        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        interval = _ms(wl.ready.interval)
-        return ["option httpchk", f"http-check send meth GET uri {uri}"], f" check inter {interval}"
-    if wl.ready is not None and wl.ready.tcp is not None:
-        return [], f" check inter {_ms(wl.ready.interval)}"
-    return [], ""
+    """Backend lines and the server options that check a replica the way its readiness is."""
+    if wl.ready is None or (wl.ready.http is None and wl.ready.tcp is None):
+        return [], ""
+    option = f" check inter {_ms(wl.ready.interval)}{PASSIVE}"
+    if wl.ready.http is None:
+        return [], option
+    parts = urlsplit(wl.ready.http)
+    uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return ["option httpchk", f"http-check send meth GET uri {uri}"], option
 
 
 def render(group: str, wl: Workload, servers: list[Server]) -> str:

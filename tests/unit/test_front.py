@@ -78,7 +78,9 @@ class Replica:
 
 
 @contextlib.contextmanager
-def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[tuple[int, int]]:
+def front(
+    tmp: Path, serve: str, replicas: list[Replica], ready: str = ""
+) -> Iterator[tuple[int, int]]:
     """HAProxy with the configuration nxr renders for `serve`, in front of the replicas:
     its port and its master's pid."""
     if shutil.which("haproxy") is None:
@@ -86,7 +88,7 @@ def front(tmp: Path, serve: str, replicas: list[Replica]) -> Iterator[tuple[int,
     port = free_port()
     profile = parse_profile(
         f'[workloads.chat]\ncommand = ["serve"]\nport = 9000\nreplicas = {len(replicas)}\n'
-        f"cpus = 1\nserve = {{port = {port}, {serve}}}\n"
+        f"cpus = 1\nserve = {{port = {port}, {serve}}}\n{ready}"
     )
     servers = [Server(f"chat.{i}", r.port) for i, r in enumerate(replicas)]
     write_front_files(tmp, render("chat", profile.workloads["chat.0"], servers))
@@ -214,8 +216,14 @@ def test_a_served_workload_gets_a_front_on_the_reserved_cpus_over_its_replicas()
     config = fr.front_config or ""
     # the defaults: in flight = the replica's cpus, queue = in flight x replicas, deadline
     # = the SLO's target; each replica checked at its own port's /health
-    assert "    server chat.0 127.0.0.1:18000 maxconn 2 check inter 1000ms\n" in config
-    assert "    server chat.1 127.0.0.1:18001 maxconn 2 check inter 1000ms\n" in config
+    assert (
+        "    server chat.0 127.0.0.1:18000 maxconn 2 check inter 1000ms"
+        " observe layer4 error-limit 1 on-error mark-down\n"
+    ) in config
+    assert (
+        "    server chat.1 127.0.0.1:18001 maxconn 2 check inter 1000ms"
+        " observe layer4 error-limit 1 on-error mark-down\n"
+    ) in config
     assert "if { queue(chat) ge 4 }" in config
     assert "    timeout queue 250ms\n" in config
     assert "http-check send meth GET uri /health" in config
@@ -419,3 +427,17 @@ def test_a_replica_that_refuses_connections_costs_no_request(tmp_path: Path) -> 
         answers = [get(port, f"/{i}")[0] for i in range(6)]
     assert answers == [200] * 6
     assert len(alive.order) == 6
+
+
+def test_under_load_a_replica_that_just_died_is_out_at_its_first_refusal(tmp_path: Path) -> None:
+    """leastconn prefers the replica with the fewest requests: a dead one, until marked
+    down. Its first refused connection marks it down, long before its next check."""
+    gone, alive = Replica(0.05), Replica(0.05)
+    checks = 'ready = {http = "http://127.0.0.1:9000/health", interval = "30s"}\n'
+    serve = 'inflight = 2, queue = 50, queue_timeout = "20s"'
+    with front(tmp_path, serve, [gone, alive], checks) as (port, _):
+        time.sleep(0.3)  # the first checks pass
+        gone.server.shutdown()
+        gone.server.server_close()
+        answers = burst(port, 16)
+    assert [a[0] for a in answers] == [200] * 16

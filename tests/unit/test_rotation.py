@@ -133,7 +133,10 @@ def test_a_changed_front_configuration_is_reloaded_without_restarting_the_front(
     d.reconf.reconfigure([("p.toml", PROFILE.replace("replicas = 2", "replicas = 3"))], False, "t")
     d.step(2.0, stopping=False)  # chat.2 starts and gets ready; the front is reloaded
     new = rt.fronts["chat.front"]
-    assert "    server chat.2 127.0.0.1:18002 maxconn 1 check inter 1000ms\n" in new
+    assert (
+        "    server chat.2 127.0.0.1:18002 maxconn 1 check inter 1000ms"
+        " observe layer4 error-limit 1 on-error mark-down\n"
+    ) in new
     assert rt.procs["chat.front"].signals == [signal.SIGUSR2]
     assert d.sup.records["chat.front"].pid == pid and rt.launches.count("chat.front") == 1
     assert said(host) == ["chat.front: show info"]  # its worker, before the reload
