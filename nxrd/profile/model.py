@@ -6,6 +6,7 @@ workloads live in ``checks.py`` so every problem of a file is reported at once.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import signal
 from typing import Annotated, Any, Literal
@@ -126,6 +127,16 @@ def _as_tuple(value: object) -> object:
 def _url(value: str) -> str:
     if not re.match(r"^https?://[^\s/]+", value):
         raise ValueError(f"expected an http:// or https:// URL (got {value!r})")
+    return value
+
+
+def _ipv4(value: str) -> str:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(
+            f'expected an IPv4 address such as "127.0.0.1" or "0.0.0.0" (got {value!r})'
+        ) from None
     return value
 
 
@@ -389,10 +400,9 @@ class Serve(Section):
     as a workload of its own on the reserved CPUs (docs/front.md)."""
 
     port: int = Field(ge=1, le=65535, description="Port the front listens on.")
-    address: str = Field(
+    address: Annotated[str, AfterValidator(_ipv4)] = Field(
         "127.0.0.1",
-        min_length=1,
-        description='Address the front listens on ("0.0.0.0": every interface).',
+        description='IPv4 address the front listens on ("0.0.0.0": every interface).',
     )
     inflight: int | None = Field(
         None,

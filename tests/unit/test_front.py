@@ -441,3 +441,13 @@ def test_under_load_a_replica_that_just_died_is_out_at_its_first_refusal(tmp_pat
         gone.server.server_close()
         answers = burst(port, 16)
     assert [a[0] for a in answers] == [200] * 16
+
+
+def test_a_front_address_that_is_not_an_ipv4_address_is_refused() -> None:
+    with pytest.raises(ProfileError) as e:
+        parse_profile(SERVED.replace("port = 18080}", 'port = 18080, address = "eth0"}'))
+    assert e.value.lines() == [
+        'workloads.chat.serve.address: expected an IPv4 address such as "127.0.0.1" or'
+        " \"0.0.0.0\" (got 'eth0')"
+    ]
+    assert parse_profile(SERVED.replace("port = 18080}", 'port = 18080, address = "0.0.0.0"}'))
