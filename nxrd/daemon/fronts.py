@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nxrd.front.admin import FrontAdmin, FrontError, figures
-from nxrd.front.render import shed_table
+from nxrd.front.render import serves, shed_table
 from nxrd.model.paths import FRONT_SOCKET, front_dir
 from nxrd.model.plan import Plan
 from nxrd.model.replicas import front_name, group_of, is_front
@@ -85,7 +85,7 @@ class Rotation:
         if rec.state != State.READY or front in self.reloading:
             return  # told when it is ready again (resync)
         group = group_of(front)
-        admin = self.admin(front_dir(self.state_dir, front) / FRONT_SOCKET)
+        admin = self._admin(front)
         before = self.admitted.get(front)
         try:
             for priority in ("low", "normal", "high"):
@@ -93,7 +93,7 @@ class Rotation:
                     admin.hold(priority, priority in held)
             if before is None or before[1] != inflight:
                 for name in self.replicas(group):
-                    if f"    server {name} " in (self.sup.runtime.front_config(front) or ""):
+                    if serves(self.sup.runtime.front_config(front) or "", name):
                         admin.set_inflight(group, name, inflight)
         except FrontError as e:
             self._warn(front, f"warning: {front} admission not changed: {e}")
@@ -108,7 +108,7 @@ class Rotation:
             if rec.state != State.READY:
                 self.reloading.pop(wl.name, None)  # a start reads the new configuration
                 continue
-            admin = self.admin(front_dir(self.state_dir, wl.name) / FRONT_SOCKET)
+            admin = self._admin(wl.name)
             if wl.name in self.reloading:
                 self._reloaded(wl.name, admin, now)
             elif self.runs.get(wl.name) == wl.front_config:
@@ -134,7 +134,7 @@ class Rotation:
             if wl.front_config is None or rec is None or rec.state != State.READY:
                 continue
             group = group_of(wl.name)
-            admin = self.admin(front_dir(self.state_dir, wl.name) / FRONT_SOCKET)
+            admin = self._admin(wl.name)
             try:
                 found |= figures(group, admin.stats(), admin.counted(shed_table(group)))
             except FrontError:
@@ -167,6 +167,9 @@ class Rotation:
             del self.reloading[front]
             self._warn(front, f"warning: {front} did not reload in {RELOAD_TIMEOUT:.0f} s")
 
+    def _admin(self, front: str) -> FrontAdmin:
+        return self.admin(front_dir(self.state_dir, front) / FRONT_SOCKET)
+
     def _warn(self, front: str, message: str) -> None:
         if front not in self.failing:
             self.failing.add(front)
@@ -184,15 +187,13 @@ class Rotation:
         rec = self.sup.records.get(front)
         if rec is None or rec.state != State.READY or front in self.reloading:
             return  # it learns every state when it is next ready, or reloaded
-        if f"    server {name} " not in (self.sup.runtime.front_config(front) or ""):
+        if not serves(self.sup.runtime.front_config(front) or "", name):
             return  # a replica its configuration does not have yet: told after the reload
         wanted = "ready" if state == State.READY else "maint"
         if self.told.get(name) == wanted:
             return
         try:
-            self.admin(front_dir(self.state_dir, front) / FRONT_SOCKET).set_state(
-                group, name, wanted
-            )
+            self._admin(front).set_state(group, name, wanted)
         except FrontError as e:
             self._warn(front, f"warning: {name} not put in {wanted} state: {e}")
             return

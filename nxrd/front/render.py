@@ -53,6 +53,20 @@ def held_table(group: str) -> str:
     return f"{group}.held"
 
 
+def serves(config: str, server: str) -> bool:
+    """Whether a rendered configuration has this replica among its servers."""
+    return f"\n    server {server} " in config
+
+
+def bound(config: str) -> tuple[str, int] | None:
+    """The address and port a rendered configuration listens on."""
+    for line in config.splitlines():
+        if line.startswith("    bind "):
+            address, _, port = line.removeprefix("    bind ").rpartition(":")
+            return address, int(port)
+    return None
+
+
 def _ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import pwd
-import re
 import select
 import shutil
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from nxrd.errors import KernelError
 from nxrd.files import private_dir, shared_dir, write_atomically
+from nxrd.front.render import bound
 from nxrd.kernel import probes
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, ids_of, launch, read_status
@@ -266,11 +266,11 @@ def can_start_front(name: str, config: str, path: str) -> None:
             f"cannot start {name}: no user haproxy, which its worker runs as (Debian's haproxy"
             " package creates it)"
         ) from None
-    bind = re.search(r"^    bind (\S+):(\d+)$", config, re.MULTILINE)
-    if bind is None:
+    listens = bound(config)
+    if listens is None:
         return
-    address, port = bind.group(1), int(bind.group(2))
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+    address, port = listens
+    with socket.socket() as s:  # serve.address is IPv4
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HAProxy binds
         try:
             s.bind((address, port))
