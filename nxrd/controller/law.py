@@ -142,8 +142,6 @@ class Front:
     """The request front of a served workload whose replicas are targets."""
 
     name: str  # the front workload, NAME.front
-    group: str  # the served workload: HAProxy's backend
-    replicas: tuple[str, ...]  # its servers
     inflight: int  # the profile's cap per replica
 
 

@@ -37,19 +37,14 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
                     cpu_max=spec.cpu_max,
                 )
             )
-    served = {group_of(t.name) for t in targets}
+    # a front's group and its targets' settings (every replica has its workload's serve)
+    served = {group_of(t.name): profile.workloads[t.name] for t in targets}
     fronts = []
     for wl in plan.workloads:
-        group = group_of(wl.name)
-        if wl.front_config is None or group not in served:
+        replica = served.get(group_of(wl.name))
+        if wl.front_config is None or replica is None or replica.serve is None:
             continue
-        replicas = tuple(
-            w.name for w in plan.workloads if group_of(w.name) == group and w.name != wl.name
-        )
-        serve = profile.workloads[replicas[0]].serve
-        assert serve is not None
-        inflight, _ = defaults(serve, profile.workloads[replicas[0]])
-        fronts.append(Front(wl.name, group, replicas, inflight))
+        fronts.append(Front(wl.name, defaults(replica.serve, replica)[0]))
     return Spec(
         tuple(targets),
         tuple(lowers),

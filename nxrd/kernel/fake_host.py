@@ -21,7 +21,8 @@ from nxrd.model.topology import CgroupInfo, Gpu, Topology
 
 
 class FakeFrontAdmin(FrontAdmin):
-    """A front that records the runtime API commands it was sent; `up` False: not running."""
+    """A front that records the runtime API commands it was sent (none while the host's
+    fronts_up is False: not running)."""
 
     def __init__(self, host: FakeHost, path: Path) -> None:
         super().__init__(path)
