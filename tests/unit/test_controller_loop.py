@@ -42,7 +42,7 @@ class = "background"
 """
 
 
-def setup(text: str = PROFILE):  # type: ignore[no-untyped-def]
+def setup(text: str = PROFILE, admit=lambda front, held, inflight: None):  # type: ignore[no-untyped-def]
     profile = parse_profile(text)
     plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
     fs = FakeCgroupFS()
@@ -52,7 +52,7 @@ def setup(text: str = PROFILE):  # type: ignore[no-untyped-def]
     sup.tick(0.0)
     ledger = Ledger(lambda: 0.0)
     fs.on_write = ledger.record
-    ctl = Controller(profile, plan, fs, sup, log, ledger, lambda: 0.0)
+    ctl = Controller(profile, plan, fs, sup, log, ledger, lambda: 0.0, admit)
     return ctl, fs, sup, log, ledger
 
 
@@ -350,23 +350,9 @@ def test_past_the_lower_classes_rungs_the_front_holds_back_low_priority_then_its
     """Admission as the top rungs: once capping batch is not enough, the fronts of the
     targets refuse low, then normal priority, then halve the in-flight cap; all of it
     given back on the way down."""
-    profile = parse_profile(SERVED)
-    plan = make_plan(profile, load_topology(TOPOLOGIES / "smt16-1gpu.json"))
-    fs = FakeCgroupFS()
-    apply_plan(plan, fs)
-    rt, log = FakeRuntime(), EventLog()
-    sup = Supervisor(profile, plan, rt, log, lambda: 0.0)
-    sup.tick(0.0)
     admitted: list[tuple[str, list[str], int]] = []
-    ctl = Controller(
-        profile,
-        plan,
-        fs,
-        sup,
-        log,
-        Ledger(lambda: 0.0),
-        lambda: 0.0,
-        lambda front, held, inflight: admitted.append((front, sorted(held), inflight)),
+    ctl, _fs, _sup, log, _ = setup(
+        SERVED, lambda front, held, inflight: admitted.append((front, sorted(held), inflight))
     )
     assert ctl.rungs == [
         *("cap-75%", "cap-50%", "cap-25%", "core-1", "core-2"),

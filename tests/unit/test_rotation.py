@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nxrd.daemon.core import Daemon
 from nxrd.kernel.fake_host import FakeHost
+from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.model.topology import load_topology
 from tests.unit.conftest import TOPOLOGIES
 
@@ -24,7 +25,14 @@ command = ["other"]
 """
 
 
-def started(tmp_path: Path) -> tuple[FakeHost, Daemon]:
+ALL = frozenset({"chat.0", "chat.1", "chat.front"})
+
+
+def started(
+    tmp_path: Path, ready: frozenset[str] = frozenset()
+) -> tuple[FakeHost, Daemon, FakeRuntime]:
+    """nxrd on a fake host with the profile's workloads started; those in `ready` pass
+    their readiness checks in a first pass of the loop."""
     host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
     (tmp_path / "p.toml").write_text(PROFILE)
     d = Daemon(
@@ -35,8 +43,12 @@ def started(tmp_path: Path) -> tuple[FakeHost, Daemon]:
     )
     d.start()
     d.sup.tick(0.0)
-    assert d.runtime is host.proc_runtime and host.proc_runtime is not None
-    return host, d
+    rt = host.proc_runtime
+    assert d.runtime is rt and rt is not None
+    if ready:
+        rt.ready_now |= ready
+        d.step(1.0, stopping=False)
+    return host, d, rt
 
 
 def said(host: FakeHost) -> list[str]:
@@ -52,9 +64,7 @@ def said(host: FakeHost) -> list[str]:
 
 
 def test_a_front_that_becomes_ready_learns_where_each_replica_stands(tmp_path: Path) -> None:
-    host, d = started(tmp_path)
-    rt = host.proc_runtime
-    assert rt is not None
+    host, d, rt = started(tmp_path)
     rt.ready_now |= {"chat.0"}
     d.sup.tick(1.0)
     assert said(host) == []  # the front is not ready: nobody to tell
@@ -72,11 +82,7 @@ def test_a_front_that_becomes_ready_learns_where_each_replica_stands(tmp_path: P
 def test_a_replica_leaves_rotation_before_its_stop_signal_and_returns_when_ready(
     tmp_path: Path,
 ) -> None:
-    host, d = started(tmp_path)
-    rt = host.proc_runtime
-    assert rt is not None
-    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
-    d.sup.tick(1.0)
+    host, d, rt = started(tmp_path, ALL)
     said(host)
     host.front_commands.append(("-", "marker"))
     d.sup.restart("chat.1", 2.0)
@@ -102,10 +108,8 @@ def test_a_replica_leaves_rotation_before_its_stop_signal_and_returns_when_ready
 
 
 def test_a_front_that_does_not_answer_is_said_once_and_stalls_nothing(tmp_path: Path) -> None:
-    host, d = started(tmp_path)
-    rt = host.proc_runtime
-    assert rt is not None
-    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
+    host, d, rt = started(tmp_path)
+    rt.ready_now |= ALL
     host.fronts_up = False
     d.sup.tick(1.0)
     d.sup.restart("chat.0", 2.0)
@@ -120,11 +124,7 @@ def test_a_changed_front_configuration_is_reloaded_without_restarting_the_front(
     """A third replica added: the front keeps its process and its connections; HAProxy's
     master gets SIGUSR2 once the new configuration is written, and the new worker is told
     every replica's state once it answers."""
-    host, d = started(tmp_path)
-    rt = host.proc_runtime
-    assert rt is not None
-    rt.ready_now |= {"chat.0", "chat.1", "chat.2", "chat.front"}
-    d.sup.tick(1.0)
+    host, d, rt = started(tmp_path, ALL | {"chat.2"})
     front = d.sup.records["chat.front"]
     pid, old = front.pid, rt.fronts["chat.front"]
     assert pid is not None and "server chat.2" not in old
@@ -158,11 +158,7 @@ def test_a_changed_front_configuration_is_reloaded_without_restarting_the_front(
 
 def test_a_front_found_running_an_older_configuration_is_reloaded(tmp_path: Path) -> None:
     """As after an nxrd restart that adopted a front while the profile had changed."""
-    host, d = started(tmp_path)
-    rt = host.proc_runtime
-    assert rt is not None
-    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
-    d.step(1.0, stopping=False)
+    _, d, rt = started(tmp_path, ALL)
     assert rt.procs["chat.front"].signals == []  # it runs what the plan says
     rt.fronts["chat.front"] = "# an older configuration\n"
     d.rotation.runs.clear()  # what a new nxrd knows
@@ -174,11 +170,7 @@ def test_a_front_found_running_an_older_configuration_is_reloaded(tmp_path: Path
 def test_the_controllers_admission_reaches_the_front_once_and_again_after_a_reload(
     tmp_path: Path,
 ) -> None:
-    host, d = started(tmp_path)
-    rt = host.proc_runtime
-    assert rt is not None
-    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
-    d.step(1.0, stopping=False)
+    host, d, rt = started(tmp_path, ALL)
     said(host)
     d.rotation.admit("chat.front", frozenset({"low"}), 1)
     assert said(host) == [
@@ -206,11 +198,7 @@ def test_the_controllers_admission_reaches_the_front_once_and_again_after_a_relo
 
 
 def test_the_fronts_queue_and_refusals_are_the_controllers_observations(tmp_path: Path) -> None:
-    host, d = started(tmp_path)
-    rt = host.proc_runtime
-    assert rt is not None
-    rt.ready_now |= {"chat.0", "chat.1", "chat.front"}
-    d.step(1.0, stopping=False)
+    d = started(tmp_path, ALL)[1]
     d.rotation.figures = {
         "chat.front": {"queued": 3, "admitted": 40, "shed": 5, "late": 1, "shed_by_priority": {}},
         "chat.0": {"inflight": 1, "requests": 20, "rotation": "UP"},
