@@ -12,9 +12,21 @@ Arrivals are Poisson at 1.5x capacity and never wait for answers; each latency c
 when its request was due (closed-loop tools such as hey and wrk hide queueing under
 overload). Printed per run: answers by status, connection errors, p99 of all answered and
 of those admitted (200), the share of 1 s windows whose admitted p99 is within the SLO
-(after the first 2 s), and goodput (answers within the SLO per second) over capacity. A
-third run sends half the requests as interactive and half as batch (X-Priority) at 120%
+(after the first 2 s), and goodput (answers within the SLO per second) over capacity. The
+front runs twice: one request in flight, then two (the model takes them one at a time, so
+the second waits at the model instead of in HAProxy's queue, and the model never idles
+while HAProxy hands it the next); capacity is also measured through the front, the same
+way, so that goodput can be read against what the model answers by that path. A
+next run sends half the requests as interactive and half as batch (X-Priority) at 120%
 of capacity, each half reported on its own.
+
+Admission by the controller: the front's queue sized by a generous operator (room for
+ADMIT_QUEUE requests, the queue timeout at the SLO, so admitted requests can miss it),
+a third of the requests each high, normal and low priority at 150%, first without an SLO,
+then with `slo.source.front` (the latency clients see, queue included, as the front logs
+it): the controller holds back the lowest priorities at the front while the SLO is at risk.
+Per priority: as above, and the median time to a refusal (a refusal that comes fast lets a
+balancer retry elsewhere); then the controller's decisions.
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ MODEL_PORT, FRONT_PORT = 18700, 18780
 SLO_SERVICES = 6  # the SLO, in service times
 LOAD = 1.5
 SECONDS = float(os.environ.get("OVERLOAD_SECONDS", "20"))
-INFLIGHT = int(os.environ.get("OVERLOAD_INFLIGHT", "1"))
+ADMIT_QUEUE = 8
 
 
 def get(port: int, timeout: float = 60, priority: str | None = None) -> int:
@@ -57,7 +69,7 @@ def get(port: int, timeout: float = 60, priority: str | None = None) -> int:
 def service_time(port: int) -> float:
     """One over the model's capacity, as nxr runs it (its core, its health checks):
     requests answered per second with 8 clients that each send the next as soon as the
-    last is answered (the model never idles)."""
+    last is answered (straight at the model, it never idles)."""
     done = [0]
     end = time.monotonic() + 5
     started = time.monotonic() + 1  # the first second warms up, uncounted
@@ -76,11 +88,14 @@ def service_time(port: int) -> float:
     return (end - started) / done[0]
 
 
-def profile(work: int, service: float) -> str:
+def profile(work: int, service: float, inflight: int = 1, admission: bool = False) -> str:
     slo = SLO_SERVICES * service
     # queued: what may wait behind those in flight and still be answered within the SLO
-    queue = SLO_SERVICES - 2 - INFLIGHT
-    return f"""
+    queue = SLO_SERVICES - 2 - inflight
+    queue_timeout = slo - (inflight + 1) * service
+    if admission:
+        queue, queue_timeout = ADMIT_QUEUE, slo
+    text = f"""
 [workloads.chat]
 command = ["{PY}", "{REPO / "bench/httpmodel.py"}", "--work", "{work}"]
 class = "latency-critical"
@@ -90,18 +105,26 @@ ready = {{http = "http://127.0.0.1:{MODEL_PORT}/health", interval = "1s"}}
 
 [workloads.chat.serve]
 port = {FRONT_PORT}
-inflight = {INFLIGHT}
+inflight = {inflight}
 queue = {queue}
-queue_timeout = "{int((slo - (INFLIGHT + 1) * service) * 1000)}ms"
+queue_timeout = "{int(queue_timeout * 1000)}ms"
 """
+    if admission:
+        text += f"""
+[workloads.chat.slo]
+p99 = "{int(slo * 1000)}ms"
+window = "5s"
+source = {{front = true}}
+"""
+    return text
 
 
 def open_loop(
-    port: int, rate: float, seconds: float, seed: int, mixed: bool = False
+    port: int, rate: float, seconds: float, seed: int, mix: tuple[str, ...] = ()
 ) -> list[tuple[float, float, str]]:
     """(due, latency, outcome) per request: arrivals at Poisson times that never wait;
-    mixed: every other one is sent as interactive, the others as batch (X-Priority), and
-    the outcome says which ("interactive 200")."""
+    with a mix, the i-th is sent with priority mix[i % len(mix)] (X-Priority), and the
+    outcome says which ("interactive 200")."""
     rng = random.Random(seed)
     due, t = [], 0.0
     while t < seconds:
@@ -126,7 +149,7 @@ def open_loop(
         delay = start + at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        priority = ("interactive", "batch")[i % 2] if mixed else None
+        priority = mix[i % len(mix)] if mix else None
         th = threading.Thread(target=one, args=(at, priority), daemon=True)
         th.start()
         threads.append(th)
@@ -152,6 +175,7 @@ def report(name: str, rows: list[tuple[float, float, str]], slo: float, capacity
     within = len([w for w in windows.values() if pct(w, 0.99) <= slo])
     good = sum(1 for _, lat, o in rows if o == "200" and lat <= slo) / SECONDS
     errors = sum(n for o, n in counts.items() if o.startswith("error"))
+    refused = [lat for _, lat, o in rows if o in ("429", "503")]
     print(f"{name}:")
     print(f"  answers: {json.dumps(dict(sorted(counts.items())))}; connection errors: {errors}")
     print(
@@ -159,7 +183,8 @@ def report(name: str, rows: list[tuple[float, float, str]], slo: float, capacity
         f" {pct(admitted, 0.99) / slo:.2f}x SLO"
     )
     print(f"  windows with admitted p99 within the SLO: {within}/{len(windows)}")
-    print(f"  goodput {good:.1f}/s = {good / capacity:.2f} of capacity")
+    print(f"  goodput {good:.1f}/s = {good / capacity:.2f} of capacity", end="")
+    print(f"; median time to a refusal {pct(refused, 0.5) * 1000:.0f} ms" if refused else "")
 
 
 class Nxrd:
@@ -192,6 +217,27 @@ class Nxrd:
         subprocess.run(["find", str(self.root), "-depth", "-type", "d", "-delete"], check=False)
 
 
+def nxrctl(d: Nxrd, *args: str) -> str:
+    out = subprocess.run(
+        [str(BIN / "nxrctl"), "--socket", str(d.socket), *args], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"nxrctl {' '.join(args)} failed: {out.stdout}{out.stderr}")
+    return out.stdout
+
+
+def apply(d: Nxrd, tmp: Path, text: str) -> None:
+    (tmp / "sized.toml").write_text(text)
+    nxrctl(d, "apply", str(tmp / "sized.toml"))
+    time.sleep(3)  # the front reloads its configuration (no restart)
+
+
+def through_front(port: int) -> float:
+    """Seconds per answer through the front with 8 closed-loop clients (as service_time):
+    what the model answers by the path the front's requests take."""
+    return service_time(port)
+
+
 def main() -> None:
     work = int(os.environ.get("OVERLOAD_WORK", "20000"))
     tmp = Path(tempfile.mkdtemp(prefix="nxr-overload-"))
@@ -200,43 +246,60 @@ def main() -> None:
         d.ready(("chat", "chat.front"))
         service = service_time(MODEL_PORT)
         capacity, slo = 1 / service, SLO_SERVICES * service
+        apply(d, tmp, profile(work, service, inflight=2))
+        fronted = 1 / through_front(FRONT_PORT)
         print(
-            f"model: capacity {capacity:.1f}/s (one over it: {service * 1000:.1f} ms);"
+            f"model: capacity {capacity:.1f}/s (one over it: {service * 1000:.1f} ms;"
+            f" through the front, two in flight: {fronted:.1f}/s);"
             f" SLO {slo * 1000:.0f} ms; arrivals {LOAD * capacity:.1f}/s ({LOAD:.0%}),"
             f" {SECONDS:.0f} s"
         )
-        (tmp / "sized.toml").write_text(profile(work, service))
-        applied = subprocess.run(
-            [str(BIN / "nxrctl"), "--socket", str(d.socket), "apply", str(tmp / "sized.toml")],
-            capture_output=True,
-            text=True,
-        )
-        if applied.returncode != 0:
-            raise SystemExit(f"apply failed: {applied.stdout}{applied.stderr}")
-        time.sleep(3)  # the front reloads its configuration (no restart)
-        runs = (("straight at the model", MODEL_PORT), ("through the front", FRONT_PORT))
-        for name, port in runs:
-            rows = open_loop(port, LOAD * capacity, SECONDS, seed=1)
-            report(name, rows, slo, capacity)
-            time.sleep(2)
+        rows = open_loop(MODEL_PORT, LOAD * capacity, SECONDS, seed=1)
+        report("straight at the model", rows, slo, capacity)
+        for inflight in (1, 2):
+            apply(d, tmp, profile(work, service, inflight))
+            rows = open_loop(FRONT_PORT, LOAD * capacity, SECONDS, seed=1)
+            report(f"through the front, {inflight} in flight", rows, slo, capacity)
+            good = sum(1 for _, lat, o in rows if o == "200" and lat <= slo) / SECONDS
+            print(f"  goodput {good / fronted:.2f} of the capacity through the front")
         # priorities: half interactive, half batch, at 120% of capacity
-        rows = open_loop(FRONT_PORT, 1.2 * capacity, SECONDS, seed=2, mixed=True)
+        apply(d, tmp, profile(work, service))
+        rows = open_loop(FRONT_PORT, 1.2 * capacity, SECONDS, seed=2, mix=("interactive", "batch"))
         for priority in ("interactive", "batch"):
             mine = [(at, lat, o.split()[1]) for at, lat, o in rows if o.startswith(priority)]
             report(f"through the front at 120%, the {priority} half", mine, slo, capacity)
-        fronts = json.loads(
-            subprocess.run(
-                [str(BIN / "nxrctl"), "--socket", str(d.socket), "status", "-o", "json"],
-                capture_output=True,
-                text=True,
-            ).stdout
+        front = next(
+            w
+            for w in json.loads(nxrctl(d, "status", "-o", "json"))["workloads"]
+            if w["name"] == "chat.front"
         )
-        front = next(w for w in fronts["workloads"] if w["name"] == "chat.front")
         print(f"  the front counted: {json.dumps(front['front'])}")
         print(f"  the front's restarts: {front['restarts']} (its configuration was reloaded)")
+        admission(d, tmp, work, service)
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def admission(d: Nxrd, tmp: Path, work: int, service: float) -> None:
+    capacity, slo = 1 / service, SLO_SERVICES * service
+    mix = ("high", "normal", "low")
+    for controller in (False, True):
+        apply(d, tmp, profile(work, service, admission=True).split("[workloads.chat.slo]")[0])
+        if controller:
+            apply(d, tmp, profile(work, service, admission=True))
+        since = int(json.loads(nxrctl(d, "events", "-o", "json").splitlines()[-1])["seq"])
+        began = time.time() + 0.5
+        rows = open_loop(FRONT_PORT, LOAD * capacity, SECONDS, seed=3, mix=mix)
+        title = "with the controller (slo.source.front)" if controller else "without an SLO"
+        print(f"admission at 150%, a third each high, normal, low, queue {ADMIT_QUEUE}, {title}:")
+        for priority in mix:
+            mine = [(at, lat, o.split()[1]) for at, lat, o in rows if o.startswith(priority)]
+            report(f"  {priority}", mine, slo, capacity)
+        for line in nxrctl(d, "events", "-o", "json").splitlines():
+            e = json.loads(line)
+            if e["seq"] > since and e["workload"] == "controller":
+                print(f"  {e['time'] - began:6.1f} s  {e['old']} -> {e['new']}: {e['cause']}")
 
 
 if __name__ == "__main__":

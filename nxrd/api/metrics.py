@@ -21,7 +21,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from nxrd import __version__
@@ -82,6 +87,12 @@ def front_families(workloads: Status) -> list[Metric]:
     inflight = GaugeMetricFamily(
         "nxr_replica_inflight", "Requests at the replica now", labels=["workload", "replica"]
     )
+    waits = HistogramMetricFamily(
+        "nxr_front_queue_wait_seconds",
+        "Time requests waited in the front's queue, by the replica that took them (empty: "
+        "dropped at the queue timeout) and priority, since nxrd started",
+        labels=["workload", "replica", "priority"],
+    )
     for w in workloads:
         name = str(w["name"])
         if isinstance(f := w.get("front"), Mapping):
@@ -92,9 +103,15 @@ def front_families(workloads: Status) -> list[Metric]:
                 shed.add_metric([*group, priority], float(n))
             late.add_metric(group, float(f["late"]))
             wait.add_metric(group, float(f["queue_seconds_avg"]))
+            histogram = dict(f.get("queue_wait", {}))
+            bounds = histogram.pop("le", [])
+            for key, h in histogram.items():
+                replica, _, priority = key.rpartition("/")
+                buckets = list(zip(bounds, map(float, h["counts"]), strict=True))
+                waits.add_metric([*group, replica, priority], buckets, float(h["sum"]))
         if isinstance(r := w.get("requests"), Mapping):
             inflight.add_metric([group_of(name), name], float(r["inflight"]))
-    return [queued, admitted, shed, late, wait, inflight]
+    return [queued, admitted, shed, late, wait, inflight, waits]
 
 
 def gpu_families(gpus: Status) -> list[Metric]:

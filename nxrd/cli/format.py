@@ -216,6 +216,8 @@ def _group_row(
             f"front: {inflight} in flight, {front['queued']} queued, {front['shed']} shed,"
             f" {front['late']} late"
         )
+        if isinstance(wait := front.get("queue_wait_p99"), int | float):
+            cells["WHY"] += f", queue wait p99 {wait * 1000:.0f} ms"
     return list(cells.values())
 
 

@@ -76,6 +76,7 @@ class Controller:
         self.scraped: dict[str, Scraped] = {}  # prometheus
         self.last_sample: dict[str, float] = {}
         self.pushed: set[str] = set()  # targets that push each request's latency
+        self.fronted: set[str] = set()  # targets whose front logs each request's latency
         self.used: dict[str, deque[tuple[float, float]]] = {}  # target -> (tick, CPU %)
         self.fetched: queue.Queue[Fetched] = queue.Queue()
         self.pollers: list[Poller] = []
@@ -88,6 +89,9 @@ class Controller:
             src = slo.source
             if src.push:
                 self.pushed.add(t.name)
+            if src.front:
+                self.pushed.add(t.name)  # one sample per request answered, as pushed ones
+                self.fronted.add(t.name)
             if not self.enabled:
                 continue
             if src.prometheus is not None:
@@ -106,6 +110,12 @@ class Controller:
         if window is not None:
             window.add(now, seconds)
             self.last_sample[workload] = now
+
+    def served(self, replica: str, seconds: float, now: float) -> None:
+        """A request its front logged as answered by replica: arrival to last byte, queue
+        included (for targets with slo.source.front)."""
+        if replica in self.fronted:
+            self.push(replica, seconds, now)
 
     def close(self) -> None:
         """Stop the sources' threads (the controller is replaced or nxrd exits)."""

@@ -2,7 +2,9 @@
 
 The sender's PID comes with each datagram (SO_PASSCRED), and a report counts only when
 that process is in the cgroup of the workload it names: a workload reports its own latency,
-and nothing else on the host can push nxr's controller around.
+and nothing else on the host can push nxr's controller around. A front (HAProxy) logs each
+request here (front/requests.py): its lines count only from the front's cgroup, and only
+for its own replicas.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from nxrd.errors import NxrError
 from nxrd.files import bind_unix
+from nxrd.front import requests
+from nxrd.model.replicas import group_of, is_front
 
 _CREDS = struct.calcsize("3i")
 MAX_DATAGRAM = 65536
@@ -24,6 +29,12 @@ MAX_DATAGRAM = 65536
 # socket is 0666) leaves the rest for the next drain instead of holding nxrd's loop.
 DRAIN_DATAGRAMS = 1000
 DRAIN_SECONDS = 0.02
+
+
+@dataclass
+class Drained:
+    latencies: list[tuple[str, float]] = field(default_factory=list)  # (workload, seconds)
+    requests: list[tuple[str, requests.LoggedRequest]] = field(default_factory=list)  # (front, ...)
 
 
 class PushReceiver:
@@ -44,10 +55,11 @@ class PushReceiver:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def drain(self) -> list[tuple[str, float]]:
-        """(workload, seconds) waiting on the socket from a process allowed to say it: at
-        most DRAIN_DATAGRAMS datagrams or DRAIN_SECONDS, whichever comes first."""
-        out: list[tuple[str, float]] = []
+    def drain(self) -> Drained:
+        """Latencies and fronts' requests waiting on the socket from a process allowed to
+        say them: at most DRAIN_DATAGRAMS datagrams or DRAIN_SECONDS, whichever comes
+        first."""
+        out = Drained()
         owners: dict[int, str | None] = {}  # one /proc lookup per sender and drain
         end = time.monotonic() + DRAIN_SECONDS
         for n in range(DRAIN_DATAGRAMS):
@@ -71,6 +83,9 @@ class PushReceiver:
             if owner is None:  # from no workload: dropped before anything is parsed
                 self.rejected += 1
                 continue
+            if is_front(owner):
+                self._requests(owner, data, out)
+                continue
             for line in data.decode("utf-8", "replace").splitlines():
                 name, _, value = line.strip().partition(" ")
                 try:
@@ -82,8 +97,16 @@ class PushReceiver:
                 if name != owner or not math.isfinite(seconds) or seconds < 0:
                     self.rejected += 1
                     continue
-                out.append((name, seconds))
+                out.latencies.append((name, seconds))
         return out
+
+    def _requests(self, front: str, data: bytes, out: Drained) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            r = requests.parse(line)
+            if r is None or (r.server is not None and group_of(r.server) != group_of(front)):
+                self.rejected += 1
+                continue
+            out.requests.append((front, r))
 
     def close(self) -> None:
         self.sock.close()

@@ -215,7 +215,7 @@ class Daemon:
         if now - self.last_sample >= 1.0:
             self.pids.sweep(self.sup.records)
             self.readings.sample(self.sup.records, now)
-            self.rotation.sample()
+            self.rotation.sample(now)
             self.ensure_mps()  # one that exited is started again
             if self.gpus is not None:
                 self.gpus.poll(self, now)

@@ -12,7 +12,8 @@ answers from the new worker, it is told every replica's state.
 
 Also the controller's admission at each front (priorities held back, the in-flight cap),
 told once per change and again to a new worker, and the fronts' counters, sampled once a
-second for status, metrics and the controller's observations.
+second for status, metrics and the controller's observations, with the queue waits of the
+requests each front logs.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from nxrd.daemon.queue_waits import Waits
 from nxrd.front.admin import FrontAdmin, FrontError, figures
 from nxrd.front.render import serves, shed_table
+from nxrd.front.requests import LoggedRequest
 from nxrd.model.paths import FRONT_SOCKET, front_dir
 from nxrd.model.plan import Plan
 from nxrd.model.replicas import front_name, group_of, is_front
@@ -55,6 +58,7 @@ class Rotation:
         # wants, and what the front was last told
         self.admission: dict[str, tuple[frozenset[str], int]] = {}
         self.admitted: dict[str, tuple[frozenset[str], int]] = {}
+        self.waits: dict[str, Waits] = {}  # front -> its logged requests' queue waits
 
     def __call__(self, e: Event) -> None:
         if is_front(e.workload):
@@ -126,7 +130,11 @@ class Rotation:
                 self.reloading[wl.name] = (old, now + RELOAD_TIMEOUT)
                 self.runs[wl.name] = wl.front_config
 
-    def sample(self) -> None:
+    def logged(self, front: str, r: LoggedRequest, now: float) -> None:
+        """A request the front logged (to nxrd's latency socket)."""
+        self.waits.setdefault(front, Waits()).add(now, r)
+
+    def sample(self, now: float) -> None:
         """What each ready front counts, for status, top and metrics (once a second)."""
         found: dict[str, dict[str, object]] = {}
         for wl in self.plan().workloads:
@@ -139,6 +147,7 @@ class Rotation:
                 found |= figures(group, admin.stats(), admin.counted(shed_table(group)))
             except FrontError:
                 continue  # the next second's sample, or the warning of a command, says more
+            found[wl.name] |= self.waits.setdefault(wl.name, Waits()).figures(now)
         self.figures = found
 
     def signals(self) -> dict[str, dict[str, float]]:

@@ -187,8 +187,12 @@ class Reconfigurer:
 
 
 def pushes(profile: Profile) -> bool:
-    """Whether some workload pushes its latencies (nxrd then listens for them)."""
-    return any(w.slo is not None and w.slo.source.push for w in profile.workloads.values())
+    """Whether some workload pushes its latencies, or a front logs its requests (nxrd then
+    listens for them)."""
+    return any(
+        w.serve is not None or (w.slo is not None and w.slo.source.push)
+        for w in profile.workloads.values()
+    )
 
 
 def _applied_file(state_dir: Path) -> Path:

@@ -53,8 +53,13 @@ def wait(
             if owner is not None:
                 owner.ready(fd)
             elif push is not None and fd == push_fd:
-                for name, seconds in push.drain():
-                    d.controller.push(name, seconds, clock())
+                drained, at = push.drain(), clock()
+                for name, seconds in drained.latencies:
+                    d.controller.push(name, seconds, at)
+                for front, r in drained.requests:
+                    d.rotation.logged(front, r, at)
+                    if r.server is not None:
+                        d.controller.served(r.server, r.seconds, at)
             elif fd == wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)

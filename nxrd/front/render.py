@@ -14,7 +14,11 @@ only says what the profile declares, in HAProxy's terms (its 2.6 configuration m
 - refused requests counted by priority in a stick table (`show table NAME.shed`);
 - a priority listed in `held.map` (through the runtime API: `add map`) is refused with 503
   and Retry-After before it queues, counted in `NAME.held`: nxr holds back the lowest
-  priorities while the model is at its limit.
+  priorities while the model is at its limit;
+- each request logged (requests.LOG_FORMAT) to nxrd's latency socket, whose path the front
+  gets in its environment (NXR_LATENCY_SOCKET, which HAProxy expands): nxrd makes the
+  queue-wait histograms of it, and the latency a `slo.source.front` keeps to its SLO; the
+  front's own log (its stdout) keeps the failed ones.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from nxrd.front.requests import LOG_FORMAT
+from nxrd.latency import DEFAULT_SOCKET
 from nxrd.model.paths import FRONT_HELD, FRONT_SOCKET
 from nxrd.profile.model import Serve, Workload
 
@@ -119,8 +125,6 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         "defaults",
         "    mode http",
         "    log global",
-        "    option httplog",
-        "    option dontlog-normal",
         "    timeout connect 1s",
         "    timeout client 60s",
         f"    timeout server {_ms(serve.timeout)}",
@@ -128,6 +132,13 @@ def render(group: str, wl: Workload, servers: list[Server]) -> str:
         "",
         f"frontend {group}",
         f"    bind {serve.address}:{serve.port}",
+        # every request to nxrd; to the front's own log only those that failed (a 5xx or
+        # an error is logged at level err)
+        "    no log",
+        f'    log "unix@${{NXR_LATENCY_SOCKET-{DEFAULT_SOCKET}}}" format raw local0',
+        "    log stdout format raw daemon err",
+        f'    log-format "{LOG_FORMAT}"',
+        "    option log-separate-errors",
         f"    http-request set-var(txn.priority) str(high) if {{ {by_header} {' '.join(HIGH)} }}",
         f"    http-request set-var(txn.priority) str(low) if {{ {by_header} {' '.join(LOW)} }}",
         "    http-request set-var(txn.priority) str(normal) unless { var(txn.priority) -m found }",

@@ -164,10 +164,14 @@ def _check_workload(
             )
         src = wl.slo.source
         sources = [
-            k for k in ("prometheus", "probe", "push") if getattr(src, k) not in (None, False)
+            k
+            for k in ("prometheus", "probe", "push", "front")
+            if getattr(src, k) not in (None, False)
         ]
         if len(sources) != 1:
-            bad("slo.source", "give exactly one of prometheus, probe, push = true")
+            bad("slo.source", "give exactly one of prometheus, probe, push = true, front = true")
+        if src.front and wl.serve is None:
+            bad("slo.source.front", "needs serve: the front whose requests it times")
         prom = src.prometheus
         if prom is not None and (prom.metric is None) == (prom.preset is None):
             bad("slo.source.prometheus", "give exactly one of metric, preset")

@@ -371,6 +371,11 @@ class SloSource(Section):
     push: bool | None = Field(
         None, description="The workload pushes each request's latency to nxrd."
     )
+    front: bool | None = Field(
+        None,
+        description="Each request's latency as its front logs it: from its arrival at the "
+        "front to the answer's last byte, time in the queue included (needs serve).",
+    )
 
 
 class Slo(Section):

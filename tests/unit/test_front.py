@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from nxrd.api.metrics import WorkloadCollector
 from nxrd.cli.format import status_table
+from nxrd.controller.push import PushReceiver
+from nxrd.daemon.queue_waits import Waits
 from nxrd.errors import KernelError, ProfileError
 from nxrd.front.admin import FrontAdmin, FrontError, figures
 from nxrd.front.render import Server, render
@@ -77,12 +80,22 @@ class Replica:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """Where a test's front logs its requests: a directory HAProxy's worker, which runs as
+    the haproxy user, may enter, as /run/nxr (pytest's are root's only)."""
+    path = Path(tempfile.mkdtemp(prefix="nxr-run-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
 @contextlib.contextmanager
 def front(
-    tmp: Path, serve: str, replicas: list[Replica], ready: str = ""
+    tmp: Path, serve: str, replicas: list[Replica], ready: str = "", latency: str = ""
 ) -> Iterator[tuple[int, int]]:
     """HAProxy with the configuration nxr renders for `serve`, in front of the replicas:
-    its port and its master's pid."""
+    its port and its master's pid. It logs its requests to `latency`, if given."""
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed: bash scripts/setup.sh installs it")
     port = free_port()
@@ -95,6 +108,7 @@ def front(
     proc = subprocess.Popen(
         ["haproxy", "-W", "-db", "-f", CONFIG],
         cwd=tmp,
+        env=os.environ | {"NXR_LATENCY_SOCKET": latency or str(tmp / "nobody.sock")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -368,6 +382,72 @@ def test_what_the_front_counts_is_read_back_through_its_runtime_api(tmp_path: Pa
     assert 'nxr_front_shed_total{priority="low",workload="chat"} 2.0' in text
     assert 'nxr_front_queued{workload="chat"} 1.0' in text
     assert 'nxr_replica_inflight{replica="chat.0",workload="chat"} 1.0' in text
+
+
+def test_each_request_is_logged_to_nxrd_with_its_queue_wait(tmp_path: Path, run_dir: Path) -> None:
+    """Queue waits per priority as the metrics endpoint's histogram and status's p99; each
+    answered request's latency, queue included, for slo.source.front."""
+    latency = str(run_dir / "latency.sock")
+    rx = PushReceiver(latency, owner_of=lambda pid: "chat.front")
+    replica = Replica(0.6)
+    serve = 'inflight = 1, queue = 2, queue_timeout = "20s"'
+    try:
+        with front(tmp_path, serve, [replica], latency=latency) as (port, _):
+            # one in flight, then a high and a low one queued (the high one goes first),
+            # then one refused
+            threads = [threading.Thread(target=get, args=(port, "/0"))]
+            threads[0].start()
+            time.sleep(0.2)
+            for p in ("low", "high"):
+                threads.append(threading.Thread(target=get, args=(port, f"/{p}", p)))
+                threads[-1].start()
+                time.sleep(0.1)
+            assert get(port, "/x")[0] == 429
+            for t in threads:
+                t.join()
+            time.sleep(0.2)  # the last line's datagram
+            logged = rx.drain().requests
+    finally:
+        rx.close()
+    assert all(f == "chat.front" for f, _ in logged)
+    got = sorted((r.priority, r.server or "", r.status) for _, r in logged)
+    assert got == [
+        ("high", "chat.0", 200),
+        ("low", "chat.0", 200),
+        ("normal", "", 429),
+        ("normal", "chat.0", 200),
+    ]
+    by = {(r.priority, r.status): r for _, r in logged}
+    assert by["normal", 429].wait is None
+    assert by["normal", 200].wait == 0.0 and 0.6 <= by["normal", 200].seconds < 0.8
+    assert 0.2 <= by["high", 200].wait < 0.5  # behind the first only, though it came later
+    assert 0.9 <= by["low", 200].wait < 1.3
+    assert 1.5 <= by["low", 200].seconds < 2.0  # arrival to answer: queue and service
+
+    waits = Waits()
+    for _, r in logged:
+        waits.add(100.0, r)
+    seen = waits.figures(100.0)
+    assert seen["queue_wait_p99"] == by["low", 200].wait
+    figures_ = {"queued": 0, "admitted": 3, "shed": 1, "late": 0, "queue_seconds_avg": 0.3}
+    status = [
+        {"name": "chat.0", "class": "interactive", "state": "ready", "cpus": "1"}
+        | {"restarts": 0, "requests": {"inflight": 0, "requests": 3, "rotation": "UP"}},
+        {"name": "chat.front", "class": "interactive", "state": "ready", "cpus": "0"}
+        | {"restarts": 0, "front": figures_ | {"shed_by_priority": {"normal": 1}} | seen},
+    ]
+    table = status_table(status).splitlines()
+    assert table[1].endswith(f"queue wait p99 {by['low', 200].wait * 1000:.0f} ms")
+    text = generate_latest(registry(status)).decode()
+    bucket = 'nxr_front_queue_wait_seconds_bucket{le="%s",priority="%s",replica="chat.0",workload="chat"}'
+    assert f"{bucket % ('0.001', 'normal')} 1.0" in text
+    assert f"{bucket % ('0.1', 'high')} 0.0" in text
+    assert f"{bucket % ('0.5', 'high')} 1.0" in text
+    assert f"{bucket % ('0.5', 'low')} 0.0" in text
+    assert f"{bucket % ('2.5', 'low')} 1.0" in text
+    assert f"{bucket % ('+Inf', 'low')} 1.0" in text
+    assert 'nxr_front_queue_wait_seconds_count{priority="normal",replica="chat.0"' in text
+    assert 'replica=""' not in text  # the refused request never queued
 
 
 def test_a_priority_held_back_is_refused_and_a_lowered_cap_holds_live(tmp_path: Path) -> None:

@@ -134,7 +134,12 @@ def test_slo_needs_exactly_one_source_and_target() -> None:
     ]
     lines = errors(SERVED + '[workloads.chat.slo]\np99 = "200ms"\nsource = {}\n')
     assert lines == [
-        "p.toml: workloads.chat.slo.source: give exactly one of prometheus, probe, push = true"
+        "p.toml: workloads.chat.slo.source: give exactly one of prometheus, probe, push = true,"
+        " front = true"
+    ]
+    lines = errors(SERVED + '[workloads.chat.slo]\np99 = "200ms"\nsource = {front = true}\n')
+    assert lines == [
+        "p.toml: workloads.chat.slo.source.front: needs serve: the front whose requests it times"
     ]
     lines = errors(SERVED + "[workloads.chat.slo]\nsource = {push = true}\n")
     assert "give exactly one target of p50, p90, p95, p99" in lines[0]

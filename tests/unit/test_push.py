@@ -16,9 +16,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nxrd.controller.push import PushReceiver
+from nxrd.controller.push import Drained, PushReceiver
 from nxrd.daemon import waiting
 from nxrd.daemon.core import Daemon
+from nxrd.front.requests import LoggedRequest
 from nxrd.kernel.fake_host import FakeHost
 from nxrd.latency import LatencyReporter
 from nxrd.model.topology import load_topology
@@ -45,9 +46,9 @@ def test_reports_count_only_from_the_workloads_own_processes(tmp_path: Path) -> 
         ok(0.25)
         liar(9.0)
         ok.sock.sendto(b"chat not-a-number\n", path)
-        assert rx.drain() == [("chat", 0.125), ("chat", 0.25)]
+        assert rx.drain().latencies == [("chat", 0.125), ("chat", 0.25)]
         assert rx.rejected == 1
-        assert rx.drain() == []
+        assert rx.drain() == Drained()
         ok.close()
         liar.close()
     finally:
@@ -65,7 +66,7 @@ def test_reports_go_out_together_at_most_every_50_ms(tmp_path: Path) -> None:
     datagrams: list[list[float]] = []
 
     def take() -> None:
-        got = rx.drain()
+        got = rx.drain().latencies
         if got:
             datagrams.append([s for _, s in got])
 
@@ -164,7 +165,7 @@ def test_a_flood_is_drained_in_bounded_steps_and_foreign_senders_are_not_parsed(
     rx = PushReceiver(str(tmp_path / "latency.sock"), owner_of=lambda p: asked.append(p) or None)
     real, rx.sock = rx.sock, Flood()  # type: ignore[assignment]
     try:
-        assert rx.drain() == []
+        assert rx.drain() == Drained()
         assert 0 < rx.rejected <= 1000  # push.DRAIN_DATAGRAMS
         assert asked == [4242]  # one lookup for the sender in a drain, its datagrams unread
     finally:
@@ -183,8 +184,82 @@ def test_garbage_from_the_workload_itself_never_counts_as_a_latency(data: bytes)
         tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             tx.sendto(data, path)
-            for name, seconds in rx.drain():
+            for name, seconds in rx.drain().latencies:
                 assert name == "chat" and math.isfinite(seconds) and seconds >= 0
         finally:
             tx.close()
             rx.close()
+
+
+def test_a_fronts_request_lines_count_only_from_its_cgroup_and_for_its_own_replicas(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "latency.sock")
+    owner = ["chat.front"]
+    rx = PushReceiver(path, owner_of=lambda pid: owner[0])
+    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        tx.sendto(b"nxr-request chat.1 high 12 250 200\n", path)
+        tx.sendto(b"nxr-request <NOSRV> low -1 0 429", path)  # HAProxy's, unterminated
+        tx.sendto(b"nxr-request rank.0 high 0 9000 200\n", path)  # not its replica
+        tx.sendto(b"nxr-request chat.0 urgent 0 1 200\nchat.0 0.5\n", path)  # no such lines
+        drained = rx.drain()
+        owner[0] = "chat.0"  # a replica may push its own latency, never log as its front
+        tx.sendto(b"nxr-request chat.0 high 0 1 200\n", path)
+        from_replica = rx.drain()
+    finally:
+        tx.close()
+        rx.close()
+    assert drained.latencies == []
+    assert drained.requests == [
+        ("chat.front", LoggedRequest("chat.1", "high", 0.012, 0.25, 200)),
+        ("chat.front", LoggedRequest(None, "low", None, 0.0, 429)),
+    ]
+    assert from_replica == Drained()  # read as a latency report, and not a number
+    assert rx.rejected == 3
+
+
+SERVED = """
+[workloads.chat]
+command = ["serve"]
+class = "latency-critical"
+cpus = 1
+replicas = 2
+port = 9000
+serve = { port = 8080 }
+slo = { p99 = "200ms", source = { front = true } }
+"""
+
+
+def test_slo_source_front_keeps_each_replica_to_the_latency_its_front_logged(
+    tmp_path: Path,
+) -> None:
+    host = FakeHost(load_topology(TOPOLOGIES / "smt16-1gpu.json"))
+    host.monotonic = time.monotonic  # type: ignore[method-assign]  # real waits here
+    (tmp_path / "p.toml").write_text(SERVED)
+    socket_path = str(tmp_path / "nxrd.sock")
+    d = Daemon([str(tmp_path / "p.toml")], str(tmp_path / "state"), socket_path, host=host)
+    d.start()
+    assert d.push is not None  # a front logs there, though no workload pushes
+    host.spawned(os.getpid(), d.plan.workload("chat.front").cgroup)  # as HAProxy's worker
+    wake_r, wake_w = os.pipe()
+    poller = select.poll()
+    poller.register(d.push.fileno(), select.POLLIN)
+    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        tx.sendto(b"nxr-request chat.1 high 40 300 200\n", d.push.path)
+        tx.sendto(b"nxr-request <NOSRV> low 2000 2000 503\n", d.push.path)
+        start = time.monotonic()
+        waiting.wait(d, poller, wake_r, start, start + 0.3)
+        now = time.monotonic()
+        windows = d.controller.windows
+        assert windows["chat.1"].percentile(0.99, now) == 0.3  # queue and service
+        assert windows["chat.0"].percentile(0.99, now) is None
+        waits = d.rotation.waits["chat.front"].figures(now)
+        assert waits["queue_wait_p99"] == 2.0  # the one dropped at the queue timeout
+        assert set(waits["queue_wait"]) == {"le", "chat.1/high", "/low"}  # type: ignore[arg-type]
+    finally:
+        tx.close()
+        d.close()
+        os.close(wake_r)
+        os.close(wake_w)
