@@ -34,6 +34,7 @@ from nxrd.supervisor.states import State
 from nxrd.supervisor.supervisor import Supervisor
 
 RELOAD_TIMEOUT = 10.0  # HAProxy re-reads and checks its configuration in well under this
+UNHEARD = 20  # requests a front serves with none logged to nxrd before a warning
 
 
 class Rotation:
@@ -59,6 +60,8 @@ class Rotation:
         self.admission: dict[str, tuple[frozenset[str], int]] = {}
         self.admitted: dict[str, tuple[frozenset[str], int]] = {}
         self.waits: dict[str, Waits] = {}  # front -> its logged requests' queue waits
+        self.lines: dict[str, int] = {}  # front -> requests it logged to nxrd
+        self.first: dict[str, int] = {}  # front -> requests it had admitted when first seen
 
     def __call__(self, e: Event) -> None:
         if is_front(e.workload):
@@ -133,6 +136,7 @@ class Rotation:
     def logged(self, front: str, r: LoggedRequest, now: float) -> None:
         """A request the front logged (to nxrd's latency socket)."""
         self.waits.setdefault(front, Waits()).add(now, r)
+        self.lines[front] = self.lines.get(front, 0) + 1
 
     def sample(self, now: float) -> None:
         """What each ready front counts, for status, top and metrics (once a second)."""
@@ -148,7 +152,26 @@ class Rotation:
             except FrontError:
                 continue  # the next second's sample, or the warning of a command, says more
             found[wl.name] |= self.waits.setdefault(wl.name, Waits()).figures(now)
+            self._unheard(wl.name, found[wl.name])
         self.figures = found
+
+    def _unheard(self, front: str, counted: dict[str, object]) -> None:
+        """A warning when a front serves requests but none of its log lines reach nxrd:
+        the haproxy user cannot reach the socket (a --socket in a private directory)."""
+        admitted = counted.get("admitted")
+        if not isinstance(admitted, int) or self.lines.get(front):
+            return
+        first = self.first.setdefault(front, admitted)
+        if admitted < first:  # a new worker counts from 0
+            self.first[front] = first = admitted
+        if admitted - first >= UNHEARD:
+            where = self.sup.runtime.latency_socket
+            self._warn(
+                front,
+                f"warning: {front} served {admitted - first} requests but logged none to"
+                f" nxrd: can its worker (user haproxy) reach {where}? No queue waits, and"
+                " no latency for slo.source.front, until it can",
+            )
 
     def signals(self) -> dict[str, dict[str, float]]:
         """The fronts' queues and refusals (last second's sample), recorded with each

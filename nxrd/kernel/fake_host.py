@@ -34,6 +34,8 @@ class FakeFrontAdmin(FrontAdmin):
         self.host.front_commands.append((self.path.parent.name, line))
         if line == "show info":
             return f"Name: HAProxy\nPid: {self.host.front_workers.get(self.path.parent.name, 1)}\n"
+        if line == "show stat":
+            return self.host.front_stats.get(self.path.parent.name, "")
         return ""
 
 
@@ -106,6 +108,7 @@ class FakeHost(Host):
         self.fronts_up = True  # whether fronts answer their runtime API
         self.front_commands: list[tuple[str, str]] = []  # (front, command) as sent
         self.front_workers: dict[str, int] = {}  # front -> its worker's pid (show info)
+        self.front_stats: dict[str, str] = {}  # front -> what `show stat` answers (CSV)
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)

@@ -4,6 +4,7 @@ replicas; the caps hold, the queue is bounded, and the front outlives an nxrd cr
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import pwd
 import signal
@@ -12,6 +13,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.kernel.test_daemon import NXRCTL, PY, Nxrd, alive, pids_of
 
@@ -84,6 +86,10 @@ def test_the_front_caps_each_replica_bounds_its_queue_and_outlives_nxrd(
 ) -> None:
     script = tmp_path / "replica.py"
     script.write_text(REPLICA)
+    # HAProxy's worker (the haproxy user) logs each request to nxrd's latency socket beside
+    # its API socket: the way there must be open to it, as /run/nxr is (pytest's is not)
+    for path in (tmp_path, *tmp_path.parents[:2]):
+        path.chmod(path.stat().st_mode | 0o711)
     d = Nxrd(tmp_path, profile(script), cgroup_root).start()
     names = ("chat.0", "chat.1", "chat.front")
     front_leaf = cgroup_root / "latency-critical/chat.front"
@@ -115,6 +121,25 @@ def test_the_front_caps_each_replica_bounds_its_queue_and_outlives_nxrd(
         assert {a[1] for a in answers if a[0] == 429} == {"2"}
         most = [get(18600 + i, "/most")[0] for i in range(2)]
         assert max(most) == 2 and min(most) >= 1, most  # never over the cap of 2
+
+        # every request served was logged to nxrd with its wait in the queue (the refused
+        # ones never queued): 4 went straight to a replica, 4 waited at least one request
+        def front() -> dict[str, Any]:
+            status = subprocess.run(
+                [NXRCTL, "--socket", str(d.socket), "status", "-o", "json"],
+                capture_output=True,
+                text=True,
+            )
+            docs = json.loads(status.stdout)["workloads"]
+            return dict(next(w for w in docs if w["name"] == "chat.front").get("front", {}))
+
+        def logged(under: str = "+Inf") -> int:
+            waits = front().get("queue_wait", {"le": [under]})
+            at = waits["le"].index(under)
+            return sum(h["counts"][at] for k, h in waits.items() if k != "le")
+
+        d.wait_for(lambda: logged() == statuses.count(200), 30)
+        assert logged("0.25") <= statuses.count(200) - 4  # 4 or more waited for a request
 
         # a replica restarted while requests wait: it leaves the rotation before its stop
         # signal, the queued requests go to the other, and none is lost

@@ -206,3 +206,21 @@ def test_the_fronts_queue_and_refusals_are_the_controllers_observations(tmp_path
     assert d.rotation.signals() == {
         "chat.front": {"queued": 3.0, "admitted": 40.0, "shed": 5.0, "late": 1.0}
     }
+
+
+def test_a_front_whose_requests_never_reach_nxrd_is_a_warning_once(tmp_path: Path) -> None:
+    """Its queue waits and slo.source.front would stay silent: say why, once."""
+    host, d, _ = started(tmp_path, ALL)
+    try:
+
+        def serves(admitted: int) -> list[str]:
+            host.front_stats["chat.front"] = f"# pxname,svname,stot\nchat,BACKEND,{admitted}\n"
+            d.rotation.sample(2.0)
+            return [e.cause for e in d.events.since(0) if "logged none" in e.cause]
+
+        assert serves(19) == []  # counted from nxrd's first look (0 requests then)
+        warned = serves(20)
+        assert len(warned) == 1 and "(user haproxy) reach" in warned[0], warned
+        assert serves(600) == warned  # once
+    finally:
+        d.close()
