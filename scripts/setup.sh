@@ -7,7 +7,7 @@ REPO=$(pwd)
 WANT_VM=0
 [[ "${1:-}" == "--vm" ]] && WANT_VM=1
 
-APT_PKGS=(python3-venv python3-dev gcc pkg-config libsystemd-dev haproxy)  # haproxy: the request front
+APT_PKGS=(python3-venv python3-dev gcc pkg-config libsystemd-dev haproxy nftables iperf3)  # haproxy: the request front; nftables: egress marks; iperf3: the egress tests
 VM_PKGS=(qemu-system-x86 kmod busybox-static systemd)  # systemd: journald for the kernel tier
 ((WANT_VM)) && APT_PKGS+=("${VM_PKGS[@]}")
 

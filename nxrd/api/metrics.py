@@ -56,6 +56,7 @@ class WorkloadCollector(Collector):
                 *controller_families(self.controller()),
                 *gpu_families(self.gpus()),
                 *front_families(self.source()),
+                *net_families(self.source()),
             ]
         )
 
@@ -112,6 +113,37 @@ def front_families(workloads: Status) -> list[Metric]:
         if isinstance(r := w.get("requests"), Mapping):
             inflight.add_metric([group_of(name), name], float(r["inflight"]))
     return [queued, admitted, shed, late, wait, inflight, waits]
+
+
+def net_families(workloads: Status) -> list[Metric]:
+    """Per shaped workload (docs/network.md): its egress ceiling and floor, and what its HTB
+    classes counted (counters start again when nxr builds the tree again)."""
+    ceiling = GaugeMetricFamily(
+        "nxr_workload_net_egress_bits_per_second",
+        "Egress ceiling (HTB ceil) on each shaped interface",
+        labels=["workload"],
+    )
+    floor = GaugeMetricFamily(
+        "nxr_workload_net_guarantee_bits_per_second",
+        "Egress floor (HTB rate) under contention",
+        labels=["workload"],
+    )
+    sent = CounterMetricFamily(
+        "nxr_workload_net_sent_bytes", "Bytes sent through its class", labels=["workload"]
+    )
+    dropped = CounterMetricFamily(
+        "nxr_workload_net_dropped_packets",
+        "Packets its queue dropped (over its ceiling for too long)",
+        labels=["workload"],
+    )
+    for w in workloads:
+        if isinstance(n := w.get("net"), Mapping):
+            name = [str(w["name"])]
+            ceiling.add_metric(name, float(n["egress_bits"]))
+            floor.add_metric(name, float(n["guarantee_bits"]))
+            sent.add_metric(name, float(n["sent_bytes"]))
+            dropped.add_metric(name, float(n["dropped_packets"]))
+    return [ceiling, floor, sent, dropped]
 
 
 def gpu_families(gpus: Status) -> list[Metric]:

@@ -14,7 +14,13 @@ from nxrd.plan.threads import THREAD_VARS
 if TYPE_CHECKING:  # only for annotations: status output must not load pydantic
     from nxrd.model.plan import Plan, WorkloadPlan
     from nxrd.model.topology import Topology
-from nxrd.model.units import format_cpu_list, format_duration, format_size, parse_duration
+from nxrd.model.units import (
+    format_cpu_list,
+    format_duration,
+    format_rate,
+    format_size,
+    parse_duration,
+)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -344,6 +350,14 @@ def show_text(w: Mapping[str, Any]) -> str:
     )
     lines.append(f"  cgroup: {w['cgroup']}  cpus: {w['cpus']}  threads: {w.get('threads')}")
     lines += _gpu_lines(w)
+    if isinstance(net := w.get("net"), Mapping):
+        rate = net.get("tx_bytes_per_s")
+        sending = "-" if rate is None else format_rate(int(rate) * 8)
+        lines.append(
+            f"  net: egress {format_rate(int(net['egress_bits']))}, guarantee"
+            f" {format_rate(int(net['guarantee_bits']))}, sending {sending},"
+            f" {net['dropped_packets']} packets dropped"
+        )
     lines += [f"  {k} = {v}" for k, v in dict(w.get("files", {})).items()]
     lines += [f"  env {k}={v}" for k, v in dict(w.get("env", {})).items()]
     lines += [f"  note: {n}" for n in w.get("notes", [])]

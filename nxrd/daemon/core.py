@@ -21,6 +21,7 @@ from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
 from nxrd.daemon import adopt, cpus, fronts, sinks, waiting
+from nxrd.daemon.egress_sync import EgressSync
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
@@ -65,6 +66,7 @@ class Daemon:
         self.waiting = not files and not self.applied  # for a profile and a reload
         self.profile, self.source = parse_profiles(self.applied or files)
         self.topology = self.host.discover(cgroup_root)
+        self.shaper = self.host.shaper()
         self.gpus: GpuWatch | None = None
         self.reconf = Reconfigurer(self)
         self.view = View(self)
@@ -120,6 +122,8 @@ class Daemon:
             lambda: self.plan, self.sup, self.state_dir, host.front, self.say
         )
         self.events.sinks.append(self.rotation)
+        self.egress = EgressSync(lambda: self.plan, self.sup, self.shaper, self.leaf, self.say)
+        self.events.sinks.append(self.egress)
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
         self.runtime.cpus_dir = Path(self.socket_path).parent / "cpus"
@@ -179,6 +183,12 @@ class Daemon:
         status = self.view.status_docs
         return MetricsServer(address, status, lambda: self.controller.summary(), gpus)
 
+    def leaf(self, name: str) -> str:
+        """A workload's leaf, relative to the cgroup2 mount (as nftables names it)."""
+        path = self.root / self.plan.workload(name).cgroup
+        mount = self.topology.cgroup.mount or "/"
+        return str(path.relative_to(mount)) if path.is_relative_to(mount) else str(path)
+
     def workload_of_pid(self, pid: int) -> str | None:
         return self.pids.workload_of(pid, self.sup.records)
 
@@ -205,6 +215,7 @@ class Daemon:
         self.sup.tick(now)
         if not stopping:
             self.rotation.step(now)
+            self.egress.step(now)
             self.controller.tick(
                 now,
                 lambda names: {
@@ -216,6 +227,7 @@ class Daemon:
             self.pids.sweep(self.sup.records)
             self.readings.sample(self.sup.records, now)
             self.rotation.sample(now)
+            self.egress.sample(now)
             self.ensure_mps()  # one that exited is started again
             if self.gpus is not None:
                 self.gpus.poll(self, now)
@@ -274,6 +286,8 @@ class Daemon:
     def close(self, leave: bool = False) -> None:
         if not leave:  # left-running workloads keep their MPS server (adopted next start)
             self.mps.close()
+            # and their shaping; once they are stopped, nothing is left to shape
+            self.egress.try_(self.egress.remove, "egress shaping not removed")
         self.api.close()
         self.counters.close()
         self.pids.close()

@@ -75,7 +75,10 @@ class Reconfigurer:
             # not on this host (or no valid name): its start says so
             if wl.user is not None and (uid := d.host.uid_of(wl.user)) is not None:
                 uids[wl.user] = uid
-        return make_plan(profile, d.topology, source, avoid, keep, uids)
+        plan = make_plan(profile, d.topology, source, avoid, keep, uids)
+        if plan.egress is not None and (why := d.shaper.problem(plan.egress)) is not None:
+            raise NxrError(f"{source}: host.net: {why}")  # before anything is applied
+        return plan
 
     def reconfigure(
         self, files: list[tuple[str, str]] | None, dry_run: bool, who: str

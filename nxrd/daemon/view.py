@@ -28,6 +28,8 @@ class View:
         out["latency_seconds"] = d.controller.latency(rec.name, d.host.monotonic())
         if rec.name in d.rotation.figures:
             out["front" if is_front(rec.name) else "requests"] = d.rotation.figures[rec.name]
+        if rec.name in d.egress.figures:
+            out["net"] = d.egress.figures[rec.name]
         if d.gpus is not None:
             planned = [g.index for g in rec.plan.gpus]
             out.update(d.gpus.use.workload(rec.name, planned, rec.pid is not None))

@@ -41,7 +41,22 @@ def discover(root: str | Path = "/", *, gpus: bool = True, subtree: str | None =
         gpus=found,
         gpu_note=note,
         cgroup=info,
+        interfaces=interfaces(root),
     )
+
+
+def interfaces(root: Path) -> dict[str, int | None]:
+    """Network interfaces and their link speed in bits/s: sysfs's `speed` (Mb/s), None where
+    the driver does not report one (-1, or an error while the link is down)."""
+    out: dict[str, int | None] = {}
+    net = root / "sys/class/net"
+    for path in sorted(net.iterdir()) if net.is_dir() else []:
+        try:
+            mbit = int(_read(path / "speed"))
+        except (OSError, ValueError):
+            mbit = -1
+        out[path.name] = mbit * 1_000_000 if mbit > 0 else None
+    return out
 
 
 def reach(root: Path, mount: str, subtree: str) -> tuple[str, str]:

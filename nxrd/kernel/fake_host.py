@@ -17,6 +17,8 @@ from nxrd.kernel.host import Counters, Host
 from nxrd.kernel.nvml_guard import Guard
 from nxrd.kernel.requirements import NEEDED
 from nxrd.kernel.runtime import Runtime
+from nxrd.kernel.shaper import ClassStats, Marked, Shaped, Shaper
+from nxrd.model.egress import DEFAULT, PARENT, Egress
 from nxrd.model.topology import CgroupInfo, Gpu, Topology
 
 
@@ -37,6 +39,58 @@ class FakeFrontAdmin(FrontAdmin):
         if line == "show stat":
             return self.host.front_stats.get(self.path.parent.name, "")
         return ""
+
+
+class FakeShaper(Shaper):
+    """Egress shaping kept in memory: the rules and trees as the kernel would list them
+    (a rule's leaf is its path while that leaf is the one it was loaded for)."""
+
+    def __init__(self, host: FakeHost) -> None:
+        super().__init__()
+        self.host = host
+        self.rules: dict[str, tuple[str, int]] | None = None  # workload -> (leaf, mark)
+        self.built: dict[str, dict[int, ClassStats]] = {}  # interface -> its tree
+        self.loads = 0  # rule tables loaded
+        self.builds = 0  # trees built
+        self.missing: str | None = None  # what problem() says (no nft...)
+
+    def problem(self, egress: Egress) -> str | None:
+        return self.missing
+
+    def build(self, egress: Egress) -> None:
+        self.builds += 1
+        for i in egress.interfaces:
+            tree = {
+                PARENT: ClassStats(i.link, i.link, 0, 0),
+                DEFAULT: ClassStats(egress.default_rate(i.link), i.link, 0, 0),
+            }
+            tree |= {c.minor: ClassStats(c.rate, c.ceil, 0, 0) for c in egress.classes}
+            self.built[i.name] = tree
+
+    def mark(self, egress: Egress, paths: Mapping[str, str]) -> None:
+        self.loads += 1
+        self.rules = {
+            c.workload: (paths[c.workload].strip("/"), c.mark)
+            for c in egress.classes
+            if c.workload in paths
+        }
+
+    def read(self, interfaces: list[str]) -> Shaped:
+        rules = None
+        if self.rules is not None:
+            rules = [Marked(w, leaf, mark) for w, (leaf, mark) in self.rules.items()]
+        return Shaped(rules, self.trees_of(interfaces))
+
+    def trees(self, interfaces: list[str]) -> dict[str, dict[int, ClassStats] | None]:
+        return self.trees_of(interfaces)
+
+    def trees_of(self, interfaces: list[str]) -> dict[str, dict[int, ClassStats] | None]:
+        return {name: self.built.get(name) for name in interfaces}
+
+    def remove(self, interfaces: list[str]) -> None:
+        self.rules = None
+        for name in interfaces:
+            self.built.pop(name, None)
 
 
 # A host whose cgroup2 subtree nxrd may own: every controller, delegated by systemd.
@@ -109,9 +163,15 @@ class FakeHost(Host):
         self.front_commands: list[tuple[str, str]] = []  # (front, command) as sent
         self.front_workers: dict[str, int] = {}  # front -> its worker's pid (show info)
         self.front_stats: dict[str, str] = {}  # front -> what `show stat` answers (CSV)
+        self.fake_shaper: FakeShaper | None = None  # one per host, as the kernel's tables
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)
+
+    def shaper(self) -> Shaper:
+        if self.fake_shaper is None:
+            self.fake_shaper = FakeShaper(self)
+        return self.fake_shaper
 
     def time(self) -> float:
         return self.now

@@ -26,6 +26,7 @@ from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.gpu_usage import GpuAccounting
 from nxrd.kernel.mps import MpsDaemons
 from nxrd.kernel.runtime import Runtime
+from nxrd.kernel.shaper import Shaper
 from nxrd.model.topology import Gpu, Topology
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -127,6 +128,10 @@ class Host(ABC):
     def front(self, socket_path: Path) -> FrontAdmin:
         """The runtime API of the front whose stats socket is at socket_path."""
         return FrontAdmin(socket_path)
+
+    def shaper(self) -> Shaper:
+        """Egress shaping: nftables marks and HTB trees (docs/network.md)."""
+        return Shaper()
 
 
 class LinuxHost(Host):

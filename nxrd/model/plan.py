@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from nxrd.model.base import Data
+from nxrd.model.egress import Egress
 from nxrd.model.values import LeafValues, ParentValues
 
 PLAN_FORMAT = 1
@@ -102,6 +103,15 @@ class Plan(Data):
     mps: list[str] = Field(
         default_factory=list, description="UUIDs of the GPUs whose MPS control daemon nxrd runs"
     )
+    egress: Egress | None = Field(None, description="egress shaping (docs/network.md)")
+
+    @model_serializer(mode="wrap")
+    def _omit_unshaped(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a plan that shapes nothing keeps its JSON as it was
+        data: dict[str, Any] = handler(self)
+        if data.get("egress") is None:
+            data.pop("egress", None)
+        return data
 
     @property
     def daemon_cpus(self) -> str:

@@ -110,6 +110,10 @@ class Topology(Data):
     gpus: list[Gpu] = Field(default_factory=list)
     gpu_note: str | None = Field(None, description="why no GPUs were found, if none were")
     cgroup: CgroupInfo = Field(default_factory=CgroupInfo)
+    interfaces: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="network interfaces and their link speed in bits/s (None: not reported)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:

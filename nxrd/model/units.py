@@ -169,3 +169,56 @@ def parse_cpu_quota(value: object) -> float:
     if not 0.01 <= cpus <= 65536:  # also rejects NaN
         raise ValueError(f"CPU quota must be between 1% and 6553600% (got {value!r})")
     return cpus
+
+
+# Rates spelled as tc spells them (tc-util.c get_rate, compared without case): "bit" units
+# are bits per second, "Bps" units *bytes* per second; decimal and binary multiples.
+_RATE_UNITS = {
+    "bit": 1,
+    "kbit": 1000,
+    "mbit": 1000**2,
+    "gbit": 1000**3,
+    "tbit": 1000**4,
+    "kibit": 1 << 10,
+    "mibit": 1 << 20,
+    "gibit": 1 << 30,
+    "tibit": 1 << 40,
+    "bps": 8,
+    "kbps": 8 * 1000,
+    "mbps": 8 * 1000**2,
+    "gbps": 8 * 1000**3,
+    "tbps": 8 * 1000**4,
+    "kibps": 8 << 10,
+    "mibps": 8 << 20,
+    "gibps": 8 << 30,
+    "tibps": 8 << 40,
+}
+MAX_RATE = 8 * 1000**4 * 100  # 800 Tbit/s: above any link, within HTB's 64-bit rates
+
+
+def parse_rate(value: object) -> int:
+    """Bits per second from a rate as tc writes it: "200Mbit", "1Gbit", "25MBps" (bytes)."""
+    if not isinstance(value, str):
+        raise ValueError(f'expected a rate such as "200Mbit" or "25MBps" (got {value!r})')
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f'not a rate: {value!r} (examples: "200Mbit", "1Gbit", "25MBps")')
+    number, unit = float(m.group(1)), m.group(2).lower()
+    if unit not in _RATE_UNITS:
+        raise ValueError(
+            f"unknown rate unit {m.group(2) or '(none)'!r} in {value!r} (as tc: bit, kbit,"
+            " mbit, gbit, tbit or kibit, mibit, ... for bits per second; bps, kbps, mbps,"
+            " gbps, tbps or kibps, mibps, ... for bytes per second)"
+        )
+    bits = number * _RATE_UNITS[unit]
+    if bits < 8 or not bits < MAX_RATE:
+        raise ValueError(f"rate {value!r} is out of range (8bit to 800Tbit per second)")
+    return int(bits)
+
+
+def format_rate(bits: int) -> str:
+    """A rate as tc prints it: "200Mbit", "1.5Gbit", "800Kbit"."""
+    for unit, n in (("Tbit", 1000**4), ("Gbit", 1000**3), ("Mbit", 1000**2), ("Kbit", 1000)):
+        if bits >= n:
+            return f"{bits / n:.4g}{unit}"
+    return f"{bits}bit"

@@ -15,6 +15,7 @@ from nxrd.model.replicas import group_of, index_of, is_front
 from nxrd.model.topology import Gpu, Topology, gpu_units
 from nxrd.model.units import format_cpu_list, format_size
 from nxrd.model.values import DEFAULT_WEIGHT, LeafValues, ParentValues, cpu_quota
+from nxrd.plan.shape import plan_egress
 from nxrd.plan.threads import THREAD_VARS
 from nxrd.profile.model import Profile, Workload
 
@@ -133,6 +134,7 @@ def make_plan(
     _assign_shared(st, order, online, shared)
     guaranteed = _check_memory(st, profile, topo)
     _check_gpu_memory(st, profile)
+    egress = plan_egress(profile, topo, st.problems)
     if st.problems:
         raise PlanError(source, st.refusals())
 
@@ -156,6 +158,7 @@ def make_plan(
         workloads=workloads,
         warnings=limits + st.warnings,
         mps=mps,
+        egress=egress,
     )
 
 

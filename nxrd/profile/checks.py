@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from nxrd.errors import Problem
 from nxrd.model.classes import CLASSES
-from nxrd.model.units import format_cpu_list, format_duration, format_size
+from nxrd.model.units import format_cpu_list, format_duration, format_rate, format_size
 from nxrd.profile.expand import address_port, url_port
 from nxrd.profile.model import Profile, Workload
 
@@ -33,6 +33,7 @@ def check_profile(
     problems += _check_explicit_overlaps(profile)
     problems += _check_ports(profile)
     problems += _check_controller(profile)
+    problems += _check_net(profile)
     return problems
 
 
@@ -249,6 +250,70 @@ def _check_controller(profile: Profile) -> list[Problem]:
                 "controller.probe_after",
                 'must be "0s" (no tries) or at least the cooldown '
                 f"({format_duration(c.probe_after)} < {format_duration(c.cooldown)})",
+            )
+        )
+    return problems
+
+
+IFNAMSIZ = 16  # the kernel's limit on an interface name, with its NUL
+
+
+def _check_net(profile: Profile) -> list[Problem]:
+    """Egress shaping: interfaces named as the kernel allows, a floor under its ceiling,
+    floors that fit in the link when the profile gives it (planning checks a discovered
+    link), and no shaping without an interface to shape."""
+    net = profile.host.net
+    problems = []
+    for name in net.interfaces:
+        if (
+            not name
+            or len(name) >= IFNAMSIZ
+            or any(c in name for c in "/: \t\n")
+            or name
+            in (
+                ".",
+                "..",
+            )
+        ):
+            problems.append(Problem("host.net.interfaces", f"{name!r} is not an interface name"))
+    if len(set(net.interfaces)) != len(net.interfaces):
+        problems.append(Problem("host.net.interfaces", "an interface is listed twice"))
+    shaped = {n: wl.net for n, wl in profile.workloads.items() if wl.net is not None}
+    for name, wl_net in shaped.items():
+        at = f"workloads.{name}.net"
+        if not net.interfaces:
+            problems.append(
+                Problem(at, "no interface to shape: list them in [host.net] interfaces")
+            )
+        if wl_net.egress is None and wl_net.guarantee is None:
+            problems.append(Problem(at, "give egress (a ceiling), guarantee (a floor) or both"))
+        if wl_net.guarantee and wl_net.egress and wl_net.guarantee > wl_net.egress:
+            problems.append(
+                Problem(
+                    f"{at}.guarantee",
+                    f"is above egress ({format_rate(wl_net.guarantee)} >"
+                    f" {format_rate(wl_net.egress)})",
+                )
+            )
+        for key in ("egress", "guarantee"):
+            rate = getattr(wl_net, key)
+            if net.link is not None and rate is not None and rate > net.link:
+                problems.append(
+                    Problem(
+                        f"{at}.{key}",
+                        f"{format_rate(rate)} is above host.net.link ({format_rate(net.link)})",
+                    )
+                )
+    # a replica is shaped as its own workload: each has the floor
+    floors = sum(
+        (n.guarantee or 0) * (profile.workloads[w].replicas or 1) for w, n in shaped.items()
+    )
+    if net.link is not None and floors > net.link:
+        problems.append(
+            Problem(
+                "host.net.link",
+                f"the workloads' guarantees add up to {format_rate(floors)}, more than the"
+                f" link's {format_rate(net.link)}",
             )
         )
     return problems

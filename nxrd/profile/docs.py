@@ -16,7 +16,9 @@ from nxrd.model.units import format_duration, format_size
 from nxrd.profile.model import (
     Control,
     ControllerSettings,
+    HostNet,
     HostSettings,
+    Net,
     Pool,
     Probe,
     Prometheus,
@@ -33,6 +35,7 @@ from nxrd.profile.model import (
 # (table heading, model); the order a reader meets them in a profile.
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[host]", HostSettings),
+    ("[host.net]", HostNet),
     ("[controller]", ControllerSettings),
     ("[pools.NAME]", Pool),
     ("[workloads.NAME]", Workload),
@@ -45,6 +48,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[workloads.NAME.slo.source.probe]", Probe),
     ("[workloads.NAME.control]", Control),
     ("[workloads.NAME.serve]", Serve),
+    ("[workloads.NAME.net]", Net),
 ]
 
 INTRO = """\

@@ -18,6 +18,7 @@ from nxrd.model.units import (
     parse_cpu_list,
     parse_cpu_quota,
     parse_duration,
+    parse_rate,
     parse_size,
 )
 
@@ -157,6 +158,7 @@ def _host_port(value: object) -> str:
 Size = Annotated[int, BeforeValidator(parse_size), Syntax("size")]
 Limit = Annotated[int | None, BeforeValidator(_size_or_max), Syntax('size or "max"')]
 Duration = Annotated[float, BeforeValidator(parse_duration), Syntax("duration")]
+Rate = Annotated[int, BeforeValidator(parse_rate), Syntax("rate")]
 CpuList = Annotated[frozenset[int], BeforeValidator(parse_cpu_list), Syntax("CPU list")]
 CpuQuota = Annotated[float, BeforeValidator(parse_cpu_quota), Syntax("percent of one CPU")]
 Argv = Annotated[tuple[str, ...], BeforeValidator(_argv), Syntax("argv list")]
@@ -169,6 +171,22 @@ class Section(BaseModel):
     """Base of every profile table: unknown keys are errors, TOML types are not coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class HostNet(Section):
+    """The interfaces whose egress nxr shapes, per workload (docs/network.md)."""
+
+    interfaces: Annotated[tuple[str, ...], BeforeValidator(_as_tuple)] = Field(
+        (),
+        description="Interfaces to shape; each gets nxr's HTB tree as its root qdisc.",
+        examples=[["eth0"]],
+    )
+    link: Rate | None = Field(
+        None,
+        description="The link's rate, where the interface does not report its speed (virtual "
+        "NICs); the HTB tree divides this.",
+        examples=["10Gbit"],
+    )
 
 
 class HostSettings(Section):
@@ -196,6 +214,7 @@ class HostSettings(Section):
         description="Run an NVIDIA MPS control daemon for each GPU that gpu_shared workloads "
         "share; those workloads then get gpu_compute and a hard gpu_memory limit.",
     )
+    net: HostNet = Field(default_factory=HostNet, description="Egress shaping (docs/network.md).")
 
 
 class ControllerSettings(Section):
@@ -400,6 +419,28 @@ class Slo(Section):
         raise ValueError("no percentile set")  # the model's check makes this unreachable
 
 
+class Net(Section):
+    """The workload's network egress on the host's shaped interfaces (docs/network.md)."""
+
+    egress: Rate | None = Field(
+        None,
+        description="Ceiling: never more than this, even on an idle link.",
+        examples=["200Mbit"],
+    )
+    guarantee: Rate | None = Field(
+        None,
+        description="Floor: this much whenever it has traffic, however contended the link.",
+        examples=["50Mbit"],
+    )
+    priority: int | None = Field(
+        None,
+        ge=0,
+        le=7,
+        description="Who gets spare bandwidth first (0 first; HTB's prio). Default from the "
+        "class: latency-critical 0, interactive 1, batch 2, background 3.",
+    )
+
+
 class Serve(Section):
     """A front that spreads the workload's requests over its replicas: HAProxy, run by nxrd
     as a workload of its own on the reserved CPUs (docs/front.md)."""
@@ -552,6 +593,9 @@ class Workload(Section):
     )
     serve: Serve | None = Field(
         None, description="A request front over its replicas (needs port; docs/front.md)."
+    )
+    net: Net | None = Field(
+        None, description="Egress ceiling and floor on [host.net] interfaces (docs/network.md)."
     )
     after: Annotated[tuple[WorkloadName, ...], BeforeValidator(_as_tuple)] = Field(
         (), description="Start only once these workloads are ready."

@@ -1,0 +1,169 @@
+"""nxrd keeps egress shaping in step with the plan and its workloads (fake kernel): rules for
+running workloads only, loaded again when a leaf may be new, drift put back with an event,
+adopted as found after an nxrd crash, gone on shutdown, and refused before anything is
+applied when the host cannot shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nxrd.daemon.core import Daemon
+from nxrd.errors import NxrError
+from nxrd.kernel.fake_host import FakeHost, FakeShaper
+from nxrd.model.topology import load_topology
+from tests.unit.conftest import TOPOLOGIES
+
+PROFILE = """
+[host.net]
+interfaces = ["eth0"]
+
+[workloads.embed]
+command = ["embed"]
+class = "batch"
+net = { egress = "200Mbit", guarantee = "50Mbit" }
+
+[workloads.index]
+command = ["index"]
+class = "background"
+net = { egress = "100Mbit" }
+
+[workloads.other]
+command = ["other"]
+"""
+
+
+def host() -> FakeHost:
+    topo = load_topology(TOPOLOGIES / "vm-2cpu.json")
+    return FakeHost(topo.model_copy(update={"interfaces": {"eth0": 1_000_000_000, "lo": None}}))
+
+
+def daemon(tmp_path: Path, h: FakeHost, text: str = PROFILE) -> Daemon:
+    (tmp_path / "p.toml").write_text(text)
+    d = Daemon(
+        [str(tmp_path / "p.toml")],
+        str(tmp_path / "state"),
+        socket_path=str(tmp_path / "nxrd.sock"),
+        host=h,
+    )
+    d.start()
+    d.step(1.0, stopping=False)
+    return d
+
+
+def shaper(h: FakeHost) -> FakeShaper:
+    assert h.fake_shaper is not None
+    return h.fake_shaper
+
+
+def test_running_workloads_are_marked_and_the_tree_is_built_once(tmp_path: Path) -> None:
+    h = host()
+    d = daemon(tmp_path, h)
+    s = shaper(h)
+    try:
+        assert s.builds == 1 and set(s.built) == {"eth0"}
+        classes = {c.workload: c for c in d.plan.egress.classes}  # type: ignore[union-attr]
+        embed = s.built["eth0"][classes["embed"].minor]
+        assert (embed.rate, embed.ceil) == (50_000_000, 200_000_000)
+        assert s.rules == {
+            "embed": (d.leaf("embed"), classes["embed"].mark),
+            "index": (d.leaf("index"), classes["index"].mark),
+        }
+        assert d.leaf("embed").endswith("batch/embed")
+
+        # a stopped workload has no leaf: no rule; started again, its rule is loaded again
+        loads = s.loads
+        d.sup.stop("index", 2.0)
+        h.proc_runtime.exit("index", sig=15)  # type: ignore[union-attr]
+        d.step(3.0, stopping=False)
+        assert set(s.rules or {}) == {"embed"} and s.loads > loads
+        d.sup.start("index", 4.0)
+        d.step(4.0, stopping=False)
+        assert set(s.rules or {}) == {"embed", "index"}
+        assert s.builds == 1  # the tree is the plan's, not the leaves'
+    finally:
+        d.close()
+    assert s.rules is None and s.built == {}  # nxrd's shutdown takes it all off
+
+
+def test_drift_is_put_back_with_an_event(tmp_path: Path) -> None:
+    h = host()
+    d = daemon(tmp_path, h)
+    s = shaper(h)
+    try:
+        s.rules = {}  # someone flushed nxr's table
+        d.step(10.0, stopping=False)
+        assert set(s.rules) == {"embed", "index"}
+        said = [e.cause for e in d.events.since(0, "nxrd") if "drifted" in e.cause]
+        assert said == [
+            "egress shaping drifted (the nftables rules are not as planned): put back as planned"
+        ]
+    finally:
+        d.close()
+
+
+def test_after_a_crash_the_next_nxrd_adopts_the_shaping_as_found(tmp_path: Path) -> None:
+    h = host()
+    first = daemon(tmp_path, h)
+    s = shaper(h)
+    builds, loads = s.builds, s.loads
+    first.close(leave=True)  # as a crash: workloads and shaping stay
+    assert s.rules is not None
+    second = daemon(tmp_path, h)
+    try:
+        assert (s.builds, s.loads) == (builds, loads)  # neither built nor loaded again
+    finally:
+        second.close()
+
+
+def test_a_host_that_cannot_shape_is_refused_before_anything_is_applied(
+    tmp_path: Path,
+) -> None:
+    h = host()
+    h.shaper()
+    shaper(h).missing = "no nft command: install Debian's nftables package"
+    (tmp_path / "p.toml").write_text(PROFILE)
+    with pytest.raises(NxrError) as e:
+        Daemon([str(tmp_path / "p.toml")], str(tmp_path / "state"), host=h)
+    assert str(e.value).endswith("host.net: no nft command: install Debian's nftables package")
+    assert shaper(h).builds == 0 and h.proc_runtime is None
+
+
+def test_what_each_workload_sends_is_in_status_show_and_metrics(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from nxrd.api.metrics import WorkloadCollector
+    from nxrd.cli.format import show_text
+
+    h = host()
+    d = daemon(tmp_path, h)
+    s = shaper(h)
+    try:
+        minor = next(c.minor for c in d.plan.egress.classes if c.workload == "embed")  # type: ignore[union-attr]
+        tree = s.built["eth0"]
+        d.egress.sample(10.0)
+        tree[minor] = replace(tree[minor], sent=25_000_000, dropped=3)  # 25 MB in 2 s
+        d.egress.sample(12.0)
+        status = {w["name"]: w for w in d.view.status_docs()}
+        assert status["embed"]["net"] == {
+            "egress_bits": 200_000_000,
+            "guarantee_bits": 50_000_000,
+            "sent_bytes": 25_000_000,
+            "dropped_packets": 3,
+            "tx_bytes_per_s": 12_500_000,
+        }
+        assert "net" not in status["other"]
+        assert (
+            "  net: egress 200Mbit, guarantee 50Mbit, sending 100Mbit, 3 packets dropped"
+            in show_text(status["embed"] | {"command": ["embed"], "cgroup": "batch/embed"})
+        )
+        reg = CollectorRegistry()
+        reg.register(WorkloadCollector(lambda: list(status.values()), dict))
+        text = generate_latest(reg).decode()
+        assert 'nxr_workload_net_sent_bytes_total{workload="embed"} 2.5e+07' in text
+        assert 'nxr_workload_net_egress_bits_per_second{workload="index"} 1e+08' in text
+    finally:
+        d.close()
