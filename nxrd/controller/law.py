@@ -98,6 +98,7 @@ from nxrd.model.values import cpu_max, cpu_quota
 CAPS = (75, 50, 25)
 HOLDS = ("low", "normal")  # request priorities held back at the fronts, in this order
 INFLIGHT_CUTS = (50,)  # the fronts' in-flight caps, in percent of the profile's
+NET_CUTS = (50, 25)  # shaped lower workloads' egress ceilings, in percent of the planned
 # the classes the ladder acts on (the class policy, nxrd/model/classes.py)
 LOWER = tuple(p.name for p in CLASSES.values() if not p.protected)
 CAPPED = tuple(p.name for p in CLASSES.values() if p.capped)
@@ -135,6 +136,7 @@ class Lower:
     may_freeze: bool = True
     may_stop: bool = False
     cpu_max: float | None = None  # the profile's own cap, in CPUs
+    egress: int | None = None  # its planned egress ceiling in bits/s, when it is shaped
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,8 @@ def ladder(spec: Spec) -> list[str]:
         rungs.append("weight")
     if any(w.workload_class in CAPPED for w in lowers):
         rungs += [f"cap-{c}%" for c in CAPS]
+    if any(w.egress is not None for w in lowers):
+        rungs += [f"net-{c}%" for c in NET_CUTS]
     rungs += [f"core-{i + 1}" for i in range(len(_lendable(spec)))]
     for cls in FROZEN:
         if any(w.workload_class == cls and w.may_freeze for w in lowers):
@@ -574,6 +578,7 @@ class Settings:
     stopped: frozenset[str]
     # front -> (priorities held back, in-flight cap per replica)
     admission: dict[str, tuple[frozenset[str], int]] = field(default_factory=dict)
+    egress: dict[str, int] = field(default_factory=dict)  # shaped lower -> ceiling, bits/s
 
 
 def settings(state: LadderState, spec: Spec) -> Settings:
@@ -618,7 +623,9 @@ def settings(state: LadderState, spec: Spec) -> Settings:
     held = frozenset(r.removeprefix("hold-") for r in rungs if r.startswith("hold-"))
     cut = min((int(r[9:].rstrip("%")) for r in rungs if r.startswith("inflight-")), default=100)
     admission = {f.name: (held, max(1, f.inflight * cut // 100)) for f in spec.fronts}
-    return Settings(files, frozenset(frozen), frozenset(stopped), admission)
+    net = min((int(r[4:].rstrip("%")) for r in rungs if r.startswith("net-")), default=100)
+    egress = {w.name: w.egress * net // 100 for w in spec.lowers if w.egress is not None}
+    return Settings(files, frozenset(frozen), frozenset(stopped), admission, egress)
 
 
 def _cpu_list(cpus: list[int]) -> str:

@@ -54,9 +54,11 @@ class Controller:
         ledger: Ledger,
         wall: Callable[[], float],
         admit: Callable[[str, frozenset[str], int], None] = lambda front, held, inflight: None,
+        shape: Callable[[dict[str, int]], None] = lambda ceilings: None,
     ) -> None:
         self.fs, self.sup, self.events, self.ledger, self.wall = fs, sup, events, ledger, wall
         self.admit = admit  # a front's held-back priorities and in-flight cap (daemon/fronts.py)
+        self.shape = shape  # shaped lower workloads' egress ceilings (daemon/egress_sync.py)
         self.spec = control_spec(profile, plan)
         self.rungs = ladder(self.spec)
         self.period = profile.controller.period
@@ -281,6 +283,8 @@ class Controller:
                     self.held[(name, filename)] = (rec.pid, value)
         for front, (held, inflight) in want.admission.items():
             self.admit(front, held, inflight)
+        if want.egress:
+            self.shape(want.egress)
         for w in self.spec.lowers:
             rec = self.sup.records.get(w.name)
             if rec is None:

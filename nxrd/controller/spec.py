@@ -15,6 +15,7 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
     Fronts: those of the workloads whose replicas are targets."""
     c = profile.controller
     targets, lowers = [], []
+    egress = {k.workload: k.ceil for k in plan.egress.classes} if plan.egress else {}
     for wl in plan.workloads:
         if is_front(wl.name):
             continue  # in the request path, on nxrd's CPUs: steered through its admission
@@ -35,6 +36,7 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
                     may_freeze=spec.control.freeze,
                     may_stop=spec.control.stop,
                     cpu_max=spec.cpu_max,
+                    egress=egress.get(wl.name),
                 )
             )
     # a front's group and its targets' settings (every replica has its workload's serve)

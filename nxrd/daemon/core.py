@@ -169,6 +169,7 @@ class Daemon:
             self.ledger,
             self.host.time,
             self.rotation.admit,
+            self.egress.limit,
         )
 
     def latency_receiver(self) -> PushReceiver:
@@ -182,6 +183,14 @@ class Daemon:
         gpus = self.gpus.docs if self.gpus is not None else list
         status = self.view.status_docs
         return MetricsServer(address, status, lambda: self.controller.summary(), gpus)
+
+    def signals_of(self, names: list[str], now: float) -> dict[str, dict[str, float]]:
+        """What each controller decision records as its inputs: the leaves' readings, the
+        fronts' queues and refusals, and what shaped workloads send."""
+        out = {**self.readings.tick(names, self.sup.records, now), **self.rotation.signals()}
+        for name, sent in self.egress.signals().items():
+            out[name] = {**out.get(name, {}), **sent}
+        return out
 
     def leaf(self, name: str) -> str:
         """A workload's leaf, relative to the cgroup2 mount (as nftables names it)."""
@@ -216,13 +225,7 @@ class Daemon:
         if not stopping:
             self.rotation.step(now)
             self.egress.step(now)
-            self.controller.tick(
-                now,
-                lambda names: {
-                    **self.readings.tick(names, self.sup.records, now),
-                    **self.rotation.signals(),
-                },
-            )
+            self.controller.tick(now, lambda names: self.signals_of(names, now))
         if now - self.last_sample >= 1.0:
             self.pids.sweep(self.sup.records)
             self.readings.sample(self.sup.records, now)

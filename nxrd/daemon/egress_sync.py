@@ -25,6 +25,16 @@ DRIFT_EVERY = 5.0  # seconds between read-backs of the rules and trees
 MOVES = (State.STARTING.value, State.STOPPED.value, State.EXITED.value, State.FAILED.value)
 
 
+def retunes(before: Egress, after: Egress) -> bool:
+    """Whether only the classes' rates and ceilings differ (the same interfaces, the same
+    workloads with the same minors and priorities)."""
+
+    def shape(e: Egress) -> object:
+        return (e.interfaces, [(c.workload, c.minor, c.priority) for c in e.classes])
+
+    return shape(before) == shape(after)
+
+
 def expected_trees(egress: Egress) -> dict[str, dict[int, tuple[int, int]]]:
     """Interface -> minor -> (rate, ceil) as planned."""
     out = {}
@@ -67,12 +77,30 @@ class EgressSync:
         self.loaded: dict[str, str] | None = None  # workload -> leaf the rules were loaded for
         self.next_check = 0.0
         self.failing: str | None = None  # the last error, said once
+        self.limits: dict[str, int] = {}  # workload -> the controller's ceiling (bits/s)
         self.figures: dict[str, dict[str, object]] = {}  # workload -> what status shows
         self.last: tuple[float, dict[str, int]] | None = None  # (when, workload -> bytes)
 
     def __call__(self, e: Event) -> None:
         if e.new in MOVES and self.loaded is not None and self._shaped(e.workload):
             self.loaded = None  # its leaf may be another cgroup now: load the rules again
+
+    def limit(self, ceilings: dict[str, int]) -> None:
+        """The controller's ceilings for shaped lower workloads (its net rungs); the
+        planned ones where it gives none, and never above them. Applied at the next step,
+        by changing the classes in place (no packet of theirs is dropped)."""
+        self.limits = dict(ceilings)
+
+    def wanted(self) -> Egress | None:
+        """The plan's shaping, with the controller's ceilings."""
+        egress = self.plan().egress
+        if egress is None or not self.limits:
+            return egress
+        classes = []
+        for c in egress.classes:
+            ceil = min(c.ceil, self.limits.get(c.workload, c.ceil))
+            classes.append(c.model_copy(update={"ceil": ceil, "rate": min(c.rate, ceil)}))
+        return egress.model_copy(update={"classes": classes})
 
     def _shaped(self, name: str) -> bool:
         egress = self.plan().egress
@@ -88,7 +116,7 @@ class EgressSync:
         return out
 
     def step(self, now: float) -> None:
-        egress = self.plan().egress
+        egress = self.wanted()
         if egress is None:
             if self.built is not None:
                 self.try_(lambda: self.remove(), "egress shaping not removed")
@@ -101,7 +129,10 @@ class EgressSync:
                     self.built = egress
                 if not drift(egress, paths, seen):
                     self.loaded = paths
-            if self.built != egress:
+            if self.built != egress and self.built is not None and retunes(self.built, egress):
+                self.shaper.retune(egress)  # only ceilings moved: the classes changed in place
+                self.built = egress
+            elif self.built != egress:
                 self.shaper.build(egress)
                 self.built, self.loaded = egress, None
             if self.loaded != paths:
@@ -125,7 +156,7 @@ class EgressSync:
     def sample(self, now: float) -> None:
         """Per shaped workload, once a second: its ceiling and floor, the bytes/s it sent
         (all shaped interfaces together) and the packets its queues dropped."""
-        egress = self.plan().egress
+        egress = self.wanted()
         if egress is None or self.built != egress:
             self.figures, self.last = {}, None
             return
@@ -149,6 +180,15 @@ class EgressSync:
                     f["tx_bytes_per_s"] = round((sent[c.workload] - before) / (now - self.last[0]))
             figures[c.workload] = f
         self.figures, self.last = figures, (now, sent)
+
+    def signals(self) -> dict[str, dict[str, float]]:
+        """Bytes/s each shaped workload sent (last second's sample), for the controller's
+        decisions."""
+        return {
+            name: {"tx_bytes_per_s": float(rate)}
+            for name, f in self.figures.items()
+            if isinstance(rate := f.get("tx_bytes_per_s"), int)
+        }
 
     def remove(self) -> None:
         """The table and the trees off the host (nxrd's shutdown, or no shaping planned)."""

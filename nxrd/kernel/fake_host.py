@@ -52,6 +52,7 @@ class FakeShaper(Shaper):
         self.built: dict[str, dict[int, ClassStats]] = {}  # interface -> its tree
         self.loads = 0  # rule tables loaded
         self.builds = 0  # trees built
+        self.retunes = 0  # classes changed in place
         self.missing: str | None = None  # what problem() says (no nft...)
 
     def problem(self, egress: Egress) -> str | None:
@@ -66,6 +67,15 @@ class FakeShaper(Shaper):
             }
             tree |= {c.minor: ClassStats(c.rate, c.ceil, 0, 0) for c in egress.classes}
             self.built[i.name] = tree
+
+    def retune(self, egress: Egress) -> None:
+        self.retunes += 1
+        for i in egress.interfaces:
+            tree = self.built.setdefault(i.name, {})
+            tree[DEFAULT] = ClassStats(egress.default_rate(i.link), i.link, 0, 0)
+            for c in egress.classes:
+                was = tree.get(c.minor, ClassStats(0, 0, 0, 0))
+                tree[c.minor] = ClassStats(c.rate, c.ceil, was.sent, was.dropped)
 
     def mark(self, egress: Egress, paths: Mapping[str, str]) -> None:
         self.loads += 1

@@ -220,9 +220,35 @@ class Htb:
                 protocol=ETH_P_ALL,
             )
 
-    def _class(self, idx: int, minor: int, parent: int, rate: int, ceil: int, prio: int) -> None:
+    def retune(self, name: str, link: int, egress: Egress) -> None:
+        """The classes' rates and ceilings changed in place (`tc class change`)."""
+        idx = self.index(name)
+        self._class(
+            idx,
+            DEFAULT,
+            handle(MAJOR, PARENT),
+            egress.default_rate(link),
+            link,
+            DEFAULT_PRIORITY,
+            "change-class",
+        )
+        for c in egress.classes:
+            self._class(
+                idx, c.minor, handle(MAJOR, PARENT), c.rate, c.ceil, c.priority, "change-class"
+            )
+
+    def _class(
+        self,
+        idx: int,
+        minor: int,
+        parent: int,
+        rate: int,
+        ceil: int,
+        prio: int,
+        verb: str = "add-class",
+    ) -> None:
         self.ipr.tc(
-            "add-class",
+            verb,
             "htb",
             idx,
             handle(MAJOR, minor),
@@ -322,6 +348,10 @@ class Shaper:
     def build(self, egress: Egress) -> None:
         for i in egress.interfaces:
             self._netlink(lambda i=i: self.htb.build(i.name, i.link, egress), i.name)
+
+    def retune(self, egress: Egress) -> None:
+        for i in egress.interfaces:
+            self._netlink(lambda i=i: self.htb.retune(i.name, i.link, egress), i.name)
 
     def mark(self, egress: Egress, paths: Mapping[str, str]) -> None:
         self.nft.load(nft_script(egress, paths))

@@ -167,3 +167,27 @@ def test_what_each_workload_sends_is_in_status_show_and_metrics(tmp_path: Path) 
         assert 'nxr_workload_net_egress_bits_per_second{workload="index"} 1e+08' in text
     finally:
         d.close()
+
+
+def test_the_controllers_ceilings_change_the_classes_in_place(tmp_path: Path) -> None:
+    h = host()
+    d = daemon(tmp_path, h)
+    s = shaper(h)
+    try:
+        minor = next(c.minor for c in d.plan.egress.classes if c.workload == "embed")  # type: ignore[union-attr]
+        d.egress.limit({"embed": 100_000_000, "index": 500_000_000})  # index: not above plan
+        d.step(2.0, stopping=False)
+        assert (s.builds, s.retunes) == (1, 1)  # changed in place, not built again
+        assert s.built["eth0"][minor].ceil == 100_000_000
+        wanted = {c.workload: c.ceil for c in d.egress.wanted().classes}  # type: ignore[union-attr]
+        assert wanted == {"embed": 100_000_000, "index": 100_000_000}  # never above the plan
+        d.egress.sample(3.0)
+        status = {w["name"]: w for w in d.view.status_docs()}
+        assert status["embed"]["net"]["egress_bits"] == 100_000_000
+        d.step(10.0, stopping=False)  # the drift check reads the lowered ceiling as wanted
+        assert not [e for e in d.events.since(0, "nxrd") if "drifted" in e.cause]
+        d.egress.limit({"embed": 200_000_000, "index": 100_000_000})  # back to the plan
+        d.step(11.0, stopping=False)
+        assert s.built["eth0"][minor].ceil == 200_000_000 and s.retunes == 2
+    finally:
+        d.close()

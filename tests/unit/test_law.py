@@ -567,3 +567,25 @@ def test_the_laws_defaults_are_the_profiles() -> None:
         if hasattr(spec, name) and name != "period":  # the law's period is cpu.max's
             want = field.default or None if name == "probe_after" else field.default
             assert getattr(spec, name) == want, name
+
+
+def test_shaped_lower_workloads_get_net_rungs_that_cut_their_egress_ceilings() -> None:
+    shaped = replace(
+        SPEC,
+        lowers=(
+            replace(SPEC.lowers[0], egress=200_000_000),  # embed: 200Mbit planned
+            SPEC.lowers[1],  # index: not shaped
+        ),
+    )
+    rungs = ladder(shaped)
+    assert rungs[3:5] == ["net-50%", "net-25%"]  # after the CPU caps, before lent cores
+    assert "net-50%" not in ladder(SPEC)  # nothing shaped: no such rung
+    at = {
+        level: rung_settings(LadderState(level=level), shaped).egress
+        for level in (0, rungs.index("net-50%") + 1, len(rungs))
+    }
+    assert list(at.values()) == [
+        {"embed": 200_000_000},
+        {"embed": 100_000_000},
+        {"embed": 50_000_000},
+    ]
