@@ -146,8 +146,13 @@ def check() -> None:
     reqs = requirements(cgroup_info())
     gpus, note = discover_gpus()
     gpu_reqs = gpu_check(len(gpus), note, devices.support() if gpus else None)
+    from nxrd.kernel.shaper import Shaper, egress_requirement
+
     for req in reqs + gpu_reqs:
         click.echo(req.line())
+    # optional: only a profile with `net` needs it, so it never fails the check
+    ok, detail = egress_requirement(Shaper())
+    click.echo(f"{'ok' if ok else 'absent':8} egress: {detail}")
     if not usable(reqs):
         click.echo("nxrd cannot isolate workloads on this host; it will refuse to start.", err=True)
         sys.exit(1)

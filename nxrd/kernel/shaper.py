@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nxrd.errors import KernelError
-from nxrd.model.egress import DEFAULT, DEFAULT_PRIORITY, MAJOR, PARENT, Egress
+from nxrd.model.egress import DEFAULT, DEFAULT_PRIORITY, FIRST, MAJOR, PARENT, Egress, EgressClass
 
 TABLE = {"family": "inet", "name": "nxr"}
 CHAIN = "egress"
@@ -294,6 +294,19 @@ class Htb:
             # HTB's rates are bytes/s
             out[h & 0xFFFF] = ClassStats(int(rate) * 8, int(ceil) * 8, sent, dropped)
         return out
+
+
+def egress_requirement(shaper: Shaper) -> tuple[bool, str]:
+    """For `nxrd check`: whether this host can mark packets by cgroup (optional: only a
+    profile with `net` needs it)."""
+    probe = Egress(
+        interfaces=[],
+        classes=[EgressClass(workload="check", minor=FIRST, rate=8, ceil=8, priority=0)],
+    )
+    why = shaper.problem(probe)
+    if why is None:
+        return True, "nftables marks packets by cgroup (socket cgroupv2)"
+    return False, why
 
 
 @dataclass(frozen=True)
