@@ -22,6 +22,7 @@ from nxrd.supervisor.states import State
 from nxrd.supervisor.supervisor import Supervisor
 
 DRIFT_EVERY = 5.0  # seconds between read-backs of the rules and trees
+SATURATED = 0.9  # a link sending this share of its rate is full
 MOVES = (State.STARTING.value, State.STOPPED.value, State.EXITED.value, State.FAILED.value)
 
 
@@ -78,6 +79,7 @@ class EgressSync:
         self.next_check = 0.0
         self.failing: str | None = None  # the last error, said once
         self.limits: dict[str, int] = {}  # workload -> the controller's ceiling (bits/s)
+        self.saturated = False  # whether a shaped link was full at the last sample
         self.figures: dict[str, dict[str, object]] = {}  # workload -> what status shows
         self.last: tuple[float, dict[str, int]] | None = None  # (when, workload -> bytes)
 
@@ -88,8 +90,18 @@ class EgressSync:
     def limit(self, ceilings: dict[str, int]) -> None:
         """The controller's ceilings for shaped lower workloads (its net rungs); the
         planned ones where it gives none, and never above them. Applied at the next step,
-        by changing the classes in place (no packet of theirs is dropped)."""
-        self.limits = dict(ceilings)
+        by changing the classes in place (no packet of theirs is dropped). A cut waits
+        until a shaped link is full (SATURATED): bandwidth taken from batch work on a link
+        with room to spare would give the latency-critical workload nothing. Once made, a
+        cut holds until the controller gives the ceiling back, though the link it emptied
+        is then no longer full."""
+        egress = self.plan().egress
+        planned = {c.workload: c.ceil for c in egress.classes} if egress else {}
+        limits = {}
+        for name, ceil in ceilings.items():
+            current = self.limits.get(name, planned.get(name, ceil))
+            limits[name] = current if ceil < current and not self.saturated else ceil
+        self.limits = limits
 
     def wanted(self) -> Egress | None:
         """The plan's shaping, with the controller's ceilings."""
@@ -166,6 +178,9 @@ class EgressSync:
             return
         sent: dict[str, int] = {}
         dropped: dict[str, int] = {}
+        for i in egress.interfaces:  # the whole link: its class counts every packet
+            link = (trees.get(i.name) or {}).get(PARENT)
+            sent[f"@{i.name}"] = link.sent if link is not None else 0
         for c in egress.classes:
             stats = [t[c.minor] for t in trees.values() if t is not None and c.minor in t]
             sent[c.workload] = sum(s.sent for s in stats)
@@ -179,6 +194,13 @@ class EgressSync:
                 if sent[c.workload] >= before:  # else the tree was built again since
                     f["tx_bytes_per_s"] = round((sent[c.workload] - before) / (now - self.last[0]))
             figures[c.workload] = f
+        if self.last is not None and now > self.last[0]:
+            then, earlier = self.last
+            self.saturated = any(
+                (sent[f"@{i.name}"] - earlier.get(f"@{i.name}", 0)) * 8 / (now - then)
+                >= SATURATED * i.link
+                for i in egress.interfaces
+            )
         self.figures, self.last = figures, (now, sent)
 
     def signals(self) -> dict[str, dict[str, float]]:

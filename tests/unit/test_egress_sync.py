@@ -169,25 +169,48 @@ def test_what_each_workload_sends_is_in_status_show_and_metrics(tmp_path: Path) 
         d.close()
 
 
-def test_the_controllers_ceilings_change_the_classes_in_place(tmp_path: Path) -> None:
+def test_the_controllers_cut_waits_for_a_full_link_and_changes_classes_in_place(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from nxrd.model.egress import PARENT
+
     h = host()
     d = daemon(tmp_path, h)
     s = shaper(h)
     try:
         minor = next(c.minor for c in d.plan.egress.classes if c.workload == "embed")  # type: ignore[union-attr]
+        tree = s.built["eth0"]
+
+        def link_sends(bits_per_s: int, at: float) -> None:
+            tree[PARENT] = replace(tree[PARENT], sent=tree[PARENT].sent + bits_per_s // 8)
+            d.egress.sample(at)
+
+        link_sends(0, 10.0)
+        link_sends(300_000_000, 11.0)  # 30% of the link: room to spare
+        d.egress.limit({"embed": 100_000_000, "index": 100_000_000})
+        d.step(11.0, stopping=False)
+        assert s.retunes == 0 and tree[minor].ceil == 200_000_000  # nothing to gain
+
+        link_sends(950_000_000, 12.0)  # full
         d.egress.limit({"embed": 100_000_000, "index": 500_000_000})  # index: not above plan
-        d.step(2.0, stopping=False)
+        d.step(12.0, stopping=False)
         assert (s.builds, s.retunes) == (1, 1)  # changed in place, not built again
-        assert s.built["eth0"][minor].ceil == 100_000_000
+        assert tree[minor].ceil == 100_000_000
         wanted = {c.workload: c.ceil for c in d.egress.wanted().classes}  # type: ignore[union-attr]
-        assert wanted == {"embed": 100_000_000, "index": 100_000_000}  # never above the plan
-        d.egress.sample(3.0)
+        assert wanted == {"embed": 100_000_000, "index": 100_000_000}
+        d.egress.sample(13.0)
         status = {w["name"]: w for w in d.view.status_docs()}
         assert status["embed"]["net"]["egress_bits"] == 100_000_000
-        d.step(10.0, stopping=False)  # the drift check reads the lowered ceiling as wanted
+
+        link_sends(400_000_000, 14.0)  # the cut emptied the link: it holds all the same
+        d.egress.limit({"embed": 100_000_000, "index": 100_000_000})
+        d.step(20.0, stopping=False)  # and the drift check reads it as wanted
+        assert tree[minor].ceil == 100_000_000
         assert not [e for e in d.events.since(0, "nxrd") if "drifted" in e.cause]
-        d.egress.limit({"embed": 200_000_000, "index": 100_000_000})  # back to the plan
-        d.step(11.0, stopping=False)
-        assert s.built["eth0"][minor].ceil == 200_000_000 and s.retunes == 2
+        d.egress.limit({"embed": 200_000_000, "index": 100_000_000})  # given back
+        d.step(21.0, stopping=False)
+        assert tree[minor].ceil == 200_000_000 and s.retunes == 2
     finally:
         d.close()
