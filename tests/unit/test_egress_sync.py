@@ -214,3 +214,24 @@ def test_the_controllers_cut_waits_for_a_full_link_and_changes_classes_in_place(
         assert tree[minor].ceil == 200_000_000 and s.retunes == 2
     finally:
         d.close()
+
+
+def test_an_apply_that_changes_a_ceiling_retunes_and_one_that_adds_a_workload_rebuilds(
+    tmp_path: Path,
+) -> None:
+    h = host()
+    d = daemon(tmp_path, h)
+    s = shaper(h)
+    try:
+        faster = PROFILE.replace('egress = "100Mbit"', 'egress = "300Mbit"')
+        d.reconf.reconfigure([("p.toml", faster)], False, "t")
+        d.step(2.0, stopping=False)
+        assert (s.builds, s.retunes) == (1, 1)
+        minor = next(c.minor for c in d.plan.egress.classes if c.workload == "index")  # type: ignore[union-attr]
+        assert s.built["eth0"][minor].ceil == 300_000_000
+        more = faster + '\n[workloads.sync]\ncommand = ["sync"]\nnet = { egress = "10Mbit" }\n'
+        d.reconf.reconfigure([("p.toml", more)], False, "t")
+        d.step(3.0, stopping=False)
+        assert s.builds == 2 and set(s.rules or {}) == {"embed", "index", "sync"}
+    finally:
+        d.close()
