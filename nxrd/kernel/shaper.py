@@ -16,6 +16,7 @@ added (any handle but 0:, the kernel's default, and nxr's own) is never touched.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -137,6 +138,28 @@ class ClassStats:
     ceil: int  # bits/s
     sent: int  # bytes sent through it
     dropped: int  # packets dropped (its queue was full)
+
+
+# What the HTB tree needs of the kernel, and where Debian's kernels keep each module
+TC_MODULES = {"sch_htb": "net/sched", "sch_fq_codel": "net/sched", "cls_fw": "net/sched"}
+
+
+def missing_modules(root: Path = Path("/"), release: str | None = None) -> list[str]:
+    """The tc modules this kernel has neither loaded, built in, nor installed; none when
+    that cannot be told (no /lib/modules for the running kernel)."""
+    release = release or os.uname().release
+    modules = root / "lib/modules" / release
+    if not modules.is_dir():
+        return []
+    builtin_file = modules / "modules.builtin"
+    builtin = builtin_file.read_text() if builtin_file.is_file() else ""
+    out = []
+    for name, where in TC_MODULES.items():
+        if (root / "sys/module" / name).is_dir() or f"/{name}.ko" in builtin:
+            continue
+        if not any((modules / "kernel" / where).glob(f"{name}.ko*")):
+            out.append(name)
+    return out
 
 
 def some_cgroup(mount: str = "/sys/fs/cgroup") -> str | None:
@@ -346,6 +369,8 @@ class Shaper:
                 )
             except KernelError as e:
                 return f"nftables cannot mark packets by cgroup here ({e})"
+        if egress.interfaces and (absent := missing_modules()):
+            return f"the kernel has no {', '.join(absent)} (HTB shaping needs them)"
         for i in egress.interfaces:
             try:
                 other = self.htb.foreign(i.name)

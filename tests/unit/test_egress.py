@@ -3,6 +3,8 @@ as tc spells them, one-line refusals, and classes and marks that stay put across
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nxrd.errors import KernelError, PlanError, ProfileError
@@ -192,3 +194,16 @@ def test_the_rules_are_one_nft_transaction_and_read_back_from_its_listing() -> N
         ]
     }
     assert listed_rules(listing) == [Marked("embed", "nxr/batch/embed", 0x6E780123)]
+
+
+def test_a_kernel_without_htb_is_named_before_anything_is_applied(tmp_path: Path) -> None:
+    from nxrd.kernel.shaper import missing_modules
+
+    assert missing_modules(tmp_path, "6.1.0-1-amd64") == []  # no modules to read: unknown
+    modules = tmp_path / "lib/modules/6.1.0-1-amd64"
+    (modules / "kernel/net/sched").mkdir(parents=True)
+    (modules / "modules.builtin").write_text("kernel/net/sched/sch_fq_codel.ko\n")
+    (modules / "kernel/net/sched/cls_fw.ko.xz").write_bytes(b"")
+    assert missing_modules(tmp_path, "6.1.0-1-amd64") == ["sch_htb"]
+    (tmp_path / "sys/module/sch_htb").mkdir(parents=True)  # loaded
+    assert missing_modules(tmp_path, "6.1.0-1-amd64") == []
