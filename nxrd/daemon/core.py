@@ -21,7 +21,7 @@ from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
 from nxrd.daemon import adopt, cpus, fronts, sinks, waiting
-from nxrd.daemon.egress_sync import EgressSync
+from nxrd.daemon.egress_sync import EgressSync, leaves
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
@@ -122,7 +122,8 @@ class Daemon:
             lambda: self.plan, self.sup, self.state_dir, host.front, self.say
         )
         self.events.sinks.append(self.rotation)
-        self.egress = EgressSync(lambda: self.plan, self.sup, self.shaper, self.leaf, self.say)
+        leaf = leaves(self.fs, self.root, self.topology.cgroup.mount, lambda: self.plan)
+        self.egress = EgressSync(lambda: self.plan, self.sup, self.shaper, leaf, self.say)
         self.events.sinks.append(self.egress)
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
@@ -192,12 +193,6 @@ class Daemon:
             out[name] = {**out.get(name, {}), **sent}
         return out
 
-    def leaf(self, name: str) -> str:
-        """A workload's leaf, relative to the cgroup2 mount (as nftables names it)."""
-        path = self.root / self.plan.workload(name).cgroup
-        mount = self.topology.cgroup.mount or "/"
-        return str(path.relative_to(mount)) if path.is_relative_to(mount) else str(path)
-
     def workload_of_pid(self, pid: int) -> str | None:
         return self.pids.workload_of(pid, self.sup.records)
 
@@ -221,10 +216,11 @@ class Daemon:
 
     def step(self, now: float, stopping: bool) -> None:
         """One pass of the loop, after its signals: supervise, control, sample, save."""
+        if not stopping:  # before the supervisor starts anything: shaped from its first packet
+            self.egress.step(now)
         self.sup.tick(now)
         if not stopping:
             self.rotation.step(now)
-            self.egress.step(now)
             self.controller.tick(now, lambda names: self.signals_of(names, now))
         if now - self.last_sample >= 1.0:
             self.pids.sweep(self.sup.records)

@@ -1,10 +1,11 @@
 """Egress shaping kept in step with the plan and the workloads (docs/network.md).
 
-An event sink and a step in nxrd's loop, as the fronts' rotation. The HTB trees follow the
-plan: built when the plan's shaping changes, kept when nxrd finds them as planned on start
+An event sink and a step in nxrd's loop (before the supervisor's, so that a workload's
+first packets are already shaped), as the fronts' rotation. The HTB trees follow the plan:
+built when the plan's shaping changes, kept when nxrd finds them as planned on start
 (adopted after a crash, not built again). The nftables table follows the leaves: a rule for
-each shaped workload that runs, loaded again whenever one starts (its leaf may be a new
-cgroup) or stops. Every DRIFT_EVERY seconds what the kernel has is read back; a rule or a
+each shaped workload whose leaf exists, loaded again whenever one starts (its leaf may be a
+new cgroup) or stops. Every DRIFT_EVERY seconds what the kernel has is read back; a rule or a
 tree that is not as nxr left it (removed by hand, a leaf created again behind nxr's back) is
 put back, with an event. On nxrd's shutdown the table and the trees go.
 """
@@ -12,8 +13,10 @@ put back, with an event. On nxrd's shutdown the table and the trees go.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from nxrd.errors import KernelError
+from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.shaper import Shaped, Shaper
 from nxrd.model.egress import DEFAULT, PARENT, Egress
 from nxrd.model.plan import Plan
@@ -24,6 +27,23 @@ from nxrd.supervisor.supervisor import Supervisor
 DRIFT_EVERY = 5.0  # seconds between read-backs of the rules and trees
 SATURATED = 0.9  # a link sending this share of its rate is full
 MOVES = (State.STARTING.value, State.STOPPED.value, State.EXITED.value, State.FAILED.value)
+
+
+def leaves(
+    fs: CgroupFS, root: Path, mount: str | None, plan: Callable[[], Plan]
+) -> Callable[[str], str | None]:
+    """A workload's leaf, relative to the cgroup2 mount (as nftables names it); None while
+    it does not exist."""
+
+    def leaf(name: str) -> str | None:
+        rel = plan().workload(name).cgroup
+        if not fs.exists(rel):
+            return None
+        path = root / rel
+        base = mount or "/"
+        return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+    return leaf
 
 
 def retunes(before: Egress, after: Egress) -> bool:
@@ -70,7 +90,7 @@ class EgressSync:
         plan: Callable[[], Plan],
         sup: Supervisor,
         shaper: Shaper,
-        leaf: Callable[[str], str],
+        leaf: Callable[[str], str | None],
         say: Callable[[str], None],
     ) -> None:
         self.plan, self.sup, self.shaper, self.leaf, self.say = plan, sup, shaper, leaf, say
@@ -119,12 +139,12 @@ class EgressSync:
         return egress is not None and any(c.workload == name for c in egress.classes)
 
     def paths(self, egress: Egress) -> dict[str, str]:
-        """The leaves of the shaped workloads that run."""
+        """The leaves of the shaped workloads, where they exist: from the plan's apply on,
+        before their processes start (a stop removes a leaf, a crash keeps it)."""
         out = {}
         for c in egress.classes:
-            rec = self.sup.records.get(c.workload)
-            if rec is not None and rec.pid is not None:
-                out[c.workload] = self.leaf(c.workload)
+            if c.workload in self.sup.records and (leaf := self.leaf(c.workload)) is not None:
+                out[c.workload] = leaf
         return out
 
     def step(self, now: float) -> None:

@@ -203,7 +203,7 @@ class FakeHost(Host):
         return FakeCounters(self)
 
     def runtime(self, fs: CgroupFS, state_dir: Path, journal: bool, gpus: Sequence[Gpu]) -> Runtime:
-        self.proc_runtime = FakeRuntime(state_dir)
+        self.proc_runtime = FakeRuntime(state_dir, fs)
         return self.proc_runtime
 
     def read_status(self, path: Path) -> dict[str, object] | None:

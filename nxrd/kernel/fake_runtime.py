@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nxrd.errors import KernelError
+from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.runtime import Ended, Runtime, Started
 from nxrd.model import paths
 from nxrd.model.plan import WorkloadPlan
@@ -24,8 +25,11 @@ class FakeProcess:
 
 
 class FakeRuntime(Runtime):
-    def __init__(self, state_dir: Path = Path("/nonexistent/nxr")) -> None:
+    def __init__(
+        self, state_dir: Path = Path("/nonexistent/nxr"), fs: CgroupFS | None = None
+    ) -> None:
         self.state_dir = state_dir
+        self.fs = fs  # where leaves appear and go, as LinuxRuntime makes and removes them
         self.next_pid = 1000
         self.procs: dict[str, FakeProcess] = {}  # the current process of each workload
         self.launches: list[str] = []
@@ -52,6 +56,8 @@ class FakeRuntime(Runtime):
 
     def ensure_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.add(wl.name)
+        if self.fs is not None and not self.fs.exists(wl.cgroup):
+            self.fs.mkdir(wl.cgroup)
 
     def launch(self, wl: WorkloadPlan, spec: Workload) -> Started:
         if wl.name in self.fail_launch:
@@ -103,6 +109,8 @@ class FakeRuntime(Runtime):
 
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.discard(wl.name)
+        if self.fs is not None and self.fs.exists(wl.cgroup):
+            self.fs.rmdir(wl.cgroup)
 
     def ready(self, wl: WorkloadPlan, pid: int, spec: Workload) -> bool | None:
         if spec.ready is None or wl.name in self.ready_now:

@@ -67,19 +67,21 @@ def test_running_workloads_are_marked_and_the_tree_is_built_once(tmp_path: Path)
         embed = s.built["eth0"][classes["embed"].minor]
         assert (embed.rate, embed.ceil) == (50_000_000, 200_000_000)
         assert s.rules == {
-            "embed": (d.leaf("embed"), classes["embed"].mark),
-            "index": (d.leaf("index"), classes["index"].mark),
+            "embed": (d.egress.leaf("embed"), classes["embed"].mark),
+            "index": (d.egress.leaf("index"), classes["index"].mark),
         }
-        assert d.leaf("embed").endswith("batch/embed")
+        assert d.egress.leaf("embed").endswith("batch/embed")
 
         # a stopped workload has no leaf: no rule; started again, its rule is loaded again
         loads = s.loads
         d.sup.stop("index", 2.0)
         h.proc_runtime.exit("index", sig=15)  # type: ignore[union-attr]
-        d.step(3.0, stopping=False)
+        d.step(3.0, stopping=False)  # stopped: its leaf goes
+        d.step(3.5, stopping=False)
         assert set(s.rules or {}) == {"embed"} and s.loads > loads
         d.sup.start("index", 4.0)
         d.step(4.0, stopping=False)
+        d.step(4.5, stopping=False)
         assert set(s.rules or {}) == {"embed", "index"}
         assert s.builds == 1  # the tree is the plan's, not the leaves'
     finally:
@@ -92,6 +94,7 @@ def test_drift_is_put_back_with_an_event(tmp_path: Path) -> None:
     d = daemon(tmp_path, h)
     s = shaper(h)
     try:
+        d.step(2.0, stopping=False)  # the rules loaded again once the workloads started
         s.rules = {}  # someone flushed nxr's table
         d.step(10.0, stopping=False)
         assert set(s.rules) == {"embed", "index"}
