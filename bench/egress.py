@@ -205,9 +205,13 @@ def ceiling_runs(tmp: Path) -> None:
         others.append(upload_rate(other) / 1e6)
         if os.environ.get("EGRESS_DEBUG"):
             intervals = json.loads(out.read_text())["intervals"]
-            print(f"  run {i}: {rates[-1]:.1f} Mbit/s; per second:",
-                  [round(x["sum"]["bits_per_second"] / 1e6) for x in intervals])
-            print("  ", [ln for ln in d.log.read_text().splitlines() if "egress" in ln or "warning" in ln])
+            print(
+                f"  run {i}: {rates[-1]:.1f} Mbit/s; per second:",
+                [round(x["sum"]["bits_per_second"] / 1e6) for x in intervals],
+            )
+            for line in d.log.read_text().splitlines():
+                if "egress" in line or "warning" in line:
+                    print(f"    nxrd: {line}")
     print(
         f"ceiling 100Mbit: received median {statistics.median(rates):.1f} Mbit/s"
         f" (range {min(rates):.1f}-{max(rates):.1f}, {ITERATIONS} runs of {SECONDS} s);"
