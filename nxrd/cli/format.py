@@ -178,7 +178,17 @@ def _gpu_usage(w: Mapping[str, Any]) -> str:
     return f"{'-' if mem is None else format_size(int(mem))}/{_number(util)}"
 
 
-def status_row(w: Mapping[str, Any], gpu_usage: bool = False) -> list[str]:
+def _net(w: Mapping[str, Any]) -> str:
+    """A shaped workload's egress: sending now / its ceiling."""
+    net = w.get("net")
+    if not isinstance(net, Mapping):
+        return "-"
+    rate = net.get("tx_bytes_per_s")
+    sending = "-" if rate is None else format_rate(int(rate) * 8)
+    return f"{sending}/{format_rate(int(net['egress_bits']))}"
+
+
+def status_row(w: Mapping[str, Any], gpu_usage: bool = False, net: bool = False) -> list[str]:
     mem, limit = w.get("memory_current"), w.get("memory_max")
     memory = "-" if mem is None else format_size(int(mem))
     memory += "/" + ("max" if limit is None else format_size(int(limit)))
@@ -199,6 +209,7 @@ def status_row(w: Mapping[str, Any], gpu_usage: bool = False) -> list[str]:
         psi,
         ",".join(str(g) for g in w.get("gpus", [])) or "-",
         *([_gpu_usage(w)] if gpu_usage else []),
+        *([_net(w)] if net else []),
         str(w.get("restarts", 0)),
         _latency(w),
         str(w.get("reason", "")),
@@ -232,13 +243,17 @@ def status_table(
 ) -> str:
     """`nxrctl status`: one row per workload. CPU% is of one CPU; pressure is avg10 "some".
 
-    GPU usage gets a column only on hosts where some workload has GPUs; a GPU that is
-    quarantined or not answering gets a line under the table.
+    GPU usage gets a column only on hosts where some workload has GPUs, and egress (NET:
+    sending/ceiling) only where some workload is shaped; a GPU that is quarantined or not
+    answering gets a line under the table.
     """
     gpu_usage = any(w.get("gpus") for w in workloads)
+    net = any(isinstance(w.get("net"), Mapping) for w in workloads)
     headers = list(STATUS_HEADERS)
     if gpu_usage:
         headers.insert(headers.index("GPUS") + 1, GPU_USAGE_HEADER)
+    if net:
+        headers.insert(headers.index("RESTARTS"), "NET")
     rows: list[list[str]] = []
     shown: set[str] = set()
     for w in workloads:
@@ -248,7 +263,7 @@ def status_table(
             rows.append(
                 _group_row(headers, group, [r for r in workloads if group_of(r["name"]) == group])
             )
-        row = status_row(w, gpu_usage)
+        row = status_row(w, gpu_usage, net)
         rows.append([f"  {row[0]}" if group != w["name"] else row[0], *row[1:]])
     out = table(headers, rows)
     for g in gpus:

@@ -159,6 +159,17 @@ def test_what_each_workload_sends_is_in_status_show_and_metrics(tmp_path: Path) 
             "tx_bytes_per_s": 12_500_000,
         }
         assert "net" not in status["other"]
+        from nxrd.cli.format import status_table
+
+        lines = status_table(list(status.values())).splitlines()
+        at = lines[0].index("NET")
+        cells = {ln.split()[0]: ln[at:].split()[0] for ln in lines[1:]}
+        assert cells == {
+            "embed": "100Mbit/200Mbit",
+            "index": "0bit/100Mbit",  # nothing sent through its class between the samples
+            "other": "-",
+        }
+        assert "NET" not in status_table([{**w, "net": None} for w in status.values()])
         assert (
             "  net: egress 200Mbit, guarantee 50Mbit, sending 100Mbit, 3 packets dropped"
             in show_text(status["embed"] | {"command": ["embed"], "cgroup": "batch/embed"})
