@@ -10,8 +10,8 @@ with nxr the host shapes its egress just under the link (`link = "190Mbit"`), so
 forms in nxr's HTB tree, where the latency-critical class goes first.
 
 Printed: the shaped upload's rate against its ceiling (received by iperf3's server, over
-ITERATIONS runs: median and range) with an unshaped upload beside it, and per set-up the
-client's round trips (64 bytes, every 10 ms): p50, p99 and the upload's rate.
+ITERATIONS runs: median and range), alone and with an unshaped upload beside it, and per
+set-up the client's round trips (64 bytes, every 10 ms): p50, p99 and the upload's rate.
 """
 
 from __future__ import annotations
@@ -189,36 +189,43 @@ net = {{ guarantee = "20Mbit" }}
 
 
 def ceiling_runs(tmp: Path) -> None:
-    """The shaped upload, and an unshaped one from here at the same time."""
-    rates, others = [], []
-    for i in range(ITERATIONS):
-        out = tmp / f"ceiling-{i}.json"
-        cmd = f"iperf3 -c {THERE} -p 5301 -t {SECONDS} -J > {out}"
-        d = Nxrd(tmp, profile(cmd, "100Mbit"))
-        try:
-            d.wait("upload", "ready", *DONE)
-            other = sh("iperf3", "-c", THERE, "-p", "5302", "-t", str(SECONDS - 2), "-J")
-            d.wait("upload", *DONE)
-        finally:
-            d.stop()
-        rates.append(upload_rate(out.read_text()) / 1e6)
-        others.append(upload_rate(other) / 1e6)
-        if os.environ.get("EGRESS_DEBUG"):
-            intervals = json.loads(out.read_text())["intervals"]
-            print(
-                f"  run {i}: {rates[-1]:.1f} Mbit/s; per second:",
-                [round(x["sum"]["bits_per_second"] / 1e6) for x in intervals],
+    """The shaped upload alone, then with an unshaped one from here at the same time."""
+    for beside in (False, True):
+        rates, others = [], []
+        for i in range(ITERATIONS):
+            out = tmp / f"ceiling-{i}.json"
+            cmd = f"iperf3 -c {THERE} -p 5301 -t {SECONDS} -J > {out}"
+            d = Nxrd(tmp, profile(cmd, "100Mbit"))
+            try:
+                d.wait("upload", "ready", *DONE)
+                if beside:
+                    other = sh("iperf3", "-c", THERE, "-p", "5302", "-t", str(SECONDS - 2), "-J")
+                    others.append(upload_rate(other) / 1e6)
+                d.wait("upload", *DONE)
+            finally:
+                d.stop()
+            rates.append(upload_rate(out.read_text()) / 1e6)
+            if os.environ.get("EGRESS_DEBUG"):
+                intervals = json.loads(out.read_text())["intervals"]
+                print(
+                    f"  run {i}: {rates[-1]:.1f} Mbit/s; per second:",
+                    [round(x["sum"]["bits_per_second"] / 1e6) for x in intervals],
+                )
+                for line in d.log.read_text().splitlines():
+                    if "egress" in line or "warning" in line:
+                        print(f"    nxrd: {line}")
+        line = (
+            f"ceiling 100Mbit{', beside an unshaped upload' if beside else ', alone'}: received"
+            f" median {statistics.median(rates):.1f} Mbit/s (range {min(rates):.1f}-"
+            f"{max(rates):.1f}, {ITERATIONS} runs of {SECONDS} s)"
+        )
+        if beside:
+            line += (
+                f"; the unshaped upload, for {SECONDS - 2} s: median"
+                f" {statistics.median(others):.1f} Mbit/s (range {min(others):.1f}-"
+                f"{max(others):.1f}) of the 190Mbit nxr divides"
             )
-            for line in d.log.read_text().splitlines():
-                if "egress" in line or "warning" in line:
-                    print(f"    nxrd: {line}")
-    print(
-        f"ceiling 100Mbit: received median {statistics.median(rates):.1f} Mbit/s"
-        f" (range {min(rates):.1f}-{max(rates):.1f}, {ITERATIONS} runs of {SECONDS} s);"
-        f" an unshaped upload beside it for {SECONDS - 2} s: median"
-        f" {statistics.median(others):.1f} Mbit/s (range {min(others):.1f}-{max(others):.1f})"
-        " of the 190Mbit nxr divides"
-    )
+        print(line)
 
 
 def latency_runs(tmp: Path) -> None:
