@@ -26,6 +26,7 @@ from nxrd.supervisor.supervisor import Supervisor
 
 DRIFT_EVERY = 5.0  # seconds between read-backs of the rules and trees
 SATURATED = 0.9  # a link sending this share of its rate is full
+RETRY = 5.0  # seconds before shaping the kernel refused is tried again
 MOVES = (State.STARTING.value, State.STOPPED.value, State.EXITED.value, State.FAILED.value)
 
 
@@ -97,6 +98,7 @@ class EgressSync:
         self.built: Egress | None = None  # the shaping the trees were built (or found) for
         self.loaded: dict[str, str] | None = None  # workload -> leaf the rules were loaded for
         self.next_check = 0.0
+        self.retry_at = 0.0
         self.failing: str | None = None  # the last error, said once
         self.limits: dict[str, int] = {}  # workload -> the controller's ceiling (bits/s)
         self.saturated = False  # whether a shaped link was full at the last sample
@@ -153,6 +155,8 @@ class EgressSync:
             if self.built is not None:
                 self.try_(lambda: self.remove(), "egress shaping not removed")
             return
+        if now < self.retry_at:
+            return  # the kernel refused the last try: no nft run on every pass of the loop
         paths = self.paths(egress)
         try:
             if self.built is None:  # nxrd's start: adopt what is as planned
@@ -180,7 +184,8 @@ class EgressSync:
                     self.shaper.mark(egress, paths)
             self.failing = None
         except KernelError as e:
-            self.built = self.loaded = None  # tried again next step
+            self.built = self.loaded = None  # tried again, whole, after RETRY
+            self.retry_at = now + RETRY
             if str(e) != self.failing:
                 self.failing = str(e)
                 self.say(f"warning: egress shaping: {e}")

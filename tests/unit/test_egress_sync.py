@@ -249,3 +249,31 @@ def test_an_apply_that_changes_a_ceiling_retunes_and_one_that_adds_a_workload_re
         assert s.builds == 2 and set(s.rules or {}) == {"embed", "index", "sync"}
     finally:
         d.close()
+
+
+def test_shaping_the_kernel_refuses_is_said_once_and_tried_again_after_a_pause(
+    tmp_path: Path,
+) -> None:
+    from nxrd.errors import KernelError
+
+    h = host()
+    d = daemon(tmp_path, h)
+    s = shaper(h)
+    tries = []
+
+    def refuse(egress: object) -> None:
+        tries.append(1)
+        raise KernelError("tc on eth0: Operation not supported")
+
+    try:
+        s.build = refuse  # type: ignore[method-assign,assignment]
+        s.built.clear()  # the tree is gone: built again at the next drift check
+        for t in (10.0, 10.1, 10.2, 12.0, 16.0):
+            d.step(t, stopping=False)
+        warned = [
+            e.cause for e in d.events.since(0, "nxrd") if "Operation not supported" in e.cause
+        ]
+        assert warned == ["warning: egress shaping: tc on eth0: Operation not supported"]
+        assert len(tries) == 2  # at 10.0, then 5 s later: not on every pass
+    finally:
+        d.close()
