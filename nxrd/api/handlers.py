@@ -60,6 +60,7 @@ def workload_status(rec: Record, stats: dict[str, Any] | None = None) -> dict[st
         "class": rec.plan.workload_class,
         "state": rec.state.value,
         "frozen": rec.frozen,
+        "frozen_by": rec.frozen_by,
         "reason": rec.reason,
         "pid": rec.pid,
         "cpus": rec.plan.cpus,

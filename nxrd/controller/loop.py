@@ -67,6 +67,7 @@ class Controller:
         self.next_tick = 0.0
         self.requeued: set[str] = set()  # stopped by the controller, to start again
         self.froze: set[str] = set()  # frozen by the controller (an operator's stay frozen)
+        self.inherited = False  # froze holds freezes a previous nxrd left: enforce once
         # (workload, file) -> (pid, value) last written or read back: only nxrd writes its
         # leaves, and a restarted process starts from the plan, so held values are not
         # re-read every tick (150 reads a tick with 50 workloads)
@@ -189,9 +190,21 @@ class Controller:
                 d.reason,
                 {"direction": d.direction, "level": d.level, **d.inputs},
             )
-        if decisions or self.state.level != 0:
+        if decisions or self.state.level != 0 or self.inherited:
+            self.inherited = False
             why = decisions[-1].reason if decisions else "holding"
             self._enforce(now, f"controller: {self._rung(self.state.level)} ({why})")
+
+    def inherit_freeze(self, name: str) -> bool:
+        """A lower workload the previous nxrd's controller froze and left frozen (it was
+        killed): lifted at the next tick unless this controller's rung freezes it too.
+        False: this controller does not act on it (disabled, or no longer a lower)."""
+        if not self.enabled or all(w.name != name for w in self.spec.lowers):
+            return False
+        self.froze.add(name)
+        self.next_tick = 0.0
+        self.inherited = True
+        return True
 
     def release(self, now: float, why: str) -> None:
         """Back to the profile's static values at once (the profile changed, nxrd stops)."""
@@ -292,7 +305,7 @@ class Controller:
             frozen = w.name in want.frozen
             try:
                 if frozen and not rec.frozen and rec.state == WorkloadState.READY:
-                    self.sup.freeze(w.name, now, cause=cause)
+                    self.sup.freeze(w.name, now, cause=cause, by="controller")
                     self.froze.add(w.name)
                 elif not frozen and w.name in self.froze:
                     self.froze.discard(w.name)

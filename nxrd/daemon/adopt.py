@@ -33,6 +33,7 @@ class Planned:
 class Seen:
     status: Mapping[str, object]  # the shim's record ({} when there is none)
     procs: tuple[int, ...]  # processes in the leaf
+    frozen: bool = False  # the leaf's cgroup.freeze
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Adopt:
     started_at: float | None
     state: str
     restart: bool  # launched differently from the plan now: restart once adopted
+    frozen_by: str | None = None  # its leaf is frozen: by "operator" or "controller"
 
 
 Action = Restore | Remove | Clear | Adopt
@@ -142,6 +144,10 @@ def decide(
             continue
         launched = entry.get("launch")
         started = entry.get("started_at")
+        # The kernel says whether it is frozen; the state file, by whom. A freeze it does
+        # not record (nxrd died before saving) is kept for an operator to lift: frozen is
+        # what the kernel shows, and thawing it is then one command away.
+        by = entry.get("frozen_by")
         out.append(
             Adopt(
                 name,
@@ -150,6 +156,9 @@ def decide(
                 started if isinstance(started, int | float) else None,
                 str(state),
                 restart=launched is not None and launched != wl.launch,
+                frozen_by=(by if by in ("operator", "controller") else "operator")
+                if leaf.frozen
+                else None,
             )
         )
     return out
@@ -172,11 +181,19 @@ def adopt(d: Daemon, now: float) -> None:
         name: Seen(
             d.host.read_status(d.runtime.status_file(name)) or {},
             tuple(d.fs.procs(planned[name].cgroup)),
+            frozen(d, planned[name].cgroup),
         )
         for name in candidates(saved, planned)
     }
     for action in decide(saved, planned, seen):
         execute(d, action, now)
+
+
+def frozen(d: Daemon, cgroup: str) -> bool:
+    try:
+        return d.fs.read(cgroup, "cgroup.freeze").strip() == "1"
+    except KernelError:
+        return False  # no leaf: nothing to adopt there either
 
 
 def rebuilt(d: Daemon, planned: Mapping[str, Planned]) -> dict[str, dict[str, Any]]:
@@ -217,7 +234,10 @@ def execute(d: Daemon, action: Action, now: float) -> None:
     else:
         d.runtime.watch(action.shim)
         started = action.started_at or now
-        d.sup.adopt(action.name, action.pid, action.shim, started, now, action.state)
+        by = action.frozen_by
+        if by == "controller" and not d.controller.inherit_freeze(action.name):
+            by = "operator"  # no controller steps down from it now: an operator's to lift
+        d.sup.adopt(action.name, action.pid, action.shim, started, now, action.state, by)
         if action.restart:
             # Its cgroup values were updated live by apply_plan; command or env need a restart.
             d.sup.restart(action.name, now, cause="profile-changed")

@@ -106,6 +106,8 @@ class FakeRuntime(Runtime):
 
     def freeze(self, wl: WorkloadPlan, frozen: bool) -> None:
         self.frozen[wl.name] = frozen
+        if self.fs is not None and self.fs.exists(wl.cgroup):
+            self.fs.write(wl.cgroup, "cgroup.freeze", "1" if frozen else "0")
 
     def remove_cgroup(self, wl: WorkloadPlan) -> None:
         self.cgroups.discard(wl.name)

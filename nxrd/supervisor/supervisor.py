@@ -50,6 +50,7 @@ class Record:
     last_exit: str | None = None
     start_after_stop: bool = False  # a restart: start again once stopped
     frozen: bool = False
+    frozen_by: str | None = None  # "operator" or "controller": who lifts it
     launch_key: str = ""  # fingerprint of what a restart would change
     # A changed profile's plan and spec, taken over once the running process has stopped.
     pending: tuple[WorkloadPlan, Workload] | None = None
@@ -159,14 +160,19 @@ class Supervisor:
         ):
             self._move(rec, State.STOPPED, cause.replace("-", " "))
 
-    def freeze(self, name: str, now: float, cause: str = "frozen by operator") -> None:
-        """Freeze a ready workload: its processes stop running until thawed."""
-        self._set_frozen(self.records[name], True, cause)
+    def freeze(
+        self, name: str, now: float, cause: str = "frozen by operator", by: str = "operator"
+    ) -> None:
+        """Freeze a ready workload: its processes stop running until thawed.
+
+        by: who froze it, kept across nxrd's restarts: the controller lifts its own freezes
+        when it steps down, an operator's stay until an operator thaws them."""
+        self._set_frozen(self.records[name], True, cause, by)
 
     def thaw(self, name: str, now: float, cause: str = "thawed by operator") -> None:
         self._set_frozen(self.records[name], False, cause)
 
-    def _set_frozen(self, rec: Record, frozen: bool, cause: str) -> None:
+    def _set_frozen(self, rec: Record, frozen: bool, cause: str, by: str = "operator") -> None:
         if frozen and rec.state != State.READY:
             raise NotRunning(
                 f"{rec.name} is {rec.state.value}; only a ready workload can be frozen"
@@ -174,7 +180,7 @@ class Supervisor:
         if rec.frozen == frozen:
             return
         self.runtime.freeze(rec.plan, frozen)
-        rec.frozen = frozen
+        rec.frozen, rec.frozen_by = frozen, by if frozen else None
         # Not a state change: the event keeps the state and says what happened.
         self.events.record(self.wall(), rec.name, rec.state.value, rec.state.value, cause)
 
@@ -211,21 +217,35 @@ class Supervisor:
             self.restart(self.rolling[0], now)
 
     def adopt(
-        self, name: str, pid: int, shim_pid: int, started_at: float, now: float, was: str
+        self,
+        name: str,
+        pid: int,
+        shim_pid: int,
+        started_at: float,
+        now: float,
+        was: str,
+        frozen_by: str | None = None,
     ) -> None:
         """Take over a workload a previous nxrd started: same process, no restart.
 
         was: its state under that nxrd. A start still being checked for readiness goes on
-        being checked; a stop in progress is carried on.
+        being checked; a stop in progress is carried on. frozen_by: its leaf is frozen, by
+        whom (the kernel keeps a freeze across nxrd's restarts; so must nxrd, or a thaw
+        would find nothing to do).
         """
         rec = self.records[name]
         rec.pid, rec.shim_pid, rec.started_at = pid, shim_pid, started_at
         rec.oom_before = self.runtime.oom_kills(rec.plan)
         rec.next_probe = now
         self._move(rec, State.STARTING, f"adopted from the previous nxrd; pid {pid}")
-        if was == State.STARTING.value:
-            return
-        self._move(rec, State.READY, "was running under the previous nxrd")
+        if frozen_by is not None:
+            rec.frozen, rec.frozen_by = True, frozen_by
+        if was != State.STARTING.value:
+            self._move(rec, State.READY, "was running under the previous nxrd")
+        if frozen_by is not None:
+            lifts = "an operator's thaw" if frozen_by == "operator" else "the controller"
+            why = f"still frozen from before nxrd restarted, until {lifts} lifts it"
+            self.events.record(self.wall(), name, rec.state.value, rec.state.value, why)
         if was == State.STOPPING.value:
             self.stop(name, now)
 
@@ -247,6 +267,7 @@ class Supervisor:
                 "reason": r.reason,
                 "stop_cause": r.stop_cause,
                 "held": r.held,
+                "frozen_by": r.frozen_by,
             }
             for r in self.records.values()
         }

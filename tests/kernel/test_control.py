@@ -110,6 +110,52 @@ def test_freeze_stops_a_busy_workload_until_thawed(tmp_path: Path, cgroup_root: 
     assert not leaf.exists()
 
 
+def test_a_freeze_outlasts_a_sigkill_of_nxrd_and_thaw_still_works(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    """Before, the next nxrd believed the workload thawed: `thaw` did nothing and the
+    workload stayed frozen for good."""
+    text = '[workloads.busy]\ncommand = ["sh", "-c", "while :; do :; done"]\n'
+    first = Nxrd(tmp_path, text, cgroup_root).start()
+    leaf = cgroup_root / "interactive/busy"
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NXRCTL, "--socket", str(first.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def usage() -> int:
+        stat = dict(line.split() for line in (leaf / "cpu.stat").read_text().splitlines())
+        return int(stat["usage_usec"])
+
+    first.wait_for(lambda: first.state_of("busy").get("state") == "ready")
+    pid = first.state_of("busy")["pid"]
+    assert ctl("freeze", "busy").returncode == 0
+    first.wait_for(lambda: first.state_of("busy").get("frozen_by") == "operator")
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    second = first.start()
+    try:
+        second.wait_for(lambda: any("still frozen" in e[2] for e in second.events("busy")))
+        shown = _curl_show(second.socket, "busy")
+        assert (shown["pid"], shown["frozen"], shown["frozen_by"]) == (pid, True, "operator")
+        assert "frozen 1" in (leaf / "cgroup.events").read_text()
+        before = usage()
+        time.sleep(1.5)
+        assert usage() - before < 50_000  # still no CPU time
+        assert ctl("thaw", "busy").returncode == 0
+        second.wait_for(lambda: "frozen 0" in (leaf / "cgroup.events").read_text())
+        before = usage()
+        time.sleep(1.5)
+        assert usage() - before > 200_000  # running again, the same process
+        assert _curl_show(second.socket, "busy")["pid"] == pid
+    finally:
+        assert second.stop() == 0
+    assert not leaf.exists()
+
+
 BEFORE = """
 [host]
 metrics = "127.0.0.1:19464"

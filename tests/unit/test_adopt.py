@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,12 +93,17 @@ cpus = 1
 """
 
 
-def left_running(tmp_path: Path) -> tuple[FakeHost, Callable[[], Daemon], int]:
-    """A first nxrd on a fake host that started chat and went away leaving it running, with
-    its shim's record and its leaf as the kernel would show them: the host, a maker of the
-    next nxrd on the same state directory, and chat's pid."""
+def left_running(
+    tmp_path: Path,
+    profile: str = PROFILE,
+    before: Callable[[Daemon], None] = lambda d: None,
+) -> tuple[FakeHost, Callable[[], Daemon], int]:
+    """A first nxrd on a fake host that started chat (and the profile's others) and went
+    away leaving them running, with their shims' records and their leaves as the kernel
+    would show them: the host, a maker of the next nxrd on the same state directory, and
+    chat's pid. before(first): what the first did just before it went."""
     host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
-    (tmp_path / "p.toml").write_text(PROFILE)
+    (tmp_path / "p.toml").write_text(profile)
 
     def nxrd() -> Daemon:
         sock = str(tmp_path / "nxrd.sock")
@@ -108,13 +114,19 @@ def left_running(tmp_path: Path) -> tuple[FakeHost, Callable[[], Daemon], int]:
     first = nxrd()
     first.start()
     first.sup.tick(0.0)
-    rec = first.sup.records["chat"]
-    assert rec.pid is not None
+    before(first)
     first.step(1.0, stopping=False)  # writes the state file
     first.close(leave=True)
-    host.statuses[first.runtime.status_file("chat")] = {"pid": rec.pid, "shim_pid": rec.shim_pid}
-    host.fs.dirs[rec.plan.cgroup]["cgroup.procs"] = f"{rec.pid}\n"
-    return host, nxrd, rec.pid
+    for rec in first.sup.records.values():
+        assert rec.pid is not None
+        host.statuses[first.runtime.status_file(rec.name)] = {
+            "pid": rec.pid,
+            "shim_pid": rec.shim_pid,
+        }
+        host.fs.dirs[rec.plan.cgroup]["cgroup.procs"] = f"{rec.pid}\n"
+    pid = first.sup.records["chat"].pid
+    assert pid is not None
+    return host, nxrd, pid
 
 
 def test_a_started_nxrd_adopts_through_its_host(tmp_path: Path) -> None:
@@ -246,4 +258,66 @@ def test_a_damaged_state_file_is_rebuilt_from_the_kernel_not_started_twice(
         f"state file {state_file} {how}: found chat running from their shims' records and"
         " their leaves; taking them over"
     )
+    second.close()
+
+
+def test_a_frozen_leaf_is_adopted_frozen_by_whoever_froze_it() -> None:
+    """The kernel says whether it is frozen, the state file by whom; a freeze the state
+    file missed (nxrd died first) is an operator's to lift, a record without the kernel's
+    freeze is not believed."""
+    saved = {"embed": running(200, 199, "batch/embed", launch="k2")}
+    frozen = {"embed": Seen({"pid": 200, "shim_pid": 199}, (200,), frozen=True)}
+    thawed = {"embed": Seen({"pid": 200, "shim_pid": 199}, (200,), frozen=False)}
+    adopt = Adopt("embed", 200, 199, 5.0, "ready", restart=False)
+    assert decide(saved, PLANNED, frozen) == [replace(adopt, frozen_by="operator")]
+    saved["embed"]["frozen_by"] = "controller"
+    assert decide(saved, PLANNED, frozen) == [replace(adopt, frozen_by="controller")]
+    assert decide(saved, PLANNED, thawed) == [adopt]
+
+
+def test_an_operators_freeze_survives_nxrd_and_thaw_still_works(tmp_path: Path) -> None:
+    """Before, the new nxrd believed it thawed: `thaw` did nothing and it stayed frozen."""
+    host, nxrd, pid = left_running(tmp_path, before=lambda d: d.sup.freeze("chat", 0.5))
+    second = nxrd()
+    second.start()
+    rec = second.sup.records["chat"]
+    assert (rec.pid, rec.state.value, rec.frozen, rec.frozen_by) == (pid, "ready", True, "operator")
+    assert [e.cause for e in second.events.since(0, "chat")][-1] == (
+        "still frozen from before nxrd restarted, until an operator's thaw lifts it"
+    )
+    second.controller.tick(2.0, lambda names: {})
+    assert host.fs.read(rec.plan.cgroup, "cgroup.freeze") == "1"  # no tick lifts it
+    second.sup.thaw("chat", 2.5)
+    assert host.fs.read(rec.plan.cgroup, "cgroup.freeze") == "0" and not rec.frozen
+    second.close()
+
+
+CONTROLLED = """
+[workloads.chat]
+command = ["serve"]
+class = "latency-critical"
+cpus = 1
+slo = {p99 = "200ms", window = "5s", source = {push = true}}
+
+[workloads.embed]
+command = ["embed"]
+class = "batch"
+"""
+
+
+def test_the_controllers_freeze_is_lifted_by_the_next_controller(tmp_path: Path) -> None:
+    """nxrd killed while its controller held batch frozen: the next one knows it is frozen
+    and, at static, thaws it at its first tick; an operator's freeze beside it stays."""
+
+    def froze(d: Daemon) -> None:
+        d.sup.freeze("embed", 0.5, cause="controller: freeze-batch (test)", by="controller")
+
+    host, nxrd, _ = left_running(tmp_path, CONTROLLED, froze)
+    second = nxrd()
+    second.start()
+    rec = second.sup.records["embed"]
+    assert (rec.frozen, rec.frozen_by) == (True, "controller")
+    second.controller.tick(2.0, lambda names: {})
+    assert not rec.frozen and host.fs.read(rec.plan.cgroup, "cgroup.freeze") == "0"
+    assert second.events.since(0, "embed")[-1].cause.startswith("controller: static")
     second.close()
