@@ -14,13 +14,17 @@ The ladder, bottom to top (each rung includes those below it):
                 where a lower class shares a CPU with a target (weights act per CPU)
     cap-N%      batch capped with cpu.max at N% of its cores; background at its floor
                 where it shares a CPU with batch (it would take what batch leaves), else
-                at N% of its cores too
+                at N% of its cores too. Batch workloads of several `priority` values are
+                capped a step apart, the lowest first (cap_groups): cap-75%, then
+                cap-50%/75% (lowest at 50%, the next at 75%), ... until all are at 25%
     core-N      N shared CPUs lent to the latency-critical workload furthest from its SLO,
                 removed from the lower classes' cpusets (each keeps at least one; at most
                 as many as the largest target has)
-    freeze-C    class C frozen (background first, then batch)
-    stop-batch  batch workloads stopped (if their control.stop allows), started again when
-                the controller steps back down
+    freeze-C    class C frozen; with several priorities in it, freeze-C@P freezes those
+                of priority P and lower, the lowest first
+    stop-C      class C stopped (if their control.stop allows: background's does by
+                default), started again when the controller steps back down; stop-C@P as
+                freeze-C@P. Background is frozen and stopped before batch is frozen
     hold-P      at the fronts of the targets' served workloads (docs/front.md), requests of
                 priority P refused at once with 503 and Retry-After (low first, then
                 normal): the model keeps its SLO for the requests that matter most
@@ -137,6 +141,7 @@ class Lower:
     may_stop: bool = False
     cpu_max: float | None = None  # the profile's own cap, in CPUs
     egress: int | None = None  # its planned egress ceiling in bits/s, when it is shaped
+    priority: int = 500  # within its class, the lower is capped, frozen and stopped first
 
 
 @dataclass(frozen=True)
@@ -217,22 +222,59 @@ def ladder(spec: Spec) -> list[str]:
     rungs = []
     if any(w.weight is not None and _competes(w, t) for w in lowers for t in spec.targets):
         rungs.append("weight")
-    if any(w.workload_class in CAPPED for w in lowers):
-        rungs += [f"cap-{c}%" for c in CAPS]
+    _, groups = cap_groups(spec)
+    for n in range(1, len(CAPS) + len(groups) if groups else 0):
+        caps = [c for c in (_cap(n, g) for g in range(len(groups))) if c is not None]
+        rungs.append("cap-" + "/".join(f"{c}%" for c in caps))
     if any(w.egress is not None for w in lowers):
         rungs += [f"net-{c}%" for c in NET_CUTS]
     rungs += [f"core-{i + 1}" for i in range(len(_lendable(spec)))]
-    for cls in FROZEN:
-        if any(w.workload_class == cls and w.may_freeze for w in lowers):
-            rungs.append(f"freeze-{cls}")
-    for cls in STOPPED:
-        if any(w.workload_class == cls and w.may_stop for w in lowers):
-            rungs.append(f"stop-{cls}")
+    for cls in FROZEN:  # each class frozen, then stopped, before the next is touched
+        for verb, may in (("freeze", "may_freeze"), ("stop", "may_stop")):
+            if verb == "stop" and cls not in STOPPED:
+                continue
+            prios = sorted(
+                {w.priority for w in lowers if w.workload_class == cls and getattr(w, may)}
+            )
+            if len(prios) == 1:
+                rungs.append(f"{verb}-{cls}")
+            else:
+                rungs += [f"{verb}-{cls}@{p}" for p in prios]
     if spec.fronts:
         rungs += [f"hold-{p}" for p in HOLDS]
     if any(f.inflight > 1 for f in spec.fronts):
         rungs += [f"inflight-{c}%" for c in INFLIGHT_CUTS]
     return rungs
+
+
+def cap_groups(spec: Spec) -> tuple[str | None, list[int]]:
+    """The class whose priorities the cap rungs go through, and those, lowest first: the
+    highest capped class present (batch, else background). Its lowest priority is capped a
+    step ahead of the next (`_cap`); a class below it gets the lowest priority's cap. One
+    priority (the default 500 everywhere): the three rungs cap-75%, cap-50%, cap-25%.
+    (None, []): nothing to cap."""
+    for cls in CAPPED:
+        prios = {w.priority for w in spec.lowers if w.workload_class == cls}
+        if prios:
+            return cls, sorted(prios)
+    return None, []
+
+
+def _cap(n: int, group: int) -> int | None:
+    """The cap, in percent of its cores, of the group-th lowest priority once n cap rungs
+    are climbed (None: not capped yet)."""
+    at = n - 1 - group
+    return CAPS[min(at, len(CAPS) - 1)] if at >= 0 else None
+
+
+def _acted(rungs: list[str], verb: str, w: Lower) -> bool:
+    """Whether a climbed rung freezes or stops w: `VERB-CLASS`, or `VERB-CLASS@P` for the
+    class's workloads of priority P and lower."""
+    for r in rungs:
+        head, _, prio = r.partition("@")
+        if head == f"{verb}-{w.workload_class}" and (not prio or w.priority <= int(prio)):
+            return True
+    return False
 
 
 def _competes(w: Lower, t: Target) -> bool:
@@ -588,7 +630,8 @@ def settings(state: LadderState, spec: Spec) -> Settings:
     files: dict[str, dict[str, str]] = {}
     frozen: set[str] = set()
     stopped: set[str] = set()
-    caps = [int(r.removeprefix("cap-").rstrip("%")) for r in rungs if r.startswith("cap-")]
+    n_caps = sum(1 for r in rungs if r.startswith("cap-"))
+    staggered, groups = cap_groups(spec)
     lent = {core for core, _ in state.loans}
     batch_cpus = {c for w in spec.lowers if w.workload_class == "batch" for c in w.cpus}
     for w in spec.lowers:
@@ -603,19 +646,22 @@ def settings(state: LadderState, spec: Spec) -> Settings:
         f["cpuset.cpus"] = _cpu_list(cores)
         if cls.capped:
             quota = w.cpu_max
-            if caps:
+            # the staggered class by its priority; a class below it at the lowest one's cap
+            group = groups.index(w.priority) if w.workload_class == staggered else 0
+            percent = _cap(n_caps, group) if n_caps else None
+            if percent is not None:
                 # background beside batch runs whenever batch leaves a CPU idle, so it would
                 # take exactly the headroom batch's cap makes: it is held at its floor
                 beside = w.workload_class == "background" and bool(set(w.cpus) & batch_cpus)
-                cap = w.min_cpu if beside else max(w.min_cpu, len(cores) * min(caps) / 100)
+                cap = w.min_cpu if beside else max(w.min_cpu, len(cores) * percent / 100)
                 quota = cap if quota is None else min(quota, cap)
             f["cpu.max"] = cpu_max(
                 None if quota is None else cpu_quota(quota, spec.period), spec.period
             )
         files[w.name] = f
-        if f"freeze-{w.workload_class}" in rungs and w.may_freeze:
+        if w.may_freeze and _acted(rungs, "freeze", w):
             frozen.add(w.name)
-        if cls.stoppable and f"stop-{cls.name}" in rungs and w.may_stop:
+        if cls.stoppable and w.may_stop and _acted(rungs, "stop", w):
             stopped.add(w.name)
     for t in spec.targets:
         borrowed = [core for core, to in state.loans if to == t.name]

@@ -34,9 +34,12 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
                     None if wl.values.idle else wl.values.weight,
                     min_cpu=spec.control.min_cpu,
                     may_freeze=spec.control.freeze,
-                    may_stop=spec.control.stop,
+                    may_stop=policy(wl.workload_class).stop_default
+                    if spec.control.stop is None
+                    else spec.control.stop,
                     cpu_max=spec.cpu_max,
                     egress=egress.get(wl.name),
+                    priority=spec.priority,
                 )
             )
     # a front's group and its targets' settings (every replica has its workload's serve)

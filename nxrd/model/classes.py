@@ -33,12 +33,14 @@ class ClassPolicy:
     lends_cores: bool  # its shared cores may be lent to protected workloads
     shares: bool  # runs on the protected workloads' cores while every SLO is comfortable
     freeze_order: int | None  # its freeze rung's place on the ladder; None: never frozen
-    stoppable: bool  # the last rung stops it (and starts it again once it is stepped down)
+    stoppable: bool  # a rung stops it (and starts it again once it is stepped down)
+    stop_default: bool  # control.stop's default: stopped without the profile asking
 
 
 # 1000:300:50 keeps batch from crowding interactive work; background runs at cpu.idle
 # and gets only otherwise idle time. A weight rung cuts interactive mildly (/2), batch and
-# background hard (/10); background is frozen before batch.
+# background hard (/10); background is frozen, then stopped (by default: it has nothing to
+# finish on time), before batch is frozen.
 CLASSES: dict[str, ClassPolicy] = {
     p.name: p
     for p in (
@@ -57,6 +59,7 @@ CLASSES: dict[str, ClassPolicy] = {
             shares=False,
             freeze_order=None,
             stoppable=False,
+            stop_default=False,
         ),
         ClassPolicy(
             "interactive",
@@ -73,6 +76,7 @@ CLASSES: dict[str, ClassPolicy] = {
             shares=False,
             freeze_order=None,
             stoppable=False,
+            stop_default=False,
         ),
         ClassPolicy(
             "batch",
@@ -89,6 +93,7 @@ CLASSES: dict[str, ClassPolicy] = {
             shares=True,
             freeze_order=1,
             stoppable=True,
+            stop_default=False,
         ),
         ClassPolicy(
             "background",
@@ -104,7 +109,8 @@ CLASSES: dict[str, ClassPolicy] = {
             lends_cores=True,
             shares=False,
             freeze_order=0,
-            stoppable=False,
+            stoppable=True,
+            stop_default=True,
         ),
     )
 }
@@ -136,6 +142,6 @@ def table() -> str:
             f"{f'/{p.weight_cut}' if p.weight_cut else 'no'} | {yes(p.capped)} | "
             f"{yes(p.lends_cores)} | {yes(p.shares)} | "
             f"{'no' if p.freeze_order is None else f'yes ({p.freeze_order + 1}.)'} | "
-            f"{yes(p.stoppable)} |"
+            f"{('by default' if p.stop_default else 'if control.stop') if p.stoppable else 'no'} |"
         )
     return "\n".join(rows) + "\n"

@@ -282,8 +282,10 @@ class Control(Section):
 
     min_cpu: CpuQuota = Field(0.1, description="Never capped below this CPU quota.")
     freeze: bool = Field(True, description="May be frozen while an SLO is at risk.")
-    stop: bool = Field(
-        False, description="May be stopped (and started again later) while an SLO is at risk."
+    stop: bool | None = Field(
+        None,
+        description="May be stopped (and started again later) while an SLO is at risk. "
+        "Default: true for background (stopped before batch is frozen), false for batch.",
     )
 
 

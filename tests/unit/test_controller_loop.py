@@ -121,9 +121,15 @@ def test_a_burst_the_first_rung_answered_does_not_wind_the_ladder_up() -> None:
 def test_no_latency_means_static_values_and_a_frozen_workload_is_thawed_on_release() -> None:
     ctl, fs, sup, log, _ = setup()
     now = drive(ctl, 0.5, 0.0, 12.0)  # climbs to the freezes
-    assert sup.records["index"].frozen and sup.records["embed"].frozen
+    # background is frozen, then stopped (thawed so that it can act on its signal), and
+    # only then is batch frozen
+    index, embed = sup.records["index"], sup.records["embed"]
+    assert ctl.rungs[-3:] == ["freeze-background", "stop-background", "freeze-batch"]
+    assert embed.frozen and not index.frozen
+    assert (index.state.value, index.stop_cause) == ("stopping", "stopped-by-controller")
     ctl.release(now, "profile changed")
-    assert not sup.records["index"].frozen and not sup.records["embed"].frozen
+    assert not index.frozen and not embed.frozen
+    assert index.start_after_stop  # started again once its stop completes
     assert fs.read("batch/embed", "cpu.max") == "max 100000"
     assert log.since(0, "controller")[-1].cause == "profile changed"
 

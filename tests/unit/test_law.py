@@ -199,6 +199,80 @@ def test_settings_at_each_rung() -> None:
     assert top.frozen == {"embed", "index"} and top.stopped == {"embed"}
 
 
+BY_PRIORITY = Spec(
+    targets=(CHAT,),
+    lowers=(
+        Lower("report", "batch", cpus=(2, 3), weight=100, may_stop=True, priority=900),
+        Lower("reindex", "batch", cpus=(4, 5), weight=100, may_stop=True, priority=100),
+        Lower("scrub", "background", cpus=(6,), weight=None, may_stop=True, priority=300),
+        Lower("warm", "background", cpus=(7,), weight=None, may_stop=True, priority=10),
+    ),
+    share=False,
+)
+
+
+def test_within_a_class_the_lower_priority_is_acted_on_first() -> None:
+    """Cap rungs are staggered: the lower priority a step ahead of the higher one, which is
+    capped to the end in the rungs after; freezes and stops go a priority at a time, and
+    background is stopped before any batch work is frozen."""
+    assert ladder(BY_PRIORITY) == [
+        "cap-75%",
+        "cap-50%/75%",
+        "cap-25%/50%",
+        "cap-25%/25%",
+        "core-1",
+        "core-2",
+        "freeze-background@10",
+        "freeze-background@300",
+        "stop-background@10",
+        "stop-background@300",
+        "freeze-batch@100",
+        "freeze-batch@900",
+        "stop-batch@100",
+        "stop-batch@900",
+    ]
+
+    def at(level: int) -> dict[str, str]:
+        files = rung_settings(LadderState(level=level), BY_PRIORITY).files
+        return {name: f["cpu.max"] for name, f in files.items() if "cpu.max" in f}
+
+    uncapped = "max 100000"
+    assert at(1) == {  # background (not beside batch) follows the lowest batch priority
+        "reindex": "150000 100000",
+        "report": uncapped,
+        "scrub": "75000 100000",
+        "warm": "75000 100000",
+    }
+    assert at(2)["reindex"] == "100000 100000" and at(2)["report"] == "150000 100000"
+    assert at(3)["reindex"] == "50000 100000" and at(3)["report"] == "100000 100000"
+    assert at(4)["reindex"] == at(4)["report"] == "50000 100000"
+
+    def acted(level: int) -> tuple[set[str], set[str]]:
+        s = rung_settings(LadderState(level=level), BY_PRIORITY)
+        return set(s.frozen), set(s.stopped)
+
+    assert acted(7) == ({"warm"}, set())
+    assert acted(10) == ({"warm", "scrub"}, {"warm", "scrub"})
+    assert acted(11) == ({"warm", "scrub", "reindex"}, {"warm", "scrub"})
+    everything = {"warm", "scrub", "reindex", "report"}
+    assert acted(14) == (everything, everything)
+
+
+def test_one_priority_keeps_the_ladder_unchanged() -> None:
+    lowers = tuple(replace(w, priority=500) for w in BY_PRIORITY.lowers)
+    assert ladder(replace(BY_PRIORITY, lowers=lowers)) == [
+        "cap-75%",
+        "cap-50%",
+        "cap-25%",
+        "core-1",
+        "core-2",
+        "freeze-background",
+        "stop-background",
+        "freeze-batch",
+        "stop-batch",
+    ]
+
+
 def test_weights_are_cut_only_where_a_lower_class_shares_a_targets_cpu() -> None:
     ui = Lower("ui", "interactive", cpus=(0, 1, 2, 3), weight=100)
     embed = Lower("embed", "batch", cpus=(2, 3), weight=100)

@@ -49,13 +49,14 @@ def test_the_demo_profile_on_a_recorded_load_step() -> None:
         (25.25, "up", "cap-50%"),  # (no weight rung: embed never runs on chat's CPU)
         (26.25, "up", "cap-25%"),
         (27.25, "up", "freeze-background"),
-        (28.25, "up", "freeze-batch"),  # the top of this profile's ladder
+        (28.25, "up", "stop-background"),  # background stopped before batch is frozen
+        (29.25, "up", "freeze-batch"),  # the top of this profile's ladder
         # (no try at 25/s: the p99 was over 160 ms within every 10 s there)
-        (57.0, "down", "freeze-background"),  # 15/s from 50 s: comfortable for 4 s
-        (67.0, "down", "cap-25%"),  # 10 s with no slack under act_below: a try
-        (69.75, "up", "freeze-background"),  # a late burst (p99 over 160 ms): up again
+        (57.0, "down", "stop-background"),  # 15/s from 50 s: comfortable for 4 s
+        (67.0, "down", "freeze-background"),  # 10 s with no slack under act_below: a try
+        (69.75, "up", "stop-background"),  # a late burst (p99 over 160 ms): up again
     ]
-    assert max(levels) == 5 and min(levels) == -1  # no core to lend: embed keeps its one
+    assert max(levels) == 6 and min(levels) == -1  # no core to lend: embed keeps its one
 
 
 def used(cpu: list[tuple[float, float | None]], now: float) -> float:
