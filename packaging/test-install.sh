@@ -119,6 +119,7 @@ check "nxrctl --version as an unprivileged user" \
 check "unit at /lib/systemd/system/nxrd.service" test -f "$ROOT/lib/systemd/system/nxrd.service"
 check "the workloads' unit at /lib/systemd/system/nxr-workloads.service" \
     test -f "$ROOT/lib/systemd/system/nxr-workloads.service"
+check "nxr's slice at /lib/systemd/system/nxr.slice" test -f "$ROOT/lib/systemd/system/nxr.slice"
 # An upgrade restarts nxrd (which adopts the workloads), never the unit holding them.
 check "the package never starts or restarts nxr-workloads.service itself" \
     sh -c "! grep -q 'nxr-workloads' '$ROOT/var/lib/dpkg/info/nxr.postinst'"
@@ -138,7 +139,7 @@ in_root apt-get purge -y -q nxr >"$ROOT.purge.log" 2>&1 ||
     { tail -n 30 "$ROOT.purge.log" >&2; die "apt-get purge nxr failed (log: $ROOT.purge.log)"; }
 rm -f "$ROOT.purge.log"
 for f in /usr/lib/nxr /usr/bin/nxrd /lib/systemd/system/nxrd.service /etc/nxr \
-    /lib/systemd/system/nxr-workloads.service \
+    /lib/systemd/system/nxr-workloads.service /lib/systemd/system/nxr.slice \
     /etc/systemd/system/multi-user.target.wants/nxrd.service; do
     check "purge removed $f" test ! -e "$ROOT$f" -a ! -L "$ROOT$f"
 done

@@ -30,7 +30,32 @@ command = ["sleep", "7701"]
 [workloads.crunch]
 command = ["sleep", "7702"]
 class = "batch"
+
+# A core of its own: the rest of the machine is kept off it while nxrd runs.
+[workloads.solo]
+command = ["sleep", "7703"]
+class = "latency-critical"
+cpus = 1
 EOF
+# Samples each stress-ng worker's CPU (field 39 of /proc/PID/stat) every 50 ms for $2
+# seconds; prints how many samples fell on the CPUs in $1, and how many there were.
+cat > "$RES/oncpu.py" <<'PY'
+import glob, sys, time
+cpus = {int(c) for c in sys.argv[1].split(",")}
+end, hits, total = time.monotonic() + float(sys.argv[2]), 0, 0
+while time.monotonic() < end:
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = open(stat).read()
+        except OSError:
+            continue
+        if "(stress-ng" not in text:
+            continue
+        total += 1
+        hits += int(text.rsplit(")", 1)[1].split()[36]) in cpus
+    time.sleep(0.05)
+print(hits, total)
+PY
 
 # What runs inside the guest, as root, once systemd has booted.
 cat > "$RES/guest.sh" <<'GUEST'
@@ -130,6 +155,9 @@ after=$(pgrep -f 'sleep 770[12]' | sort | tr '\n' ' ')
 journalctl -u nxrd --no-pager | grep -E 'took over [0-9]+ running' | tail -1
 nxrctl status && ok "nxrctl status after the restart" || bad "nxrctl status rc=$?"
 MAIN=$now_main
+# ExecStopPost= gave the slices back after the kill; the restarted nxrd narrowed them again
+journalctl -u nxrd --no-pager | grep -E 'kept clear|restore-host' | tail -3
+[[ -n $(systemctl show -P AllowedCPUs user.slice) ]] && ok "user.slice narrowed again after the restart" || bad "user.slice not narrowed after the restart"
 
 hdr "watchdog: waiting 45s (WatchdogSec=30s)"
 sleep 45
@@ -140,6 +168,23 @@ if [[ $now_main == "$MAIN" && $(systemctl show -P NRestarts nxrd) == 1 ]] \
     ok "no watchdog timeout, same MainPID, no further restart"
 else bad "watchdog fired or nxrd restarted"; journalctl -b -u nxrd --no-pager | tail -20; fi
 
+hdr "exclusive cores: system.slice, user.slice and init.scope kept off them"
+SOLO=$(nxrctl status -o json | python3 -c 'import json,sys; print(next(w["cpus"] for w in json.load(sys.stdin)["workloads"] if w["name"] == "solo"))')
+REST=$(python3 -c "import os; print(','.join(str(c) for c in sorted(os.sched_getaffinity(0)) if str(c) != '$SOLO'))")
+echo "solo's core: $SOLO; the rest: $REST"
+for u in system.slice user.slice init.scope; do
+    got=$(systemctl show -P AllowedCPUs $u)
+    [[ $got == "$REST" ]] && ok "$u AllowedCPUs=$got" || bad "$u AllowedCPUs='$got', not $REST"
+done
+journalctl -u nxrd --no-pager | grep -E 'kept clear' | tail -1
+# two CPU hogs outside nxr, one per slice, each as busy as the machine has CPUs
+systemd-run --quiet --unit nxr-hog-sys --slice=system.slice stress-ng --cpu 2 --timeout 120
+systemd-run --quiet --unit nxr-hog-user --slice=user.slice stress-ng --cpu 2 --timeout 120
+sleep 3
+read -r hits total < <(python3 "$RES/oncpu.py" "$SOLO" 10)
+echo "stress-ng samples on core $SOLO while nxrd runs: $hits of $total"
+[[ $total -gt 50 && $hits == 0 ]] && ok "no outside process ran on the exclusive core ($total samples)" || bad "$hits of $total samples on the exclusive core"
+
 hdr "systemctl stop nxrd"
 t0=$(date +%s)
 timeout 600 systemctl stop nxrd && ok "stopped in $(( $(date +%s) - t0 ))s" || bad "systemctl stop failed"
@@ -149,6 +194,15 @@ left=$(pgrep -a -x sleep | grep -E 'sleep 770[12]' || true)
 [[ -z $left ]] && ok "no workload process left" || bad "workload processes left: $left"
 leaves=$(find "$CG" -mindepth 2 -type d | grep -v '/nxrd$' || true)
 [[ -z $leaves ]] && ok "the workloads' cgroups removed" || bad "cgroups left: $leaves"
+for u in system.slice user.slice init.scope; do
+    got=$(systemctl show -P AllowedCPUs $u)
+    [[ -z $got ]] && ok "$u AllowedCPUs given back" || bad "$u still AllowedCPUs=$got"
+done
+sleep 2
+read -r hits total < <(python3 "$RES/oncpu.py" "$SOLO" 5)
+echo "stress-ng samples on core $SOLO after nxrd stopped: $hits of $total"
+[[ $hits -gt 0 ]] && ok "outside processes run on that core again" || bad "still none on core $SOLO after the stop"
+systemctl stop nxr-hog-sys nxr-hog-user 2>/dev/null || true
 
 hdr "journal (nxrd)"
 journalctl -b -u nxrd --no-pager | tail -25

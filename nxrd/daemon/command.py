@@ -36,7 +36,8 @@ from nxrd.model.paths import DEFAULT_STATE_DIR
 @click.option(
     "--cgroup-root",
     default=None,
-    help="Absolute path of the cgroup to own (default: the systemd unit's, else <cgroup2>/nxr).",
+    help="Absolute path of the cgroup to own, or unit:NAME for a running systemd unit's "
+    "(default: the systemd unit's, else <cgroup2>/nxr).",
 )
 @click.option(
     "--on-stop",
@@ -91,6 +92,10 @@ def cli(
         sys.exit(2)
     from nxrd.daemon.core import Daemon
 
+    if cgroup_root is not None and cgroup_root.startswith("unit:"):
+        from nxrd.kernel.subtree import unit_cgroup
+
+        cgroup_root = unit_cgroup(cgroup_root.removeprefix("unit:"))
     daemon = Daemon(
         list(profiles), state_dir, cgroup_root, on_stop, socket_path, api_group, api_read
     )
@@ -153,12 +158,36 @@ def check() -> None:
     # optional: only a profile with `net` needs it, so it never fails the check
     ok, detail = egress_requirement(Shaper())
     click.echo(f"{'ok' if ok else 'absent':8} egress: {detail}")
+    from nxrd.kernel.housekeeping import HostCpus, isolation_report
+
+    for line in isolation_report(HostCpus()):
+        click.echo(line)
     if not usable(reqs):
         click.echo("nxrd cannot isolate workloads on this host; it will refuse to start.", err=True)
         sys.exit(1)
     if not usable(gpu_reqs):
         click.echo("nxrd would start, but no workload could: each needs a device filter.", err=True)
         sys.exit(1)
+
+
+@cli.command("restore-host")
+@click.pass_context
+@reported
+def restore_host(ctx: click.Context) -> None:
+    """Give the machine back the CPUs nxrd kept it off (slices, interrupts, workqueues):
+    what <state-dir>/host.json saved. The unit's ExecStopPost=, so that it runs after a
+    crash too; nothing to do when nothing is saved."""
+    from pathlib import Path
+
+    from nxrd.daemon.isolation import FILE, give_back
+    from nxrd.kernel.housekeeping import HostCpus
+
+    path = Path(ctx.parent.params["state_dir"] if ctx.parent else DEFAULT_STATE_DIR) / FILE
+    if not path.exists():
+        return
+    for problem in give_back(HostCpus(), path):
+        click.echo(f"nxrd: {problem}", err=True)
+    click.echo(f"gave back what {path} saved")
 
 
 def main() -> None:

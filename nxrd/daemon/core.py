@@ -23,6 +23,7 @@ from nxrd.controller.push import PushReceiver
 from nxrd.daemon import adopt, cpus, fronts, sinks, waiting
 from nxrd.daemon.egress_sync import EgressSync, leaves
 from nxrd.daemon.gpu_watch import GpuWatch
+from nxrd.daemon.isolation import Isolation, inside
 from nxrd.daemon.pids import PidIndex
 from nxrd.daemon.readings import Readings
 from nxrd.daemon.reconfigure import Reconfigurer, pushes, starting_files
@@ -117,6 +118,10 @@ class Daemon:
         )
         self.events = EventLog()
         self.events.sinks.append(sinks.sink(journal))
+        # before any workload starts: its exclusive cores are clear from the first
+        tree = inside(self.root, self.topology.cgroup.mount)
+        self.isolation = Isolation(host.host_cpus(), self.state_dir, tree, self.say)
+        self.isolation.apply(self.plan)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
         self.rotation = fronts.Rotation(
             lambda: self.plan, self.sup, self.state_dir, host.front, self.say
@@ -287,11 +292,7 @@ class Daemon:
             self.mps.close()
             # and their shaping; once they are stopped, nothing is left to shape
             self.egress.try_(self.egress.remove, "egress shaping not removed")
-        self.api.close()
-        self.counters.close()
-        self.pids.close()
-        self.controller.close()
-        if self.push is not None:
-            self.push.close()
-        if self.metrics is not None:
-            self.metrics.close()
+        self.isolation.restore()  # the machine gets its cores back, even when left running
+        for part in (self.api, self.counters, self.pids, self.controller, self.push, self.metrics):
+            if part is not None:
+                part.close()

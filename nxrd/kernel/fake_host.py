@@ -14,6 +14,7 @@ from nxrd.kernel.cgroupfs import CgroupFS, FakeCgroupFS
 from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.kernel.gpu_usage import GpuAccounting
 from nxrd.kernel.host import Counters, Host
+from nxrd.kernel.housekeeping import SLICES, HostCpus
 from nxrd.kernel.nvml_guard import Guard
 from nxrd.kernel.requirements import NEEDED
 from nxrd.kernel.runtime import Runtime
@@ -174,9 +175,13 @@ class FakeHost(Host):
         self.front_workers: dict[str, int] = {}  # front -> its worker's pid (show info)
         self.front_stats: dict[str, str] = {}  # front -> what `show stat` answers (CSV)
         self.fake_shaper: FakeShaper | None = None  # one per host, as the kernel's tables
+        self.fake_cpus = FakeHostCpus()
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)
+
+    def host_cpus(self) -> HostCpus:
+        return self.fake_cpus
 
     def shaper(self) -> Shaper:
         if self.fake_shaper is None:
@@ -272,3 +277,53 @@ class FakeHost(Host):
 
     def exit(self, pid: int) -> None:
         self.exited.add(pid)
+
+
+class FakeHostCpus(HostCpus):
+    """The machine outside nxr in memory: slices' AllowedCPUs, interrupts (those in
+    `fixed` refuse to move, as per-CPU ones do), the two masks, an irqbalance."""
+
+    def __init__(self, systemd: bool = True, cpus: int = 2) -> None:
+        self.has_systemd = systemd
+        every = f"0-{cpus - 1}"
+        self.allowed: dict[str, str] = dict.fromkeys(SLICES, "")
+        self.irq: dict[str, str] = {"1": every, "9": "0", "24": every}
+        self.fixed: set[str] = {"24"}
+        self.masks = {"default_irq": f"{(1 << cpus) - 1:x}", "workqueue": f"{(1 << cpus) - 1:x}"}
+        self.balancer: Path | None = None
+        self.banned: list[str | None] = []  # what irqbalance was told, in order
+
+    def systemd(self) -> bool:
+        return self.has_systemd
+
+    def allowed_cpus(self, unit: str) -> str:
+        return self.allowed[unit]
+
+    def set_allowed_cpus(self, unit: str, cpus: str) -> None:
+        self.allowed[unit] = cpus
+
+    def irqs(self) -> dict[str, str]:
+        return dict(self.irq)
+
+    def set_irq(self, irq: str, cpus: str) -> None:
+        if irq in self.fixed or irq not in self.irq:
+            raise KernelError(f"/proc/irq/{irq}/smp_affinity_list: the kernel keeps it there")
+        self.irq[irq] = cpus
+
+    def default_irq_mask(self) -> str | None:
+        return self.masks["default_irq"]
+
+    def set_default_irq_mask(self, mask: str) -> None:
+        self.masks["default_irq"] = mask
+
+    def workqueue_mask(self) -> str | None:
+        return self.masks["workqueue"]
+
+    def set_workqueue_mask(self, mask: str) -> None:
+        self.masks["workqueue"] = mask
+
+    def irqbalance(self) -> Path | None:
+        return self.balancer
+
+    def ban_from_irqbalance(self, sock: Path, cpus: str | None) -> None:
+        self.banned.append(cpus)

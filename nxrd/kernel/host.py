@@ -24,6 +24,7 @@ from nxrd.front.admin import FrontAdmin
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.gpu_usage import GpuAccounting
+from nxrd.kernel.housekeeping import HostCpus
 from nxrd.kernel.mps import MpsDaemons
 from nxrd.kernel.runtime import Runtime
 from nxrd.kernel.shaper import Shaper
@@ -132,6 +133,10 @@ class Host(ABC):
     def shaper(self) -> Shaper:
         """Egress shaping: nftables marks and HTB trees (docs/network.md)."""
         return Shaper()
+
+    def host_cpus(self) -> HostCpus:
+        """Where the rest of the machine runs: slices, interrupts, workqueues."""
+        return HostCpus()
 
 
 class LinuxHost(Host):

@@ -54,3 +54,25 @@ def prepare(fs: CgroupFS, pid: int | None) -> None:
         fs.move(DAEMON_LEAF, pid)
     fs.require(list(NEEDED))
     fs.enable("", list(NEEDED))
+
+
+def unit_cgroup(unit: str, mount: str = "/sys/fs/cgroup") -> str:
+    """The cgroup of a running systemd unit (`--cgroup-root unit:NAME`): where systemd put
+    it, whichever slice that is (a unit started before an upgrade moved it stays where
+    it is until restarted)."""
+    import subprocess
+
+    try:
+        r = subprocess.run(
+            ["systemctl", "show", "--property=ControlGroup", "--value", unit],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise KernelError(f"--cgroup-root unit:{unit}: cannot ask systemd: {e}") from None
+    group = r.stdout.strip()
+    if r.returncode != 0 or not group:
+        raise KernelError(f"--cgroup-root unit:{unit}: the unit is not running (no cgroup)")
+    return mount + group

@@ -153,6 +153,26 @@ def format_cpu_list(cpus: frozenset[int] | set[int] | list[int]) -> str:
     return ",".join(parts)
 
 
+def parse_cpu_mask(text: str) -> frozenset[int]:
+    """CPU ids from the kernel's hex mask form ("ff,00000001", 32 bits a group), as the
+    default interrupt affinity and the workqueue cpumask read."""
+    bits = int(text.strip().replace(",", "") or "0", 16)
+    return frozenset(i for i in range(bits.bit_length()) if bits >> i & 1)
+
+
+def format_cpu_mask(cpus: frozenset[int] | set[int], like: str) -> str:
+    """cpus in the hex mask form of `like` (a mask read from the same file): as many
+    comma-separated 32-bit groups, each as wide as there."""
+    groups = like.strip().split(",")
+    width = len(groups[-1])
+    bits = sum(1 << c for c in cpus)
+    out = []
+    for _ in groups:
+        out.append(f"{bits & 0xFFFFFFFF:0{width}x}")
+        bits >>= 32
+    return ",".join(reversed(out))
+
+
 def parse_cpu_quota(value: object) -> float:
     """CPUs from "150%" (1.5 CPUs) or a number of CPUs (1.5)."""
     if isinstance(value, bool):

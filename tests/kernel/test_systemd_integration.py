@@ -226,15 +226,18 @@ def test_the_unit_files_verify(tmp_path: Path) -> None:
     )
     (tmp_path / "nxrd.service").write_text(unit)
     # nxrd.service requires it: verified together, from the same directory
-    (tmp_path / "nxr-workloads.service").write_text(
-        (ROOT / "units/nxr-workloads.service").read_text()
-    )
-    units = [str(tmp_path / "nxrd.service"), str(tmp_path / "nxr-workloads.service")]
+    for other in ("nxr-workloads.service", "nxr.slice"):
+        (tmp_path / other).write_text((ROOT / "units" / other).read_text())
+    units = [str(tmp_path / u) for u in ("nxrd.service", "nxr-workloads.service", "nxr.slice")]
     r = subprocess.run(
         ["systemd-analyze", "verify", *units],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    problems = [line for line in (r.stdout + r.stderr).splitlines() if ".service" in line]
+    problems = [
+        line
+        for line in (r.stdout + r.stderr).splitlines()
+        if ".service" in line or "nxr.slice" in line
+    ]
     assert r.returncode == 0 and problems == [], r.stdout + r.stderr

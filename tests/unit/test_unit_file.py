@@ -34,8 +34,16 @@ def test_the_workloads_live_in_a_unit_that_outlives_nxrds_restarts() -> None:
     assert "Delegate" not in nxrd and workloads["Delegate"] == "yes"
     assert nxrd["Requires"] == "nxr-workloads.service"
     assert "nxr-workloads.service" in nxrd["After"].split()
-    root = f"/sys/fs/cgroup/{workloads['Slice']}/nxr-workloads.service"
-    assert nxrd["ExecStart"].endswith(f"--cgroup-root {root}")
+    assert nxrd["ExecStart"].endswith("--cgroup-root unit:nxr-workloads.service")
+
+
+def test_nxr_runs_beside_the_slices_it_keeps_off_exclusive_cores() -> None:
+    """nxrd narrows system.slice's and user.slice's AllowedCPUs=: nxr itself is in a
+    top-level slice of its own, and the machine gets its CPUs back even after a crash."""
+    nxrd, workloads = settings(), settings(UNITS / "nxr-workloads.service")
+    assert nxrd["Slice"] == workloads["Slice"] == "nxr.slice"
+    assert (UNITS / "nxr.slice").exists()
+    assert nxrd["ExecStopPost"] == "/usr/bin/nxrd restore-host"
 
 
 def test_a_start_without_a_profile_is_not_silently_skipped() -> None:

@@ -1,0 +1,174 @@
+"""Exclusive cores kept clear of the rest of the machine, and given back.
+
+While some workload has cores of its own, systemd's slices (AllowedCPUs=), device
+interrupts, new interrupts, unbound kernel work and irqbalance are kept to the other
+CPUs. What each had before is saved in <state-dir>/host.json before it is first changed
+and stays there until it is given back: on nxrd's exit, when no exclusive core is left,
+and by `nxrd restore-host` (the unit's ExecStopPost=, which runs after a crash too). A
+restarted nxrd finds the originals there and keeps them, so a crash never makes nxr's own
+values look like the machine's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nxrd.errors import KernelError
+from nxrd.files import write_atomically
+from nxrd.kernel.housekeeping import SLICES, HostCpus
+from nxrd.model.plan import Plan
+from nxrd.model.units import format_cpu_list, format_cpu_mask
+from nxrd.plan.clear_cores import exclusive_cpus, housekeeping_cpus, irq_cpus, slices_kept_off
+
+FILE = "host.json"
+
+
+class Isolation:
+    def __init__(
+        self, cpus: HostCpus, state_dir: Path, tree: str | None, say: Callable[[str], None]
+    ) -> None:
+        self.cpus, self.path, self.tree, self.say = cpus, state_dir / FILE, tree, say
+        self.applied: frozenset[int] = frozenset()
+        self.said = ""
+
+    def apply(self, plan: Plan) -> None:
+        """Keep the machine off this plan's exclusive cores (or give them back if it has
+        none). Never fails: what cannot be moved is said, the rest is moved."""
+        hk = housekeeping_cpus(plan)
+        if hk == self.applied:
+            return
+        if not hk:
+            self.restore()
+            return
+        saved = load(self.path)
+        cpus = format_cpu_list(hk)
+        kept, skipped = slices_kept_off(SLICES, self.tree, self.cpus.systemd())
+        problems: list[str] = []
+        # originals first, on disk before anything is changed
+        slices = saved.setdefault("slices", {})
+        for unit in kept:
+            if unit not in slices:
+                try:
+                    slices[unit] = self.cpus.allowed_cpus(unit)
+                except KernelError as e:
+                    problems.append(str(e))
+        irqs = saved.setdefault("irqs", {})
+        for irq, now in self.cpus.irqs().items():
+            irqs.setdefault(irq, now)
+        for key, read in (
+            ("default_irq", self.cpus.default_irq_mask),
+            ("workqueue", self.cpus.workqueue_mask),
+        ):
+            if key not in saved and (value := read()) is not None:
+                saved[key] = value
+        sock = self.cpus.irqbalance()
+        if sock is not None:
+            saved["irqbalance"] = str(sock)
+        write_atomically(self.path, json.dumps(saved, sort_keys=True))
+
+        moved_slices = []
+        for unit in kept:
+            if unit in slices:
+                try:
+                    self.cpus.set_allowed_cpus(unit, cpus)
+                    moved_slices.append(unit)
+                except KernelError as e:
+                    problems.append(str(e))
+        moved, stuck = 0, []
+        for irq, original in irqs.items():
+            try:
+                self.cpus.set_irq(irq, irq_cpus(original, hk))
+                moved += 1
+            except KernelError:
+                stuck.append(irq)  # per-CPU and managed interrupts stay where they are
+        if "default_irq" in saved:
+            mask = format_cpu_mask(hk, saved["default_irq"])
+            self._quietly(problems, self.cpus.set_default_irq_mask, mask)
+        if "workqueue" in saved:
+            mask = format_cpu_mask(hk, saved["workqueue"])
+            self._quietly(problems, self.cpus.set_workqueue_mask, mask)
+        exclusive = format_cpu_list(exclusive_cpus(plan))
+        if sock is not None:
+            self._quietly(problems, self.cpus.ban_from_irqbalance, sock, exclusive)
+        self.applied = hk
+        what = [f"{', '.join(moved_slices)} (AllowedCPUs)"] if moved_slices else []
+        what.append(f"{moved} interrupts")
+        if "default_irq" in saved:
+            what.append("new interrupts")
+        if "workqueue" in saved:
+            what.append("unbound workqueues")
+        if sock is not None:
+            what.append("irqbalance's balancing")
+        line = f"exclusive cores {exclusive} kept clear: {', '.join(what)} on {cpus}"
+        if stuck:
+            more = ", ..." if len(stuck) > 8 else ""
+            line += f"; {len(stuck)} interrupts the kernel keeps in place"
+            line += f" ({', '.join(stuck[:8])}{more})"
+        for why in dict.fromkeys(skipped.values()):
+            units = ", ".join(u for u, w in skipped.items() if w == why)
+            line += f"; not {units}: {why}"
+        self.say(line)
+        for p in problems:
+            self.say(f"warning: isolation: {p}")
+
+    def restore(self) -> None:
+        """Give the machine back what it had (nothing to do when nothing is saved)."""
+        self.applied = frozenset()
+        problems = give_back(self.cpus, self.path)
+        for p in problems:
+            self.say(f"warning: isolation: {p}")
+
+    @staticmethod
+    def _quietly(problems: list[str], write: Callable[..., None], *args: Any) -> None:
+        try:
+            write(*args)
+        except KernelError as e:
+            problems.append(str(e))
+
+
+def inside(root: Path, mount: str | None) -> str | None:
+    """nxr's subtree relative to the cgroup mount (None: outside it)."""
+    if mount is None or not root.is_relative_to(mount):
+        return None
+    return str(root.relative_to(mount))
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def give_back(cpus: HostCpus, path: Path) -> list[str]:
+    """Write back what host.json saved, then remove it; the problems met (an interrupt
+    gone since is none). Also `nxrd restore-host`."""
+    saved = load(path)
+    if not saved:
+        return []
+    problems = []
+
+    def quietly(write: Callable[..., None], *args: Any) -> None:
+        try:
+            write(*args)
+        except KernelError as e:
+            problems.append(str(e))
+
+    for unit, original in saved.get("slices", {}).items():
+        quietly(cpus.set_allowed_cpus, unit, original)
+    for irq, original in saved.get("irqs", {}).items():
+        with contextlib.suppress(KernelError):  # gone, or the kernel kept it in place
+            cpus.set_irq(irq, original)
+    if "default_irq" in saved:
+        quietly(cpus.set_default_irq_mask, saved["default_irq"])
+    if "workqueue" in saved:
+        quietly(cpus.set_workqueue_mask, saved["workqueue"])
+    if "irqbalance" in saved and Path(saved["irqbalance"]).exists():
+        quietly(cpus.ban_from_irqbalance, Path(saved["irqbalance"]), None)
+    path.unlink(missing_ok=True)
+    return problems
