@@ -344,7 +344,23 @@ def explain_text(x: Mapping[str, Any]) -> str:
         ),
         f"threads: profile {threads.get('profile')}, planned {threads.get('planned')}",
     ]
+    if (others := x.get("others_on_cores")) is not None:
+        out.append(others_line(others))
     return "\n".join(out)
+
+
+def others_line(o: Mapping[str, Any]) -> str:
+    """What else may run on an exclusive workload's cores (docs/isolation.md)."""
+    parts = []
+    if o["processes"]:
+        named = ", ".join(f"{p['command']} {p['pid']} ({p['cgroup']})" for p in o["named"])
+        more = ", ..." if o["processes"] > len(o["named"]) else ""
+        parts.append(f"{o['processes']} processes: {named}{more}")
+    if o["interrupts"]:
+        parts.append(f"interrupts {', '.join(o['interrupts'])}")
+    if o["kernel_threads"]:
+        parts.append(f"{o['kernel_threads']} kernel threads (per-CPU ones cannot move)")
+    return "on its cores besides it: " + ("; ".join(parts) if parts else "nothing")
 
 
 def event_line(e: Mapping[str, Any]) -> str:

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from nxrd.api.handlers import workload_status
 from nxrd.api.views import leaf_figures, resources
+from nxrd.daemon.isolation import inside
 from nxrd.errors import NxrError
 from nxrd.model.replicas import is_front
+from nxrd.model.units import parse_cpu_list
 from nxrd.supervisor.supervisor import Record
 
 if TYPE_CHECKING:
@@ -36,7 +38,14 @@ class View:
         return out
 
     def explain(self, rec: Record) -> dict[str, Any]:
-        return resources(self.d.fs, self.d.ledger.of(rec.plan.cgroup), rec)
+        out = resources(self.d.fs, self.d.ledger.of(rec.plan.cgroup), rec)
+        if rec.plan.exclusive and rec.plan.cpus:
+            # as /proc/PID/cgroup names it: relative to the cgroup mount
+            mount = self.d.topology.cgroup.mount
+            own = "/" + (inside(self.d.root / rec.plan.cgroup, mount) or "")
+            cores = parse_cpu_list(rec.plan.cpus)
+            out["others_on_cores"] = self.d.isolation.cpus.others_on(cores, own)
+        return out
 
     def log_file(self, name: str) -> Path:
         return self.d.runtime.log_file(name)

@@ -292,6 +292,12 @@ class FakeHostCpus(HostCpus):
         self.masks = {"default_irq": f"{(1 << cpus) - 1:x}", "workqueue": f"{(1 << cpus) - 1:x}"}
         self.balancer: Path | None = None
         self.banned: list[str | None] = []  # what irqbalance was told, in order
+        self.others: dict[str, Any] = {  # what explain finds on exclusive cores
+            "processes": 0,
+            "named": [],
+            "kernel_threads": 0,
+            "interrupts": [],
+        }
 
     def systemd(self) -> bool:
         return self.has_systemd
@@ -327,3 +333,6 @@ class FakeHostCpus(HostCpus):
 
     def ban_from_irqbalance(self, sock: Path, cpus: str | None) -> None:
         self.banned.append(cpus)
+
+    def others_on(self, cores: frozenset[int], own: str) -> dict[str, Any]:
+        return self.others

@@ -18,8 +18,10 @@ import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from nxrd.errors import KernelError
+from nxrd.model.units import parse_cpu_list
 
 # The units that hold everything systemd starts besides nxr: services, user sessions, and
 # PID 1 itself.
@@ -102,6 +104,45 @@ class HostCpus:
     def set_workqueue_mask(self, mask: str) -> None:
         _write(self.sys / "devices/virtual/workqueue/cpumask", mask)
 
+    # -- what else runs there
+
+    def others_on(self, cores: frozenset[int], own: str) -> dict[str, Any]:
+        """What may run on these cores besides the processes of cgroup `own` (a path as
+        /proc/PID/cgroup shows it): processes allowed there (at most 10 named, by PID,
+        command and cgroup), the per-CPU kernel threads that cannot move, interrupts."""
+        named: list[dict[str, Any]] = []
+        count = kthreads = 0
+        for d in self.proc.glob("[0-9]*"):
+            try:
+                status = dict(
+                    line.split(":\t", 1)
+                    for line in (d / "status").read_text().splitlines()
+                    if ":\t" in line
+                )
+                group = (d / "cgroup").read_text().strip().rpartition("::")[2]
+            except (OSError, ValueError):
+                continue
+            try:
+                allowed = parse_cpu_list(status.get("Cpus_allowed_list", "").strip())
+            except ValueError:
+                continue
+            if not allowed & cores or group == own or group.startswith(own + "/"):
+                continue
+            if _kernel_thread(d):
+                kthreads += 1  # per-CPU ones stay; unbound ones follow the workqueue mask
+                continue
+            count += 1
+            if len(named) < 10:
+                named.append(
+                    {
+                        "pid": int(d.name),
+                        "command": status.get("Name", "?").strip(),
+                        "cgroup": group,
+                    }
+                )
+        irqs = [irq for irq, cpus in self.irqs().items() if _on(cpus, cores)]
+        return {"processes": count, "named": named, "kernel_threads": kthreads, "interrupts": irqs}
+
     # -- irqbalance
 
     def irqbalance(self) -> Path | None:
@@ -122,6 +163,25 @@ class HostCpus:
                 s.sendall(message)
         except OSError as e:
             raise KernelError(f"irqbalance at {sock}: {e.strerror or e}") from None
+
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+def _kernel_thread(d: Path) -> bool:
+    """Whether /proc/PID is a kernel thread: PF_KTHREAD in its flags (stat field 9)."""
+    try:
+        flags = int((d / "stat").read_text().rsplit(")", 1)[1].split()[6])
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(flags & PF_KTHREAD)
+
+
+def _on(cpus: str, cores: frozenset[int]) -> bool:
+    try:
+        return bool(parse_cpu_list(cpus) & cores)
+    except ValueError:
+        return False
 
 
 def _read(path: Path) -> str | None:

@@ -48,6 +48,8 @@ class LaunchSpec:
     # Where the shim lives (nxrd's own leaf of the subtree): with its workload, not in
     # nxrd's unit, whose restart after a crash must find nothing of the workloads there.
     shim_cgroup: Path | None = None
+    # /proc/self/oom_score_adj before exec (inherited by what it forks); None: left as is
+    oom_score_adj: int | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,14 @@ def _exec_workload(
     try:
         join_cgroup(spec.cgroup_dir)  # before anything else of the workload runs
         os.setsid()  # its own process group: stop signals reach its children too
+        if spec.oom_score_adj is not None:  # as root, before the switch: lowering needs it
+            # a preference, not a limit: an nxrd without the right still starts the workload
+            with contextlib.suppress(OSError):
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+                try:
+                    os.write(fd, str(spec.oom_score_adj).encode())
+                finally:
+                    os.close(fd)
         step = "switch user"
         become(ids)
         step = "change directory"

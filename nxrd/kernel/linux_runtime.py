@@ -20,6 +20,7 @@ from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.launch import LaunchSpec, ids_of, launch, read_status
 from nxrd.kernel.runtime import Ended, Runtime, Started
 from nxrd.model import paths
+from nxrd.model.classes import oom_score_adj
 from nxrd.model.plan import DAEMON_LEAF, WorkloadPlan
 from nxrd.model.topology import Gpu, device_minors
 from nxrd.profile.model import Workload
@@ -99,6 +100,7 @@ class LinuxRuntime(Runtime):
                 cwd=cwd,
                 journal=self.journal,
                 shim_cgroup=self.shim_cgroup(),
+                oom_score_adj=oom_score_adj(wl.workload_class, spec.priority),
             )
         )
         self.watch(launched.shim_pid)

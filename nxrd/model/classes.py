@@ -122,6 +122,20 @@ def policy(workload_class: str) -> ClassPolicy:
     return CLASSES[workload_class]
 
 
+# Where the kernel's OOM killer looks first when the whole machine runs out (a workload
+# over its own memory.max loses only itself): background, then batch, then interactive,
+# latency-critical last. Each class's band is 200 wide and never overlaps the next; within
+# it the lower `priority` goes first (the kernel's own badness, the task's size, then
+# decides between equals). -1000 (never) is not used: a runaway latency-critical process
+# must still be killable.
+OOM_BASE = {"latency-critical": -850, "interactive": -250, "batch": 350, "background": 850}
+
+
+def oom_score_adj(workload_class: str, priority: int) -> int:
+    """The oom_score_adj a workload's processes start with (priority 0-1000)."""
+    return OOM_BASE[workload_class] + (500 - priority) // 5
+
+
 def table() -> str:
     """The policy as a Markdown table, for the profile reference."""
     rows = [

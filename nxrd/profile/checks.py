@@ -100,6 +100,20 @@ def _check_workload(
             f"{wl.workload_class}; make it latency-critical or drop slo",
         )
 
+    if wl.right_size is not None:
+        rs = wl.right_size
+        if wl.workload_class not in ("batch", "background"):
+            bad(
+                "right_size",
+                f"only batch and background work is right-sized (it may be reclaimed into "
+                f"stalls), and this one is {wl.workload_class}; set memory_low to protect it",
+            )
+        cap = min(v for v in (wl.memory_high, wl.memory_max, 1 << 62) if v is not None)
+        if rs.floor > cap:
+            bad("right_size.floor", f"{rs.floor} bytes is above its memory limit ({cap} bytes)")
+        if rs.interval < 0.5:
+            bad("right_size.interval", "at least 500ms: memory.pressure moves in 2 s averages")
+
     if wl.pool is None and wl.pool_slots is not None and "pool" not in gone:
         bad("pool_slots", "set without pool")
     if wl.pool is not None:

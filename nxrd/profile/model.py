@@ -443,6 +443,25 @@ class Net(Section):
     )
 
 
+class RightSize(Section):
+    """memory.high lowered step by step while the workload's memory pressure stays low, and
+    raised again when it rises: the memory it holds but does not use goes back to the
+    machine (batch and background; docs/memory.md)."""
+
+    floor: Size = Field(
+        description="Never below this: what the workload needs even when idle.",
+        examples=["512M"],
+    )
+    pressure: float = Field(
+        0.1,
+        gt=0,
+        le=100,
+        description="Percent of time some task of it stalled on memory (memory.pressure, "
+        "over each interval) above which memory.high goes back up; below it, down.",
+    )
+    interval: Duration = Field("2s", description="How often memory.high is adjusted.")
+
+
 class Serve(Section):
     """A front that spreads the workload's requests over its replicas: HAProxy, run by nxrd
     as a workload of its own on the reserved CPUs (docs/front.md)."""
@@ -524,6 +543,11 @@ class Workload(Section):
         "Default: memory_max for latency-critical, else none.",
     )
     swap_max: Limit = Field(None, description="Swap limit (memory.swap.max).")
+    right_size: RightSize | None = Field(
+        None,
+        description="Give back memory it holds but does not use: memory.high follows its "
+        "memory pressure (batch and background; docs/memory.md).",
+    )
     cpu_weight: int | None = Field(
         None,
         ge=1,

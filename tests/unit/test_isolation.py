@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nxrd.cli.format import others_line
 from nxrd.daemon.core import Daemon
 from nxrd.daemon.isolation import Isolation, give_back
 from nxrd.errors import KernelError
@@ -219,3 +220,50 @@ def test_irqbalance_is_reached_through_its_own_socket(tmp_path: Path) -> None:
         host.ban_from_irqbalance(path, None)
         t.join(5)
     assert got == [b"settings cpus 2-3", b"settings cpus NULL"]
+
+
+def process(proc: Path, pid: int, name: str, cpus: str, cgroup: str, flags: int = 0) -> None:
+    d = proc / str(pid)
+    d.mkdir(parents=True)
+    (d / "status").write_text(f"Name:\t{name}\nPPid:\t1\nCpus_allowed_list:\t{cpus}\n")
+    (d / "cgroup").write_text(f"0::{cgroup}\n")
+    (d / "stat").write_text(f"{pid} ({name}) S 1 1 1 0 -1 {flags} 0 0\n")
+
+
+def test_explain_names_what_else_may_run_on_an_exclusive_workloads_cores(tmp_path: Path) -> None:
+    host = tree(tmp_path)  # interrupt 1 on 0-3, 9 on 0
+    proc = tmp_path / "proc"
+    process(proc, 10, "chat", "2", "/nxr.slice/nxr-workloads.service/latency-critical/chat")
+    process(proc, 11, "sshd", "0-3", "/system.slice/ssh.service")
+    process(proc, 12, "cron", "0-1", "/system.slice/cron.service")  # not on core 2
+    process(proc, 13, "ksoftirqd/2", "2", "/", flags=0x00208040)  # PF_KTHREAD
+    own = "/nxr.slice/nxr-workloads.service/latency-critical/chat"
+    got = host.others_on(frozenset({2}), own)
+    assert got == {
+        "processes": 1,
+        "named": [{"pid": 11, "command": "sshd", "cgroup": "/system.slice/ssh.service"}],
+        "kernel_threads": 1,
+        "interrupts": ["1"],
+    }
+    assert others_line(got) == (
+        "on its cores besides it: 1 processes: sshd 11 (/system.slice/ssh.service); "
+        "interrupts 1; 1 kernel threads (per-CPU ones cannot move)"
+    )
+    nothing = {"processes": 0, "named": [], "kernel_threads": 0, "interrupts": []}
+    assert others_line(nothing) == "on its cores besides it: nothing"
+
+
+def test_explain_of_an_exclusive_workload_asks_what_else_is_on_its_cores(tmp_path: Path) -> None:
+    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
+    (tmp_path / "p.toml").write_text(LC + BATCH)
+    d = Daemon(
+        [str(tmp_path / "p.toml")],
+        str(tmp_path / "state"),
+        socket_path=str(tmp_path / "nxrd.sock"),
+        host=host,
+    )
+    d.start()
+    host.fake_cpus.others["interrupts"] = ["24"]
+    assert d.view.explain(d.sup.records["chat"])["others_on_cores"]["interrupts"] == ["24"]
+    assert "others_on_cores" not in d.view.explain(d.sup.records["embed"])  # shared CPUs
+    d.close()

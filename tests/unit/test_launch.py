@@ -223,3 +223,21 @@ def test_logs_and_records_are_private_and_the_workload_gets_the_usual_umask(
         (s.status_file.parent, 0o700),
     ):
         assert oct(path.stat().st_mode & 0o777) == oct(mode), path
+
+
+def test_the_workload_starts_with_its_oom_score_adj(tmp_path: Path) -> None:
+    code = "print(open('/proc/self/oom_score_adj').read().strip())"
+    s = spec(tmp_path, sys.executable, "-c", code, oom_score_adj=650)
+    run_ = launch(s)
+    wait_exit(s)
+    reap(run_)
+    assert s.log_file.read_text().split()[-1] == "650"
+
+
+def test_the_oom_killer_looks_at_lower_classes_and_priorities_first() -> None:
+    from nxrd.model.classes import CLASS_NAMES, oom_score_adj
+
+    # every priority of a class before any of the class above it; within one, the lower
+    ranked = [oom_score_adj(c, p) for c in reversed(CLASS_NAMES) for p in (0, 500, 1000)]
+    assert ranked == sorted(ranked, reverse=True)
+    assert -1000 < oom_score_adj("latency-critical", 1000) and oom_score_adj("background", 0) < 1000
