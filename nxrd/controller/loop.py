@@ -22,6 +22,7 @@ from nxrd.controller.law import (
     step,
 )
 from nxrd.controller.poll import Fetched, Poller
+from nxrd.controller.right_sizing import RightSizing
 from nxrd.controller.samples import QUANTILES, SampleWindow
 from nxrd.controller.scraped import Scraped
 from nxrd.controller.spec import control_spec
@@ -60,6 +61,7 @@ class Controller:
         self.admit = admit  # a front's held-back priorities and in-flight cap (daemon/fronts.py)
         self.shape = shape  # shaped lower workloads' egress ceilings (daemon/egress_sync.py)
         self.spec = control_spec(profile, plan)
+        self.sizing = RightSizing(sup, fs, ledger, wall)  # memory.high of right_size ones
         self.rungs = ladder(self.spec)
         self.period = profile.controller.period
         self.enabled = profile.controller.enabled and bool(self.spec.targets)
@@ -168,6 +170,7 @@ class Controller:
     def tick(self, now: float, observe: Callable[[list[str]], dict[str, dict[str, float]]]) -> None:
         """observe(names): this tick's signals of those workloads (observe.py's usage and
         pressure signals), read only when the tick is due."""
+        self.sizing.step(now)  # on its own intervals, with or without latency targets
         if not self.enabled or now < self.next_tick:
             return
         self.next_tick = now + self.period
@@ -208,6 +211,7 @@ class Controller:
 
     def release(self, now: float, why: str) -> None:
         """Back to the profile's static values at once (the profile changed, nxrd stops)."""
+        self.sizing.release(why)
         if self.state.level == 0 and not self.froze and not self.requeued:
             return
         before, self.state = self.state.level, LadderState()

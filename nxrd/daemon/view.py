@@ -32,6 +32,8 @@ class View:
             out["front" if is_front(rec.name) else "requests"] = d.rotation.figures[rec.name]
         if rec.name in d.egress.figures:
             out["net"] = d.egress.figures[rec.name]
+        if rec.spec.right_size is not None:
+            out["memory_right_size"] = d.controller.sizing.high(rec.name)
         if d.gpus is not None:
             planned = [g.index for g in rec.plan.gpus]
             out.update(d.gpus.use.workload(rec.name, planned, rec.pid is not None))
@@ -40,7 +42,7 @@ class View:
     def explain(self, rec: Record) -> dict[str, Any]:
         out = resources(self.d.fs, self.d.ledger.of(rec.plan.cgroup), rec)
         if rec.plan.exclusive and rec.plan.cpus:
-            # as /proc/PID/cgroup names it: relative to the cgroup mount
+            # as a process's cgroup file names it: relative to the cgroup mount
             mount = self.d.topology.cgroup.mount
             own = "/" + (inside(self.d.root / rec.plan.cgroup, mount) or "")
             cores = parse_cpu_list(rec.plan.cpus)

@@ -25,6 +25,7 @@ class ClassPolicy:
     exclusive: bool  # whole cores of its own by default
     idle: bool  # cpu.idle by default (unless the workload sets cpu_weight)
     protect_memory: bool  # memory.low defaults to its memory_max
+    swap: bool  # may be swapped out by default (else memory.swap.max defaults to 0)
     restart: Literal["no", "on-failure", "always"]  # default restart policy
     # -- the controller
     protected: bool  # its SLO is what the controller keeps (it only ever grows it)
@@ -51,6 +52,7 @@ CLASSES: dict[str, ClassPolicy] = {
             exclusive=True,
             idle=False,
             protect_memory=True,
+            swap=False,
             restart="on-failure",
             protected=True,
             weight_cut=None,
@@ -68,6 +70,7 @@ CLASSES: dict[str, ClassPolicy] = {
             exclusive=False,
             idle=False,
             protect_memory=False,
+            swap=True,
             restart="on-failure",
             protected=False,
             weight_cut=2,
@@ -85,6 +88,7 @@ CLASSES: dict[str, ClassPolicy] = {
             exclusive=False,
             idle=False,
             protect_memory=False,
+            swap=True,
             restart="on-failure",
             protected=False,
             weight_cut=10,
@@ -102,6 +106,7 @@ CLASSES: dict[str, ClassPolicy] = {
             exclusive=False,
             idle=True,
             protect_memory=False,
+            swap=True,
             restart="on-failure",
             protected=False,
             weight_cut=10,
@@ -140,9 +145,9 @@ def table() -> str:
     """The policy as a Markdown table, for the profile reference."""
     rows = [
         "| class | rank | parent `cpu.weight` | exclusive cores | `cpu.idle` | `memory.low` = "
-        "`memory_max` | restart | controller | weight rung | capped | lends cores | shares "
-        "protected cores | frozen | stopped |",
-        "|" + "---|" * 14,
+        "`memory_max` | swapped | restart | controller | weight rung | capped | lends cores | "
+        "shares protected cores | frozen | stopped |",
+        "|" + "---|" * 15,
     ]
 
     def yes(b: bool) -> str:
@@ -151,7 +156,7 @@ def table() -> str:
     for p in CLASSES.values():
         rows.append(
             f"| {p.name} | {p.rank} | {p.parent_weight or 'cpu.idle'} | {yes(p.exclusive)} | "
-            f"{yes(p.idle)} | {yes(p.protect_memory)} | {p.restart} | "
+            f"{yes(p.idle)} | {yes(p.protect_memory)} | {yes(p.swap)} | {p.restart} | "
             f"{'protects it' if p.protected else 'may squeeze it'} | "
             f"{f'/{p.weight_cut}' if p.weight_cut else 'no'} | {yes(p.capped)} | "
             f"{yes(p.lends_cores)} | {yes(p.shares)} | "

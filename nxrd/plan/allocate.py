@@ -713,6 +713,9 @@ def _workload_plan(
     low = wl.memory_low
     if low is None and CLASSES[wl.workload_class].protect_memory:
         low = wl.memory_max  # protect its working set up to its own limit
+    swap = wl.swap_max
+    if "swap_max" not in wl.model_fields_set and not CLASSES[wl.workload_class].swap:
+        swap = 0  # a page swapped out is a request's stall on the way back in
 
     def pages(value: int | None) -> int | None:
         return None if value is None else _pages(value, topo.page_size)
@@ -727,7 +730,7 @@ def _workload_plan(
         memory_low=_pages(low or 0, topo.page_size),
         memory_high=pages(wl.memory_high),
         memory_max=pages(wl.memory_max),
-        swap_max=pages(wl.swap_max),
+        swap_max=pages(swap),
         pids_max=wl.pids_max,
         io_weight=wl.io_weight or DEFAULT_WEIGHT,
     )

@@ -112,7 +112,7 @@ def _check_workload(
         if rs.floor > cap:
             bad("right_size.floor", f"{rs.floor} bytes is above its memory limit ({cap} bytes)")
         if rs.interval < 0.5:
-            bad("right_size.interval", "at least 500ms: memory.pressure moves in 2 s averages")
+            bad("right_size.interval", "at least 500ms: each step needs time to show its cost")
 
     if wl.pool is None and wl.pool_slots is not None and "pool" not in gone:
         bad("pool_slots", "set without pool")

@@ -24,6 +24,7 @@ from nxrd.profile.model import (
     Prometheus,
     Ready,
     Restart,
+    RightSize,
     Serve,
     Slo,
     SloSource,
@@ -49,6 +50,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[workloads.NAME.control]", Control),
     ("[workloads.NAME.serve]", Serve),
     ("[workloads.NAME.net]", Net),
+    ("[workloads.NAME.right_size]", RightSize),
 ]
 
 INTRO = """\

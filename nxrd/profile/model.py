@@ -459,7 +459,7 @@ class RightSize(Section):
         description="Percent of time some task of it stalled on memory (memory.pressure, "
         "over each interval) above which memory.high goes back up; below it, down.",
     )
-    interval: Duration = Field("2s", description="How often memory.high is adjusted.")
+    interval: Duration = Field(2.0, description="How often memory.high is adjusted.")
 
 
 class Serve(Section):
@@ -542,7 +542,11 @@ class Workload(Section):
         description="Best-effort protection (memory.low). "
         "Default: memory_max for latency-critical, else none.",
     )
-    swap_max: Limit = Field(None, description="Swap limit (memory.swap.max).")
+    swap_max: Limit = Field(
+        None,
+        description="Swap limit (memory.swap.max). Default: 0 for latency-critical (never "
+        'swapped), else "max".',
+    )
     right_size: RightSize | None = Field(
         None,
         description="Give back memory it holds but does not use: memory.high follows its "

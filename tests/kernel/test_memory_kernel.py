@@ -1,10 +1,16 @@
-"""Memory on a real kernel: who the OOM killer takes when the whole machine runs out."""
+"""Memory on a real kernel: who the OOM killer takes when the whole machine runs out, and
+right-sizing giving back the page cache a workload does not use."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.kernel.test_daemon import Nxrd, alive, pids_of
 
@@ -66,5 +72,94 @@ def test_a_machine_out_of_memory_loses_batch_work_not_the_latency_critical_serve
         )
         assert all(alive(p) for p in pids.values())  # neither server was the victim
         assert [e for e in d.events("chat") if e[1] == "exited"] == []
+    finally:
+        d.stop()
+
+
+# Reads a file once (page cache it never needs again), then touches its working set
+# (64 MiB) for ever, counting passes.
+READ_ONCE = textwrap.dedent(
+    """
+    import sys, time
+    with open(sys.argv[1], "rb") as f:
+        while f.read(1 << 20):
+            pass
+    ws = bytearray(64 << 20)
+    passes = 0
+    with open(sys.argv[2], "w") as out:
+        print("read", file=out, flush=True)
+        while True:
+            for i in range(0, len(ws), 4096):
+                ws[i] = (ws[i] + 1) & 255
+            passes += 1
+            print(passes, file=out, flush=True)
+    """
+)
+
+
+@pytest.fixture
+def ext4(tmp_path: Path) -> Iterator[Path]:
+    """A small ext4 on a loop device: page cache the kernel can drop (the VM's own
+    filesystems are tmpfs and 9p)."""
+    for module in ("loop", "ext4"):
+        subprocess.run(["modprobe", module], check=True, capture_output=True, timeout=60)
+    image, mnt = tmp_path / "disk.img", tmp_path / "mnt"
+    with image.open("wb") as f:
+        f.truncate(400 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, timeout=120)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, timeout=60)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False, timeout=60)
+
+
+def stat(leaf: Path) -> dict[str, int]:
+    return {
+        k: int(v)
+        for k, v in (line.split() for line in (leaf / "memory.stat").read_text().splitlines())
+    }
+
+
+def test_right_sizing_gives_back_page_cache_it_does_not_use(
+    tmp_path: Path, cgroup_root: Path, ext4: Path
+) -> None:
+    """memory.current falls to within a fifth over what it uses (all but the page cache
+    read once) within a minute; the workload is never OOM-killed on the way."""
+    cold = ext4 / "cold.bin"
+    with cold.open("wb") as f:
+        for _ in range(192):
+            f.write(b"\\x5a" * (1 << 20))
+    subprocess.run(["sync"], check=True, timeout=120)
+    Path("/proc/sys/vm/drop_caches").write_text("3")  # its pages come back charged to it
+    (tmp_path / "read_once.py").write_text(READ_ONCE)
+    progress = tmp_path / "progress"
+    text = (
+        f'[workloads.scan]\\ncommand = ["{PY}", "{tmp_path}/read_once.py", "{cold}", "{progress}"]\\n'
+        'class = "batch"\\nmemory_max = "1G"\\n'
+        'right_size = {floor = "16M", interval = "1s"}\\n'
+    )
+    d = Nxrd(tmp_path, text, cgroup_root).start()
+    leaf = cgroup_root / "batch/scan"
+    try:
+        d.wait_for(lambda: progress.exists() and progress.read_text().startswith("read"))
+        before = stat(leaf)
+        assert before["file"] > 150 << 20  # the file it read is its page cache now
+        start = time.monotonic()
+
+        def sized() -> bool:
+            s, current = stat(leaf), int((leaf / "memory.current").read_text())
+            return current <= 1.2 * (current - s["file"])
+
+        d.wait_for(sized, timeout=60)
+        took = time.monotonic() - start
+        high = (leaf / "memory.high").read_text().strip()
+        assert high != "max" and int(high) >= 16 << 20
+        assert [e for e in d.events("scan") if e[1] == "exited"] == []  # never OOM-killed
+        print(
+            f"right-sized in {took:.1f}s: file {before['file'] >> 20} MiB -> "
+            f"{stat(leaf)['file'] >> 20} MiB, memory.high {int(high) >> 20} MiB"
+        )
     finally:
         d.stop()

@@ -240,4 +240,4 @@ def test_the_oom_killer_looks_at_lower_classes_and_priorities_first() -> None:
     # every priority of a class before any of the class above it; within one, the lower
     ranked = [oom_score_adj(c, p) for c in reversed(CLASS_NAMES) for p in (0, 500, 1000)]
     assert ranked == sorted(ranked, reverse=True)
-    assert -1000 < oom_score_adj("latency-critical", 1000) and oom_score_adj("background", 0) < 1000
+    assert oom_score_adj("latency-critical", 1000) > -1000 and oom_score_adj("background", 0) < 1000
