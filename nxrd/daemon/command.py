@@ -162,6 +162,19 @@ def check() -> None:
 
     for line in isolation_report(HostCpus()):
         click.echo(line)
+    from nxrd.kernel.block import Disks
+
+    for disk in Disks().list():
+        how = disk.enforced()
+        why = {
+            "io.cost": "io.cost is on",
+            "bfq": "the BFQ scheduler reads io.bfq.weight (nxrd writes it)",
+            None: f"scheduler {disk.scheduler}, io.cost off: nxrd turns io.cost on when a "
+            "profile sets io_weight"
+            if disk.iocost is not None
+            else f"scheduler {disk.scheduler} and no io.cost in this kernel",
+        }[how]
+        click.echo(f"{'ok' if how else 'absent':8} I/O {disk.name} ({disk.devno}): {why}")
     if not usable(reqs):
         click.echo("nxrd cannot isolate workloads on this host; it will refuse to start.", err=True)
         sys.exit(1)
@@ -174,20 +187,25 @@ def check() -> None:
 @click.pass_context
 @reported
 def restore_host(ctx: click.Context) -> None:
-    """Give the machine back the CPUs nxrd kept it off (slices, interrupts, workqueues):
-    what <state-dir>/host.json saved. The unit's ExecStopPost=, so that it runs after a
-    crash too; nothing to do when nothing is saved."""
+    """Give the machine back the CPUs nxrd kept it off (slices, interrupts, workqueues) and
+    turn off the io.cost it turned on: what <state-dir>/host.json and io.json saved. The
+    unit's ExecStopPost=, so that it runs after a crash too; nothing saved, nothing done."""
     from pathlib import Path
 
-    from nxrd.daemon.isolation import FILE, give_back
+    from nxrd.daemon import io_cost, isolation
+    from nxrd.kernel.block import Disks
     from nxrd.kernel.housekeeping import HostCpus
 
-    path = Path(ctx.parent.params["state_dir"] if ctx.parent else DEFAULT_STATE_DIR) / FILE
-    if not path.exists():
-        return
-    for problem in give_back(HostCpus(), path):
-        click.echo(f"nxrd: {problem}", err=True)
-    click.echo(f"gave back what {path} saved")
+    state = Path(ctx.parent.params["state_dir"] if ctx.parent else DEFAULT_STATE_DIR)
+    for path in (state / isolation.FILE, state / io_cost.FILE):
+        if path.exists():
+            if path.name == isolation.FILE:
+                problems = isolation.give_back(HostCpus(), path)
+            else:
+                problems = io_cost.give_back(Disks(), path)
+            for problem in problems:
+                click.echo(f"nxrd: {problem}", err=True)
+            click.echo(f"gave back what {path} saved")
 
 
 def main() -> None:

@@ -120,8 +120,8 @@ class Daemon:
         self.events.sinks.append(sinks.sink(journal))
         # before any workload starts: its exclusive cores are clear from the first
         tree = inside(self.root, self.topology.cgroup.mount)
-        self.isolation = Isolation(host.host_cpus(), self.state_dir, tree, self.say)
-        self.isolation.apply(self.plan)
+        self.isolation = Isolation(host.host_cpus(), self.state_dir, tree, self.say, host.disks())
+        self.isolation.apply(self.plan, self.profile)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
         self.rotation = fronts.Rotation(
             lambda: self.plan, self.sup, self.state_dir, host.front, self.say

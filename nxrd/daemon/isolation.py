@@ -17,27 +17,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nxrd.daemon.io_cost import IoCost
 from nxrd.errors import KernelError
 from nxrd.files import write_atomically
+from nxrd.kernel.block import Disks
 from nxrd.kernel.housekeeping import SLICES, HostCpus
 from nxrd.model.plan import Plan
 from nxrd.model.units import format_cpu_list, format_cpu_mask
 from nxrd.plan.clear_cores import exclusive_cpus, housekeeping_cpus, irq_cpus, slices_kept_off
+from nxrd.profile.model import Profile
 
 FILE = "host.json"
 
 
 class Isolation:
     def __init__(
-        self, cpus: HostCpus, state_dir: Path, tree: str | None, say: Callable[[str], None]
+        self,
+        cpus: HostCpus,
+        state_dir: Path,
+        tree: str | None,
+        say: Callable[[str], None],
+        disks: Disks | None = None,
     ) -> None:
         self.cpus, self.path, self.tree, self.say = cpus, state_dir / FILE, tree, say
+        self.io = None if disks is None else IoCost(disks, state_dir, say)
         self.applied: frozenset[int] = frozenset()
-        self.said = ""
 
-    def apply(self, plan: Plan) -> None:
+    def apply(self, plan: Plan, profile: Profile | None = None) -> None:
         """Keep the machine off this plan's exclusive cores (or give them back if it has
-        none). Never fails: what cannot be moved is said, the rest is moved."""
+        none), and make the profile's I/O weights act (io_cost.py). Never fails: what
+        cannot be done is said, the rest is done."""
+        if self.io is not None and profile is not None:
+            self.io.apply(profile)
         hk = housekeeping_cpus(plan)
         if hk == self.applied:
             return
@@ -118,6 +129,8 @@ class Isolation:
     def restore(self) -> None:
         """Give the machine back what it had (nothing to do when nothing is saved)."""
         self.applied = frozenset()
+        if self.io is not None:
+            self.io.restore()
         problems = give_back(self.cpus, self.path)
         for p in problems:
             self.say(f"warning: isolation: {p}")

@@ -177,7 +177,7 @@ class Reconfigurer:
         d.controller.close()
         d.controller = d.make_controller(profile, plan)
         d.profile, d.plan, d.source = profile, plan, source
-        d.isolation.apply(plan)
+        d.isolation.apply(plan, profile)
         d.ensure_mps()
         if d.api.handlers is not None:
             d.api.handlers.plan = plan

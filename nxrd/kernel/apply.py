@@ -84,6 +84,19 @@ def _check_within_reach(plan: Plan, fs: CgroupFS) -> None:
             )
 
 
+def _bfq_weight(undo: _Undo, rel: str, files: dict[str, str]) -> None:
+    """io.weight acts through io.cost; where a disk runs BFQ, BFQ reads io.bfq.weight
+    instead (1-1000), which exists while BFQ is loaded: the same weight goes there too."""
+    weight = files.get("io.weight", "").split()
+    if not weight:
+        return
+    try:
+        undo.fs.read(rel, "io.bfq.weight")
+    except KernelError:
+        return  # no BFQ on this kernel
+    undo.write(rel, "io.bfq.weight", f"default {min(1000, max(1, int(weight[-1])))}")
+
+
 def apply_plan(plan: Plan, fs: CgroupFS) -> None:
     """Create the class parents and workload leaves and write every planned value."""
     needed = controllers_needed(plan)
@@ -102,6 +115,7 @@ def apply_plan(plan: Plan, fs: CgroupFS) -> None:
         for cls in plan.classes:
             for filename, value in cls.files.items():
                 undo.write(cls.path, filename, value)
+            _bfq_weight(undo, cls.path, cls.files)
         if fs.exists(DAEMON_LEAF) and "cpuset" in needed:
             # nxrd's own work (its loop, the latency receiver, the shims, MPS daemons) keeps
             # off the cores that workloads hold exclusively: those are theirs alone
@@ -110,6 +124,7 @@ def apply_plan(plan: Plan, fs: CgroupFS) -> None:
             undo.mkdir(wl.cgroup)
             for filename, value in wl.files.items():
                 undo.write(wl.cgroup, filename, value)
+            _bfq_weight(undo, wl.cgroup, wl.files)
     except KernelError:
         undo.rollback()
         raise

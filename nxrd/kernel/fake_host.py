@@ -5,11 +5,13 @@ systemd recorded instead of sent."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from nxrd.errors import KernelError
 from nxrd.front.admin import FrontAdmin, FrontError
+from nxrd.kernel.block import Disk, Disks
 from nxrd.kernel.cgroupfs import CgroupFS, FakeCgroupFS
 from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.kernel.gpu_usage import GpuAccounting
@@ -176,12 +178,16 @@ class FakeHost(Host):
         self.front_stats: dict[str, str] = {}  # front -> what `show stat` answers (CSV)
         self.fake_shaper: FakeShaper | None = None  # one per host, as the kernel's tables
         self.fake_cpus = FakeHostCpus()
+        self.fake_disks = FakeDisks()
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)
 
     def host_cpus(self) -> HostCpus:
         return self.fake_cpus
+
+    def disks(self) -> Disks:
+        return self.fake_disks
 
     def shaper(self) -> Shaper:
         if self.fake_shaper is None:
@@ -336,3 +342,16 @@ class FakeHostCpus(HostCpus):
 
     def others_on(self, cores: frozenset[int], own: str) -> dict[str, Any]:
         return self.others
+
+
+class FakeDisks(Disks):
+    """Disks in memory: io.cost per device as the root's io.cost.qos would show it."""
+
+    def __init__(self, disks: list[Disk] | None = None) -> None:
+        self.disks = disks if disks is not None else [Disk("vda", "254:0", "mq-deadline", False)]
+
+    def list(self) -> list[Disk]:
+        return list(self.disks)
+
+    def set_iocost(self, devno: str, enable: bool) -> None:
+        self.disks = [replace(d, iocost=enable) if d.devno == devno else d for d in self.disks]

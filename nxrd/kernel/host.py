@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nxrd.front.admin import FrontAdmin
+from nxrd.kernel.block import Disks
 from nxrd.kernel.cgroupfs import CgroupFS
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.gpu_usage import GpuAccounting
@@ -137,6 +138,10 @@ class Host(ABC):
     def host_cpus(self) -> HostCpus:
         """Where the rest of the machine runs: slices, interrupts, workqueues."""
         return HostCpus()
+
+    def disks(self) -> Disks:
+        """Block devices, and whether I/O weights act on them."""
+        return Disks()
 
 
 class LinuxHost(Host):

@@ -7,6 +7,7 @@ These tests fail, never skip, when the kernel lacks what they check.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -79,3 +80,21 @@ def scratch() -> Iterator[Path]:
 @pytest.fixture
 def scratch_fs(scratch: Path) -> LinuxCgroupFS:
     return LinuxCgroupFS(scratch)
+
+
+@pytest.fixture
+def ext4(tmp_path: Path) -> Iterator[Path]:
+    """A small ext4 on a loop device: page cache the kernel can drop (the VM's own
+    filesystems are tmpfs and 9p)."""
+    for module in ("loop", "ext4"):
+        subprocess.run(["modprobe", module], check=True, capture_output=True, timeout=60)
+    image, mnt = tmp_path / "disk.img", tmp_path / "mnt"
+    with image.open("wb") as f:
+        f.truncate(400 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, timeout=120)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, timeout=60)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False, timeout=60)

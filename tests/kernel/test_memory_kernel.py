@@ -7,10 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.kernel.test_daemon import Nxrd, alive, pids_of
 
@@ -95,24 +92,6 @@ READ_ONCE = textwrap.dedent(
             print(passes, file=out, flush=True)
     """
 )
-
-
-@pytest.fixture
-def ext4(tmp_path: Path) -> Iterator[Path]:
-    """A small ext4 on a loop device: page cache the kernel can drop (the VM's own
-    filesystems are tmpfs and 9p)."""
-    for module in ("loop", "ext4"):
-        subprocess.run(["modprobe", module], check=True, capture_output=True, timeout=60)
-    image, mnt = tmp_path / "disk.img", tmp_path / "mnt"
-    with image.open("wb") as f:
-        f.truncate(400 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, timeout=120)
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, timeout=60)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False, timeout=60)
 
 
 def stat(leaf: Path) -> dict[str, int]:
