@@ -1,0 +1,154 @@
+"""I/O weights in the test VM: two readers of the same disk with io.weight 1000 and 100,
+without and with nxr's I/O setup (io.cost turned on for the disk: docs/isolation.md).
+
+    bash scripts/vm-run.sh '.venv/bin/python -u bench/io_weight.py'   # in the test VM, as root
+
+The disk: an ext4 on a loop device (the VM has no other). Each reader streams its own
+256 MiB file with O_DIRECT (dd, 1 MiB blocks) over and over for SECONDS. Without: two
+cgroups with the weights written, io.cost off (the kernel's default: what nxr did before).
+With: nxrd runs both as batch workloads with `io_weight`, and turns io.cost on. Printed per
+set-up and run: MiB/s of each (io.stat rbytes of its cgroup) and the ratio heavy / light;
+then the median ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+RUNS = int(os.environ.get("IO_RUNS", "3"))
+SECONDS = int(os.environ.get("IO_SECONDS", "20"))
+READER = 'while :; do dd if="$1" of=/dev/null bs=1M iflag=direct status=none; done'
+
+
+def rbytes(leaf: Path) -> int:
+    total = 0
+    for line in (leaf / "io.stat").read_text().splitlines():
+        for field in line.split()[1:]:
+            key, _, value = field.partition("=")
+            if key == "rbytes":
+                total += int(value)
+    return total
+
+
+def measure(leaves: dict[str, Path]) -> dict[str, float]:
+    before = {n: rbytes(p) for n, p in leaves.items()}
+    time.sleep(SECONDS)
+    return {n: (rbytes(p) - before[n]) / SECONDS / (1 << 20) for n, p in leaves.items()}
+
+
+def without(files: dict[str, Path]) -> dict[str, float]:
+    Path("/sys/fs/cgroup/cgroup.subtree_control").write_text("+io")
+    root = Path(f"/sys/fs/cgroup/nxr-io-{uuid.uuid4().hex[:6]}")
+    root.mkdir()
+    (root / "cgroup.subtree_control").write_text("+io")
+    procs, leaves = [], {}
+    try:
+        for name, weight in (("heavy", 1000), ("light", 100)):
+            leaf = root / name
+            leaf.mkdir()
+            (leaf / "io.weight").write_text(f"default {weight}")
+            leaves[name] = leaf
+            p = subprocess.Popen(
+                ["sh", "-c", READER, "sh", str(files[name])], start_new_session=True
+            )
+            (leaf / "cgroup.procs").write_text(str(p.pid))
+            procs.append(p)
+        return measure(leaves)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        for leaf in leaves.values():
+            while (leaf / "cgroup.procs").read_text().strip():
+                time.sleep(0.1)
+            leaf.rmdir()
+        root.rmdir()
+
+
+def with_nxr(tmp: Path, files: dict[str, Path]) -> dict[str, float]:
+    root = Path(f"/sys/fs/cgroup/nxr-io-{uuid.uuid4().hex[:6]}")
+    profile = tmp / "io.toml"
+    profile.write_text(
+        "".join(
+            f'[workloads.{n}]\ncommand = ["sh", "-c", {READER!r}, "sh", "{files[n]}"]\n'
+            f'class = "batch"\nio_weight = {w}\n'
+            for n, w in (("heavy", 1000), ("light", 100))
+        )
+    )
+    state = tmp / f"state-{uuid.uuid4().hex[:6]}"
+    nxrd = subprocess.Popen(
+        [
+            str(BIN / "nxrd"),
+            "--profile",
+            str(profile),
+            "--state-dir",
+            str(state),
+            "--socket",
+            str(tmp / "nxrd.sock"),
+            "--cgroup-root",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        leaves = {n: root / "batch" / n for n in ("heavy", "light")}
+        while not all(
+            (p / "cgroup.procs").exists() and (p / "cgroup.procs").read_text().strip()
+            for p in leaves.values()
+        ):
+            time.sleep(0.2)
+        time.sleep(2)
+        return measure(leaves)
+    finally:
+        nxrd.send_signal(signal.SIGTERM)
+        nxrd.wait(timeout=120)
+
+
+def main() -> None:
+    for module in ("loop", "ext4"):
+        subprocess.run(["modprobe", module], check=True)
+    with tempfile.TemporaryDirectory(prefix="nxr-io-") as t:
+        tmp = Path(t)
+        image, mnt = tmp / "disk.img", tmp / "mnt"
+        with image.open("wb") as f:
+            f.truncate(700 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        mnt.mkdir()
+        subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+        try:
+            files = {}
+            for name in ("heavy", "light"):
+                files[name] = mnt / f"{name}.bin"
+                with files[name].open("wb") as f:
+                    for _ in range(256):
+                        f.write(os.urandom(1 << 20))
+            subprocess.run(["sync"], check=True)
+            ratios: dict[str, list[float]] = {"without": [], "with nxr": []}
+            for i in range(RUNS):
+                for how in ratios:
+                    r = without(files) if how == "without" else with_nxr(tmp, files)
+                    ratio = r["heavy"] / max(r["light"], 1e-9)
+                    ratios[how].append(ratio)
+                    print(
+                        f"run {i + 1} {how}: heavy {r['heavy']:.1f} MiB/s, light "
+                        f"{r['light']:.1f} MiB/s, ratio {ratio:.2f}",
+                        flush=True,
+                    )
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+    for how, rs in ratios.items():
+        print(f"{how}: heavy/light {statistics.median(rs):.2f} (range {min(rs):.2f}-{max(rs):.2f})")
+
+
+if __name__ == "__main__":
+    main()
