@@ -119,11 +119,16 @@ def main() -> None:
         subprocess.run(["modprobe", module], check=True)
     with tempfile.TemporaryDirectory(prefix="nxr-io-") as t:
         tmp = Path(t)
-        image, mnt = tmp / "disk.img", tmp / "mnt"
-        with image.open("wb") as f:
-            f.truncate(700 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        backing, mnt = tmp / "backing", tmp / "mnt"
+        backing.mkdir()
         mnt.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=700M", "tmpfs", str(backing)], check=True
+        )
+        image = backing / "disk.img"
+        with image.open("wb") as f:
+            f.truncate(600 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
         subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
         try:
             files = {}
@@ -146,6 +151,7 @@ def main() -> None:
                     )
         finally:
             subprocess.run(["umount", str(mnt)], check=False)
+            subprocess.run(["umount", str(backing)], check=False)
     for how, rs in ratios.items():
         print(f"{how}: heavy/light {statistics.median(rs):.2f} (range {min(rs):.2f}-{max(rs):.2f})")
 

@@ -2,8 +2,9 @@
 
     bash scripts/vm-run.sh '.venv/bin/python -u bench/memory.py'   # in the test VM, as root
 
-A batch job reads a 192 MiB file once (page cache it never needs again; an ext4 on a loop
-device, since the VM's own filesystems are tmpfs and 9p) and then works on 64 MiB for
+A batch job reads a 128 MiB file once, twice its working set (page cache it never needs
+again; an ext4 on a loop device, since the VM's own filesystems are tmpfs and 9p), and then
+works on 64 MiB for
 SECONDS, counting passes over it. Run under nxrd without and with `right_size`, RUNS times
 each, alternating. Printed per set-up: passes per second after the read (median, range),
 memory.current and its page cache at the end, the seconds until memory.current was within
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PY = sys.executable
 RUNS = int(os.environ.get("MEMORY_RUNS", "3"))
-SECONDS = int(os.environ.get("MEMORY_SECONDS", "60"))
+SECONDS = int(os.environ.get("MEMORY_SECONDS", "45"))
 
 JOB = """
 import sys, time
@@ -109,16 +110,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nxr-mem-") as t:
         tmp = Path(t)
         (tmp / "job.py").write_text(JOB)
-        image, mnt = tmp / "disk.img", tmp / "mnt"
-        with image.open("wb") as f:
-            f.truncate(400 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        backing, mnt = tmp / "backing", tmp / "mnt"
+        backing.mkdir()
         mnt.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=400M", "tmpfs", str(backing)], check=True
+        )
+        image = backing / "disk.img"
+        with image.open("wb") as f:
+            f.truncate(320 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
         subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
         try:
             cold = mnt / "cold.bin"
             with cold.open("wb") as f:
-                for _ in range(192):
+                for _ in range(128):
                     f.write(b"\x5a" * (1 << 20))
             results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
             for i in range(RUNS):
@@ -128,6 +134,7 @@ def main() -> None:
                     print(f"run {i + 1} right_size={sized}: {r}", flush=True)
         finally:
             subprocess.run(["umount", str(mnt)], check=False)
+            subprocess.run(["umount", str(backing)], check=False)
     med = {}
     for sized, rs in results.items():
         rates = [r["rate"] for r in rs]

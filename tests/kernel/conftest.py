@@ -88,13 +88,20 @@ def ext4(tmp_path: Path) -> Iterator[Path]:
     filesystems are tmpfs and 9p)."""
     for module in ("loop", "ext4"):
         subprocess.run(["modprobe", module], check=True, capture_output=True, timeout=60)
-    image, mnt = tmp_path / "disk.img", tmp_path / "mnt"
-    with image.open("wb") as f:
-        f.truncate(400 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, timeout=120)
+    # the image on a tmpfs of its own: the VM's /tmp may not hold it (ENOSPC through loop)
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
     mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, timeout=60)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400M", "tmpfs", str(backing)], check=True)
+    image = backing / "disk.img"
     try:
-        yield mnt
+        with image.open("wb") as f:
+            f.truncate(320 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, timeout=120)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, timeout=60)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False, timeout=60)
     finally:
-        subprocess.run(["umount", str(mnt)], check=False, timeout=60)
+        subprocess.run(["umount", str(backing)], check=False, timeout=60)
