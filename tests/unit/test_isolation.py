@@ -267,3 +267,12 @@ def test_explain_of_an_exclusive_workload_asks_what_else_is_on_its_cores(tmp_pat
     assert d.view.explain(d.sup.records["chat"])["others_on_cores"]["interrupts"] == ["24"]
     assert "others_on_cores" not in d.view.explain(d.sup.records["embed"])  # shared CPUs
     d.close()
+
+
+def test_a_cgroup_root_named_by_a_unit_that_is_not_running_is_a_one_line_error() -> None:
+    """`--cgroup-root unit:NAME` (the shipped unit's): systemd is asked where NAME runs;
+    the systemd tier proves the answer, here there is none to give."""
+    from nxrd.kernel.subtree import unit_cgroup
+
+    with pytest.raises(KernelError, match=r"^--cgroup-root unit:nxr-none\.service: "):
+        unit_cgroup("nxr-none.service")
