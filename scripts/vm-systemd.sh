@@ -178,8 +178,8 @@ for u in system.slice user.slice init.scope; do
 done
 journalctl -u nxrd --no-pager | grep -E 'kept clear' | tail -1
 # two CPU hogs outside nxr, one per slice, each as busy as the machine has CPUs
-systemd-run --unit nxr-hog-sys --slice=system.slice /usr/bin/stress-ng --cpu 2 --timeout 120
-systemd-run --unit nxr-hog-user --slice=user.slice /usr/bin/stress-ng --cpu 2 --timeout 120
+systemd-run --unit nxr-hog-sys --slice=system.slice /usr/bin/stress-ng --temp-path /tmp --cpu 2 --timeout 120
+systemd-run --unit nxr-hog-user --slice=user.slice /usr/bin/stress-ng --temp-path /tmp --cpu 2 --timeout 120
 for _ in $(seq 60); do [[ $(pgrep -c stress-ng) -ge 6 ]] && break; sleep 1; done
 pgrep -a stress-ng || { systemctl status --no-pager nxr-hog-sys nxr-hog-user | tail -20; journalctl -u nxr-hog-sys --no-pager | tail -5; }
 read -r hits total < <(python3 "$RES/oncpu.py" "$SOLO" 10)
