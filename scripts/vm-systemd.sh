@@ -198,6 +198,8 @@ leaves=$(find "$CG" -mindepth 2 -type d | grep -v '/nxrd$' || true)
 for u in system.slice user.slice init.scope; do
     got=$(systemctl show -P AllowedCPUs $u)
     [[ -z $got ]] && ok "$u AllowedCPUs given back" || bad "$u still AllowedCPUs=$got"
+    eff=$(cat /sys/fs/cgroup/$u/cpuset.cpus.effective 2>/dev/null || echo "no cpuset")
+    echo "$u cpuset.cpus.effective: $eff"
 done
 sleep 2
 read -r hits total < <(python3 "$RES/oncpu.py" "$SOLO" 5)

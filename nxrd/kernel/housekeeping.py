@@ -58,7 +58,14 @@ class HostCpus:
         return r.stdout.strip()
 
     def set_allowed_cpus(self, unit: str, cpus: str) -> None:
-        """AllowedCPUs= for as long as this boot ("" lifts it)."""
+        """AllowedCPUs= for as long as this boot.
+
+        "" lifts it, but systemd (252) then stops writing the slice's cpuset.cpus at all,
+        and the narrowed value would stay in force: every online CPU is written first."""
+        if not cpus:
+            every = _read(self.sys / "devices/system/cpu/online")
+            if every:
+                self._systemctl("set-property", "--runtime", unit, f"AllowedCPUs={every}")
         self._systemctl("set-property", "--runtime", unit, f"AllowedCPUs={cpus}")
 
     def _systemctl(self, *args: str) -> subprocess.CompletedProcess[str]:

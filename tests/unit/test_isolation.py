@@ -194,6 +194,11 @@ def test_the_kernel_layer_reads_and_writes_where_the_kernel_keeps_them(tmp_path:
     ]
     with pytest.raises(KernelError, match="Failed to set: Invalid argument"):
         host.set_allowed_cpus("user.slice", "bad")
+    # lifted: every online CPU first, or systemd would leave the narrowed cpuset in force
+    (tmp_path / "sys/devices/system/cpu").mkdir(parents=True)
+    (tmp_path / "sys/devices/system/cpu/online").write_text("0-3\n")
+    host.set_allowed_cpus("user.slice", "")
+    assert [c[-1] for c in host.calls[-2:]] == ["AllowedCPUs=0-3", "AllowedCPUs="]  # type: ignore[attr-defined]
 
 
 def test_irqbalance_is_reached_through_its_own_socket(tmp_path: Path) -> None:
