@@ -1,14 +1,19 @@
 """I/O weights in the test VM: two readers of the same disk with io.weight 1000 and 100,
-without and with nxr's I/O setup (io.cost turned on for the disk: docs/isolation.md).
+without and with nxr's I/O setup (docs/isolation.md).
 
     bash scripts/vm-run.sh '.venv/bin/python -u bench/io_weight.py'   # in the test VM, as root
 
-The disk: an ext4 on a loop device (the VM has no other). Each reader streams its own
-256 MiB file with O_DIRECT (dd, 1 MiB blocks) over and over for SECONDS. Without: two
-cgroups with the weights written, io.cost off (the kernel's default: what nxr did before).
-With: nxrd runs both as batch workloads with `io_weight`, and turns io.cost on. Printed per
-set-up and run: MiB/s of each (io.stat rbytes of its cgroup) and the ratio heavy / light;
-then the median ratios.
+The disk: a null_blk device held to MBPS MB/s with a queue depth of 2, so that the disk,
+not the emulated CPUs, is what the readers wait for (a loop device on tmpfs is CPU-bound:
+weights act only where the disk is the bottleneck). Each reader streams it with O_DIRECT
+(dd, 1 MiB blocks) for SECONDS. Set-ups, alternating, RUNS times:
+  without   two cgroups with the weights written, scheduler none, io.cost off (the kernel's
+            default: what nxr did before);
+  io.cost   nxrd runs both as batch workloads with `io_weight`, and turns io.cost on;
+  bfq       the same with the BFQ scheduler on the disk: nxrd leaves io.cost off and writes
+            io.bfq.weight.
+Printed per set-up and run: MiB/s of each (io.stat rbytes of its cgroup) and the ratio
+heavy / light; then the median ratios.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 RUNS = int(os.environ.get("IO_RUNS", "3"))
 SECONDS = int(os.environ.get("IO_SECONDS", "20"))
-READER = 'while :; do dd if="$1" of=/dev/null bs=1M iflag=direct status=none; done'
+MBPS = int(os.environ.get("IO_MBPS", "100"))
+DISK = Path("/dev/nullb0")
+READER = 'while :; do dd if="$1" of=/dev/null bs=1M count=256 iflag=direct status=none; done'
 
 
 def rbytes(leaf: Path) -> int:
@@ -45,7 +52,7 @@ def measure(leaves: dict[str, Path]) -> dict[str, float]:
     return {n: (rbytes(p) - before[n]) / SECONDS / (1 << 20) for n, p in leaves.items()}
 
 
-def without(files: dict[str, Path]) -> dict[str, float]:
+def without() -> dict[str, float]:
     Path("/sys/fs/cgroup/cgroup.subtree_control").write_text("+io")
     root = Path(f"/sys/fs/cgroup/nxr-io-{uuid.uuid4().hex[:6]}")
     root.mkdir()
@@ -58,7 +65,7 @@ def without(files: dict[str, Path]) -> dict[str, float]:
             (leaf / "io.weight").write_text(f"default {weight}")
             leaves[name] = leaf
             p = subprocess.Popen(
-                ["sh", "-c", READER, "sh", str(files[name])], start_new_session=True
+                ["sh", "-c", READER, "sh", str(DISK)], start_new_session=True
             )
             (leaf / "cgroup.procs").write_text(str(p.pid))
             procs.append(p)
@@ -74,12 +81,12 @@ def without(files: dict[str, Path]) -> dict[str, float]:
         root.rmdir()
 
 
-def with_nxr(tmp: Path, files: dict[str, Path]) -> dict[str, float]:
+def with_nxr(tmp: Path) -> dict[str, float]:
     root = Path(f"/sys/fs/cgroup/nxr-io-{uuid.uuid4().hex[:6]}")
     profile = tmp / "io.toml"
     profile.write_text(
         "".join(
-            f'[workloads.{n}]\ncommand = ["sh", "-c", {READER!r}, "sh", "{files[n]}"]\n'
+            f'[workloads.{n}]\ncommand = ["sh", "-c", {READER!r}, "sh", "{DISK}"]\n'
             f'class = "batch"\nio_weight = {w}\n'
             for n, w in (("heavy", 1000), ("light", 100))
         )
@@ -114,44 +121,40 @@ def with_nxr(tmp: Path, files: dict[str, Path]) -> dict[str, float]:
         nxrd.wait(timeout=120)
 
 
+def scheduler(name: str) -> None:
+    Path("/sys/block/nullb0/queue/scheduler").write_text(name)
+
+
 def main() -> None:
-    for module in ("loop", "ext4"):
-        subprocess.run(["modprobe", module], check=True)
+    subprocess.run(["modprobe", "-r", "null_blk"], check=False)
+    subprocess.run(
+        [
+            "modprobe",
+            "null_blk",
+            "nr_devices=1",
+            "queue_mode=2",
+            "gb=4",
+            f"mbps={MBPS}",
+            "hw_queue_depth=2",
+        ],
+        check=True,
+    )
+    subprocess.run(["modprobe", "bfq"], check=False)
     with tempfile.TemporaryDirectory(prefix="nxr-io-") as t:
         tmp = Path(t)
-        backing, mnt = tmp / "backing", tmp / "mnt"
-        backing.mkdir()
-        mnt.mkdir()
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=700M", "tmpfs", str(backing)], check=True
-        )
-        image = backing / "disk.img"
-        with image.open("wb") as f:
-            f.truncate(600 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-        subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-        try:
-            files = {}
-            for name in ("heavy", "light"):
-                files[name] = mnt / f"{name}.bin"
-                with files[name].open("wb") as f:
-                    for _ in range(256):
-                        f.write(os.urandom(1 << 20))
-            subprocess.run(["sync"], check=True)
-            ratios: dict[str, list[float]] = {"without": [], "with nxr": []}
-            for i in range(RUNS):
-                for how in ratios:
-                    r = without(files) if how == "without" else with_nxr(tmp, files)
-                    ratio = r["heavy"] / max(r["light"], 1e-9)
-                    ratios[how].append(ratio)
-                    print(
-                        f"run {i + 1} {how}: heavy {r['heavy']:.1f} MiB/s, light "
-                        f"{r['light']:.1f} MiB/s, ratio {ratio:.2f}",
-                        flush=True,
-                    )
-        finally:
-            subprocess.run(["umount", str(mnt)], check=False)
-            subprocess.run(["umount", str(backing)], check=False)
+        ratios: dict[str, list[float]] = {"without": [], "io.cost": [], "bfq": []}
+        for i in range(RUNS):
+            for how in ratios:
+                scheduler("bfq" if how == "bfq" else "none")
+                r = without() if how == "without" else with_nxr(tmp)
+                ratio = r["heavy"] / max(r["light"], 1e-9)
+                ratios[how].append(ratio)
+                print(
+                    f"run {i + 1} {how}: heavy {r['heavy']:.1f} MiB/s, light "
+                    f"{r['light']:.1f} MiB/s, ratio {ratio:.2f}",
+                    flush=True,
+                )
+    subprocess.run(["modprobe", "-r", "null_blk"], check=False)
     for how, rs in ratios.items():
         print(f"{how}: heavy/light {statistics.median(rs):.2f} (range {min(rs):.2f}-{max(rs):.2f})")
 
