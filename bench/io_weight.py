@@ -64,9 +64,7 @@ def without() -> dict[str, float]:
             leaf.mkdir()
             (leaf / "io.weight").write_text(f"default {weight}")
             leaves[name] = leaf
-            p = subprocess.Popen(
-                ["sh", "-c", READER, "sh", str(DISK)], start_new_session=True
-            )
+            p = subprocess.Popen(["sh", "-c", READER, "sh", str(DISK)], start_new_session=True)
             (leaf / "cgroup.procs").write_text(str(p.pid))
             procs.append(p)
         return measure(leaves)
