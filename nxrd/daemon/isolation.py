@@ -53,7 +53,7 @@ class Isolation:
         if hk == self.applied:
             return
         if not hk:
-            self.restore()
+            self._give_back_cores()  # the I/O weights, if the profile sets them, stay acting
             return
         saved = load(self.path)
         cpus = format_cpu_list(hk)
@@ -128,11 +128,13 @@ class Isolation:
 
     def restore(self) -> None:
         """Give the machine back what it had (nothing to do when nothing is saved)."""
-        self.applied = frozenset()
         if self.io is not None:
             self.io.restore()
-        problems = give_back(self.cpus, self.path)
-        for p in problems:
+        self._give_back_cores()
+
+    def _give_back_cores(self) -> None:
+        self.applied = frozenset()
+        for p in give_back(self.cpus, self.path):
             self.say(f"warning: isolation: {p}")
 
     @staticmethod

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from nxrd.daemon.io_cost import IoCost, give_back
+from nxrd.daemon.isolation import Isolation
 from nxrd.kernel.apply import apply_plan
 from nxrd.kernel.block import Disk, Disks
 from nxrd.kernel.cgroupfs import FakeCgroupFS
-from nxrd.kernel.fake_host import FakeDisks
+from nxrd.kernel.fake_host import FakeDisks, FakeHostCpus
 from nxrd.model.topology import load_topology
 from nxrd.plan import make_plan
 from nxrd.profile import parse_profile
@@ -38,6 +39,23 @@ def test_io_cost_is_turned_on_only_where_weights_would_not_act(tmp_path: Path) -
     io.restore()  # off where nxr turned it on; left on where it was on before
     assert [d.iocost for d in disks.list()] == [False, False, True]
     assert not (tmp_path / "io.json").exists()
+
+
+def test_a_plan_losing_its_exclusive_cores_keeps_the_io_weights_acting(tmp_path: Path) -> None:
+    """Giving the cores back (a reload with no exclusive workload left) is not giving
+    io.cost back: the profile still sets io_weight."""
+    disks = FakeDisks()
+    iso = Isolation(FakeHostCpus(), tmp_path, None, lambda s: None, disks)
+    topo = load_topology(TOPOLOGIES / "vm-2cpu.json")
+    lc = '[workloads.chat]\ncommand = ["c"]\nclass = "latency-critical"\ncpus = 1\n'
+    with_lc = parse_profile(WEIGHTED + lc)
+    iso.apply(make_plan(with_lc, topo), with_lc)
+    assert disks.list()[0].iocost
+    without = parse_profile(WEIGHTED)
+    iso.apply(make_plan(without, topo), without)
+    assert disks.list()[0].iocost
+    iso.restore()  # nxrd exits: both given back
+    assert not disks.list()[0].iocost
 
 
 def test_a_kernel_without_io_cost_is_a_warning_naming_the_disk(tmp_path: Path) -> None:
