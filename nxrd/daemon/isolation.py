@@ -81,14 +81,11 @@ class Isolation:
             saved["irqbalance"] = str(sock)
         write_atomically(self.path, json.dumps(saved, sort_keys=True))
 
-        moved_slices = []
-        for unit in kept:
-            if unit in slices:
-                try:
-                    self.cpus.set_allowed_cpus(unit, cpus)
-                    moved_slices.append(unit)
-                except KernelError as e:
-                    problems.append(str(e))
+        moved_slices = [
+            unit
+            for unit in kept
+            if unit in slices and _quietly(problems, self.cpus.set_allowed_cpus, unit, cpus)
+        ]
         moved, stuck = 0, []
         for irq, original in irqs.items():
             try:
@@ -98,13 +95,13 @@ class Isolation:
                 stuck.append(irq)  # per-CPU and managed interrupts stay where they are
         if "default_irq" in saved:
             mask = format_cpu_mask(hk, saved["default_irq"])
-            self._quietly(problems, self.cpus.set_default_irq_mask, mask)
+            _quietly(problems, self.cpus.set_default_irq_mask, mask)
         if "workqueue" in saved:
             mask = format_cpu_mask(hk, saved["workqueue"])
-            self._quietly(problems, self.cpus.set_workqueue_mask, mask)
+            _quietly(problems, self.cpus.set_workqueue_mask, mask)
         exclusive = format_cpu_list(exclusive_cpus(plan))
         if sock is not None:
-            self._quietly(problems, self.cpus.ban_from_irqbalance, sock, exclusive)
+            _quietly(problems, self.cpus.ban_from_irqbalance, sock, exclusive)
         self.applied = hk
         what = [f"{', '.join(moved_slices)} (AllowedCPUs)"] if moved_slices else []
         what.append(f"{moved} interrupts")
@@ -137,12 +134,16 @@ class Isolation:
         for p in give_back(self.cpus, self.path):
             self.say(f"warning: isolation: {p}")
 
-    @staticmethod
-    def _quietly(problems: list[str], write: Callable[..., None], *args: Any) -> None:
-        try:
-            write(*args)
-        except KernelError as e:
-            problems.append(str(e))
+
+def _quietly(problems: list[str], write: Callable[..., None], *args: Any) -> bool:
+    """write(*args); what the kernel or systemd refused joins problems (False), and the
+    rest goes on: one refusal never leaves the machine half moved or half given back."""
+    try:
+        write(*args)
+    except KernelError as e:
+        problems.append(str(e))
+        return False
+    return True
 
 
 def inside(root: Path, mount: str | None) -> str | None:
@@ -166,24 +167,17 @@ def give_back(cpus: HostCpus, path: Path) -> list[str]:
     saved = load(path)
     if not saved:
         return []
-    problems = []
-
-    def quietly(write: Callable[..., None], *args: Any) -> None:
-        try:
-            write(*args)
-        except KernelError as e:
-            problems.append(str(e))
-
+    problems: list[str] = []
     for unit, original in saved.get("slices", {}).items():
-        quietly(cpus.set_allowed_cpus, unit, original)
+        _quietly(problems, cpus.set_allowed_cpus, unit, original)
     for irq, original in saved.get("irqs", {}).items():
         with contextlib.suppress(KernelError):  # gone, or the kernel kept it in place
             cpus.set_irq(irq, original)
     if "default_irq" in saved:
-        quietly(cpus.set_default_irq_mask, saved["default_irq"])
+        _quietly(problems, cpus.set_default_irq_mask, saved["default_irq"])
     if "workqueue" in saved:
-        quietly(cpus.set_workqueue_mask, saved["workqueue"])
+        _quietly(problems, cpus.set_workqueue_mask, saved["workqueue"])
     if "irqbalance" in saved and Path(saved["irqbalance"]).exists():
-        quietly(cpus.ban_from_irqbalance, Path(saved["irqbalance"]), None)
+        _quietly(problems, cpus.ban_from_irqbalance, Path(saved["irqbalance"]), None)
     path.unlink(missing_ok=True)
     return problems
