@@ -46,7 +46,7 @@ class IoCost:
                 self.disks.set_iocost(d.devno, True)
                 done.append(f"{d.name} ({d.devno}, {d.scheduler})")
             except KernelError as e:
-                self.say(f"warning: io_weight: {e}")
+                self.say(f"warning: io_weight: {d.name} ({d.devno}): {e}")
         if done:
             self.say(f"io.cost turned on for {', '.join(done)}: io_weight acts there now")
 
@@ -70,6 +70,6 @@ def give_back(disks: Disks, path: Path) -> list[str]:
         try:
             disks.set_iocost(devno, False)
         except KernelError as e:
-            problems.append(str(e))
+            problems.append(f"{devno}: {e}")
     path.unlink(missing_ok=True)
     return problems

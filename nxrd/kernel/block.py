@@ -8,11 +8,10 @@ can turn io.cost on (its built-in linear model for the device class: `ctrl=auto`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nxrd.errors import KernelError
+from nxrd.kernel.housekeeping import write_value
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,5 @@ class Disks:
         return out
 
     def set_iocost(self, devno: str, enable: bool) -> None:
-        path = self.cgroup / "io.cost.qos"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-            try:
-                os.write(fd, f"{devno} enable={int(enable)} ctrl=auto".encode())
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise KernelError(f"{path}: {devno}: {e.strerror or e}") from None
+        line = f"{devno} enable={int(enable)} ctrl=auto"
+        write_value(self.cgroup / "io.cost.qos", line)

@@ -93,14 +93,14 @@ class HostCpus:
     def set_irq(self, irq: str, cpus: str) -> None:
         """KernelError when the kernel keeps it where it is (a per-CPU or managed interrupt
         answers EIO; one that went away, ENOENT)."""
-        _write(self.proc / "irq" / irq / "smp_affinity_list", cpus)
+        write_value(self.proc / "irq" / irq / "smp_affinity_list", cpus)
 
     def default_irq_mask(self) -> str | None:
         """The CPUs (hex mask) a new interrupt gets; None when the file is missing."""
         return _read(self.proc / "irq/default_smp_affinity")
 
     def set_default_irq_mask(self, mask: str) -> None:
-        _write(self.proc / "irq/default_smp_affinity", mask)
+        write_value(self.proc / "irq/default_smp_affinity", mask)
 
     # -- unbound workqueues
 
@@ -109,7 +109,7 @@ class HostCpus:
         return _read(self.sys / "devices/virtual/workqueue/cpumask")
 
     def set_workqueue_mask(self, mask: str) -> None:
-        _write(self.sys / "devices/virtual/workqueue/cpumask", mask)
+        write_value(self.sys / "devices/virtual/workqueue/cpumask", mask)
 
     # -- what else runs there
 
@@ -198,7 +198,8 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _write(path: Path, value: str) -> None:
+def write_value(path: Path, value: str) -> None:
+    """One value, in one write(2), to a kernel file (proc, sysfs, a cgroup's root file)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         try:
