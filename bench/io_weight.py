@@ -22,13 +22,13 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from nxrd_run import running
+
 RUNS = int(os.environ.get("IO_RUNS", "3"))
 SECONDS = int(os.environ.get("IO_SECONDS", "20"))
 MBPS = int(os.environ.get("IO_MBPS", "100"))
@@ -80,32 +80,12 @@ def without() -> dict[str, float]:
 
 
 def with_nxr(tmp: Path) -> dict[str, float]:
-    root = Path(f"/sys/fs/cgroup/nxr-io-{uuid.uuid4().hex[:6]}")
-    profile = tmp / "io.toml"
-    profile.write_text(
-        "".join(
-            f'[workloads.{n}]\ncommand = ["sh", "-c", {READER!r}, "sh", "{DISK}"]\n'
-            f'class = "batch"\nio_weight = {w}\n'
-            for n, w in (("heavy", 1000), ("light", 100))
-        )
+    text = "".join(
+        f'[workloads.{n}]\ncommand = ["sh", "-c", {READER!r}, "sh", "{DISK}"]\n'
+        f'class = "batch"\nio_weight = {w}\n'
+        for n, w in (("heavy", 1000), ("light", 100))
     )
-    state = tmp / f"state-{uuid.uuid4().hex[:6]}"
-    nxrd = subprocess.Popen(
-        [
-            str(BIN / "nxrd"),
-            "--profile",
-            str(profile),
-            "--state-dir",
-            str(state),
-            "--socket",
-            str(tmp / "nxrd.sock"),
-            "--cgroup-root",
-            str(root),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with running(tmp, text) as root:
         leaves = {n: root / "batch" / n for n in ("heavy", "light")}
         while not all(
             (p / "cgroup.procs").exists() and (p / "cgroup.procs").read_text().strip()
@@ -114,9 +94,6 @@ def with_nxr(tmp: Path) -> dict[str, float]:
             time.sleep(0.2)
         time.sleep(2)
         return measure(leaves)
-    finally:
-        nxrd.send_signal(signal.SIGTERM)
-        nxrd.wait(timeout=120)
 
 
 def scheduler(name: str) -> None:

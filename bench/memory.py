@@ -14,7 +14,6 @@ memory.current and its page cache at the end, the seconds until memory.current w
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,8 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
+from nxrd_run import running
+
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PY = sys.executable
 RUNS = int(os.environ.get("MEMORY_RUNS", "3"))
 SECONDS = int(os.environ.get("MEMORY_SECONDS", "45"))
@@ -53,55 +53,38 @@ def stat(leaf: Path) -> dict[str, int]:
 
 def run(tmp: Path, cold: Path, sized: bool) -> dict[str, float]:
     progress = tmp / f"progress-{uuid.uuid4().hex[:6]}"
-    root = Path(f"/sys/fs/cgroup/nxr-bench-{uuid.uuid4().hex[:6]}")
     extra = 'right_size = {floor = "16M", interval = "1s"}\n' if sized else ""
-    profile = tmp / "memory.toml"
-    profile.write_text(
+    text = (
         f'[workloads.scan]\ncommand = ["{PY}", "{tmp}/job.py", "{cold}", "{progress}"]\n'
         f'class = "batch"\nmemory_max = "1G"\n{extra}'
     )
     subprocess.run(["sync"], check=True)
     Path("/proc/sys/vm/drop_caches").write_text("3")
-    state = tmp / f"state-{uuid.uuid4().hex[:6]}"
-    nxrd = subprocess.Popen(
-        [
-            str(BIN / "nxrd"),
-            "--profile",
-            str(profile),
-            "--state-dir",
-            str(state),
-            "--socket",
-            str(tmp / "nxrd.sock"),
-            "--cgroup-root",
-            str(root),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    leaf = root / "batch/scan"
-    try:
-        while not (progress.exists() and progress.read_text().startswith("read")):
-            time.sleep(0.2)
-        began = float(progress.read_text().split()[1])
-        sized_at = None
-        while time.monotonic() - began < SECONDS:
-            s, current = stat(leaf), int((leaf / "memory.current").read_text())
-            if sized_at is None and current <= 1.2 * (current - s["file"]):
-                sized_at = time.monotonic() - began
-            time.sleep(0.5)
+    with running(tmp, text) as root:
+        return measured(root / "batch/scan", progress)
+
+
+def measured(leaf: Path, progress: Path) -> dict[str, float]:
+    """The job's passes per second after its read, its memory at the end, and when it was
+    first within 20% of what it uses besides the page cache (-1: never)."""
+    while not (progress.exists() and progress.read_text().startswith("read")):
+        time.sleep(0.2)
+    began = float(progress.read_text().split()[1])
+    sized_at = None
+    while time.monotonic() - began < SECONDS:
         s, current = stat(leaf), int((leaf / "memory.current").read_text())
-        lines = progress.read_text().splitlines()[1:]
-        passes, last = int(lines[-1].split()[0]), float(lines[-1].split()[1])
-        return {
-            "rate": passes / (last - began),
-            "current": current / (1 << 20),
-            "file": s["file"] / (1 << 20),
-            "sized_at": -1.0 if sized_at is None else sized_at,
-        }
-    finally:
-        nxrd.send_signal(signal.SIGTERM)
-        nxrd.wait(timeout=120)
-        subprocess.run(["rmdir", str(root)], check=False, stderr=subprocess.DEVNULL)
+        if sized_at is None and current <= 1.2 * (current - s["file"]):
+            sized_at = time.monotonic() - began
+        time.sleep(0.5)
+    s, current = stat(leaf), int((leaf / "memory.current").read_text())
+    lines = progress.read_text().splitlines()[1:]
+    passes, last = int(lines[-1].split()[0]), float(lines[-1].split()[1])
+    return {
+        "rate": passes / (last - began),
+        "current": current / (1 << 20),
+        "file": s["file"] / (1 << 20),
+        "sized_at": -1.0 if sized_at is None else sized_at,
+    }
 
 
 def main() -> None:
