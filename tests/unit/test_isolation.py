@@ -132,9 +132,10 @@ def test_a_slice_systemd_refuses_is_a_warning_and_the_rest_still_moves(tmp_path:
     )
 
 
-def test_nxrd_keeps_the_machine_off_its_exclusive_cores_until_it_exits(tmp_path: Path) -> None:
+def started(tmp_path: Path, profile: str) -> tuple[FakeHost, Daemon]:
+    """nxrd started on a fake 2-CPU host with this profile."""
     host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
-    (tmp_path / "p.toml").write_text(LC)
+    (tmp_path / "p.toml").write_text(profile)
     d = Daemon(
         [str(tmp_path / "p.toml")],
         str(tmp_path / "state"),
@@ -142,6 +143,11 @@ def test_nxrd_keeps_the_machine_off_its_exclusive_cores_until_it_exits(tmp_path:
         host=host,
     )
     d.start()
+    return host, d
+
+
+def test_nxrd_keeps_the_machine_off_its_exclusive_cores_until_it_exits(tmp_path: Path) -> None:
+    host, d = started(tmp_path, LC)
     assert host.fake_cpus.allowed["user.slice"] == "1"
     d.close()
     assert host.fake_cpus.allowed["user.slice"] == "" and host.fake_cpus.irq["1"] == "0-1"
@@ -259,15 +265,7 @@ def test_explain_names_what_else_may_run_on_an_exclusive_workloads_cores(tmp_pat
 
 
 def test_explain_of_an_exclusive_workload_asks_what_else_is_on_its_cores(tmp_path: Path) -> None:
-    host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
-    (tmp_path / "p.toml").write_text(LC + BATCH)
-    d = Daemon(
-        [str(tmp_path / "p.toml")],
-        str(tmp_path / "state"),
-        socket_path=str(tmp_path / "nxrd.sock"),
-        host=host,
-    )
-    d.start()
+    host, d = started(tmp_path, LC + BATCH)
     host.fake_cpus.others["interrupts"] = ["24"]
     assert d.view.explain(d.sup.records["chat"])["others_on_cores"]["interrupts"] == ["24"]
     assert "others_on_cores" not in d.view.explain(d.sup.records["embed"])  # shared CPUs
