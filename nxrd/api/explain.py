@@ -21,6 +21,7 @@ DECIDED_BY: dict[str, tuple[str, ...]] = {
     "memory.high": ("memory_high",),
     "memory.max": ("memory_max",),
     "memory.swap.max": ("swap_max",),
+    "memory.zswap.max": ("zswap_max",),
     "memory.oom.group": (),
     "pids.max": ("pids_max",),
     "io.weight": ("io_weight",),

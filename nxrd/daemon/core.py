@@ -20,7 +20,7 @@ from nxrd.api.protocol import DEFAULT_SOCKET
 from nxrd.api.server import Access, ApiServer
 from nxrd.controller.loop import Controller
 from nxrd.controller.push import PushReceiver
-from nxrd.daemon import adopt, cpus, fronts, sinks, waiting
+from nxrd.daemon import adopt, cpus, fronts, memory_guard, sinks, waiting
 from nxrd.daemon.egress_sync import EgressSync, leaves
 from nxrd.daemon.gpu_watch import GpuWatch
 from nxrd.daemon.isolation import Isolation, inside
@@ -123,6 +123,7 @@ class Daemon:
         self.isolation = Isolation(host.host_cpus(), self.state_dir, tree, self.say, host.disks())
         self.isolation.apply(self.plan, self.profile)
         self.sup = Supervisor(self.profile, self.plan, self.runtime, self.events, host.time)
+        self.memory_guard = memory_guard.MemoryGuard(self)
         self.rotation = fronts.Rotation(
             lambda: self.plan, self.sup, self.state_dir, host.front, self.say
         )
@@ -225,6 +226,7 @@ class Daemon:
             self.egress.step(now)
         self.sup.tick(now)
         if not stopping:
+            self.memory_guard.step(now)
             self.rotation.step(now)
             self.controller.tick(now, lambda names: self.signals_of(names, now))
         if now - self.last_sample >= 1.0:

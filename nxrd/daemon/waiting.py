@@ -38,7 +38,9 @@ def wait(
     than a latency report arrives. Reports come with every request a workload serves (tens
     a second): they only add samples, so they do not run the rest of the loop each time."""
     if until is None:
-        until = now + min(d.sup.next_wakeup(now), d.controller.wakeup(now), 1.0)
+        until = now + min(
+            d.sup.next_wakeup(now), d.controller.wakeup(now), d.memory_guard.wakeup(now), 1.0
+        )
         for server in servers(d):
             if (due := server.next_deadline()) is not None:
                 until = min(until, max(now, due))

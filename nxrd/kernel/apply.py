@@ -97,6 +97,18 @@ def _bfq_weight(undo: _Undo, rel: str, files: dict[str, str]) -> None:
     undo.write(rel, "io.bfq.weight", f"default {min(1000, max(1, int(weight[-1])))}")
 
 
+def _zswap_default(undo: _Undo, rel: str, files: dict[str, str]) -> None:
+    """memory.zswap.max is written only while the profile sets zswap_max (the file exists
+    only on kernels with zswap): once it is taken out, the kernel's default goes back."""
+    if "memory.zswap.max" in files or rel in undo.created:
+        return
+    try:
+        undo.fs.read(rel, "memory.zswap.max")
+    except KernelError:
+        return  # no zswap on this kernel
+    undo.write(rel, "memory.zswap.max", "max")
+
+
 def apply_plan(plan: Plan, fs: CgroupFS) -> None:
     """Create the class parents and workload leaves and write every planned value."""
     needed = controllers_needed(plan)
@@ -125,6 +137,7 @@ def apply_plan(plan: Plan, fs: CgroupFS) -> None:
             for filename, value in wl.files.items():
                 undo.write(wl.cgroup, filename, value)
             _bfq_weight(undo, wl.cgroup, wl.files)
+            _zswap_default(undo, wl.cgroup, wl.files)
     except KernelError:
         undo.rollback()
         raise

@@ -210,6 +210,7 @@ _CONTROLLER_FILES = {
         "memory.high": "max",
         "memory.max": "max",
         "memory.swap.max": "max",
+        "memory.zswap.max": "max",
         "memory.oom.group": "0",
         "memory.current": "0",
         "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0",

@@ -120,11 +120,25 @@ def _nodes(root: Path, cpus: list[Cpu]) -> list[Node]:
 
 
 def _meminfo_total(path: Path) -> int:
-    """MemTotal in bytes, from /proc/meminfo or a node's meminfo ("Node 0 MemTotal: ...")."""
+    """MemTotal in bytes, from /proc/meminfo or a node's meminfo."""
+    return meminfo(path).get("MemTotal", 0)
+
+
+def meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
+    """/proc/meminfo (or a node's: "Node 0 MemTotal: ..."), in bytes ({} if unreadable)."""
     try:
         text = path.read_text(encoding="ascii")
     except OSError:
-        return 0
+        return {}
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        keys = [i for i, p in enumerate(parts) if p.endswith(":")]
+        if keys and keys[-1] + 1 < len(parts):
+            i = keys[-1]
+            value = int(parts[i + 1])
+            out[parts[i][:-1]] = value * 1024 if parts[i + 2 : i + 3] == ["kB"] else value
+    return out
     for line in text.splitlines():
         parts = line.split()
         if "MemTotal:" in parts:

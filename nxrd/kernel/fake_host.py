@@ -179,6 +179,8 @@ class FakeHost(Host):
         self.fake_shaper: FakeShaper | None = None  # one per host, as the kernel's tables
         self.fake_cpus = FakeHostCpus()
         self.fake_disks = FakeDisks()
+        gib = 1 << 30  # /proc/meminfo, in bytes; tests set what the guard reads
+        self.memory = {"MemTotal": 8 * gib, "MemAvailable": 6 * gib, "SwapTotal": 0}
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)
@@ -188,6 +190,9 @@ class FakeHost(Host):
 
     def disks(self) -> Disks:
         return self.fake_disks
+
+    def meminfo(self) -> dict[str, int]:
+        return dict(self.memory)
 
     def shaper(self) -> Shaper:
         if self.fake_shaper is None:

@@ -139,6 +139,10 @@ class Host(ABC):
         """Where the rest of the machine runs: slices, interrupts, workqueues."""
         return HostCpus()
 
+    @abstractmethod
+    def meminfo(self) -> dict[str, int]:
+        """The machine's /proc/meminfo, in bytes: MemTotal, MemAvailable, SwapFree..."""
+
     def disks(self) -> Disks:
         """Block devices, and whether I/O weights act on them."""
         return Disks()
@@ -149,6 +153,11 @@ class LinuxHost(Host):
 
     def __init__(self) -> None:
         self.mount = CGROUP2_MOUNT  # where discovery found the cgroup2 hierarchy
+
+    def meminfo(self) -> dict[str, int]:
+        from nxrd.kernel.discovery import meminfo
+
+        return meminfo()
 
     def discover(self, subtree: str | None) -> Topology:
         from nxrd.kernel.discovery import discover

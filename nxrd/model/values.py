@@ -48,6 +48,7 @@ class LeafValues(Data):
     memory_high: int | None = None  # None: "max"
     memory_max: int | None = None
     swap_max: int | None = None
+    zswap_max: int | None = None  # None: not written (the file exists only with zswap)
     pids_max: int | None = None
     io_weight: int = DEFAULT_WEIGHT
 
@@ -67,6 +68,8 @@ class LeafValues(Data):
         files["memory.high"] = _limit(self.memory_high)
         files["memory.max"] = _limit(self.memory_max)
         files["memory.swap.max"] = _limit(self.swap_max)
+        if self.zswap_max is not None:
+            files["memory.zswap.max"] = str(self.zswap_max)
         # An OOM kill takes the whole workload, not a random thread of it: one exit cause.
         files["memory.oom.group"] = "1"
         files["pids.max"] = _limit(self.pids_max)
@@ -89,6 +92,7 @@ class LeafValues(Data):
             memory_high=_read_limit(files["memory.high"]),
             memory_max=_read_limit(files["memory.max"]),
             swap_max=_read_limit(files["memory.swap.max"]),
+            zswap_max=_read_limit(files.get("memory.zswap.max", "max")),
             pids_max=_read_limit(files["pids.max"]),
             io_weight=int(files["io.weight"].split()[-1]),
         )

@@ -731,6 +731,7 @@ def _workload_plan(
         memory_high=pages(wl.memory_high),
         memory_max=pages(wl.memory_max),
         swap_max=pages(swap),
+        zswap_max=pages(wl.zswap_max),
         pids_max=wl.pids_max,
         io_weight=wl.io_weight or DEFAULT_WEIGHT,
     )

@@ -90,11 +90,15 @@ def diff(old: tuple[Profile, Plan], new: tuple[Profile, Plan]) -> list[Change]:
 
 def _files(workload: str, where: str, old: dict[str, str], new: dict[str, str]) -> list[Change]:
     prefix = f"{where}/" if where and not workload else ""
-    return [
+    changed = [
         Change(workload, prefix + f, old.get(f, ""), v, LIVE)
         for f, v in new.items()
         if old.get(f) != v
     ]
+    zswap = "memory.zswap.max"  # written only while zswap_max is set; apply puts max back
+    if zswap in old and zswap not in new:
+        changed.append(Change(workload, prefix + zswap, old[zswap], "max", LIVE))
+    return changed
 
 
 def _workload(

@@ -189,6 +189,30 @@ class HostNet(Section):
     )
 
 
+class MemoryGuardSettings(Section):
+    """Kill a batch or background workload before the kernel's OOM killer has to act
+    (docs/memory.md)."""
+
+    enabled: bool = Field(
+        True,
+        description="Act when available memory and free swap are both under their thresholds.",
+    )
+    available: float = Field(
+        5.0,
+        gt=0,
+        le=50,
+        description="Percent of the machine's memory (MemAvailable of MemTotal) under which "
+        "it is about to run out.",
+    )
+    swap_free: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description="Percent of swap that must still be free for the guard to wait (without "
+        "swap, only available counts).",
+    )
+
+
 class HostSettings(Section):
     """What nxr keeps for the host itself."""
 
@@ -215,6 +239,10 @@ class HostSettings(Section):
         "share; those workloads then get gpu_compute and a hard gpu_memory limit.",
     )
     net: HostNet = Field(default_factory=HostNet, description="Egress shaping (docs/network.md).")
+    memory_guard: MemoryGuardSettings = Field(
+        default_factory=MemoryGuardSettings,
+        description="Killing batch work before the kernel's OOM killer (docs/memory.md).",
+    )
 
 
 class ControllerSettings(Section):
@@ -520,7 +548,11 @@ class Workload(Section):
         "for cores, CPU share and memory protection (docs/planning.md).",
     )
     priority: int = Field(
-        500, ge=0, le=1000, description="0-1000; higher starts first when a pool has a queue."
+        500,
+        ge=0,
+        le=1000,
+        description="0-1000; higher starts first when a pool has a queue, and within its "
+        "class is capped, frozen, stopped or killed for memory last.",
     )
     cpus: int | None = Field(
         None,
@@ -546,6 +578,12 @@ class Workload(Section):
         None,
         description="Swap limit (memory.swap.max). Default: 0 for latency-critical (never "
         'swapped), else "max".',
+    )
+    zswap_max: Limit = Field(
+        None,
+        description="Most of its memory zswap may keep compressed (memory.zswap.max; Linux "
+        "5.19+ built with zswap). Written only when set. With swap_max 0 (latency-critical) "
+        "nothing of it goes to zswap either.",
     )
     right_size: RightSize | None = Field(
         None,

@@ -37,6 +37,7 @@ CAUSES = (
     "exit-code",  # exited by itself; code holds the status
     "signal",  # killed by a signal nxr did not send
     "oom",  # the kernel's OOM killer (memory.events oom_kill rose)
+    "killed-for-memory",  # nxr's memory guard, before the kernel's OOM killer had to
     "stopped-by-operator",
     "stopped-by-controller",  # its ladder's last rung (control.stop); started again later
     "not-ready",  # no readiness within ready.timeout

@@ -47,6 +47,7 @@ class Record:
     held: bool = False  # stopped by a policy: stays stopped across nxrd's restarts
     next_probe: float = 0.0
     oom_before: int = 0
+    killed_for: str | None = None  # why nxr's memory guard killed it, until its exit is seen
     last_exit: str | None = None
     start_after_stop: bool = False  # a restart: start again once stopped
     frozen: bool = False
@@ -408,6 +409,7 @@ class Supervisor:
             return
         rec.pid, rec.shim_pid = started.pid, started.shim_pid
         rec.stop_cause, rec.held, rec.next_probe = None, False, now
+        rec.killed_for = None
         self._move(rec, State.STARTING, f"{cause}; pid {started.pid}")
         self._probe(rec, now)
 
@@ -453,9 +455,22 @@ class Supervisor:
                 self.start(rec.name, now)
             return
         if ended is not None:
-            self._exited(rec, self._cause(rec, ended), now)
+            self._exited(rec, self._cause(rec, ended), now, rec.killed_for or "")
+
+    def kill(self, name: str, now: float, why: str) -> bool:
+        """Kill a running workload's whole cgroup at once, for memory (the memory guard):
+        its exit is `killed for memory: WHY`, and its restart policy applies as to an OOM
+        kill. False when it has no process to kill."""
+        rec = self.records[name]
+        if rec.state not in (State.STARTING, State.READY) or rec.pid is None:
+            return False
+        rec.killed_for = why
+        self.runtime.kill_all(rec.plan)  # SIGKILL reaches frozen tasks too
+        return True
 
     def _cause(self, rec: Record, ended: Ended) -> Exit:
+        if rec.killed_for is not None:
+            return Exit("killed-for-memory", signal=ended.signal)
         if ended.signal == signal.SIGKILL and self.runtime.oom_kills(rec.plan) > rec.oom_before:
             return Exit("oom", signal=ended.signal)
         if ended.signal is not None:

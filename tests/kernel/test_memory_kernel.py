@@ -51,6 +51,7 @@ def test_a_machine_out_of_memory_loses_batch_work_not_the_latency_critical_serve
         (tmp_path / name).write_text(code)
     holder, bomb = tmp_path / "holder.py", tmp_path / "bomb.py"
     text = (
+        "[host]\nmemory_guard = { enabled = false }\n"  # the kernel's own choice, here
         f'[workloads.chat]\ncommand = ["{PY}", "{holder}"]\nclass = "latency-critical"\n'
         'cpus = 1\nrestart = {policy = "no"}\n'
         f'[workloads.web]\ncommand = ["{PY}", "{holder}"]\nrestart = {{policy = "no"}}\n'
@@ -70,6 +71,54 @@ def test_a_machine_out_of_memory_loses_batch_work_not_the_latency_critical_serve
         )
         assert all(alive(p) for p in pids.values())  # neither server was the victim
         assert [e for e in d.events("chat") if e[1] == "exited"] == []
+    finally:
+        d.stop()
+
+
+# Takes memory 32 MiB at a time every 50 ms (640 MiB/s) until killed.
+STEADY_BOMB = (
+    BOMB.replace("held.append(chunk)", "held.append(chunk); time.sleep(0.05)")
+    .replace("64 << 20", "32 << 20")
+    .replace("range(128)", "range(256)")
+)
+
+
+def kernel_oom_kills() -> int:
+    """The kernel's OOM kills since boot (/proc/vmstat oom_kill)."""
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    raise AssertionError("no oom_kill in /proc/vmstat")
+
+
+def test_the_memory_guard_kills_the_batch_job_before_the_kernel_has_to(
+    tmp_path: Path, cgroup_root: Path
+) -> None:
+    """The same machine running out, the guard on: nxrd kills the batch job's leaf while
+    15% of memory is still available, so the kernel's OOM killer never runs (its count in
+    /proc/vmstat stays put); the latency-critical server keeps its process."""
+    for name, code in (("holder.py", HOLDER), ("bomb.py", STEADY_BOMB)):
+        (tmp_path / name).write_text(code)
+    holder, bomb = tmp_path / "holder.py", tmp_path / "bomb.py"
+    text = (
+        "[host]\nmemory_guard = { available = 15 }\n"
+        f'[workloads.chat]\ncommand = ["{PY}", "{holder}"]\nclass = "latency-critical"\n'
+        'cpus = 1\nrestart = {policy = "no"}\n'
+        f'[workloads.bomb]\ncommand = ["{PY}", "{bomb}"]\nclass = "batch"\n'
+        'restart = {policy = "no"}\n'
+    )
+    before = kernel_oom_kills()
+    d = Nxrd(tmp_path, text, cgroup_root).start()
+    chat = cgroup_root / "latency-critical/chat"
+    try:
+        d.wait_for(lambda: d.state_of("chat").get("state") == "ready" and pids_of(chat))
+        pid = pids_of(chat)[0]
+        d.wait_for(lambda: any(e[1] == "exited" for e in d.events("bomb")), timeout=300)
+        exited = [e for e in d.events("bomb") if e[1] == "exited"]
+        assert exited[0][2].startswith("killed for memory: memory available"), exited
+        assert "the only batch workload" in exited[0][2]
+        assert kernel_oom_kills() == before
+        assert alive(pid) and pids_of(chat) == [pid]
     finally:
         d.stop()
 

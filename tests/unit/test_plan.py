@@ -672,3 +672,24 @@ def test_memory_nodes_out_of_reach_are_planned_as_memoryless(socket2: Topology) 
 def test_no_cpu_within_reach_is_refused_in_a_sentence(vm2: Topology) -> None:
     with pytest.raises(TopologyError, match=r"^nxrd's cgroup may run only on CPUs 5-6, none "):
         plan(LC.format(name="a", cpus=1), _limited(vm2, "5-6"))
+
+
+def test_zswap_max_is_written_only_when_set_and_put_back_when_taken_out(vm2: Topology) -> None:
+    from nxrd.kernel.apply import apply_plan
+    from nxrd.kernel.cgroupfs import FakeCgroupFS
+    from nxrd.plan.diff import diff
+
+    base = '[workloads.embed]\ncommand = ["e"]\nclass = "batch"\n'
+    with_zswap = parse_profile(base + 'zswap_max = "256M"\n')
+    without = parse_profile(base)
+    set_plan, unset_plan = make_plan(with_zswap, vm2), make_plan(without, vm2)
+    assert set_plan.workloads[0].files["memory.zswap.max"] == str(256 << 20)
+    # not set: not written, so a kernel without zswap (no such file) still runs it
+    assert "memory.zswap.max" not in unset_plan.workloads[0].files
+    fs = FakeCgroupFS()
+    apply_plan(set_plan, fs)
+    assert fs.read("batch/embed", "memory.zswap.max") == str(256 << 20)
+    changes = diff((with_zswap, set_plan), (without, unset_plan))
+    assert [(c.what, c.new, c.effect) for c in changes] == [("memory.zswap.max", "max", "live")]
+    apply_plan(unset_plan, fs)
+    assert fs.read("batch/embed", "memory.zswap.max") == "max"
