@@ -23,9 +23,14 @@ def running(tmp: Path, text: str) -> Iterator[Path]:
     profile.write_text(text)
     argv = [str(BIN / "nxrd"), "--profile", str(profile), "--state-dir", str(tmp / f"state-{run}")]
     argv += ["--socket", str(tmp / "nxrd.sock"), "--cgroup-root", str(root)]
-    nxrd = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp / f"nxrd-{run}.log"  # what it said, for a run that went wrong
+    with log.open("w") as out:
+        nxrd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield root
+    except BaseException:
+        print(f"nxrd said (last lines of {log}):", *log.read_text().splitlines()[-15:], sep="\n")
+        raise
     finally:
         nxrd.send_signal(signal.SIGTERM)
         nxrd.wait(timeout=120)

@@ -185,6 +185,10 @@ pgrep -a stress-ng || { systemctl status --no-pager nxr-hog-sys nxr-hog-user | t
 read -r hits total < <(python3 "$RES/oncpu.py" "$SOLO" 10)
 echo "stress-ng samples on core $SOLO while nxrd runs: $hits of $total"
 [[ $total -gt 50 && $hits == 0 ]] && ok "no outside process ran on the exclusive core ($total samples)" || bad "$hits of $total samples on the exclusive core"
+# what nxrctl explain says may still run there: no process of the slices, no stress-ng
+nxrctl explain solo | grep 'on its cores besides it' || true
+others=$(nxrctl explain solo -o json | python3 -c 'import json,sys; o=json.load(sys.stdin)["others_on_cores"]; print(o["processes"], sum(p["cgroup"].startswith(("/system.slice", "/user.slice", "/init.scope")) for p in o["named"]))')
+[[ $others == "0 0" ]] && ok "nxrctl explain: no other process may run on solo's core" || bad "nxrctl explain lists others on solo's core: $others"
 
 hdr "systemctl stop nxrd"
 t0=$(date +%s)

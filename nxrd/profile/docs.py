@@ -18,6 +18,7 @@ from nxrd.profile.model import (
     ControllerSettings,
     HostNet,
     HostSettings,
+    MemoryGuardSettings,
     Net,
     Pool,
     Probe,
@@ -37,6 +38,7 @@ from nxrd.profile.model import (
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[host]", HostSettings),
     ("[host.net]", HostNet),
+    ("[host.memory_guard]", MemoryGuardSettings),
     ("[controller]", ControllerSettings),
     ("[pools.NAME]", Pool),
     ("[workloads.NAME]", Workload),

@@ -198,7 +198,7 @@ class MemoryGuardSettings(Section):
         description="Act when available memory and free swap are both under their thresholds.",
     )
     available: float = Field(
-        5.0,
+        10.0,
         gt=0,
         le=50,
         description="Percent of the machine's memory (MemAvailable of MemTotal) under which "

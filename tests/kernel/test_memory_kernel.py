@@ -168,12 +168,13 @@ def test_right_sizing_gives_back_page_cache_it_does_not_use(
     progress = tmp_path / "progress"
     text = (
         f'[workloads.scan]\ncommand = ["{PY}", "{tmp_path}/read_once.py", "{cold}", "{progress}"]\n'
-        'class = "batch"\nmemory_max = "1G"\n'
+        'class = "batch"\nmemory_max = "1G"\nzswap_max = "32M"\n'
     )
     d = Nxrd(tmp_path, text, cgroup_root).start()
     leaf = cgroup_root / "batch/scan"
     try:
         d.wait_for(lambda: progress.exists() and progress.read_text().startswith("read"))
+        assert (leaf / "memory.zswap.max").read_text().strip() == str(32 << 20)
         time.sleep(3)
         before = stat(leaf)
         assert before["file"] > 100 << 20, before  # the file it read: its page cache now

@@ -134,7 +134,7 @@ def test_the_machine_running_out_kills_the_lowest_priority_batch_job_once(tmp_pa
         assert victims(host) == ["embed"]
         events = [e for e in d.events.since() if e.workload == "embed" and e.new == "exited"]
         assert events and events[-1].cause == (
-            "killed for memory: memory available 200M (2.4%) < 5%; the lowest-priority batch "
+            "killed for memory: memory available 200M (2.4%) < 10%; the lowest-priority batch "
             "workload (priority 300), using 1G"
         )
         assert d.sup.records["embed"].last_exit == "killed for memory"
@@ -155,7 +155,7 @@ def test_with_nothing_but_servers_left_it_says_so_once_and_kills_nothing(tmp_pat
         assert victims(host) == []
         said = [e.cause for e in d.events.since() if "short of memory" in e.cause]
         assert said == [
-            "short of memory (memory available 100M (1.2%) < 5%); no batch or background "
+            "short of memory (memory available 100M (1.2%) < 10%); no batch or background "
             "workload to kill"
         ]
     finally:
