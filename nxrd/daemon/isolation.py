@@ -57,7 +57,11 @@ class Isolation:
             return
         saved = load(self.path)
         cpus = format_cpu_list(hk)
-        kept, skipped = slices_kept_off(SLICES, self.tree, self.cpus.systemd())
+        own = self.cpus.own_unit()
+        # nxrd's own service too, unless nxr's tree is inside it (narrowing it would narrow
+        # the workloads): its shims start there and move to their leaves, taking their cpuset
+        names = SLICES if own is None or own in (self.tree or "").split("/") else (*SLICES, own)
+        kept, skipped = slices_kept_off(names, self.tree, self.cpus.systemd())
         problems: list[str] = []
         # originals first, on disk before anything is changed
         slices = saved.setdefault("slices", {})

@@ -298,6 +298,7 @@ class FakeHostCpus(HostCpus):
         self.has_systemd = systemd
         every = f"0-{cpus - 1}"
         self.allowed: dict[str, str] = dict.fromkeys(SLICES, "")
+        self.own: str | None = None  # the service nxrd runs in (own_unit)
         self.irq: dict[str, str] = {"1": every, "9": "0", "24": every}
         self.fixed: set[str] = {"24"}
         self.masks = {"default_irq": f"{(1 << cpus) - 1:x}", "workqueue": f"{(1 << cpus) - 1:x}"}
@@ -312,6 +313,9 @@ class FakeHostCpus(HostCpus):
 
     def systemd(self) -> bool:
         return self.has_systemd
+
+    def own_unit(self) -> str | None:
+        return self.own
 
     def allowed_cpus(self, unit: str) -> str:
         return self.allowed[unit]

@@ -52,6 +52,12 @@ class HostCpus:
         """Whether systemd is the init system (sd_booted's test)."""
         return (self.run / "systemd/system").is_dir()
 
+    def own_unit(self) -> str | None:
+        """The service nxrd itself runs in ("nxrd.service"), None outside one."""
+        cgroup = _read(self.proc / "self/cgroup") or ""
+        name = cgroup.rpartition("::")[2].rsplit("/", 1)[-1]  # "0::/nxr.slice/nxrd.service"
+        return name if name.endswith(".service") else None
+
     def allowed_cpus(self, unit: str) -> str:
         """The unit's AllowedCPUs= ("" when unset: every CPU)."""
         r = self._systemctl("show", "--property=AllowedCPUs", "--value", unit)

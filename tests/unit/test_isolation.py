@@ -279,3 +279,31 @@ def test_a_cgroup_root_named_by_a_unit_that_is_not_running_is_a_one_line_error()
 
     with pytest.raises(KernelError, match=r"^--cgroup-root unit:nxr-none\.service: "):
         unit_cgroup("nxr-none.service")
+
+
+def test_nxrds_own_service_is_kept_off_too_unless_the_tree_is_inside_it(tmp_path: Path) -> None:
+    """nxrd's own process would otherwise run on an exclusive core (found by the systemd
+    tier's nxrctl explain check); its shims take their leaf's cpuset when they move."""
+    fake = FakeHostCpus()
+    fake.own = "nxrd.service"
+    fake.allowed["nxrd.service"] = ""
+    iso = Isolation(fake, tmp_path, "nxr.slice/nxr-workloads.service", lambda _m: None)
+    iso.apply(plan(LC))
+    assert fake.allowed["nxrd.service"] == fake.allowed["system.slice"] != ""
+    give_back(fake, tmp_path / "host.json")
+    assert fake.allowed["nxrd.service"] == ""
+    # an nxrd whose tree is its own service's cgroup: narrowing it would narrow the workloads
+    other = FakeHostCpus()
+    other.own = "nxrd.service"
+    (tmp_path / "b").mkdir()
+    Isolation(other, tmp_path / "b", "system.slice/nxrd.service", lambda _m: None).apply(plan(LC))
+    assert "nxrd.service" not in other.allowed
+
+
+def test_own_unit_is_read_from_nxrds_cgroup(tmp_path: Path) -> None:
+    hk = tree(tmp_path)
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text("0::/nxr.slice/nxrd.service\n")
+    assert hk.own_unit() == "nxrd.service"
+    (tmp_path / "proc/self/cgroup").write_text("0::/user.slice/user-0.slice/session-1.scope\n")
+    assert hk.own_unit() is None
