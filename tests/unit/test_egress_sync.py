@@ -13,7 +13,7 @@ from nxrd.daemon.core import Daemon
 from nxrd.errors import NxrError
 from nxrd.kernel.fake_host import FakeHost, FakeShaper
 from nxrd.model.topology import load_topology
-from tests.unit.conftest import TOPOLOGIES
+from tests.unit.conftest import TOPOLOGIES, start_daemon
 
 PROFILE = """
 [host.net]
@@ -40,14 +40,7 @@ def host() -> FakeHost:
 
 
 def daemon(tmp_path: Path, h: FakeHost, text: str = PROFILE) -> Daemon:
-    (tmp_path / "p.toml").write_text(text)
-    d = Daemon(
-        [str(tmp_path / "p.toml")],
-        str(tmp_path / "state"),
-        socket_path=str(tmp_path / "nxrd.sock"),
-        host=h,
-    )
-    d.start()
+    d = start_daemon(tmp_path, h, text)
     d.step(1.0, stopping=False)
     return d
 

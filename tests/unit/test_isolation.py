@@ -24,7 +24,7 @@ from nxrd.model.units import format_cpu_mask, parse_cpu_mask
 from nxrd.plan import make_plan
 from nxrd.plan.clear_cores import housekeeping_cpus, irq_cpus, slices_kept_off
 from nxrd.profile import parse_profile
-from tests.unit.conftest import TOPOLOGIES
+from tests.unit.conftest import TOPOLOGIES, start_daemon
 
 LC = '[workloads.chat]\ncommand = ["serve"]\nclass = "latency-critical"\ncpus = 1\n'
 BATCH = '[workloads.embed]\ncommand = ["embed"]\nclass = "batch"\n'
@@ -135,14 +135,7 @@ def test_a_slice_systemd_refuses_is_a_warning_and_the_rest_still_moves(tmp_path:
 def started(tmp_path: Path, profile: str) -> tuple[FakeHost, Daemon]:
     """nxrd started on a fake 2-CPU host with this profile."""
     host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
-    (tmp_path / "p.toml").write_text(profile)
-    d = Daemon(
-        [str(tmp_path / "p.toml")],
-        str(tmp_path / "state"),
-        socket_path=str(tmp_path / "nxrd.sock"),
-        host=host,
-    )
-    d.start()
+    d = start_daemon(tmp_path, host, profile)
     return host, d
 
 

@@ -24,7 +24,7 @@ from nxrd.kernel.discovery import meminfo
 from nxrd.kernel.fake_host import FakeHost
 from nxrd.model.topology import load_topology
 from nxrd.profile import parse_profile
-from tests.unit.conftest import TOPOLOGIES
+from tests.unit.conftest import TOPOLOGIES, start_daemon
 
 GiB, MiB = 1 << 30, 1 << 20
 T = Thresholds(available=5, swap_free=10)
@@ -107,14 +107,7 @@ def victims(host: FakeHost) -> list[str]:
 
 def started(tmp_path: Path, profile: str = PROFILE) -> tuple[FakeHost, Daemon]:
     host = FakeHost(load_topology(TOPOLOGIES / "smt16-1gpu.json"))
-    (tmp_path / "p.toml").write_text(profile)
-    d = Daemon(
-        [str(tmp_path / "p.toml")],
-        str(tmp_path / "state"),
-        socket_path=str(tmp_path / "nxrd.sock"),
-        host=host,
-    )
-    d.start()
+    d = start_daemon(tmp_path, host, profile)
     d.step(0.0, stopping=False)
     assert all(rec.pid is not None for rec in d.sup.records.values())
     return host, d

@@ -9,7 +9,7 @@ from nxrd.daemon.core import Daemon
 from nxrd.kernel.fake_host import FakeHost
 from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.model.topology import load_topology
-from tests.unit.conftest import TOPOLOGIES
+from tests.unit.conftest import TOPOLOGIES, start_daemon
 
 PROFILE = """
 [workloads.chat]
@@ -34,14 +34,7 @@ def started(
     """nxrd on a fake host with the profile's workloads started; those in `ready` pass
     their readiness checks in a first pass of the loop."""
     host = FakeHost(load_topology(TOPOLOGIES / "vm-2cpu.json"))
-    (tmp_path / "p.toml").write_text(PROFILE)
-    d = Daemon(
-        [str(tmp_path / "p.toml")],
-        str(tmp_path / "state"),
-        socket_path=str(tmp_path / "nxrd.sock"),
-        host=host,
-    )
-    d.start()
+    d = start_daemon(tmp_path, host, PROFILE)
     d.sup.tick(0.0)
     rt = host.proc_runtime
     assert d.runtime is rt and rt is not None
