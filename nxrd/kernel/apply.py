@@ -84,17 +84,21 @@ def _check_within_reach(plan: Plan, fs: CgroupFS) -> None:
             )
 
 
+def _has(fs: CgroupFS, rel: str, filename: str) -> bool:
+    """Whether the kernel offers this file (those of BFQ and zswap exist only with them)."""
+    try:
+        fs.read(rel, filename)
+    except KernelError:
+        return False
+    return True
+
+
 def _bfq_weight(undo: _Undo, rel: str, files: dict[str, str]) -> None:
     """io.weight acts through io.cost; where a disk runs BFQ, BFQ reads io.bfq.weight
     instead (1-1000), which exists while BFQ is loaded: the same weight goes there too."""
     weight = files.get("io.weight", "").split()
-    if not weight:
-        return
-    try:
-        undo.fs.read(rel, "io.bfq.weight")
-    except KernelError:
-        return  # no BFQ on this kernel
-    undo.write(rel, "io.bfq.weight", f"default {min(1000, max(1, int(weight[-1])))}")
+    if weight and _has(undo.fs, rel, "io.bfq.weight"):
+        undo.write(rel, "io.bfq.weight", f"default {min(1000, max(1, int(weight[-1])))}")
 
 
 def _zswap_default(undo: _Undo, rel: str, files: dict[str, str]) -> None:
@@ -102,11 +106,8 @@ def _zswap_default(undo: _Undo, rel: str, files: dict[str, str]) -> None:
     only on kernels with zswap): once it is taken out, the kernel's default goes back."""
     if "memory.zswap.max" in files or rel in undo.created:
         return
-    try:
-        undo.fs.read(rel, "memory.zswap.max")
-    except KernelError:
-        return  # no zswap on this kernel
-    undo.write(rel, "memory.zswap.max", "max")
+    if _has(undo.fs, rel, "memory.zswap.max"):
+        undo.write(rel, "memory.zswap.max", "max")
 
 
 def apply_plan(plan: Plan, fs: CgroupFS) -> None:
