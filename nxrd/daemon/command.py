@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -99,6 +100,10 @@ def cli(
     daemon = Daemon(
         list(profiles), state_dir, cgroup_root, on_stop, socket_path, api_group, api_read
     )
+    # Caught before start(), not at the loop: a SIGTERM while nxrd starts (adopting, moving
+    # interrupts) is then a clean stop that gives the machine back, not the default death.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: daemon.signals.append(s))
     daemon.start()
     sys.exit(daemon.loop())
 

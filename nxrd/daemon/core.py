@@ -251,9 +251,7 @@ class Daemon:
         """Supervise until SIGTERM/SIGINT; returns the exit code."""
         host = self.host
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda s, _f: self.signals.append(s))
+        signal.set_wakeup_fd(wake_w)  # signals are caught from before start(): command.py
         stopping = False
         watchdog = int(os.environ.get("WATCHDOG_USEC", "0") or 0) / 2e6  # ping at half the limit
         last_ping = 0.0

@@ -61,6 +61,8 @@ def test_interrupts_and_workqueues_leave_the_exclusive_core_and_come_back(
         # a restarted nxrd moves them again, and its clean exit gives them back
         d.start()
         d.wait_for(lambda: (d.state / "host.json").exists() and affinities() != before)
+        # at once: nxrd may still be starting (adopting lc), and must still exit cleanly
+        assert d.stop() == 0
     finally:
         d.stop()
     assert affinities() == before and WORKQUEUE.read_text().strip() == mask
