@@ -13,6 +13,7 @@ import click
 from nxrd import __version__
 from nxrd.api.client import ApiCallError, Client
 from nxrd.api.protocol import DEFAULT_SOCKET
+from nxrd.cli.export import export
 from nxrd.cli.format import (
     changes_table,
     event_line,
@@ -396,6 +397,9 @@ def reload(client: Client, output: str) -> None:
     _print_changes(body, output)
     if output != "json":
         click.echo(f"reloaded {body['source']}: {len(body['changes'])} changes")
+
+
+cli.add_command(export)
 
 
 def main() -> None:

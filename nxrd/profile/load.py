@@ -27,9 +27,9 @@ def load_profile(path: str | Path) -> Profile:
     return validate_data(_read_toml(Path(path)), str(path))
 
 
-def parse_profile(text: str, source: str | None = None) -> Profile:
+def parse_profile(text: str, source: str | None = None, expanded: bool = True) -> Profile:
     """Validate TOML text; raises ProfileError with every problem found."""
-    return validate_data(_parse_toml(text, source), source)
+    return validate_data(_parse_toml(text, source), source, expanded)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -53,8 +53,11 @@ def _parse_toml(text: str, source: str | None) -> dict[str, Any]:
         raise ProfileError(source, [Problem("", "invalid TOML: nested too deeply")]) from None
 
 
-def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
-    """Validate an already-parsed document (structure first, then cross-field rules)."""
+def validate_data(
+    data: dict[str, Any], source: str | None = None, expanded: bool = True
+) -> Profile:
+    """Validate an already-parsed document (structure first, then cross-field rules);
+    expanded=False: the workloads as declared, before replicas and fronts (expand.py)."""
     try:
         profile = Profile.model_validate(data)
     except ValidationError as e:
@@ -67,7 +70,7 @@ def validate_data(data: dict[str, Any], source: str | None = None) -> Profile:
     problems = check_profile(profile)
     if problems:
         raise ProfileError(source, problems)
-    return expand(profile)
+    return expand(profile) if expanded else profile
 
 
 def _valid_parts(data: Any) -> tuple[Profile | None, set[str], dict[str, set[str]]]:
@@ -210,12 +213,12 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def load_profiles(paths: list[str]) -> tuple[Profile, str]:
+def load_profiles(paths: list[str], expanded: bool = True) -> tuple[Profile, str]:
     """One profile from files and directories of *.toml (merged); returns it and its source name.
 
     Workloads and pools may not be declared twice; [host] keys may not conflict.
     """
-    return parse_profiles(read_profiles(paths))
+    return parse_profiles(read_profiles(paths), expanded)
 
 
 def read_profiles(
@@ -268,11 +271,11 @@ def _guard(path: Path) -> None:
         )
 
 
-def parse_profiles(files: list[tuple[str, str]]) -> tuple[Profile, str]:
+def parse_profiles(files: list[tuple[str, str]], expanded: bool = True) -> tuple[Profile, str]:
     """One profile from (name, TOML text) pairs, merged as load_profiles describes."""
     if len(files) == 1:
         name, text = files[0]
-        return parse_profile(text, name), name
+        return parse_profile(text, name, expanded), name
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     problems: list[Problem] = []
@@ -293,4 +296,4 @@ def parse_profiles(files: list[tuple[str, str]]) -> tuple[Profile, str]:
     source = ", ".join(f for f, _ in files)
     if problems:
         raise ProfileError(source, problems)
-    return validate_data(merged, source), source
+    return validate_data(merged, source, expanded), source

@@ -1,0 +1,1 @@
+"""Profiles rendered for other engines: Kubernetes manifests (docs/kubernetes.md)."""
