@@ -168,6 +168,7 @@ class Spec:
     probe_after: float | None = 15.0  # try a rung lower after this long in the band (None: never)
     judge: bool = False  # step back from climbs that did not make requests cheaper in CPU
     fronts: tuple[Front, ...] = ()
+    lend: bool = True  # may lend shared cores to targets (not where cpusets are another's)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,8 @@ def ladder(spec: Spec) -> list[str]:
         rungs.append("cap-" + "/".join(f"{c}%" for c in caps))
     if any(w.egress is not None for w in lowers):
         rungs += [f"net-{c}%" for c in NET_CUTS]
-    rungs += [f"core-{i + 1}" for i in range(len(_lendable(spec)))]
+    if spec.lend:
+        rungs += [f"core-{i + 1}" for i in range(len(_lendable(spec)))]
     for cls in FROZEN:  # each class frozen, then stopped, before the next is touched
         for verb, may in (("freeze", "may_freeze"), ("stop", "may_stop")):
             if verb == "stop" and cls not in STOPPED:

@@ -188,6 +188,64 @@ def check() -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option(
+    "--pods-url",
+    default="https://127.0.0.1:10250/pods",
+    show_default=True,
+    help="The kubelet's pod list (its authenticated port; http:// for a read-only one).",
+)
+@click.option(
+    "--cgroup-driver",
+    type=click.Choice(["systemd", "cgroupfs"]),
+    default="systemd",
+    show_default=True,
+    help="The kubelet's cgroupDriver: how its pods' cgroups are named.",
+)
+@click.option("--cgroup-mount", help="The host's cgroup2 mount, as the agent sees it.")
+@click.option("--node", envvar="NODE_NAME", help="Only this node's pods ($NODE_NAME).")
+@click.option(
+    "--controller",
+    "controller_file",
+    help="A profile whose [controller] table tunes the ladder (default: its defaults).",
+)
+@click.option("--token-file", help="Bearer token for the kubelet (default: the pod's own).")
+@click.option("--ca-file", help="CA of the kubelet's certificate (default: the cluster's).")
+@click.option(
+    "--insecure-kubelet-tls",
+    is_flag=True,
+    help="Accept the kubelet's certificate unchecked (a self-signed serving certificate).",
+)
+@reported
+def kubernetes(
+    pods_url: str,
+    cgroup_driver: str,
+    cgroup_mount: str | None,
+    node: str | None,
+    controller_file: str | None,
+    token_file: str | None,
+    ca_file: str | None,
+    insecure_kubelet_tls: bool,
+) -> None:
+    """Run as a Kubernetes node agent: the latency controller over this node's pods
+    exported by `nxrctl export kubernetes` (docs/kubernetes.md)."""
+    from nxrd.agent.pods import Driver
+    from nxrd.agent.run import SERVICE_ACCOUNT, run_agent
+    from nxrd.kernel.host import CGROUP2_MOUNT
+    from nxrd.profile.load import load_profiles
+    from nxrd.profile.model import ControllerSettings
+
+    controller = (
+        load_profiles([controller_file])[0].controller if controller_file else ControllerSettings()
+    )
+    account = {n: SERVICE_ACCOUNT / n for n in ("token", "ca.crt")}
+    token = token_file or (str(account["token"]) if account["token"].exists() else None)
+    ca = ca_file or (str(account["ca.crt"]) if account["ca.crt"].exists() else None)
+    driver: Driver = "systemd" if cgroup_driver == "systemd" else "cgroupfs"
+    mount = cgroup_mount or CGROUP2_MOUNT
+    run_agent(pods_url, driver, mount, node, controller, token, ca, insecure_kubelet_tls)
+
+
 @cli.command("restore-host")
 @click.pass_context
 @reported

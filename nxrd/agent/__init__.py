@@ -1,0 +1,2 @@
+"""nxr as a Kubernetes node agent: the latency controller over the kubelet's pods
+(docs/kubernetes.md)."""
