@@ -11,12 +11,14 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from nxrd.agent.node_agent import NodeAgent
 from nxrd.agent.node_spec import Found, node_spec
 from nxrd.agent.pods import Pod, PodListError, container_cgroup, parse_pods, pod_cgroup
 from nxrd.controller.law import ladder
 from nxrd.controller.poll import Fetched
+from nxrd.daemon.command import cli as nxrd_cli
 from nxrd.kernel.cgroupfs import FakeCgroupFS
 from nxrd.profile.model import ControllerSettings
 from nxrd.supervisor.events import EventLog
@@ -256,3 +258,17 @@ def test_a_kubelet_that_does_not_answer_is_said_once_and_the_agent_keeps_going()
         agent.tick(float(now))
     said = [e.cause for e in events.since(0)]
     assert said == ["cannot read the kubelet's pods: connection refused"]
+
+
+def test_the_shipped_daemonset_is_valid_and_runs_the_agent_with_options_it_has() -> None:
+    manifest = Path(__file__).parents[2] / "packaging" / "kubernetes" / "nxr-node-agent.yaml"
+    documents = list(yaml.safe_load_all(manifest.read_text()))
+    for doc in documents:
+        assert kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    (ds,) = [d for d in documents if d["kind"] == "DaemonSet"]
+    argv = ds["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert argv[:2] == ["nxrd", "kubernetes"]
+    command = nxrd_cli.commands["kubernetes"]
+    ctx = command.make_context("kubernetes", list(argv[2:]))  # raises on an unknown option
+    assert ctx.params["cgroup_driver"] == "systemd"
+    assert ctx.params["cgroup_mount"] == "/host/sys/fs/cgroup"

@@ -1,0 +1,179 @@
+"""nxrd kubernetes on a real kernel: pods laid out as the kubelet lays them out (its cgroup
+names for both drivers, made as plain directories: the VM runs no systemd), processes in
+their containers' cgroups, the pod list served over HTTP on loopback as the kubelet's
+/pods. Latency over the SLO freezes and caps the lower pods; recovery and the agent's stop
+give the kubelet's values back; the latency-critical pod's cpuset is never written."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nxrd.agent.pods import Driver, container_cgroup, parse_pods, pod_cgroup
+
+NXRD = str(Path(sys.executable).parent / "nxrd")
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "kubelet-pods.json"
+CONTROLLERS = "+cpuset +cpu +memory +pids"
+
+# The chat pod's server: a request_latency_seconds histogram on :18080 (the fixture's SLO
+# source), 50 requests more at each scrape, slow (0.5 s each) until the file `fast` exists.
+METRICS = """
+import http.server, os, sys
+flag, n = sys.argv[1], [0]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        n[0] += 50
+        fast = n[0] if os.path.exists(flag) else 0
+        body = ("# TYPE request_latency_seconds histogram\\n"
+                f'request_latency_seconds_bucket{{le="0.1"}} {fast}\\n'
+                f'request_latency_seconds_bucket{{le="1.0"}} {n[0]}\\n'
+                f'request_latency_seconds_bucket{{le="+Inf"}} {n[0]}\\n'
+                f"request_latency_seconds_count {n[0]}\\n"
+                f"request_latency_seconds_sum {n[0] * 0.3}\\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", 18080), H).serve_forever()
+"""
+SPIN = "while True: pass"
+
+
+@pytest.fixture
+def kubelet_pods() -> Iterator[str]:
+    """The fixture's pod list, served as the kubelet serves /pods."""
+    body = FIXTURE.read_bytes()
+
+    class Pods(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pods)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/pods"
+    finally:
+        server.shutdown()
+
+
+def kubelet_tree(root: Path, driver: Driver, tmp: Path) -> tuple[dict[str, Path], list[Any]]:
+    """The fixture's running pods under root, each with its container's process, and the
+    values the kubelet would have written; returns pod key -> pod cgroup, and the procs."""
+    pods = parse_pods(json.loads(FIXTURE.read_text()), "node-1")
+    paths, procs = {}, []
+    (tmp / "metrics.py").write_text(METRICS)
+    for pod in pods:
+        container = container_cgroup(pod, pod.containers[0], driver)
+        parts = container.split("/")
+        for i in range(1, len(parts) + 1):
+            d = root.joinpath(*parts[:i])
+            if not d.exists():
+                d.mkdir()
+                if i < len(parts):
+                    (d / "cgroup.subtree_control").write_text(CONTROLLERS)
+        pod_dir = root / pod_cgroup(pod, driver)
+        # the static CPU manager's cpuset for the Guaranteed pod; the shared pool for the rest
+        (pod_dir / "cpuset.cpus").write_text("1" if pod.qos == "Guaranteed" else "0")
+        (pod_dir / "cpu.weight").write_text(str(pod.kubelet_weight))
+        limit = pod.kubelet_cpu_max
+        (pod_dir / "cpu.max").write_text("max" if limit is None else f"{int(limit * 1e5)} 100000")
+        argv = [sys.executable, str(tmp / "metrics.py"), str(tmp / "fast")]
+        if pod.nxr_class != "latency-critical":
+            argv = [sys.executable, "-c", SPIN]
+        procs.append(subprocess.Popen(argv, preexec_fn=_into(root / container)))
+        paths[pod.key] = pod_dir
+    return paths, procs
+
+
+def _into(cgroup: Path) -> Any:
+    def enter() -> None:
+        (cgroup / "cgroup.procs").write_text("0")
+
+    return enter
+
+
+def wait_for(what: str, check: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def usage(pod: Path) -> int:
+    for line in (pod / "cpu.stat").read_text().splitlines():
+        if line.startswith("usage_usec"):
+            return int(line.split()[1])
+    raise AssertionError("no usage_usec")
+
+
+@pytest.mark.parametrize("driver", ["systemd", "cgroupfs"])
+def test_the_agent_freezes_and_caps_lower_pods_while_the_slo_is_missed(
+    tmp_path: Path, scratch: Path, kubelet_pods: str, driver: Driver
+) -> None:
+    paths, procs = kubelet_tree(scratch, driver, tmp_path)
+    chat, embed, indexer = (
+        paths[f"models/{n}-7d9f8c6b5-x2x4q"] for n in ("chat", "embed", "indexer")
+    )
+    coredns = paths["kube-system/coredns-7d9f8c6b5-x2x4q"]
+    kubelet = {
+        p: {f: (p / f).read_text() for f in ("cpu.max", "cpu.weight")} for p in paths.values()
+    }
+    controller = tmp_path / "controller.toml"
+    controller.write_text(
+        '[controller]\nperiod = "200ms"\ncooldown = "500ms"\nrelax_after = "1s"\n'
+    )
+    log = (tmp_path / "agent.log").open("w")
+    argv = [NXRD, "kubernetes", "--pods-url", kubelet_pods, "--cgroup-driver", driver]
+    argv += ["--cgroup-mount", str(scratch), "--node", "node-1", "--controller", str(controller)]
+    agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the lower pods frozen", lambda: all(
+            "frozen 1" in (p / "cgroup.events").read_text() for p in (embed, indexer)))  # fmt: skip
+        assert (embed / "cpu.max").read_text().strip() == "25000 100000"  # a quarter of CPU 0
+        assert (indexer / "cpu.max").read_text().strip() == "10000 100000"  # its floor
+        frozen_at = usage(embed)
+        time.sleep(1.0)
+        assert usage(embed) == frozen_at  # the kernel froze its spinning process
+        assert (chat / "cpuset.cpus").read_text().strip() == "1"  # the CPU manager's
+        assert (coredns / "cgroup.freeze").read_text().strip() == "0"  # not nxr's
+        assert {f: (coredns / f).read_text() for f in ("cpu.max", "cpu.weight")} == kubelet[coredns]
+        (tmp_path / "fast").write_text("")
+        wait_for("the lower pods thawed and given back the kubelet's values", lambda: all(
+            (p / "cgroup.freeze").read_text().strip() == "0"
+            and (p / "cpu.max").read_text() == kubelet[p]["cpu.max"]
+            for p in (embed, indexer)))  # fmt: skip
+        wait_for("the batch pod running again", lambda: usage(embed) > frozen_at)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=60)
+        log.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    said = (tmp_path / "agent.log").read_text()
+    assert rc == 0, said
+    assert "freeze-batch" in said and "models/chat-7d9f8c6b5-x2x4q slack" in said
+    for p in paths.values():
+        assert {f: (p / f).read_text() for f in ("cpu.max", "cpu.weight")} == kubelet[p], said
