@@ -8,7 +8,7 @@ WANT_VM=0
 [[ "${1:-}" == "--vm" ]] && WANT_VM=1
 
 APT_PKGS=(python3-venv python3-dev gcc pkg-config libsystemd-dev haproxy nftables iperf3)  # haproxy: the request front; nftables: egress marks; iperf3: the egress tests
-VM_PKGS=(qemu-system-x86 kmod busybox-static systemd stress-ng)  # systemd: journald for the kernel tier; stress-ng: outside load the systemd tier keeps off exclusive cores
+VM_PKGS=(qemu-system-x86 kmod busybox-static systemd stress-ng runc)  # systemd: journald for the kernel tier; stress-ng: outside load the systemd tier keeps off exclusive cores; runc: the node agent's pods are real containers
 ((WANT_VM)) && APT_PKGS+=("${VM_PKGS[@]}")
 
 missing=()

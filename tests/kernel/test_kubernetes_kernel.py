@@ -1,8 +1,10 @@
 """nxrd kubernetes on a real kernel: pods laid out as the kubelet lays them out (its cgroup
-names for both drivers, made as plain directories: the VM runs no systemd), processes in
-their containers' cgroups, the pod list served over HTTP on loopback as the kubelet's
-/pods. Latency over the SLO freezes and caps the lower pods; recovery and the agent's stop
-give the kubelet's values back; the latency-critical pod's cpuset is never written."""
+names for both drivers, made as plain directories: the VM runs no systemd), each container
+a real one that runc starts in its cgroup (own PID, mount, IPC and UTS namespaces, a root
+filesystem made of the VM's own /usr and /etc; the host's network, as a hostNetwork pod),
+and the pod list served over HTTP on loopback as the kubelet's /pods. Latency over the
+SLO freezes and caps the lower pods; recovery and the agent's stop give the kubelet's
+values back; the latency-critical pod's cpuset is never written."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from nxrd.agent.pods import Driver, container_cgroup, parse_pods, pod_cgroup
+from tests.kernel.conftest import CGROUP_ROOT
 
 NXRD = str(Path(sys.executable).parent / "nxrd")
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "kubelet-pods.json"
@@ -49,6 +52,60 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", 18080), H).serve_forever()
 """
 SPIN = "while True: pass"
+PYTHON = "/usr/bin/python3"  # the containers' root filesystem has /usr, not the venv
+
+
+class Runc:
+    """Containers started by runc from bundles under `where`."""
+
+    def __init__(self, where: Path) -> None:
+        self.where, self.state, self.ids = where, where / "runc-state", []
+        self.rootfs = where / "rootfs"
+        for d in ("usr", "etc", "proc", "dev", "sys", "tmp"):
+            (self.rootfs / d).mkdir(parents=True)
+        for link in ("bin", "lib", "lib64", "sbin"):
+            (self.rootfs / link).symlink_to(f"usr/{link}")
+
+    def start(self, cid: str, cgroup: Path, argv: list[str]) -> None:
+        """Start container cid in cgroup, as containerd's runc shim would."""
+        bundle = self.where / f"bundle-{cid[:12]}"
+        bundle.mkdir()
+        subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["process"].update(terminal=False, args=argv)
+        spec["root"] = {"path": str(self.rootfs), "readonly": True}
+        linux = spec["linux"]
+        linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]
+        linux["cgroupsPath"] = f"/{cgroup.relative_to(CGROUP_ROOT)}"  # under the cgroup2 mount
+        # No network namespace of its own, so sysfs cannot be mounted afresh: the VM's is
+        # bound instead (read-only), with /usr, /etc and /tmp.
+        mounts = [m for m in spec["mounts"] if m["destination"] not in ("/sys", "/sys/fs/cgroup")]
+        for d, options in (("/sys", ["rbind", "ro"]), ("/usr", ["rbind", "ro"]),
+                           ("/etc", ["rbind", "ro"]), ("/tmp", ["rbind"])):  # fmt: skip
+            mounts.append({"destination": d, "type": "bind", "source": d, "options": options})
+        spec["mounts"] = mounts
+        (bundle / "config.json").write_text(json.dumps(spec))
+        # runc's output to a file: the detached container keeps any pipe open
+        with (self.where / "runc.log").open("a") as log:
+            subprocess.run(
+                ["runc", "--root", str(self.state), "run", "-d", "--bundle", str(bundle), cid],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True, timeout=120,
+            )  # fmt: skip
+        self.ids.append(cid)
+        state = subprocess.run(
+            ["runc", "--root", str(self.state), "state", cid],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        pid = json.loads(state.stdout)["pid"]
+        # a real container: PID 1 of a namespace of its own, in the kubelet's cgroup
+        nspid = [ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                 if ln.startswith("NSpid:")]  # fmt: skip
+        assert nspid[0].split()[-1] == "1", nspid
+        assert Path(f"/proc/{pid}/cgroup").read_text().strip() == f"0::{linux['cgroupsPath']}"
+
+    def remove(self) -> None:
+        for cid in self.ids:
+            subprocess.run(["runc", "--root", str(self.state), "delete", "-f", cid], check=False)
 
 
 @pytest.fixture
@@ -76,40 +133,31 @@ def kubelet_pods() -> Iterator[str]:
         server.shutdown()
 
 
-def kubelet_tree(root: Path, driver: Driver, tmp: Path) -> tuple[dict[str, Path], list[Any]]:
-    """The fixture's running pods under root, each with its container's process, and the
-    values the kubelet would have written; returns pod key -> pod cgroup, and the procs."""
+def kubelet_tree(root: Path, driver: Driver, tmp: Path, runc: Runc) -> dict[str, Path]:
+    """The fixture's running pods under root, with the values the kubelet would have
+    written, and their containers started; returns pod key -> pod cgroup."""
     pods = parse_pods(json.loads(FIXTURE.read_text()), "node-1")
-    paths, procs = {}, []
-    (tmp / "metrics.py").write_text(METRICS)
+    paths = {}
     for pod in pods:
-        container = container_cgroup(pod, pod.containers[0], driver)
-        parts = container.split("/")
+        parts = pod_cgroup(pod, driver).split("/")
         for i in range(1, len(parts) + 1):
             d = root.joinpath(*parts[:i])
             if not d.exists():
                 d.mkdir()
-                if i < len(parts):
-                    (d / "cgroup.subtree_control").write_text(CONTROLLERS)
-        pod_dir = root / pod_cgroup(pod, driver)
+                (d / "cgroup.subtree_control").write_text(CONTROLLERS)
+        pod_dir = root.joinpath(*parts)
         # the static CPU manager's cpuset for the Guaranteed pod; the shared pool for the rest
         (pod_dir / "cpuset.cpus").write_text("1" if pod.qos == "Guaranteed" else "0")
         (pod_dir / "cpu.weight").write_text(str(pod.kubelet_weight))
         limit = pod.kubelet_cpu_max
         (pod_dir / "cpu.max").write_text("max" if limit is None else f"{int(limit * 1e5)} 100000")
-        argv = [sys.executable, str(tmp / "metrics.py"), str(tmp / "fast")]
-        if pod.nxr_class != "latency-critical":
-            argv = [sys.executable, "-c", SPIN]
-        procs.append(subprocess.Popen(argv, preexec_fn=_into(root / container)))
+        argv = [PYTHON, "-c", SPIN]
+        if pod.nxr_class == "latency-critical":
+            argv = [PYTHON, "-c", METRICS, str(tmp / "fast")]
+        container = pod.containers[0]
+        runc.start(container.id, root / container_cgroup(pod, container, driver), argv)
         paths[pod.key] = pod_dir
-    return paths, procs
-
-
-def _into(cgroup: Path) -> Any:
-    def enter() -> None:
-        (cgroup / "cgroup.procs").write_text("0")
-
-    return enter
+    return paths
 
 
 def wait_for(what: str, check: Any, timeout: float = 60) -> None:
@@ -132,7 +180,17 @@ def usage(pod: Path) -> int:
 def test_the_agent_freezes_and_caps_lower_pods_while_the_slo_is_missed(
     tmp_path: Path, scratch: Path, kubelet_pods: str, driver: Driver
 ) -> None:
-    paths, procs = kubelet_tree(scratch, driver, tmp_path)
+    runc = Runc(tmp_path / "containers")
+    try:
+        paths = kubelet_tree(scratch, driver, tmp_path, runc)
+        run_agent(tmp_path, scratch, kubelet_pods, driver, paths)
+    finally:
+        runc.remove()
+
+
+def run_agent(
+    tmp_path: Path, scratch: Path, kubelet_pods: str, driver: Driver, paths: dict[str, Path]
+) -> None:
     chat, embed, indexer = (
         paths[f"models/{n}-7d9f8c6b5-x2x4q"] for n in ("chat", "embed", "indexer")
     )
@@ -169,9 +227,6 @@ def test_the_agent_freezes_and_caps_lower_pods_while_the_slo_is_missed(
         agent.send_signal(signal.SIGTERM)
         rc = agent.wait(timeout=60)
         log.close()
-        for proc in procs:
-            proc.kill()
-            proc.wait()
     said = (tmp_path / "agent.log").read_text()
     assert rc == 0, said
     assert "freeze-batch" in said and "models/chat-7d9f8c6b5-x2x4q slack" in said
