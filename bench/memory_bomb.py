@@ -114,6 +114,8 @@ class Measured(NamedTuple):
     failed: int
     own: list[float]  # the server's own time on each answered request
     late: list[float]  # how late the client sent each, behind its due time
+    faults: int = 0  # the client's major page faults meanwhile (its code read back in)
+    stalled: float = 0.0  # seconds some task waited on memory meanwhile (PSI "some" total)
 
 
 def measure(port: int, seconds: float) -> Measured:
@@ -122,6 +124,7 @@ def measure(port: int, seconds: float) -> Measured:
     meanwhile, not one (no coordinated omission)."""
     os.sched_setaffinity(0, {CLIENT_CPU})  # this thread only; its children keep all CPUs
     m = Measured([], 0, [], [])
+    faults, stalled = major_faults(), memory_stall()
     end = time.monotonic() + seconds
     due = time.monotonic()
     while due < end:
@@ -136,7 +139,16 @@ def measure(port: int, seconds: float) -> Measured:
         due += 0.02
         time.sleep(max(0.0, due - time.monotonic()))
     os.sched_setaffinity(0, range(os.cpu_count() or 1))
-    return m
+    return m._replace(faults=major_faults() - faults, stalled=memory_stall() - stalled)
+
+
+def memory_stall() -> float:
+    some = Path("/proc/pressure/memory").read_text().splitlines()[0]
+    return int(some.rsplit("total=", 1)[1]) / 1e6
+
+
+def major_faults() -> int:
+    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[9])
 
 
 def off_client_cpu() -> None:
@@ -211,6 +223,8 @@ def summary(m: Measured, rounds: Path, kernel_kills: int, kept: bool) -> dict[st
         "max_ms": max(m.latencies) * 1000,
         "own_p99_ms": p99(m.own) * 1000,
         "late_p99_ms": p99(m.late) * 1000,
+        "client_major_faults": m.faults,
+        "memory_stall_s": round(m.stalled, 3),
         "requests": len(m.latencies),
         "failed": m.failed,
         "rounds": len(rounds.read_text().splitlines()),

@@ -24,7 +24,7 @@ from nxrd.controller.samples import QUANTILES
 from nxrd.controller.scraped import Scraped
 from nxrd.errors import KernelError
 from nxrd.kernel.cgroupfs import CgroupFS
-from nxrd.model.units import parse_cpu_list
+from nxrd.model.units import format_cpu_list, parse_cpu_list
 from nxrd.profile.model import ControllerSettings
 from nxrd.supervisor.events import EventLog
 
@@ -46,6 +46,7 @@ class NodeAgent:
         self.fs, self.fetch, self.driver, self.events, self.wall = fs, fetch, driver, events, wall
         self.c, self.node, self.refresh = controller, node, refresh
         self.pods: dict[str, Pod] = {}
+        self.found: dict[str, Found] = {}
         self.view = node_spec([], {}, controller)
         self.state = LadderState()
         self.rungs: list[str] = []
@@ -81,6 +82,37 @@ class NodeAgent:
             )
         if decisions:
             self._enforce()
+
+    def status(self) -> list[dict[str, Any]]:
+        """What `nxrctl status` shows for each nxr pod the agent acts on or for."""
+        level = self.state.level
+        out: list[dict[str, Any]] = []
+        spec = self.view.spec
+        for key in [t.name for t in spec.targets] + [w.name for w in spec.lowers]:
+            pod = self.pods[key]
+            slo = self.view.slos.get(key)
+            frozen = key in self.froze
+            latency = None if slo is None else self._latency(key, slo.target[0])
+            out.append(
+                {
+                    "name": key,
+                    "class": pod.nxr_class,
+                    "state": "ready",
+                    "frozen": frozen,
+                    "frozen_by": "controller" if frozen else None,
+                    "reason": "" if level == 0 or slo else f"rung {rung_name(level, self.rungs)}",
+                    "pid": None,
+                    "cpus": format_cpu_list(list(self.found[key].cpus)),
+                    "memory_max": None,
+                    "gpus": [],
+                    "restarts": 0,
+                    "cgroup": pod_cgroup(pod, self.driver),
+                    "slo_percentile": None if slo is None else slo.target[0],
+                    "slo_seconds": None if slo is None else slo.target[1],
+                    "latency_seconds": latency,
+                }
+            )
+        return out
 
     def close(self) -> None:
         """Every pod back to the kubelet's values, and the sources' threads stopped."""
@@ -118,6 +150,7 @@ class NodeAgent:
             return
         self._release("the node's pods changed")
         self.pods = {p.key: p for p in pods}
+        self.found = found
         self.view, self.rungs, self.state = view, ladder(view.spec), LadderState()
         self._sources()
         # The kubelet's values on every lower pod, and a freeze that an agent which

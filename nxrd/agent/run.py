@@ -4,6 +4,7 @@ host's cgroup tree mounted (packaging/kubernetes/nxr-node-agent.yaml)."""
 from __future__ import annotations
 
 import json
+import select
 import signal
 import ssl
 import threading
@@ -12,8 +13,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from nxrd.agent.agent_api import AgentHandlers
 from nxrd.agent.node_agent import NodeAgent
 from nxrd.agent.pods import Driver
+from nxrd.api.server import Access, ApiServer
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.profile.model import ControllerSettings
 from nxrd.supervisor.events import Event, EventLog
@@ -53,6 +56,8 @@ def run_agent(
     token_file: str | None = None,
     ca_file: str | None = None,
     insecure: bool = False,
+    socket_path: str = "/run/nxr/nxrd.sock",
+    api_group: str | None = None,
 ) -> None:
     events = EventLog()
     events.sinks.append(_print)
@@ -62,12 +67,20 @@ def run_agent(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # nxrctl status, top and events against the agent, as against nxrd
+    api = ApiServer(socket_path, Access(api_group, "group"), AgentHandlers(agent))
     print(f"nxrd kubernetes: pods from {pods_url}, {driver} cgroups in {cgroup_root}", flush=True)
     try:
         while not stop.is_set():
             agent.tick(time.monotonic())
-            stop.wait(min(controller.period, 0.5))
+            poller = select.poll()
+            for fd, mask in api.watched():
+                poller.register(fd, mask)
+            for fd, _ in poller.poll(int(min(controller.period, 0.5) * 1000)):
+                api.ready(fd)
+            api.expire(time.monotonic())
     finally:
+        api.close()
         agent.close()
 
 

@@ -14,6 +14,7 @@ from nxrd.errors import NxrError, ProfileError
 from nxrd.kernel.devices import gpu_node
 from nxrd.model.plan import Plan
 from nxrd.model.topology import Topology, device_minors
+from nxrd.supervisor.events import EventLog
 from nxrd.supervisor.supervisor import NotRunning, Record, Supervisor
 
 MUTATIONS = ("start", "stop", "restart", "freeze", "thaw")
@@ -269,13 +270,17 @@ class Handlers:
         }
 
     def _events(self, req: Request) -> dict[str, Any]:
-        since = req.query.get("since", "0")
-        if not _INTEGER.fullmatch(since) or since.startswith("-"):
-            raise ApiError("bad_request", "since must be a non-negative integer")
-        workload = req.query.get("workload")
-        events = self.sup.events.since(int(since), workload)
-        last = events[-1].seq if events else int(since)
-        return {"events": [e.to_dict() for e in events], "last": last}
+        return events_body(self.sup.events, req)
+
+
+def events_body(log: EventLog, req: Request) -> dict[str, Any]:
+    """GET /v1/events?since=SEQ[&workload=NAME]: what came after SEQ."""
+    since = req.query.get("since", "0")
+    if not _INTEGER.fullmatch(since) or since.startswith("-"):
+        raise ApiError("bad_request", "since must be a non-negative integer")
+    events = log.since(int(since), req.query.get("workload"))
+    last = events[-1].seq if events else int(since)
+    return {"events": [e.to_dict() for e in events], "last": last}
 
 
 # ASCII digits, at most 18 ("²" and "٣" are digits to str.isdigit, not to int)

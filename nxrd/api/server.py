@@ -9,9 +9,9 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from nxrd.api.connections import BACKLOG, Connections, Peer
-from nxrd.api.handlers import Handlers
 from nxrd.api.protocol import (
     MAX_HEAD,
     ApiError,
@@ -24,6 +24,12 @@ from nxrd.api.protocol import (
 from nxrd.errors import NxrError
 from nxrd.files import bind_unix, shared_dir
 from nxrd.kernel.host import Host, LinuxHost
+
+
+class Answers(Protocol):
+    """What answers the API's requests: nxrd's Handlers, or the node agent's."""
+
+    def handle(self, req: Request) -> dict[str, Any]: ...
 
 
 class Access:
@@ -56,7 +62,7 @@ class ApiServer(Connections):
         self,
         path: str,
         access: Access,
-        handlers: Handlers | None = None,
+        handlers: Answers | None = None,
         on_error: Callable[[str], None] = lambda _m: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

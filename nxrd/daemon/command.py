@@ -228,7 +228,8 @@ def kubernetes(
     insecure_kubelet_tls: bool,
 ) -> None:
     """Run as a Kubernetes node agent: the latency controller over this node's pods
-    exported by `nxrctl export kubernetes` (docs/kubernetes.md)."""
+    exported by `nxrctl export kubernetes` (docs/kubernetes.md). It answers nxrctl status,
+    top and events on nxrd's --socket."""
     from nxrd.agent.pods import Driver
     from nxrd.agent.run import SERVICE_ACCOUNT, run_agent
     from nxrd.kernel.host import CGROUP2_MOUNT
@@ -243,7 +244,10 @@ def kubernetes(
     ca = ca_file or (str(account["ca.crt"]) if account["ca.crt"].exists() else None)
     driver: Driver = "systemd" if cgroup_driver == "systemd" else "cgroupfs"
     mount = cgroup_mount or CGROUP2_MOUNT
-    run_agent(pods_url, driver, mount, node, controller, token, ca, insecure_kubelet_tls)
+    socket_path = click.get_current_context().find_root().params["socket_path"]
+    run_agent(
+        pods_url, driver, mount, node, controller, token, ca, insecure_kubelet_tls, socket_path
+    )
 
 
 @cli.command("restore-host")

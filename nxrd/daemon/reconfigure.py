@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nxrd.api.handlers import Handlers
 from nxrd.daemon.adopt import left_running, read_saved
 from nxrd.errors import NxrError, ProfileError
 from nxrd.files import write_atomically
@@ -179,7 +180,7 @@ class Reconfigurer:
         d.profile, d.plan, d.source = profile, plan, source
         d.isolation.apply(plan, profile)
         d.ensure_mps()
-        if d.api.handlers is not None:
+        if isinstance(d.api.handlers, Handlers):
             d.api.handlers.plan = plan
 
     def reload_on_signal(self) -> None:

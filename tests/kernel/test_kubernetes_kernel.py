@@ -25,6 +25,7 @@ from nxrd.agent.pods import Driver, container_cgroup, parse_pods, pod_cgroup
 from tests.kernel.conftest import CGROUP_ROOT
 
 NXRD = str(Path(sys.executable).parent / "nxrd")
+NXRCTL = str(Path(sys.executable).parent / "nxrctl")
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "kubelet-pods.json"
 CONTROLLERS = "+cpuset +cpu +memory +pids"
 
@@ -205,6 +206,7 @@ def run_agent(
     log = (tmp_path / "agent.log").open("w")
     argv = [NXRD, "kubernetes", "--pods-url", kubelet_pods, "--cgroup-driver", driver]
     argv += ["--cgroup-mount", str(scratch), "--node", "node-1", "--controller", str(controller)]
+    argv += ["--socket", str(tmp_path / "agent.sock")]
     agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for("the lower pods frozen", lambda: all(
@@ -214,6 +216,13 @@ def run_agent(
         frozen_at = usage(embed)
         time.sleep(1.0)
         assert usage(embed) == frozen_at  # the kernel froze its spinning process
+        status = subprocess.run(
+            [NXRCTL, "--socket", str(tmp_path / "agent.sock"), "status"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        embed_row = [ln for ln in status.stdout.splitlines() if "models/embed-" in ln]
+        assert embed_row and "frozen" in embed_row[0], status.stdout
         assert (chat / "cpuset.cpus").read_text().strip() == "1"  # the CPU manager's
         assert (coredns / "cgroup.freeze").read_text().strip() == "0"  # not nxr's
         assert {f: (coredns / f).read_text() for f in ("cpu.max", "cpu.weight")} == kubelet[coredns]

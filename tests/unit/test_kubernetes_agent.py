@@ -13,9 +13,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from nxrd.agent.agent_api import AgentHandlers
 from nxrd.agent.node_agent import NodeAgent
 from nxrd.agent.node_spec import Found, node_spec
 from nxrd.agent.pods import Pod, PodListError, container_cgroup, parse_pods, pod_cgroup
+from nxrd.api.protocol import ApiError, Request
+from nxrd.cli.format import status_table, top_screen
 from nxrd.controller.law import ladder
 from nxrd.controller.poll import Fetched
 from nxrd.daemon.command import cli as nxrd_cli
@@ -272,3 +275,34 @@ def test_the_shipped_daemonset_is_valid_and_runs_the_agent_with_options_it_has()
     ctx = command.make_context("kubernetes", list(argv[2:]))  # raises on an unknown option
     assert ctx.params["cgroup_driver"] == "systemd"
     assert ctx.params["cgroup_mount"] == "/host/sys/fs/cgroup"
+
+
+def test_nxrctl_status_and_events_read_the_agent_with_pods_by_namespace_and_name() -> None:
+    fs = FakeCgroupFS()
+    data = pod_list()
+    kubelet_tree(fs, parse_pods(data))
+    agent = NodeAgent(
+        fs, lambda: data, "systemd", EventLog(), lambda: 0.0, ControllerSettings(cooldown=1.0)
+    )
+    handlers = AgentHandlers(agent)
+    try:
+        run(agent, 0.0, 12.0, slow=True, served=[0])
+        body = handlers.handle(Request("GET", ("workloads",)))
+        by_name = {w["name"]: w for w in body["workloads"]}
+        assert set(by_name) == {CHAT, EMBED, INDEXER}  # coredns is not nxr's
+        assert by_name[CHAT]["latency_seconds"] > by_name[CHAT]["slo_seconds"] == 0.2
+        assert by_name[CHAT]["cpus"] == "1"
+        assert by_name[EMBED]["frozen"] and by_name[EMBED]["frozen_by"] == "controller"
+        table = status_table(body["workloads"])  # what nxrctl status prints
+        assert CHAT in table and "frozen" in table
+        assert EMBED in top_screen(body["workloads"], 12.0, 160)  # and nxrctl top
+        events = handlers.handle(Request("GET", ("events",), {"since": "0"}))
+        assert [e["new"] for e in events["events"] if e["workload"] == "controller"][:1] == [
+            "cap-75%"
+        ]
+        later = handlers.handle(Request("GET", ("events",), {"since": str(events["last"])}))
+        assert later["events"] == []
+        with pytest.raises(ApiError, match="the node agent answers status, top, events"):
+            handlers.handle(Request("POST", ("workloads", CHAT, "stop")))
+    finally:
+        agent.close()
