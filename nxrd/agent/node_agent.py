@@ -55,6 +55,7 @@ class NodeAgent:
         self.fetched: queue.Queue[Fetched] = queue.Queue()
         self.last_sample: dict[str, float] = {}
         self.froze: set[str] = set()
+        self.written: dict[tuple[str, str], tuple[str, str, float]] = {}  # value, why, when
         self.said: set[str] = set()
         self.next_refresh = self.next_tick = 0.0
 
@@ -81,7 +82,8 @@ class NodeAgent:
                 {"direction": d.direction, "level": d.level, **d.inputs},
             )
         if decisions:
-            self._enforce()
+            rung = rung_name(self.state.level, self.rungs)
+            self._enforce(f"controller: {rung} ({decisions[-1].reason})")
 
     def status(self) -> list[dict[str, Any]]:
         """What `nxrctl status` shows for each nxr pod the agent acts on or for."""
@@ -113,6 +115,37 @@ class NodeAgent:
                 }
             )
         return out
+
+    def explain(self, key: str) -> dict[str, Any]:
+        """`nxrctl explain POD`: per file, what the kubelet gave it, what the agent last
+        wrote and why, and what the kernel has now. KeyError: not a pod the agent knows."""
+        pod, found = self.pods.get(key), self.found[key]
+        if pod is None:
+            raise KeyError(key)
+        path = pod_cgroup(pod, self.driver)
+        base = settings(LadderState(), self.view.spec).files.get(key, {})
+        limit = "none" if pod.cpu_limit is None else f"{pod.cpu_limit}m"
+        source = {
+            "cpu.weight": f"pod spec: requests.cpu {pod.cpu_request}m",
+            "cpu.max": f"pod spec: limits.cpu {limit}",
+            "cgroup.freeze": "the controller's freeze rungs",
+            "cpuset.cpus": "the kubelet's CPU manager (never written by nxr)",
+        }
+        rows = []
+        for name, said in source.items():
+            value, why, at = self.written.get((key, name), (None, None, None))
+            try:
+                kernel: str | None = self.fs.read(path, name)
+            except KernelError:
+                kernel = None
+            planned = base.get(name) if name in WRITTEN else None
+            if name == "cgroup.freeze" and key not in self.view.slos:
+                planned = "0"
+            rows.append({"resource": name, "profile": said, "planned": planned or "-",
+                         "written": value, "by": why, "at": at, "kernel": kernel})  # fmt: skip
+        rows[-1]["effective"] = format_cpu_list(list(found.cpus))
+        return {"name": key, "class": pod.nxr_class, "state": "ready", "cgroup": path,
+                "resources": rows}  # fmt: skip
 
     def close(self) -> None:
         """Every pod back to the kubelet's values, and the sources' threads stopped."""
@@ -159,7 +192,7 @@ class NodeAgent:
             with contextlib.suppress(KernelError):
                 if self.fs.read(pod_cgroup(self.pods[w.name], self.driver), "cgroup.freeze") == "1":
                     self.froze.add(w.name)
-        self._enforce()
+        self._enforce("the kubelet's values, when the agent first acts on the pod")
         names = [t.name for t in view.spec.targets]
         lowers = [w.name for w in view.spec.lowers]
         self.events.record(
@@ -207,11 +240,11 @@ class NodeAgent:
         scraped = self.scraped.get(key)
         return None if scraped is None else scraped.latency(QUANTILES[percentile])
 
-    def _enforce(self) -> None:
+    def _enforce(self, cause: str) -> None:
         want = settings(self.state, self.view.spec)
         for w in self.view.spec.lowers:
             files = {f: v for f, v in want.files.get(w.name, {}).items() if f in WRITTEN}
-            self._write(w.name, files, w.name in want.frozen)
+            self._write(w.name, files, w.name in want.frozen, cause)
 
     def _release(self, why: str) -> None:
         if self.state.level == 0 and not self.froze:
@@ -219,11 +252,11 @@ class NodeAgent:
         base = settings(LadderState(), self.view.spec)
         for w in self.view.spec.lowers:
             files = {f: v for f, v in base.files.get(w.name, {}).items() if f in WRITTEN}
-            self._write(w.name, files, False)
+            self._write(w.name, files, False, f"back to the kubelet's values: {why}")
         self.state = LadderState()
         self.events.record(self.wall(), "controller", "", "static", why, {})
 
-    def _write(self, key: str, files: dict[str, str], frozen: bool) -> None:
+    def _write(self, key: str, files: dict[str, str], frozen: bool, cause: str) -> None:
         pod = self.pods.get(key)
         if pod is None:
             return
@@ -235,6 +268,7 @@ class NodeAgent:
             for name, value in wanted.items():
                 if self.fs.read(path, name) != value:
                     self.fs.write(path, name, value)
+                    self.written[(key, name)] = (value, cause, self.wall())
         except KernelError as e:
             self._say(f"write {key}", f"pod {key}: {e}")
             return

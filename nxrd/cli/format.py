@@ -332,6 +332,8 @@ def explain_text(x: Mapping[str, Any]) -> str:
     effective = [r for r in x["resources"] if r.get("effective") not in (None, r.get("kernel"))]
     for r in effective:
         out.append(f"{r['resource']}: the kernel grants {r['effective']} (effective)")
+    if "gpus" not in x:  # a pod, as the Kubernetes node agent explains it
+        return "\n".join(out)
     gpus, threads = x.get("gpus", {}), x.get("threads", {})
     out += [
         "",

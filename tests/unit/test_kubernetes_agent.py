@@ -18,7 +18,7 @@ from nxrd.agent.node_agent import NodeAgent
 from nxrd.agent.node_spec import Found, node_spec
 from nxrd.agent.pods import Pod, PodListError, container_cgroup, parse_pods, pod_cgroup
 from nxrd.api.protocol import ApiError, Request
-from nxrd.cli.format import status_table, top_screen
+from nxrd.cli.format import explain_text, status_table, top_screen
 from nxrd.controller.law import ladder
 from nxrd.controller.poll import Fetched
 from nxrd.daemon.command import cli as nxrd_cli
@@ -304,5 +304,18 @@ def test_nxrctl_status_and_events_read_the_agent_with_pods_by_namespace_and_name
         assert later["events"] == []
         with pytest.raises(ApiError, match="the node agent answers status, top, events"):
             handlers.handle(Request("POST", ("workloads", CHAT, "stop")))
+        # nxrctl explain models/embed-...: the slash in its name splits the path
+        x = handlers.handle(Request("GET", ("workloads", *EMBED.split("/"), "explain")))
+        rows = {r["resource"]: r for r in x["resources"]}
+        assert rows["cpu.max"]["planned"] == "100000 100000"  # the kubelet's, from its limit
+        assert rows["cpu.max"]["kernel"] == rows["cpu.max"]["written"] == "75000 100000"
+        assert rows["cpu.max"]["by"].startswith("controller: cap-25% (models/chat-")
+        assert rows["cgroup.freeze"]["by"].startswith("controller: freeze-batch")
+        assert rows["cgroup.freeze"]["kernel"] == "1"
+        assert rows["cpuset.cpus"]["written"] is None  # the CPU manager's, never nxr's
+        text = explain_text(x)
+        assert "pod spec: limits.cpu 1000m" in text and "gpus:" not in text
+        with pytest.raises(ApiError, match="no nxr pod models/nope on this node"):
+            handlers.handle(Request("GET", ("workloads", "models", "nope", "explain")))
     finally:
         agent.close()
