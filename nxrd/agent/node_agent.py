@@ -56,6 +56,7 @@ class NodeAgent:
         self.last_sample: dict[str, float] = {}
         self.froze: set[str] = set()
         self.written: dict[tuple[str, str], tuple[str, str, float]] = {}  # value, why, when
+        self.actions: dict[tuple[str, str], int] = {}  # (direction, rung) -> decisions
         self.said: set[str] = set()
         self.next_refresh = self.next_tick = 0.0
 
@@ -73,6 +74,7 @@ class NodeAgent:
         before = self.state.level
         self.state, decisions = step(self.state, Observation(latency, age), self.view.spec, now)
         for d in decisions:
+            self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1
             self.events.record(
                 self.wall(),
                 "controller",
@@ -112,8 +114,24 @@ class NodeAgent:
                     "slo_percentile": None if slo is None else slo.target[0],
                     "slo_seconds": None if slo is None else slo.target[1],
                     "latency_seconds": latency,
+                    **self._usage(pod_cgroup(pod, self.driver)),
                 }
             )
+        return out
+
+    def summary(self) -> dict[str, object]:
+        """For the metrics endpoint, as nxrd's controller gives it."""
+        return {"level": self.state.level, "actions": dict(self.actions)}
+
+    def _usage(self, path: str) -> dict[str, int]:
+        """CPU time, throttling and memory of the pod's cgroup, as nxrd reads a leaf's."""
+        out: dict[str, int] = {}
+        with contextlib.suppress(KernelError, ValueError):
+            stat = dict(line.split() for line in self.fs.read(path, "cpu.stat").splitlines())
+            out["cpu_usage_usec"] = int(stat["usage_usec"])
+            out["cpu_throttled_usec"] = int(stat.get("throttled_usec", 0))
+        with contextlib.suppress(KernelError, ValueError):
+            out["memory_current"] = int(self.fs.read(path, "memory.current"))
         return out
 
     def explain(self, key: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from nxrd.agent.agent_api import AgentHandlers
 from nxrd.agent.node_agent import NodeAgent
 from nxrd.agent.pods import Driver
+from nxrd.api.connections import Connections
 from nxrd.api.server import Access, ApiServer
 from nxrd.kernel.cgroupfs import LinuxCgroupFS
 from nxrd.profile.model import ControllerSettings
@@ -57,7 +58,7 @@ def run_agent(
     ca_file: str | None = None,
     insecure: bool = False,
     socket_path: str = "/run/nxr/nxrd.sock",
-    api_group: str | None = None,
+    metrics: str | None = None,
 ) -> None:
     events = EventLog()
     events.sinks.append(_print)
@@ -68,19 +69,27 @@ def run_agent(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # nxrctl status, top and events against the agent, as against nxrd
-    api = ApiServer(socket_path, Access(api_group, "group"), AgentHandlers(agent))
+    api = ApiServer(socket_path, Access(None, "group"), AgentHandlers(agent))
+    servers: list[Connections] = [api]
+    if metrics:  # Prometheus, as nxrd's [host] metrics (prometheus_client only when asked)
+        from nxrd.api.metrics import MetricsServer
+
+        servers.append(MetricsServer(metrics, agent.status, agent.summary))
     print(f"nxrd kubernetes: pods from {pods_url}, {driver} cgroups in {cgroup_root}", flush=True)
     try:
         while not stop.is_set():
             agent.tick(time.monotonic())
             poller = select.poll()
-            for fd, mask in api.watched():
-                poller.register(fd, mask)
+            for server in servers:
+                for fd, mask in server.watched():
+                    poller.register(fd, mask)
             for fd, _ in poller.poll(int(min(controller.period, 0.5) * 1000)):
-                api.ready(fd)
-            api.expire(time.monotonic())
+                next(s for s in servers if s.owns(fd)).ready(fd)
+            for server in servers:
+                server.expire(time.monotonic())
     finally:
-        api.close()
+        for server in servers:
+            server.close()
         agent.close()
 
 

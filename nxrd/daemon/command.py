@@ -212,6 +212,11 @@ def check() -> None:
 @click.option("--token-file", help="Bearer token for the kubelet (default: the pod's own).")
 @click.option("--ca-file", help="CA of the kubelet's certificate (default: the cluster's).")
 @click.option(
+    "--metrics",
+    help="Serve Prometheus metrics at http://ADDRESS/metrics (host:port), as nxrd's "
+    "[host] metrics.",
+)
+@click.option(
     "--insecure-kubelet-tls",
     is_flag=True,
     help="Accept the kubelet's certificate unchecked (a self-signed serving certificate).",
@@ -226,6 +231,7 @@ def kubernetes(
     token_file: str | None,
     ca_file: str | None,
     insecure_kubelet_tls: bool,
+    metrics: str | None,
 ) -> None:
     """Run as a Kubernetes node agent: the latency controller over this node's pods
     exported by `nxrctl export kubernetes` (docs/kubernetes.md). It answers nxrctl status,
@@ -246,7 +252,16 @@ def kubernetes(
     mount = cgroup_mount or CGROUP2_MOUNT
     socket_path = click.get_current_context().find_root().params["socket_path"]
     run_agent(
-        pods_url, driver, mount, node, controller, token, ca, insecure_kubelet_tls, socket_path
+        pods_url,
+        driver,
+        mount,
+        node,
+        controller,
+        token,
+        ca,
+        insecure_kubelet_tls,
+        socket_path,
+        metrics,
     )
 
 

@@ -17,6 +17,7 @@ from nxrd.agent.agent_api import AgentHandlers
 from nxrd.agent.node_agent import NodeAgent
 from nxrd.agent.node_spec import Found, node_spec
 from nxrd.agent.pods import Pod, PodListError, container_cgroup, parse_pods, pod_cgroup
+from nxrd.api.metrics import controller_families, families
 from nxrd.api.protocol import ApiError, Request
 from nxrd.cli.format import explain_text, status_table, top_screen
 from nxrd.controller.law import ladder
@@ -296,6 +297,18 @@ def test_nxrctl_status_and_events_read_the_agent_with_pods_by_namespace_and_name
         table = status_table(body["workloads"])  # what nxrctl status prints
         assert CHAT in table and "frozen" in table
         assert EMBED in top_screen(body["workloads"], 12.0, 160)  # and nxrctl top
+        # the metrics endpoint (nxrd kubernetes --metrics) builds nxrd's own series from them
+        fs.dirs[pod_cgroup(parse_pods(data)[1], "systemd")]["cpu.stat"] = "usage_usec 2500000"
+        series = {
+            (s.name, s.labels.get("workload"), s.labels.get("direction")): s.value
+            for m in [*families(agent.status()), *controller_families(agent.summary())]
+            for s in m.samples
+        }
+        assert series[("nxr_workload_latency_seconds", CHAT, None)] > 0.2
+        assert series[("nxr_workload_frozen", EMBED, None)] == 1.0
+        assert series[("nxr_workload_cpu_usage_seconds_total", EMBED, None)] == 2.5
+        assert series[("nxr_controller_level", None, None)] == agent.state.level > 0
+        assert series[("nxr_controller_actions_total", None, "up")] >= 1
         events = handlers.handle(Request("GET", ("events",), {"since": "0"}))
         assert [e["new"] for e in events["events"] if e["workload"] == "controller"][:1] == [
             "cap-75%"
