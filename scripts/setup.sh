@@ -32,6 +32,9 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "setup: installing the project into .venv"
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e '.[dev,demo]'
+    # The demo's OCR model ships in this wheel. Without its dependencies: it declares
+    # opencv-python (288 MB, and libGL), and the demo reads only its model file.
+    .venv/bin/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
     touch "$stamp"
 fi
 
