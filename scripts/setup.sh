@@ -32,9 +32,9 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "setup: installing the project into .venv"
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e '.[dev,demo]'
-    # The demo's OCR model ships in this wheel. Without its dependencies: it declares
-    # opencv-python (288 MB, and libGL), and the demo reads only its model file.
-    .venv/bin/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
+    # The demo's models ship in these wheels. Without their dependencies: one declares
+    # opencv-python (288 MB, and libGL), the other torch; the demo reads only model files.
+    .venv/bin/pip install -q --no-deps rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3
     touch "$stamp"
 fi
 
