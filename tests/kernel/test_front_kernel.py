@@ -138,7 +138,11 @@ def test_the_front_caps_each_replica_bounds_its_queue_and_outlives_nxrd(
             at = waits["le"].index(under)
             return sum(h["counts"][at] for k, h in waits.items() if k != "le")
 
-        d.wait_for(lambda: logged() == statuses.count(200), 30)
+        try:
+            d.wait_for(lambda: logged() == statuses.count(200), 30)
+        except AssertionError:  # say what was counted, not only that it never matched
+            served = statuses.count(200)
+            raise AssertionError(f"{logged()} logged of {served} served: {front()}") from None
         assert logged("0.25") <= statuses.count(200) - 4  # 4 or more waited for a request
 
         # a replica restarted while requests wait: it leaves the rotation before its stop
