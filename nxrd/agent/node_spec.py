@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from nxrd.agent.pods import ANNOTATION, Pod, PodListError
 from nxrd.controller.law import Lower, Spec, Target
+from nxrd.controller.spec import tuned
 from nxrd.model.classes import CLASSES, policy
 from nxrd.profile.model import Control, ControllerSettings, Slo
 
@@ -81,19 +82,7 @@ def node_spec(pods: list[Pod], found: dict[str, Found], c: ControllerSettings) -
                 priority=priority,
             )
         )
-    spec = Spec(
-        tuple(targets),
-        tuple(lowers),
-        act_below=c.act_below,
-        relax_above=c.relax_above,
-        relax_after=c.relax_after,
-        cooldown=c.cooldown,
-        max_step=c.max_step,
-        stale_after=c.stale_after,
-        share=False,
-        probe_after=c.probe_after or None,
-        lend=False,
-    )
+    spec = tuned(c, targets, lowers, share=False, lend=False)
     return NodeSpec(spec, slos, problems)
 
 

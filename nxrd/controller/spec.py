@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nxrd.controller.law import Front, Lower, Spec, Target
 from nxrd.front.render import defaults
 from nxrd.model.classes import policy
 from nxrd.model.plan import Plan
 from nxrd.model.replicas import group_of, is_front
-from nxrd.profile.model import Profile
+from nxrd.profile.model import ControllerSettings, Profile
 
 
 def control_spec(profile: Profile, plan: Plan) -> Spec:
@@ -50,6 +52,20 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
         if wl.front_config is None or replica is None or replica.serve is None:
             continue
         fronts.append(Front(wl.name, defaults(replica.serve, replica)[0]))
+    return tuned(
+        c,
+        targets,
+        lowers,
+        share=c.share,
+        share_below=c.share_below,
+        judge=c.judge,
+        fronts=tuple(fronts),
+    )
+
+
+def tuned(c: ControllerSettings, targets: list[Target], lowers: list[Lower], **rest: Any) -> Spec:
+    """The law's Spec over targets and lowers, with the profile's [controller] timings and
+    bands (rest: what the caller decides itself: sharing, lending, judging, fronts)."""
     return Spec(
         tuple(targets),
         tuple(lowers),
@@ -59,9 +75,6 @@ def control_spec(profile: Profile, plan: Plan) -> Spec:
         cooldown=c.cooldown,
         max_step=c.max_step,
         stale_after=c.stale_after,
-        share=c.share,
-        share_below=c.share_below,
         probe_after=c.probe_after or None,
-        judge=c.judge,
-        fronts=tuple(fronts),
+        **rest,
     )
