@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
-import time
+from collections.abc import Callable
+
+from demo.workers import keep_busy
 
 # Its own threads are its parallelism: one BLAS thread each (set before numpy starts).
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -29,30 +30,18 @@ def main() -> None:
 
     rng = np.random.default_rng(2)
     a = rng.standard_normal((args.size, args.size), dtype=np.float32)
-    blocks = [0]
-    lock = threading.Lock()
-    wanted = [0]
 
-    def work(i: int) -> None:
+    def worker(i: int) -> Callable[[], int]:
         b = a.copy()
-        while True:
-            if i >= wanted[0]:
-                time.sleep(0.2)
-                continue
-            b = np.tanh(a @ b)
-            with lock:
-                blocks[0] += 1
 
-    workers: list[threading.Thread] = []
-    with open(args.progress, "a", buffering=1) as out:
-        while True:
-            wanted[0] = min(args.max_threads, len(os.sched_getaffinity(0)))
-            while len(workers) < wanted[0]:
-                workers.append(threading.Thread(target=work, args=(len(workers),), daemon=True))
-                workers[-1].start()
-            for _ in range(2):
-                time.sleep(0.5)
-                out.write(f"{time.monotonic():.3f} {blocks[0]} {wanted[0]}\n")
+        def step() -> int:
+            nonlocal b
+            b = np.tanh(a @ b)
+            return 1  # one block
+
+        return step
+
+    keep_busy(args.progress, args.max_threads, worker)
 
 
 if __name__ == "__main__":

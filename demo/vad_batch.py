@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from demo.workers import keep_busy
 
 RATE = 16000
 CHUNK = 512  # samples per call at 16 kHz
@@ -77,32 +77,19 @@ def main() -> None:
     ap.add_argument("--max-threads", type=int, default=64)
     args = ap.parse_args()
 
-    chunks = [0]
-    lock = threading.Lock()
-    wanted = [0]
-
-    def work(i: int) -> None:
+    def worker(i: int) -> Callable[[], int]:
         scorer, clip = Scorer(), audio(10.0, seed=i)
-        while True:
-            if i >= wanted[0]:
-                time.sleep(0.2)
-                continue
+
+        def step() -> int:
+            nonlocal clip
             for chunk in clip[:32]:
                 scorer.score(chunk)
             clip = np.roll(clip, -32, axis=0)
-            with lock:
-                chunks[0] += 32
+            return 32  # chunks
 
-    workers: list[threading.Thread] = []
-    with open(args.progress, "a", buffering=1) as out:
-        while True:
-            wanted[0] = min(args.max_threads, len(os.sched_getaffinity(0)))
-            while len(workers) < wanted[0]:
-                workers.append(threading.Thread(target=work, args=(len(workers),), daemon=True))
-                workers[-1].start()
-            for _ in range(2):
-                time.sleep(0.5)
-                out.write(f"{time.monotonic():.3f} {chunks[0]} {wanted[0]}\n")
+        return step
+
+    keep_busy(args.progress, args.max_threads, worker)
 
 
 if __name__ == "__main__":
