@@ -1,8 +1,10 @@
-"""Open-loop load: Poisson arrivals at a rate per phase, each request's latency counted from
-the time it was due (not the time it was sent), so a late sender or a full queue shows up as
-latency instead of hiding it. Writes one line per request: due time (seconds from the start)
-and latency, or "lost" when no reply came within --timeout. Each request carries the time it
-was actually sent, from which the server times it as a server would (demo.server).
+"""Open-loop load over HTTP: Poisson arrivals at a rate per phase, each request's latency
+counted from the time it was due (not the time it was sent), so a late sender or a full
+queue shows up as latency instead of hiding it. Each request is a POST /ocr of a line of
+text as a PNG (demo.ocr_server) on a connection of its own, and carries its number
+(X-Request-Id) and the time it was actually sent (X-Sent), from which the server times it
+as a server would. Writes one line per request: due time (seconds from the start) and
+latency, or "lost" when no answer (200) came within --timeout.
 
     python -m demo.loadgen --port 7070 --phases 10:20,25:40 --out latency.csv
 """
@@ -10,14 +12,19 @@ was actually sent, from which the server times it as a server would (demo.server
 from __future__ import annotations
 
 import argparse
+import asyncio
+import http.client
+import io
 import random
-import socket
+import resource
 import statistics
-import threading
 import time
 from pathlib import Path
 
 from demo.figures import LOST, Phase, phases
+from demo.ocr import decode, render
+
+LINES = ("nxr supervises ML inference 2026", "GPU memory: 78 GiB free", "batch job 42 at 0.57")
 
 
 def schedule(load: list[Phase], seed: int) -> list[float]:
@@ -47,32 +54,104 @@ def read(path: Path) -> tuple[float, list[tuple[float, float]]]:
     return start, samples
 
 
-def wait_for_server(sock: socket.socket, addr: tuple[str, int], timeout: float) -> None:
+def bodies() -> list[bytes]:
+    """What clients send: the lines as PNGs, each also upside down (for the classifier)."""
+    out = []
+    for line in LINES:
+        png = render(line)
+        flipped = io.BytesIO()
+        decode(png).rotate(180).save(flipped, format="PNG")
+        out += [png, flipped.getvalue()]
+    return out
+
+
+def post(port: int, body: bytes, rid: int, timeout: float = 10.0) -> int:
+    """One request, as the load sends it; its status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/ocr", body, headers=_headers(rid, len(body)))
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        conn.close()
+
+
+def _headers(rid: int, length: int) -> dict[str, str]:
+    return {
+        "Content-Type": "image/png",
+        "Content-Length": str(length),
+        "X-Request-Id": str(rid),
+        "X-Sent": f"{time.monotonic():.6f}",
+        "Connection": "close",
+    }
+
+
+def wait_for_server(port: int, timeout: float) -> None:
+    body = bodies()[0]
     end = time.monotonic() + timeout
-    sock.settimeout(1.0)
     while time.monotonic() < end:
-        sock.sendto(f"-1 {time.monotonic():.6f}".encode(), addr)
         try:
-            while sock.recv(64) != b"-1":
-                pass
-            return
-        except TimeoutError:
-            continue
-    raise SystemExit(f"loadgen: no reply from udp {addr[0]}:{addr[1]} in {timeout:.0f}s")
+            if post(port, body, -1) == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"loadgen: no answer from http://127.0.0.1:{port}/ocr in {timeout:.0f}s")
 
 
-def service_time(sock: socket.socket, addr: tuple[str, int], n: int) -> float:
+def service_time(port: int, n: int) -> float:
     """Median round trip of n requests sent one at a time (after a few to warm up): what
     one request costs the server when nothing queues."""
-    sock.settimeout(10.0)
+    body = bodies()[0]
     times = []
-    for _ in range(n + 10):
+    for i in range(n + 5):
         sent = time.monotonic()
-        sock.sendto(f"-2 {sent:.6f}".encode(), addr)
-        while sock.recv(64) != b"-2":
-            pass
+        if post(port, body, -2 - i) != 200:
+            raise OSError("the server refused a request")
         times.append(time.monotonic() - sent)
-    return statistics.median(times[10:])
+    return statistics.median(times[5:])
+
+
+async def _request(port: int, body: bytes, rid: int, timeout: float) -> bool:
+    """One request on a connection of its own: whether it was answered 200 in time."""
+
+    async def exchange() -> bool:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            head = "".join(f"{k}: {v}\r\n" for k, v in _headers(rid, len(body)).items())
+            writer.write(f"POST /ocr HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + body)
+            await writer.drain()
+            status = await reader.readline()
+            await reader.read()  # the rest, to the server's close
+            return status.split()[1:2] == [b"200"]
+        finally:
+            writer.close()
+
+    try:
+        return await asyncio.wait_for(exchange(), timeout)
+    except (OSError, TimeoutError, IndexError):
+        return False
+
+
+async def run(port: int, due: list[float], timeout: float) -> tuple[float, list[float | None]]:
+    """Sends each request when due, never waiting for answers; (start, latencies)."""
+    sent = bodies()
+    done: list[float | None] = [None] * len(due)
+    start = time.monotonic() + 0.5
+
+    async def one(i: int) -> None:
+        if await _request(port, sent[i % len(sent)], i, timeout):
+            done[i] = time.monotonic() - (start + due[i])
+
+    tasks = []
+    for i, t in enumerate(due):
+        delay = start + t - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return start, done
 
 
 def main() -> None:
@@ -81,41 +160,16 @@ def main() -> None:
     ap.add_argument("--phases", default="10:20,25:40", help="RATE:SECONDS,... (rates per s)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--wait", type=float, default=300.0, help="for the server's first reply")
+    ap.add_argument("--wait", type=float, default=300.0, help="for the server's first answer")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    addr = ("127.0.0.1", args.port)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    wait_for_server(sock, addr, args.wait)
+    # a connection per request in flight: a queue that builds needs more than 1024 files
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    wait_for_server(args.port, args.wait)
     due = schedule(phases(args.phases), args.seed)
-    done: list[float | None] = [None] * len(due)
-    start = time.monotonic() + 0.5
-
-    def receive() -> None:
-        sock.settimeout(0.5)
-        while not stop.is_set():
-            try:
-                rid = int(sock.recv(64))
-            except (TimeoutError, ValueError):
-                continue
-            if 0 <= rid < len(due):
-                done[rid] = time.monotonic() - (start + due[rid])
-
-    stop = threading.Event()
-    receiver = threading.Thread(target=receive, daemon=True)
-    receiver.start()
-    for i, t in enumerate(due):
-        delay = start + t - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        sock.sendto(f"{i} {time.monotonic():.6f}".encode(), addr)
-    last = time.monotonic()
-    while time.monotonic() - last < args.timeout and any(d is None for d in done[-50:]):
-        time.sleep(0.1)
-    stop.set()
-    receiver.join()
+    start, done = asyncio.run(run(args.port, due, args.timeout))
     with open(args.out, "w") as f:
         f.write(f"# start_monotonic {start:.6f}\n")
         for t, d in zip(due, done, strict=True):

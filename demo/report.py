@@ -29,7 +29,7 @@ class Run:
     samples: list[tuple[float, float]] = field(default_factory=list)  # (due, latency)
     # (due, latency as the server timed it: from the request's send to its reply)
     served: list[tuple[float, float]] = field(default_factory=list)
-    batch: list[tuple[float, float]] = field(default_factory=list)  # (t, blocks)
+    batch: list[tuple[float, float]] = field(default_factory=list)  # (t, items done)
     server: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
     nxrd: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
     batch_cpu: list[tuple[float, float]] = field(default_factory=list)  # (t, CPU seconds)
@@ -86,7 +86,7 @@ def _series(path: Path, start: float) -> list[tuple[float, float]]:
 class Alone:
     """The batch job alone on the host: its throughput and the CPUs it and the host used."""
 
-    rate: float | None  # blocks per second
+    rate: float | None  # items per second
     cpu: float | None
     host: float | None
 
@@ -183,7 +183,7 @@ def table(meta: dict[str, Any], figs: Figs, served: Figs, runs: list[Run]) -> st
     per = f" ({asked[:-1]} times the server's CPU per request)" if asked.endswith("x") else ""
     lines = [
         f"{meta['slo_name']} SLO {slo * 1000:.0f} ms{per}; load {load}; {cpus} CPUs; "
-        + (f"batch alone {alone:.1f} blocks/s" if alone else "no batch-alone run"),
+        + (f"batch alone {alone:.1f} items/s" if alone else "no batch-alone run"),
         "",
         f"{'SET-UP':<{w}} {'LOAD':>5} {meta['slo_name'].upper():>8} {'/SLO':>5} "
         f"{'OVER SLO':>12} {'BATCH':>6} {'OF IDLE':>7} {'SERVER':>6} {'UTIL':>5} "
@@ -293,7 +293,7 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
         used = [v for v in (server, nxrd, batch_cpu) if v is not None]
         rest = None if host is None or batch_cpu is None else max(0.0, host - sum(used))
         idle = None if host is None else max(0.0, cpus - host)
-        # blocks per CPU second against alone's: p_batch is already a share of alone's rate
+        # items per CPU second against alone's: p_batch is already a share of alone's rate
         work = None
         if alone.rate and alone.cpu and p_batch is not None and batch_cpu:
             work = p_batch * alone.cpu / batch_cpu
@@ -324,7 +324,7 @@ def cpu_table(meta: dict[str, Any], figs: dict[str, list[PhaseFigures]]) -> list
     lines += [
         "",
         "CPUs used over each phase. REST: the rest of the host (load generator, background "
-        "job, kernel); WORK/CPU: batch blocks per CPU second, as a share of what it does alone.",
+        "job, kernel); WORK/CPU: batch items per CPU second, as a share of what it does alone.",
     ]
     return lines
 
@@ -380,7 +380,7 @@ def plot(meta: dict[str, Any], runs: list[Run], png: Path) -> None:
                 elif t1 > t0:
                     pts.append((t1, (v1 - v0) / (t1 - t0)))
             bx.plot([t for t, _ in pts], [v for _, v in pts], color="tab:orange", linewidth=0.8)
-            bx.set_ylabel("batch blocks/s", color="tab:orange")
+            bx.set_ylabel("batch items/s", color="tab:orange")
             bx.set_ylim(bottom=0)
         ax.legend(loc="upper left", fontsize=7)
     axes[-1].set_xlabel("seconds from the start of the load (gray: load step)")

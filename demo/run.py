@@ -5,7 +5,7 @@ VM when this host has none).
 Set-ups:
     alone       the batch job by itself on every CPU: the capacity batch throughput is
                 measured against (no load)
-    solo        the server by itself on one CPU with one BLAS thread, as nxr runs it, with
+    solo        the server by itself on one CPU with one intra-op thread, as nxr runs it, with
                 no batch or background work: what no rung of the controller can improve on
     plain       plain processes, no cgroups, default thread counts (no nxr)
     weights     cgroups with static cpu.weight only (1000 server, 50 batch, idle background)
@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -63,11 +62,12 @@ CGROUP2 = LinuxCgroupFS("/sys/fs/cgroup")
 WEIGHTS = "nxr-demo-weights"  # its cgroups, under CGROUP2
 WEIGHT_GROUPS = {"server": "1000", "batch": "50", "bg": None}  # cpu.weight; None: cpu.idle
 # The folder that holds the demo package: its workloads run there (cwd), where
-# `python3 -m demo.server` finds it (the demo is not installed with nxr).
+# `python3 -m demo.ocr_server` finds it (the demo is not installed with nxr).
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = Path("/run/nxr-demo")  # the profile's workloads write their progress here
 BIN = Path(sys.executable).parent
 ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+SAMPLED = {"server": "chat", "batch": "embed"}  # CPU time sampled: the profile's workloads
 SETUPS = ("alone", "solo", "plain", "weights", "pinned", "capped", "controller")
 
 
@@ -235,6 +235,8 @@ class Setup:
         """Every half second while going(): the CPU seconds of the server, the batch job
         and nxrd so far, and the host's busy CPU seconds (what the rest is made of)."""
         daemon = psutil.Process(self.nxrd.pid) if self.nxrd is not None else None
+        commands = workload_commands(self.profile)
+        modules = {name: module(commands[wl]) for name, wl in SAMPLED.items()}
         procs: dict[str, psutil.Process | None] = {"server": None, "batch": None}
         with contextlib.ExitStack() as files:
             out = {
@@ -244,7 +246,7 @@ class Setup:
             while going():
                 for name, proc in procs.items():
                     if proc is None or not proc.is_running():
-                        procs[name] = find(f"demo.{name}")  # a scan of /proc: not always
+                        procs[name] = find(modules[name])  # a scan of /proc: not always
                 now = f"{time.monotonic():.3f}"
                 for name, proc in (*procs.items(), ("nxrd", daemon)):
                     if proc is not None:
@@ -361,7 +363,7 @@ def with_slo(profile: str, slo: str, capacity: float | None) -> str:
 
 def in_root(profile: str) -> str:
     """The profile with each of its workloads run in ROOT (cwd), where `python3 -m
-    demo.server` finds the demo package: nxrd gives a workload a clean environment (no
+    demo.ocr_server` finds the demo package: nxrd gives a workload a clean environment (no
     PYTHONPATH of the harness's). A workload with a cwd of its own keeps it."""
     for name, spec in tomllib.loads(profile).get("workloads", {}).items():
         if "cwd" in spec:
@@ -407,7 +409,7 @@ def launch(
     argv: list[str], cgroup: str | None = None, one_cpu: bool = False
 ) -> subprocess.Popen[bytes]:
     """A workload in its own session (killed with its group), in `cgroup` (under CGROUP2)
-    if given; with one_cpu, on this host's first CPU with one BLAS thread, as nxr runs the
+    if given; with one_cpu, on this host's first CPU with one intra-op thread, as nxr runs the
     server. It runs in the harness's own directory and environment, where it found the
     demo package."""
     env = {**os.environ, **(ONE_THREAD if one_cpu else {})}
@@ -424,13 +426,13 @@ def launch(
 
 
 def calibrate(
-    server: list[str], out: Path, port: int = 7070, requests: int = 200, seconds: float = 10.0
+    server: list[str], out: Path, port: int = 7070, requests: int = 50, seconds: float = 10.0
 ) -> tuple[float, float]:
-    """The server's capacity alone on one CPU with one BLAS thread (as nxr runs it): the
-    requests it answers per CPU second under open-loop load (for `seconds`) at half the rate that
-    one request at a time suggests; and that rate (requests per second, one at a time),
-    which overstates it: between requests under load the server sleeps and wakes, and each
-    request costs more (20-40% more CPU in the test VM)."""
+    """The server's capacity alone on one CPU with one intra-op thread (as nxr runs it):
+    the requests it answers per CPU second under open-loop load (for `seconds`) at half the
+    rate that one request at a time suggests; and that rate (requests per second, one at a
+    time), which overstates it: between requests under load the server sleeps and wakes,
+    and each request costs more (20-40% more CPU in the test VM)."""
     proc = launch(server, one_cpu=True)
 
     def alive() -> None:
@@ -438,23 +440,20 @@ def calibrate(
             raise SystemExit(f"demo: the server exited ({proc.returncode}) while calibrating")
 
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        addr = ("127.0.0.1", port)
         end = time.monotonic() + 300
         while True:  # a few seconds at a time, so that a server that died is said at once
             alive()
             try:
-                loadgen.wait_for_server(sock, addr, 2)
+                loadgen.wait_for_server(port, 2)
                 break
             except SystemExit:
                 if time.monotonic() > end:
                     raise
         try:
-            one_at_a_time = 1 / loadgen.service_time(sock, addr, requests)
-        except TimeoutError:
+            one_at_a_time = 1 / loadgen.service_time(port, requests)
+        except OSError:
             alive()
             raise SystemExit("demo: the server stopped answering while calibrating") from None
-        sock.close()
         server_cpu = psutil.Process(proc.pid)
         before = sum(server_cpu.cpu_times()[:2])
         latency = out / "calibration.csv"
@@ -521,6 +520,13 @@ def nxrctl(*args: str) -> str:
         timeout=120,
         check=True,
     ).stdout
+
+
+def module(argv: list[str]) -> str:
+    """The module a workload's command runs (`python3 -m MODULE ...`)."""
+    if "-m" not in argv[:-1]:
+        raise SystemExit(f"demo: {' '.join(argv)}: not `python3 -m MODULE ...`")
+    return argv[argv.index("-m") + 1]
 
 
 def find(module: str) -> psutil.Process | None:

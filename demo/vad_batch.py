@@ -2,10 +2,11 @@
 Runtime, with the weights the `silero-vad` wheel ships (installed by scripts/setup.sh
 without its dependencies: it declares torch, and only its model file is read).
 
-Like demo/batch.py it runs one worker thread per CPU it is allowed onto, rechecked every
-second, each with its own single-threaded session over its own stream of audio, and
-appends "MONOTONIC CHUNKS THREADS" to --progress every half second: one chunk is 32 ms of
-16 kHz audio scored for speech.
+It runs one worker thread per CPU it is allowed onto (demo/workers.py), rechecked every
+second, each with its own single-threaded session over its own STREAMS streams of audio,
+scored together, a chunk of each per call (a batch), and appends "MONOTONIC CHUNKS
+THREADS" to --progress every half second: one chunk is 32 ms of 16 kHz audio scored for
+speech.
 
     python -m demo.vad_batch --progress /run/nxr-demo/batch.progress
 """
@@ -25,6 +26,7 @@ from demo.workers import keep_busy
 RATE = 16000
 CHUNK = 512  # samples per call at 16 kHz
 CONTEXT = 64  # samples of the chunk before, which the model reads again
+STREAMS = 8  # streams a worker scores together
 
 
 def model_path() -> Path:
@@ -36,9 +38,11 @@ def model_path() -> Path:
 
 
 class Scorer:
-    """One stream of audio through the model, chunk after chunk (its state carried)."""
+    """Streams of audio through the model together, a chunk of each per call (their states
+    carried): batched, as batch inference runs, so that the model's work dominates the
+    Python around each call."""
 
-    def __init__(self) -> None:
+    def __init__(self, streams: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -47,16 +51,17 @@ class Scorer:
         self.session = ort.InferenceSession(
             str(model_path()), options, providers=["CPUExecutionProvider"]
         )
-        self.state = np.zeros((2, 1, 128), np.float32)
-        self.context = np.zeros((1, CONTEXT), np.float32)
+        self.state = np.zeros((2, streams, 128), np.float32)
+        self.context = np.zeros((streams, CONTEXT), np.float32)
         self.sr = np.array(RATE, np.int64)
 
-    def score(self, chunk: Any) -> float:
-        """The probability that this chunk (CHUNK samples in [-1, 1]) holds speech."""
-        x = np.concatenate([self.context, chunk.reshape(1, CHUNK)], axis=1)
+    def score(self, chunks: Any) -> list[float]:
+        """The probability that each stream's next chunk (CHUNK samples in [-1, 1]) holds
+        speech."""
+        x = np.concatenate([self.context, chunks.reshape(len(self.context), CHUNK)], axis=1)
         out, self.state = self.session.run(None, {"input": x, "state": self.state, "sr": self.sr})
         self.context = x[:, -CONTEXT:]
-        return float(out[0, 0])
+        return [float(v) for v in out[:, 0]]
 
 
 def audio(seconds: float, seed: int) -> Any:
@@ -78,14 +83,15 @@ def main() -> None:
     args = ap.parse_args()
 
     def worker(i: int) -> Callable[[], int]:
-        scorer, clip = Scorer(), audio(10.0, seed=i)
+        scorer = Scorer(STREAMS)
+        clips = np.stack([audio(10.0, seed=STREAMS * i + k) for k in range(STREAMS)], axis=1)
 
         def step() -> int:
-            nonlocal clip
-            for chunk in clip[:32]:
-                scorer.score(chunk)
-            clip = np.roll(clip, -32, axis=0)
-            return 32  # chunks
+            nonlocal clips
+            for chunks in clips[:4]:
+                scorer.score(chunks)
+            clips = np.roll(clips, -4, axis=0)
+            return 4 * STREAMS  # chunks
 
         return step
 

@@ -1,4 +1,4 @@
-"""What the demo's batch jobs share: one worker thread per CPU the job is allowed onto,
+"""The demo's batch job's workers: one worker thread per CPU the job is allowed onto,
 rechecked every second (so that it uses every core it is given, cores lent by nxr's
 controller included, and idles the threads beyond them when its cpuset shrinks), and
 "MONOTONIC DONE THREADS" appended to the progress file every half second."""

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The main job: a CPU model server with a p99 SLO, a batch job and a background indexer
-# (profiles/demo.toml, real BLAS work) run under nxrd with a load step, first with static
-# pinning (controller off), then with the latency-SLO controller on, after the server by
-# itself under the same load (what no controller rung can improve on); prints p99 against the
-# SLO, windows over it, batch throughput and the controller's actions, and plots latency.
-# Runs inside a qemu VM when this host lacks cgroup v2 (about 12 minutes). Sets itself up
-# first (apt packages, virtualenv). Results: demo-out/ (NXR_DEMO_OUT to change).
+# The main job: a real pretrained model served over HTTP with a p99 SLO (PP-OCR on ONNX
+# Runtime), a batch inference job (Silero VAD) and a background indexer (profiles/demo.toml)
+# run under nxrd with a load step, first with static pinning (controller off), then with the
+# latency-SLO controller on, after the server by itself under the same load (what no
+# controller rung can improve on); prints p99 against the SLO, windows over it, batch
+# throughput and the controller's actions, and plots latency. Runs inside a qemu VM when
+# this host lacks cgroup v2 (about 12 minutes). Sets itself up first (apt packages,
+# virtualenv). Results: demo-out/ (NXR_DEMO_OUT to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

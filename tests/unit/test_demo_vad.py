@@ -8,13 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from demo.vad_batch import CHUNK, Scorer, audio
 
 
 def test_the_pretrained_model_scores_tone_above_near_silence() -> None:
     scorer = Scorer()
     clip = audio(4.0, seed=1)
-    scores = [scorer.score(chunk) for chunk in clip]
+    scores = [scorer.score(chunk)[0] for chunk in clip]
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert clip.shape[1] == CHUNK
     # the clip alternates 1 s of a voiced tone and 1 s of faint noise: each tone second
@@ -44,3 +47,14 @@ def test_the_job_reports_chunks_scored_on_its_threads(tmp_path: Path) -> None:
     finally:
         job.kill()
         job.wait()
+
+
+def test_streams_scored_together_score_as_each_alone() -> None:
+    clips = [audio(1.0, seed=s) for s in (1, 2, 3)]
+    together, scorer = [], Scorer(3)
+    for chunks in zip(*clips, strict=True):
+        together.append(scorer.score(np.stack(chunks)))
+    for k, clip in enumerate(clips):
+        one = Scorer()
+        alone = [one.score(chunk)[0] for chunk in clip]
+        assert [t[k] for t in together] == pytest.approx(alone, abs=1e-4)
