@@ -10,7 +10,8 @@
 # apart. In the test VM when this host lacks cgroup v2 (about 15 minutes).
 #   bash bench/repeats.sh [OUT_DIR [SETUPS]]   (default bench-out/repeats and
 #       solo,pinned,controller; controller+probe_after=0s is the controller with one of
-#       the profile's settings changed, see demo.run)
+#       the profile's settings changed, see demo.run); REPEATS_PHASES=20%:20,80%:30,20%:20
+#       for other loads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ ${2:-x} =~ ^[a-z0-9_.=+,-]+$ ]] || { echo "repeats: not a list of set-ups: $2" >&2; exit 2; }
@@ -18,7 +19,8 @@ bash scripts/setup.sh
 .venv/bin/python -m demo.run --check --setups "${2:-solo,pinned,controller}" --slo 10x
 mkdir -p "${1:-bench-out/repeats}"
 OUT=$(cd "${1:-bench-out/repeats}" && pwd)
-PHASES=20%:20,60%:30,40%:20
+PHASES=${REPEATS_PHASES:-20%:20,60%:30,40%:20}
+.venv/bin/python -m demo.run --check --setups solo --phases "$PHASES" --slo 10x
 IFS=, read -ra SETUPS <<< "${2:-solo,pinned,controller}"
 n=${#SETUPS[@]} RUNS=""
 for i in 0 1 2; do  # runs a, b and c: the set-ups rotated i to the right

@@ -251,8 +251,7 @@ class Setup:
                 for name, proc in (*procs.items(), ("nxrd", daemon)):
                     if proc is not None:
                         with contextlib.suppress(psutil.Error):
-                            t = proc.cpu_times()
-                            out[name].write(f"{now} {t.user + t.system:.3f}\n")
+                            out[name].write(f"{now} {cpu_seconds(proc):.3f}\n")
                 h = psutil.cpu_times()
                 busy = h.user + h.nice + h.system + h.irq + h.softirq + h.steal
                 out["host"].write(f"{now} {busy:.3f}\n")
@@ -520,6 +519,17 @@ def nxrctl(*args: str) -> str:
         timeout=120,
         check=True,
     ).stdout
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """The CPU time of a process and its children (the batch job's worker processes)."""
+    t = proc.cpu_times()
+    total = float(t.user + t.system)
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            total += c.user + c.system
+    return total
 
 
 def module(argv: list[str]) -> str:

@@ -2,10 +2,10 @@
 Runtime, with the weights the `silero-vad` wheel ships (installed by scripts/setup.sh
 without its dependencies: it declares torch, and only its model file is read).
 
-It runs one worker thread per CPU it is allowed onto (demo/workers.py), rechecked every
+It runs one worker process per CPU it is allowed onto (demo/workers.py), rechecked every
 second, each with its own single-threaded session over its own STREAMS streams of audio,
 scored together, a chunk of each per call (a batch), and appends "MONOTONIC CHUNKS
-THREADS" to --progress every half second: one chunk is 32 ms of 16 kHz audio scored for
+WORKERS" to --progress every half second: one chunk is 32 ms of 16 kHz audio scored for
 speech.
 
     python -m demo.vad_batch --progress /run/nxr-demo/batch.progress
@@ -46,7 +46,7 @@ class Scorer:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # the job's threads are its parallelism
+        options.intra_op_num_threads = 1  # the job's worker processes are its parallelism
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
             str(model_path()), options, providers=["CPUExecutionProvider"]
@@ -79,7 +79,7 @@ def audio(seconds: float, seed: int) -> Any:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--progress", required=True)
-    ap.add_argument("--max-threads", type=int, default=64)
+    ap.add_argument("--max-workers", type=int, default=64)
     args = ap.parse_args()
 
     def worker(i: int) -> Callable[[], int]:
@@ -95,7 +95,7 @@ def main() -> None:
 
         return step
 
-    keep_busy(args.progress, args.max_threads, worker)
+    keep_busy(args.progress, args.max_workers, worker)
 
 
 if __name__ == "__main__":

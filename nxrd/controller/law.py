@@ -78,6 +78,16 @@ shortens. In the test VM the server's CPU per request under caps or freezes was 
 work its CPU for nothing.
 Climbs that lend cores are not judged: more cores make no request cheaper.
 
+A queue shows first. Where a target declares a port and its CPU per request is known
+(`Observation.service`: it pushes each request's latency and has cores of its own), the
+next request's slack is also predicted from the connections waiting in its accept queue
+(`Observation.queued`): it is answered after them, (queued + 1) x service / cores from
+now. The lower of that and the measured slack counts, and a predicted one under
+`act_below` is fresh evidence by itself: the requests in the queue have not started, and
+the percentile sees each only once it is answered, late. In the test VM (docs/benchmarks.md)
+the demo's server at 60% of its capacity rarely has over three waiting; a burst that
+queues eight is over its SLO before the first of them is answered.
+
 Climbing again needs fresh evidence. A windowed percentile keeps a burst's slow requests
 for the whole window after the rung that answered it; climbing on them alone winds the
 ladder up (caps, then freezes) for latency that has already recovered. Where the source
@@ -185,8 +195,13 @@ class Observation:
     # target missing here is judged on latency alone
     busy: dict[str, float] = field(default_factory=dict)
     # per target whose every request nxrd sees, with cores of its own: its CPU seconds per
-    # request answered over the last COST_WINDOW (missing: too few requests to say)
+    # request answered over the last COST_WINDOW (missing: too few requests to say), for
+    # judging climbs (spec.judge)
     cost: dict[str, float] = field(default_factory=dict)
+    # per target that declares a port: connections waiting in its accept queue now
+    queued: dict[str, float] = field(default_factory=dict)
+    # per target: its CPU seconds per request, as cost but whether or not climbs are judged
+    service: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -320,6 +335,8 @@ def step(
     """One controller tick."""
     rungs = ladder(spec)
     slacks, stale = _slacks(obs, spec)
+    ahead = {n: s for n, s in _ahead(obs, spec).items() if n in slacks and s < slacks[n]}
+    slacks.update(ahead)  # a queue that will answer late counts as its lateness
     worst = min(slacks.items(), key=lambda kv: kv[1], default=None)
     inputs: dict[str, Any] = {
         "observed": {t.name: obs.latency.get(t.name) for t in spec.targets},
@@ -327,6 +344,8 @@ def step(
         "slack": {n: round(s, 3) for n, s in slacks.items()},
         "signals": dict(obs.signals),
     }
+    if ahead:
+        inputs["queued"] = {n: obs.queued[n] for n in ahead}
     if obs.recent:
         inputs["recent"] = dict(obs.recent)
     if obs.busy:
@@ -360,14 +379,16 @@ def step(
             fresh = [
                 (n, s)
                 for n, s in slacks.items()
-                if s < spec.act_below and not _recovered(n, obs, spec)
+                if s < spec.act_below and (n in ahead or not _recovered(n, obs, spec))
             ]
             if not fresh:
                 return state, []
             name, slack = min(fresh, key=lambda kv: kv[1])
             if _held_down(state, obs, now):
                 return state, []
-        why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}"
+        why = f"{name} slack {slack:.0%} under {spec.act_below:.0%}" + (
+            f" ({obs.queued[name]:.0f} requests waiting to be accepted)" if name in ahead else ""
+        )
         by = spec.max_step if state.level >= 0 else -state.level  # sharing ends at once
         if (
             state.ceiling is not None
@@ -532,6 +553,20 @@ def _slacks(obs: Observation, spec: Spec) -> tuple[dict[str, float], list[str]]:
         else:
             slacks[t.name] = t.slack(seen)
     return slacks, stale
+
+
+def _ahead(obs: Observation, spec: Spec) -> dict[str, float]:
+    """The slack of the next request, per target whose accept queue and CPU per request
+    are known: it is answered after those waiting and itself, each taking the target's
+    cores that long (the queue drains at cores / service requests a second). Its latency
+    percentile lags a queue by the requests in it: each is seen only once answered."""
+    out = {}
+    for t in spec.targets:
+        queued, service = obs.queued.get(t.name), obs.service.get(t.name)
+        if queued is None or service is None or not t.cpus or not math.isfinite(service):
+            continue
+        out[t.name] = t.slack((queued + 1) * service / len(t.cpus))
+    return out
 
 
 def _failed(state: LadderState, spec: Spec, now: float) -> int:

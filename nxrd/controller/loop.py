@@ -181,7 +181,14 @@ class Controller:
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
         signals = observe(names)
         busy = self.busy(now, signals)
-        observed = Observation(latency, age, signals, self.recent(now), busy, self.cost(now, busy))
+        service = self.service(now, busy)
+        queued = {
+            t.name: q
+            for t in self.spec.targets
+            if (q := signals.get(t.name, {}).get("listen_queue")) is not None
+        }
+        cost = service if self.spec.judge else {}
+        observed = Observation(latency, age, signals, self.recent(now), busy, cost, queued, service)
         self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
             self.actions[(d.direction, d.rung)] = self.actions.get((d.direction, d.rung), 0) + 1
@@ -255,12 +262,10 @@ class Controller:
                 out[t.name] = sum(p for _, p in used) / len(used) / 100 / len(t.cpus)
         return out
 
-    def cost(self, now: float, busy: dict[str, float]) -> dict[str, float]:
+    def service(self, now: float, busy: dict[str, float]) -> dict[str, float]:
         """Per pushing target with cores of its own: CPU seconds per request answered over
         the last COST_WINDOW (its busy share of its cores over the same span), where at
         least MIN_REQUESTS were answered; probes are nxrd's own few requests, not its load."""
-        if not self.spec.judge:
-            return {}
         out = {}
         for t in self.spec.targets:
             window = self.windows[t.name]

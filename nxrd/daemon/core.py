@@ -94,7 +94,7 @@ class Daemon:
         self.metrics: MetricsServer | None = None
         self.push: PushReceiver | None = None
         self.counters = host.counters()
-        self.readings = Readings(self.counters, self.root)
+        self.readings = Readings(self.counters, self.root, host.listening())
         self.pids = PidIndex(host, self.root)
         self.ledger = Ledger(host.time)
         # No GPUs found (no driver, no pynvml): no NVML session, no GPU figures, no errors.
@@ -293,6 +293,6 @@ class Daemon:
             # and their shaping; once they are stopped, nothing is left to shape
             self.egress.try_(self.egress.remove, "egress shaping not removed")
         self.isolation.restore()  # the machine gets its cores back, even when left running
-        for part in (self.api, self.counters, self.pids, self.controller, self.push, self.metrics):
+        for part in (self.api, self.readings, self.pids, self.controller, self.push, self.metrics):
             if part is not None:
                 part.close()

@@ -1,5 +1,6 @@
 """What nxrd reads of its workloads' leaves: usage, throttling and pressure for each
-controller tick, and a CPU sample per second for status's rates."""
+controller tick, and a CPU sample per second for status's rates; and of the sockets of
+workloads that declare a port, the connections waiting to be accepted (listen_queue)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from nxrd.controller.observe import (
     usage_signals,
 )
 from nxrd.kernel.cgroupfs import parse_keyed
-from nxrd.kernel.host import Counters
+from nxrd.kernel.host import Counters, Listening
 from nxrd.supervisor.supervisor import Record
 
 
 class Readings:
-    def __init__(self, counters: Counters, root: Path) -> None:
-        self.counters, self.root = counters, str(root)
+    def __init__(self, counters: Counters, root: Path, listening: Listening | None = None) -> None:
+        self.counters, self.root, self.listening = counters, str(root), listening
         self.tick_cpu: dict[str, CpuSample] = {}  # the previous tick's, for throttling
         # workload -> (its pid, when read, its pressure signals): re-read every PSI_PERIOD
         self.tick_pressure: dict[str, tuple[int, float, dict[str, float]]] = {}
@@ -56,7 +57,20 @@ class Readings:
                 texts = {f: self.counters.read(f"{leaf}/{f}") for f in PRESSURE_FILES}
                 held = self.tick_pressure[name] = (rec.pid, now, pressure_signals(texts))
             out[name].update(held[2])
+        ports = {
+            name: records[name].spec.port for name in out if records[name].spec.port is not None
+        }
+        if self.listening is not None and ports:
+            waiting = self.listening.read(p for p in ports.values() if p is not None)
+            for name, port in ports.items():
+                if port in waiting:
+                    out[name]["listen_queue"] = float(waiting[port])
         return out
+
+    def close(self) -> None:
+        self.counters.close()
+        if self.listening is not None:
+            self.listening.close()
 
     def sample(self, records: Mapping[str, Record], now: float) -> None:
         """CPU counters of every running workload, so status can show rates (a workload

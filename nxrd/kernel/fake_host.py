@@ -4,7 +4,7 @@ systemd recorded instead of sent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from nxrd.kernel.block import Disk, Disks
 from nxrd.kernel.cgroupfs import CgroupFS, FakeCgroupFS
 from nxrd.kernel.fake_runtime import FakeRuntime
 from nxrd.kernel.gpu_usage import GpuAccounting
-from nxrd.kernel.host import Counters, Host
+from nxrd.kernel.host import Counters, Host, Listening
 from nxrd.kernel.housekeeping import SLICES, HostCpus
 from nxrd.kernel.nvml_guard import Guard
 from nxrd.kernel.requirements import NEEDED
@@ -141,6 +141,19 @@ class FakeCounters:
         return None
 
 
+class FakeListening:
+    """The accept queues tests set in FakeHost.accept_queues."""
+
+    def __init__(self, host: FakeHost) -> None:
+        self.host = host
+
+    def read(self, ports: Iterable[int]) -> dict[int, int]:
+        return {p: self.host.accept_queues[p] for p in ports if p in self.host.accept_queues}
+
+    def close(self) -> None:
+        return None
+
+
 class FakeHost(Host):
     def __init__(
         self,
@@ -181,6 +194,7 @@ class FakeHost(Host):
         self.fake_disks = FakeDisks()
         gib = 1 << 30  # /proc/meminfo, in bytes; tests set what the guard reads
         self.memory = {"MemTotal": 8 * gib, "MemAvailable": 6 * gib, "SwapTotal": 0}
+        self.accept_queues: dict[int, int] = {}  # port -> connections waiting (tests set)
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)
@@ -217,6 +231,9 @@ class FakeHost(Host):
 
     def counters(self) -> Counters:
         return FakeCounters(self)
+
+    def listening(self) -> Listening:
+        return FakeListening(self)
 
     def runtime(self, fs: CgroupFS, state_dir: Path, journal: bool, gpus: Sequence[Gpu]) -> Runtime:
         self.proc_runtime = FakeRuntime(state_dir, fs)

@@ -16,7 +16,7 @@ import pwd
 import select
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +45,14 @@ class Counters(Protocol):
     def close(self) -> None: ...
 
 
+class Listening(Protocol):
+    """Connections waiting in listening sockets' accept queues, by port (kernel/listen.py)."""
+
+    def read(self, ports: Iterable[int]) -> dict[int, int]: ...
+
+    def close(self) -> None: ...
+
+
 class Host(ABC):
     """What nxrd needs of the machine it runs on."""
 
@@ -67,6 +75,10 @@ class Host(ABC):
     @abstractmethod
     def counters(self) -> Counters:
         """A reader of cgroup files kept open between ticks."""
+
+    @abstractmethod
+    def listening(self) -> Listening:
+        """A reader of the accept queues of ports workloads listen on."""
 
     @abstractmethod
     def runtime(self, fs: CgroupFS, state_dir: Path, journal: bool, gpus: Sequence[Gpu]) -> Runtime:
@@ -173,6 +185,11 @@ class LinuxHost(Host):
 
     def counters(self) -> Counters:
         return KeptOpen()
+
+    def listening(self) -> Listening:
+        from nxrd.kernel.listen import ListenQueues
+
+        return ListenQueues()
 
     def runtime(self, fs: CgroupFS, state_dir: Path, journal: bool, gpus: Sequence[Gpu]) -> Runtime:
         from nxrd.kernel.linux_runtime import LinuxRuntime

@@ -657,7 +657,9 @@ class Workload(Section):
         None,
         ge=1,
         le=65535,
-        description="The TCP port it listens on, given to it as NXR_PORT; replica i gets port + i.",
+        description="The TCP port it listens on, given to it as NXR_PORT; replica i gets "
+        "port + i. The controller reads its accept queue as a leading signal "
+        "(docs/controller.md).",
     )
     serve: Serve | None = Field(
         None, description="A request front over its replicas (needs port; docs/front.md)."

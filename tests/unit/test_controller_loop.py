@@ -302,16 +302,20 @@ def test_judging_costs_each_pushed_request_in_cpu_and_steps_back_from_a_useless_
         # 80% of one of chat's two CPUs: 0.8 CPU s a second for 10 requests, 80 ms each
         ctl.tick(now, lambda names: {"chat": {"cpu_percent": 80.0}})
         now += 0.5
-    assert ctl.cost(3.5, ctl.busy(3.5, {})) == {"chat": pytest.approx(0.08)}
+    assert ctl.service(3.5, ctl.busy(3.5, {})) == {"chat": pytest.approx(0.08)}
     up, back = log.since(0, "controller")
     assert (up.new, up.data["cost"]) == ("cap-75%", {"chat": 0.08})
     assert (back.new, back.data["direction"]) == ("static", "down")
     assert ctl.state.changed_at == 3.5  # 2 s after the climb at 1.5 s
     assert back.cause.startswith("cap-75% did not make requests 10% cheaper (chat 80.0 ms of CPU")
     assert fs.read("batch/embed", "cpu.max") == "max 100000"
-    # without judge, no cost is taken
-    plain, *_ = setup()
-    assert plain.cost(now, {"chat": 0.5}) == {}
+    # without judge, no climb is judged on it: no cost among a decision's inputs
+    plain, _, _, plain_log, _ = setup()
+    for i in range(15):
+        plain.push("chat", 0.3, i / 10)
+    plain.tick(1.5, lambda names: {"chat": {"cpu_percent": 80.0}})
+    (up,) = plain_log.since(0, "controller")
+    assert up.new == "cap-75%" and "cost" not in up.data
 
 
 def test_the_last_rung_stops_batch_with_a_declared_cause_and_starts_it_again() -> None:
@@ -385,3 +389,24 @@ def test_past_the_lower_classes_rungs_the_front_holds_back_low_priority_then_its
 
     ctl.release(now, "profile changed")
     assert admitted[-1] == ("chat.front", [], 4)
+
+
+def test_requests_waiting_at_the_servers_port_climb_while_those_answered_are_fast() -> None:
+    """chat answers each request in 20 ms (10% of its SLO) using 40% of one of its two CPUs
+    at 10 requests a second: 40 ms of CPU each. Then 20 connections wait in its accept
+    queue: the next is answered after 21 x 40 ms / 2 cores = 420 ms, over the SLO. Sharing
+    (reached while it was calm) ends, and batch is capped, before any slow answer is seen."""
+    ctl, fs, _sup, log, _ = setup()
+    now = 0.0
+    for waiting in (0.0, 0.0, 0.0, 0.0, 0.0, 20.0, 20.0):
+        for i in range(10):
+            ctl.push("chat", 0.02, now + i / 10)
+        now += 1.0
+        ctl.tick(now, lambda names, q=waiting: {"chat": {"cpu_percent": 40.0, "listen_queue": q}})
+    ups = [e for e in log.since(0, "controller") if e.data.get("direction") == "up"]
+    assert [e.new for e in ups] == ["static", "cap-75%"]
+    # about -110%: the CPU per request is the mean over the last 2 s
+    assert ups[0].cause.startswith("chat slack -1")
+    assert ups[0].cause.endswith("% under 10% (20 requests waiting to be accepted)")
+    assert ups[0].data["queued"] == {"chat": 20.0} and ups[0].data["observed"]["chat"] == 0.02
+    assert fs.read("batch/embed", "cpu.max") != "max 100000"

@@ -5,6 +5,7 @@ leaves, read through nxrd's own kept-open descriptors."""
 
 from __future__ import annotations
 
+import socket
 import types
 from pathlib import Path
 
@@ -14,12 +15,20 @@ from nxrd.daemon.pids import PidIndex, _owner
 from nxrd.daemon.readings import Readings
 from nxrd.kernel.counters import KeptOpen
 from nxrd.kernel.fake_host import FakeHost
+from nxrd.kernel.listen import ListenQueues
 from nxrd.model.topology import load_topology
 from tests.unit.conftest import TOPOLOGIES
 
 
-def rec(name: str, cgroup: str, pid: int | None = 100) -> types.SimpleNamespace:
-    return types.SimpleNamespace(name=name, pid=pid, plan=types.SimpleNamespace(cgroup=cgroup))
+def rec(
+    name: str, cgroup: str, pid: int | None = 100, port: int | None = None
+) -> types.SimpleNamespace:
+    return types.SimpleNamespace(
+        name=name,
+        pid=pid,
+        plan=types.SimpleNamespace(cgroup=cgroup),
+        spec=types.SimpleNamespace(port=port),
+    )
 
 
 def leaf(root: Path, cgroup: str, usage: int = 0, cpu_some: float = 0.0) -> None:
@@ -136,3 +145,35 @@ def test_a_workloads_main_process_is_known_by_its_pid_while_it_lives(daemon: Dae
     assert daemon.pids.main == {}
     assert host.open_pidfds == {}  # every pidfd taken was closed
     assert host.cgroup_of(worker) == f"{root}/lc/chat"
+
+
+def test_connections_waiting_at_a_workloads_port_are_its_listen_queue(tmp_path: Path) -> None:
+    """Read from the kernel (sock_diag): a server that has not accepted three connections
+    has three waiting; a workload without a port, or whose port nothing listens on, has no
+    such signal."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    leaf(tmp_path, "lc/chat")
+    leaf(tmp_path, "batch/idle")
+    leaf(tmp_path, "lc/gone")
+    records = {
+        "chat": rec("chat", "lc/chat", port=port),
+        "idle": rec("idle", "batch/idle"),
+        "gone": rec("gone", "lc/gone", port=1),  # nothing listens on port 1
+    }
+    readings = Readings(KeptOpen(), tmp_path, ListenQueues())
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        got = readings.tick(["chat", "idle", "gone"], records, 100.0)
+        assert got["chat"]["listen_queue"] == 3.0
+        assert "listen_queue" not in got["idle"] and "listen_queue" not in got["gone"]
+        accepted, _ = server.accept()
+        accepted.close()
+        assert readings.tick(["chat"], records, 100.5)["chat"]["listen_queue"] == 2.0
+    finally:
+        readings.close()
+        for c in clients:
+            c.close()
+        server.close()

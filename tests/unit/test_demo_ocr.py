@@ -120,6 +120,9 @@ def test_a_request_is_timed_from_when_its_client_sent_it_and_logged_by_its_id(
     answer = conn.getresponse()
     assert answer.status == 200 and json.loads(answer.read())["angle"] == 180
     conn.close()
+    deadline = time.monotonic() + 10  # the server answers first, then times and logs
+    while not (pushed and log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(pushed) == 1 and 0.5 <= pushed[0] < 5
     rid, took = log.read_text().split()
     assert rid == "7" and float(took) == pytest.approx(pushed[0], abs=1e-5)

@@ -27,10 +27,10 @@ def test_the_pretrained_model_scores_tone_above_near_silence() -> None:
     assert mean[0] > mean[1] and mean[2] > mean[3], mean
 
 
-def test_the_job_reports_chunks_scored_on_its_threads(tmp_path: Path) -> None:
+def test_the_job_reports_chunks_scored_by_its_workers(tmp_path: Path) -> None:
     progress = tmp_path / "progress"
     job = subprocess.Popen(
-        [sys.executable, "-m", "demo.vad_batch", "--progress", str(progress), "--max-threads", "1"]
+        [sys.executable, "-m", "demo.vad_batch", "--progress", str(progress), "--max-workers", "1"]
     )
     try:
         deadline = time.monotonic() + 60
@@ -43,7 +43,7 @@ def test_the_job_reports_chunks_scored_on_its_threads(tmp_path: Path) -> None:
             raise AssertionError(
                 f"no progress: {progress.read_text() if progress.exists() else ''}"
             )
-        assert lines[-1].split()[2] == "1"  # threads
+        assert lines[-1].split()[2] == "1"  # workers
     finally:
         job.kill()
         job.wait()

@@ -663,3 +663,30 @@ def test_shaped_lower_workloads_get_net_rungs_that_cut_their_egress_ceilings() -
         {"embed": 100_000_000},
         {"embed": 50_000_000},
     ]
+
+
+def test_a_queue_waiting_to_be_accepted_climbs_before_the_percentile_shows_it() -> None:
+    """chat answers comfortably (its p99 40% of the SLO, and the requests since too), but
+    eight requests wait in its accept queue at 25 ms of CPU each on its two cores: the
+    ninth would be answered 112 ms from now, 56% of the SLO. Twelve waiting: 162 ms, slack
+    19%, under act_below (20%)."""
+    calm = Observation({"chat": 0.08}, recent={"chat": 0.08}, service={"chat": 0.025})
+    spec = replace(SPEC, act_below=0.2)
+    for queued, rung in ((0, None), (8, None), (12, "cap-75%")):
+        obs = replace(calm, queued={"chat": float(queued)})
+        state, decisions = step(LadderState(), obs, spec, 10.0)
+        assert [d.rung for d in decisions] == ([rung] if rung else []), queued
+    (up,) = decisions
+    assert up.reason == "chat slack 19% under 20% (12 requests waiting to be accepted)"
+    assert up.inputs["queued"] == {"chat": 12.0} and up.inputs["slack"] == {"chat": 0.188}
+    # while the queue stays, the ladder climbs however good the answered requests look;
+    # once it drains, it steps back down as comfort lasts
+    moves = []
+    for i in range(60):
+        queue = 12.0 if i < 20 else 0.0
+        state, ds = step(state, replace(calm, queued={"chat": queue}), spec, 10.5 + i / 2)
+        moves += [d.direction for d in ds]
+    assert "up" in moves[: moves.index("down")] and set(moves[moves.index("down") :]) == {"down"}
+    # without its CPU per request (no pushed latency), a queue says nothing
+    blind = replace(calm, queued={"chat": 12.0}, service={})
+    assert step(LadderState(), blind, spec, 10.0)[1] == []
