@@ -4,8 +4,8 @@
 # (solo,pinned,controller; controller,solo,pinned; pinned,controller,solo), each time with
 # the server's capacity measured first, at co-location's loads (20% for 20 s, 60% for 30 s,
 # 40% for 20 s) and with the SLO at 10 times the server's CPU per request. Prints the
-# windows over the SLO per run and in all, and batch throughput with the controller as a
-# share of pinning's in the same run (demo.repeats).
+# windows over the SLO per run and in all, the reaction to each step up, and batch
+# throughput with the controller as a share of pinning's in the same run (demo.repeats).
 # The test VM's speed drifts by a third within a run, so single runs cannot tell the set-ups
 # apart. In the test VM when this host lacks cgroup v2 (about 15 minutes).
 #   bash bench/repeats.sh [OUT_DIR [SETUPS]]   (default bench-out/repeats and

@@ -65,6 +65,23 @@ def summary(folders: list[Path]) -> str:
             each = " ".join(f"{c:2}" for c, _ in counts)
             within = f"{1 - over / of:.1%} within" if of else "no windows"
             out.append(f"{name:{w}} {each}   {over} of {of} ({within})")
+    out += [
+        "",
+        "REACTION TO EACH STEP UP: seconds until every later 1 s window is within the SLO, "
+        "per run and step (never: the phase ended over it)",
+    ]
+    for name in setups:
+        got = [
+            p.reaction
+            for *_, client, _b in runs
+            if name in client
+            for p in client[name]
+            if p.steps_up
+        ]
+        finite = [r for r in got if r is not None]
+        worst = "never" if None in got else f"{max(finite):.1f} s" if finite else "-"
+        each = " ".join("never" if r is None else f"{r:.1f}" for r in got)
+        out.append(f"{name:{w}} {each}   worst {worst}")
     out += ["", f"BATCH THROUGHPUT AS A SHARE OF {BASE.upper()}'S IN THE SAME RUN, per run"]
     for name in setups:
         has = [name in b and BASE in b and any(v is not None for v in b[name]) for *_, b in runs]

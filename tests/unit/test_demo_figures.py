@@ -555,6 +555,12 @@ def test_repeated_runs_are_judged_together(tmp_path: Path) -> None:
         "pinned       0  0   0 of 12 (100.0% within)",
         "controller   0  1   1 of 12 (91.7% within)",
     ]
+    # each run's step: the burst right after it is over within 1 s; b's late one at 16 s
+    reaction = text.index(next(line for line in text if line.startswith("REACTION TO EACH")))
+    assert text[reaction + 1 : reaction + 3] == [
+        "pinned      1.0 1.0   worst 1.0 s",
+        "controller  1.0 7.0   worst 7.0 s",
+    ]
     # then over the whole load: the controller's 600 blocks in a and 900 in b, pinning's 600
     assert (
         "controller  20% 1.50 2.00 (median 1.75),  40% 0.50 1.00 (median 0.75),  "
