@@ -24,6 +24,7 @@ import contextlib
 import http.server
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +111,10 @@ class Server(http.server.HTTPServer):
     # Requests wait in the listen backlog while one is served: room for a burst's worth,
     # where the default (5) would drop connections and the client retry a second later.
     request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up
+            super().handle_error(request, client_address)
 
 
 def main() -> None:

@@ -502,11 +502,17 @@ def make_weight_groups(fs: CgroupFS) -> str:
     return WEIGHTS
 
 
-def remove_weight_groups(fs: CgroupFS, root: str) -> None:
-    """The "weights" set-up's cgroups gone, once their processes are."""
+def remove_weight_groups(fs: CgroupFS, root: str, timeout: float = 30.0) -> None:
+    """The "weights" set-up's cgroups gone, once their processes are (killed processes
+    leave their cgroup a moment after the kill: the batch job's workers, after the job)."""
     for group in WEIGHT_GROUPS:
-        if fs.exists(f"{root}/{group}"):
-            fs.rmdir(f"{root}/{group}")
+        rel = f"{root}/{group}"
+        if not fs.exists(rel):
+            continue
+        end = time.monotonic() + timeout
+        while fs.read(rel, "cgroup.procs").strip() and time.monotonic() < end:
+            time.sleep(0.1)
+        fs.rmdir(rel)
     fs.rmdir(root)
 
 
