@@ -42,6 +42,9 @@ from nxrd.supervisor.supervisor import Supervisor
 BUSY_WINDOW = COST_WINDOW
 # fewer requests than this in COST_WINDOW give no cost: one slow request would swing it
 MIN_REQUESTS = 10
+# the accept-queue prediction (law.py) needs only a rough CPU per request: a server of
+# 140 ms a request at 60% of its capacity answers 8 in COST_WINDOW
+MIN_SERVED = 4
 
 
 class Controller:
@@ -181,13 +184,13 @@ class Controller:
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
         signals = observe(names)
         busy = self.busy(now, signals)
-        service = self.service(now, busy)
+        service = self.service(now, busy, MIN_SERVED)
         queued = {
             t.name: q
             for t in self.spec.targets
             if (q := signals.get(t.name, {}).get("listen_queue")) is not None
         }
-        cost = service if self.spec.judge else {}
+        cost = self.service(now, busy, MIN_REQUESTS) if self.spec.judge else {}
         observed = Observation(latency, age, signals, self.recent(now), busy, cost, queued, service)
         self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
@@ -262,17 +265,17 @@ class Controller:
                 out[t.name] = sum(p for _, p in used) / len(used) / 100 / len(t.cpus)
         return out
 
-    def service(self, now: float, busy: dict[str, float]) -> dict[str, float]:
+    def service(self, now: float, busy: dict[str, float], least: int) -> dict[str, float]:
         """Per pushing target with cores of its own: CPU seconds per request answered over
         the last COST_WINDOW (its busy share of its cores over the same span), where at
-        least MIN_REQUESTS were answered; probes are nxrd's own few requests, not its load."""
+        least `least` were answered; probes are nxrd's own few requests, not its load."""
         out = {}
         for t in self.spec.targets:
             window = self.windows[t.name]
             if t.name not in busy or t.name not in self.pushed or window.seconds < COST_WINDOW:
                 continue
             answered = sum(1 for at, _ in window.samples if at > now - COST_WINDOW)
-            if answered >= MIN_REQUESTS:
+            if answered >= least:
                 out[t.name] = busy[t.name] * len(t.cpus) * COST_WINDOW / answered
         return out
 
