@@ -250,8 +250,9 @@ class Setup:
                 now = f"{time.monotonic():.3f}"
                 for name, proc in (*procs.items(), ("nxrd", daemon)):
                     if proc is not None:
-                        with contextlib.suppress(psutil.Error):
-                            out[name].write(f"{now} {cpu_seconds(proc):.3f}\n")
+                        with contextlib.suppress(psutil.Error):  # its workers: batch's only
+                            used = cpu_seconds(proc, children=name == "batch")
+                            out[name].write(f"{now} {used:.3f}\n")
                 h = psutil.cpu_times()
                 busy = h.user + h.nice + h.system + h.irq + h.softirq + h.steal
                 out["host"].write(f"{now} {busy:.3f}\n")
@@ -527,11 +528,12 @@ def nxrctl(*args: str) -> str:
     ).stdout
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    """The CPU time of a process and its children (the batch job's worker processes)."""
+def cpu_seconds(proc: psutil.Process, children: bool) -> float:
+    """The CPU time of a process, with its children's (the batch job's worker processes;
+    not nxrd's, which are the workloads)."""
     t = proc.cpu_times()
     total = float(t.user + t.system)
-    for child in proc.children(recursive=True):
+    for child in proc.children(recursive=True) if children else []:
         with contextlib.suppress(psutil.Error):
             c = child.cpu_times()
             total += c.user + c.system
