@@ -1,6 +1,7 @@
 """Whether one vCPU of the test VM slows the other: a probe on CPU 0 while CPU 1 is idle,
-busy, or busy a quarter of the time, three rounds. Probes: a fixed pure-Python loop and one
-request of the demo server's model (time per call), and a 1 ms sleep (gaps over 20 ms).
+busy, or busy a quarter of the time, three rounds. Probes: a fixed pure-Python loop, one
+request of the synthetic MLP the demo's server ran before 1c3e019 (time per call), and a
+1 ms sleep (gaps over 20 ms).
 Run inside the VM (bash scripts/vm-run.sh '.venv/bin/python bench/vcpus.py'), about 6 min.
 """
 
@@ -71,7 +72,7 @@ def sleep_gaps(seconds: float) -> list[float]:
 def main() -> None:
     from demo.model import MLP
 
-    model = MLP(256)  # the demo server's model and request size (demo.server)
+    model = MLP(256)  # the model and request size of the demo's former MLP server
     x = model.batch(8)
 
     def numpy_work() -> None:
