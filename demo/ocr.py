@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from demo.sessions import session
+
 HEIGHT = 48  # the recognizer's input height
 MIN_WIDTH = 320
 
@@ -51,18 +53,13 @@ def threads() -> int:
         return 0
 
 
-def session(name: str, intra_op: int | None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads() if intra_op is None else intra_op
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_path(name)), options, providers=["CPUExecutionProvider"])
+def _session(name: str, intra_op: int | None) -> Any:
+    return session(model_path(name), threads() if intra_op is None else intra_op)
 
 
 class Recognizer:
     def __init__(self, intra_op: int | None = None) -> None:
-        self.session = session(REC, intra_op)
+        self.session = _session(REC, intra_op)
         meta = self.session.get_modelmeta().custom_metadata_map
         # index 0 is CTC's blank; the model's own alphabet, then a space
         self.chars = ["", *meta["character"].splitlines(), " "]
@@ -83,7 +80,7 @@ class Orienter:
     """PP-OCR's direction classifier: the angle a line of text is at, 0 or 180 degrees."""
 
     def __init__(self, intra_op: int | None = None) -> None:
-        self.session = session(CLS, intra_op)
+        self.session = _session(CLS, intra_op)
         self.input = self.session.get_inputs()[0].name
 
     def read(self, image: Image.Image) -> tuple[int, float]:

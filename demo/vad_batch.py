@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from demo.sessions import session
 from demo.workers import keep_busy
 
 RATE = 16000
@@ -43,14 +44,8 @@ class Scorer:
     Python around each call."""
 
     def __init__(self, streams: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # the job's worker processes are its parallelism
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(model_path()), options, providers=["CPUExecutionProvider"]
-        )
+        # one thread: the job's worker processes are its parallelism
+        self.session = session(model_path(), 1)
         self.state = np.zeros((2, streams, 128), np.float32)
         self.context = np.zeros((streams, CONTEXT), np.float32)
         self.sr = np.array(RATE, np.int64)
