@@ -88,7 +88,7 @@ def _headers(rid: int, length: int) -> dict[str, str]:
 
 
 def wait_for_server(port: int, timeout: float) -> None:
-    body = bodies()[0]
+    body = render(LINES[0])
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
@@ -103,7 +103,7 @@ def wait_for_server(port: int, timeout: float) -> None:
 def service_time(port: int, n: int) -> float:
     """Median round trip of n requests sent one at a time (after a few to warm up): what
     one request costs the server when nothing queues."""
-    body = bodies()[0]
+    body = render(LINES[0])
     times = []
     for i in range(n + 5):
         sent = time.monotonic()

@@ -184,13 +184,16 @@ class Controller:
         names = [t.name for t in self.spec.targets] + [w.name for w in self.spec.lowers]
         signals = observe(names)
         busy = self.busy(now, signals)
-        service = self.service(now, busy, MIN_SERVED)
+        served = self.service(now, busy)
+        service = {n: cpu for n, (cpu, answered) in served.items() if answered >= MIN_SERVED}
+        cost = {n: cpu for n, (cpu, answered) in served.items() if answered >= MIN_REQUESTS}
         queued = {
             t.name: q
             for t in self.spec.targets
             if (q := signals.get(t.name, {}).get("listen_queue")) is not None
         }
-        cost = self.service(now, busy, MIN_REQUESTS) if self.spec.judge else {}
+        if not self.spec.judge:
+            cost = {}
         observed = Observation(latency, age, signals, self.recent(now), busy, cost, queued, service)
         self.state, decisions = step(self.state, observed, self.spec, now)
         for d in decisions:
@@ -265,18 +268,18 @@ class Controller:
                 out[t.name] = sum(p for _, p in used) / len(used) / 100 / len(t.cpus)
         return out
 
-    def service(self, now: float, busy: dict[str, float], least: int) -> dict[str, float]:
+    def service(self, now: float, busy: dict[str, float]) -> dict[str, tuple[float, int]]:
         """Per pushing target with cores of its own: CPU seconds per request answered over
-        the last COST_WINDOW (its busy share of its cores over the same span), where at
-        least `least` were answered; probes are nxrd's own few requests, not its load."""
+        the last COST_WINDOW (its busy share of its cores over the same span), and how many
+        were answered, where any were; probes are nxrd's own few requests, not its load."""
         out = {}
         for t in self.spec.targets:
             window = self.windows[t.name]
             if t.name not in busy or t.name not in self.pushed or window.seconds < COST_WINDOW:
                 continue
             answered = sum(1 for at, _ in window.samples if at > now - COST_WINDOW)
-            if answered >= least:
-                out[t.name] = busy[t.name] * len(t.cpus) * COST_WINDOW / answered
+            if answered:
+                out[t.name] = (busy[t.name] * len(t.cpus) * COST_WINDOW / answered, answered)
         return out
 
     def summary(self) -> dict[str, object]:

@@ -57,11 +57,9 @@ class Readings:
                 texts = {f: self.counters.read(f"{leaf}/{f}") for f in PRESSURE_FILES}
                 held = self.tick_pressure[name] = (rec.pid, now, pressure_signals(texts))
             out[name].update(held[2])
-        ports = {
-            name: records[name].spec.port for name in out if records[name].spec.port is not None
-        }
+        ports = {name: port for name in out if (port := records[name].spec.port) is not None}
         if self.listening is not None and ports:
-            waiting = self.listening.read(p for p in ports.values() if p is not None)
+            waiting = self.listening.read(ports.values())
             for name, port in ports.items():
                 if port in waiting:
                     out[name]["listen_queue"] = float(waiting[port])

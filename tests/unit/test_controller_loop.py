@@ -302,7 +302,7 @@ def test_judging_costs_each_pushed_request_in_cpu_and_steps_back_from_a_useless_
         # 80% of one of chat's two CPUs: 0.8 CPU s a second for 10 requests, 80 ms each
         ctl.tick(now, lambda names: {"chat": {"cpu_percent": 80.0}})
         now += 0.5
-    assert ctl.service(3.5, ctl.busy(3.5, {}), 10) == {"chat": pytest.approx(0.08)}
+    assert ctl.service(3.5, ctl.busy(3.5, {})) == {"chat": (pytest.approx(0.08), 20)}
     up, back = log.since(0, "controller")
     assert (up.new, up.data["cost"]) == ("cap-75%", {"chat": 0.08})
     assert (back.new, back.data["direction"]) == ("static", "down")
