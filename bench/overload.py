@@ -43,7 +43,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+from nxrd.front.admin import FrontAdmin
+from nxrd.model.paths import FRONT_SOCKET, front_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -120,11 +124,16 @@ source = {{front = true}}
 
 
 def open_loop(
-    port: int, rate: float, seconds: float, seed: int, mix: tuple[str, ...] = ()
+    port: int,
+    rate: float,
+    seconds: float,
+    seed: int,
+    mix: tuple[str, ...] = (),
+    on_last: Callable[[], object] | None = None,
 ) -> list[tuple[float, float, str]]:
     """(due, latency, outcome) per request: arrivals at Poisson times that never wait;
     with a mix, the i-th is sent with priority mix[i % len(mix)] (X-Priority), and the
-    outcome says which ("interactive 200")."""
+    outcome says which ("interactive 200"). on_last is called once the last is sent."""
     rng = random.Random(seed)
     due, t = [], 0.0
     while t < seconds:
@@ -153,6 +162,8 @@ def open_loop(
         th = threading.Thread(target=one, args=(at, priority), daemon=True)
         th.start()
         threads.append(th)
+    if on_last is not None:
+        on_last()
     for th in threads:
         th.join(timeout=120)
     return out
@@ -217,6 +228,58 @@ class Nxrd:
         subprocess.run(["find", str(self.root), "-depth", "-type", "d", "-delete"], check=False)
 
 
+def model_cpu(d: Nxrd) -> Callable[[], float]:
+    """The CPU seconds the model's leaf has used so far, read from its cpu.stat."""
+    leaf = next(
+        w["cgroup"]
+        for w in json.loads(nxrctl(d, "status", "-o", "json"))["workloads"]
+        if w["name"] == "chat"
+    )
+    stat = d.root / leaf / "cpu.stat"
+
+    def seconds() -> float:
+        name, value = stat.read_text().split("\n")[0].split()
+        assert name == "usage_usec", name
+        return int(value) / 1e6
+
+    return seconds
+
+
+def measured(
+    port: int, rate: float, seed: int, cpu: Callable[[], float]
+) -> tuple[list[tuple[float, float, str]], tuple[float, float]]:
+    """open_loop's rows, and the model's CPU seconds while the requests arrived and until
+    the last was answered: under emulation the model's CPU per answer drifts by a third
+    from one measurement to the next (natively, by a fifth on this kind of machine), so
+    each run is also read against what the model could answer at the speed it had then."""
+    marks = [cpu()]
+    rows = open_loop(port, rate, SECONDS, seed, on_last=lambda: marks.append(cpu()))
+    return rows, (marks[1] - marks[0], cpu() - marks[0])
+
+
+def during(rows: list[tuple[float, float, str]], slo: float, cpu: tuple[float, float]) -> None:
+    """What the front made of the model's time: how busy it kept it while requests came,
+    and its goodput against the answers the model gave per CPU second in this run (the
+    front refuses the rest before they reach it)."""
+    answered = sum(1 for _, _, o in rows if o == "200")
+    good = sum(1 for _, lat, o in rows if o == "200" and lat <= slo) / SECONDS
+    per_answer = cpu[1] / answered
+    print(
+        f"  the model's core busy {cpu[0] / SECONDS:.2f} of the time requests came;"
+        f" {per_answer * 1000:.0f} ms of CPU an answer ({1 / per_answer:.1f}/s);"
+        f" goodput {good * per_answer:.2f} of that capacity"
+    )
+
+
+def dropped_logs(admin: Path) -> int:
+    """Log lines the front dropped since it started (HAProxy's DroppedLogs): a datagram
+    socket's queue holds only net.unix.max_dgram_qlen of them while nxrd is busy."""
+    info = FrontAdmin(admin).command("show info")
+    return next(
+        int(v) for k, _, v in (ln.partition(": ") for ln in info.splitlines()) if k == "DroppedLogs"
+    )
+
+
 def nxrctl(d: Nxrd, *args: str) -> str:
     out = subprocess.run(
         [str(BIN / "nxrctl"), "--socket", str(d.socket), *args], capture_output=True, text=True
@@ -262,15 +325,17 @@ def main() -> None:
             f" SLO {slo * 1000:.0f} ms; arrivals {LOAD * capacity:.1f}/s ({LOAD:.0%}),"
             f" {SECONDS:.0f} s"
         )
-        rows = open_loop(MODEL_PORT, LOAD * capacity, SECONDS, seed=1)
+        rows, cpu = measured(MODEL_PORT, LOAD * capacity, 1, model_cpu(d))
         report("straight at the model", rows, slo, capacity)
+        during(rows, slo, cpu)
         drained(service)
         for inflight in (1, 2):
             apply(d, tmp, profile(work, service, inflight))
-            rows = open_loop(FRONT_PORT, LOAD * capacity, SECONDS, seed=1)
+            rows, cpu = measured(FRONT_PORT, LOAD * capacity, 1, model_cpu(d))
             report(f"through the front, {inflight} in flight", rows, slo, capacity)
             good = sum(1 for _, lat, o in rows if o == "200" and lat <= slo) / SECONDS
             print(f"  goodput {good / fronted:.2f} of the capacity through the front")
+            during(rows, slo, cpu)
         # priorities: half interactive, half batch, at 120% of capacity
         apply(d, tmp, profile(work, service))
         rows = open_loop(FRONT_PORT, 1.2 * capacity, SECONDS, seed=2, mix=("interactive", "batch"))
@@ -284,7 +349,10 @@ def main() -> None:
         )
         print(f"  the front counted: {json.dumps(front['front'])}")
         print(f"  the front's restarts: {front['restarts']} (its configuration was reloaded)")
+        admin = front_dir(tmp / "state", "chat.front") / FRONT_SOCKET
+        print(f"  log lines the front could not send to nxrd: {dropped_logs(admin)}")
         admission(d, tmp, work, service)
+        print(f"model: capacity {1 / service_time(MODEL_PORT):.1f}/s, measured again at the end")
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
