@@ -29,6 +29,9 @@ MAX_DATAGRAM = 65536
 # socket is 0666) leaves the rest for the next drain instead of holding nxrd's loop.
 DRAIN_DATAGRAMS = 1000
 DRAIN_SECONDS = 0.02
+# What the socket must be able to queue while nxrd's loop is busy: a front logs a line per
+# request, and a line the queue has no room for is lost. systemd's value (it sets it at boot).
+QUEUE = 512
 
 
 @dataclass
@@ -38,9 +41,23 @@ class Drained:
 
 
 class PushReceiver:
-    def __init__(self, path: str, owner_of: Callable[[int], str | None]) -> None:
+    def __init__(
+        self,
+        path: str,
+        owner_of: Callable[[int], str | None],
+        deepen: Callable[[int], int | None] = lambda n: None,
+    ) -> None:
+        """deepen(n) lets datagram sockets made from then on queue n, and says what the
+        limit was if it raised it (Host.datagram_queue)."""
         self.path, self.owner_of = path, owner_of
         self.rejected = 0  # reports from a process outside the workload they name
+        was = deepen(QUEUE)  # before the socket: the kernel reads the limit when it is made
+        self.note: str | None = None  # what nxrd says of it, when it changed the host
+        if was is not None:
+            self.note = (
+                f"raised net.unix.max_dgram_qlen from {was} to {QUEUE}, as systemd does at"
+                f" boot: {path} queues that many lines while nxrd is busy"
+            )
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         with contextlib.suppress(FileNotFoundError):

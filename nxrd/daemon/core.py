@@ -133,6 +133,8 @@ class Daemon:
         self.events.sinks.append(self.egress)
         if self.push is not None:
             self.runtime.latency_socket = self.push.path
+            if self.push.note:
+                self.say(self.push.note)
         self.runtime.cpus_dir = Path(self.socket_path).parent / "cpus"
         cpus.follow(self)
         # Before any workload starts: MPS clients find their GPU's daemon from the first try.
@@ -155,10 +157,9 @@ class Daemon:
             which = "workload" if adopted == 1 else "workloads"
             self.say(f"took over {adopted} running {which}; started in {took:.0f} ms")
         self.ledger.cause = "planned value, written when the workload started"
-        gpu_docs = self.gpus.docs if self.gpus is not None else None
-        self.api.handlers = Handlers(
-            self.sup, self.plan, self.topology, self.access, self.view, gpus=gpu_docs
-        )
+        docs = self.gpus.docs if self.gpus is not None else None
+        view = (self.sup, self.plan, self.topology, self.access, self.view)
+        self.api.handlers = Handlers(*view, gpus=docs)
         return self.sup
 
     # -- the parts, built on this host
@@ -181,7 +182,7 @@ class Daemon:
 
     def latency_receiver(self) -> PushReceiver:
         path = str(Path(self.socket_path).parent / "latency.sock")
-        return PushReceiver(path, self.workload_of_pid)
+        return PushReceiver(path, self.workload_of_pid, self.host.datagram_queue)
 
     def metrics_server(self, address: str) -> MetricsServer:
         from nxrd.api.metrics import MetricsServer

@@ -141,6 +141,8 @@ class Reconfigurer:
             if push is None and pushes(profile):
                 push = d.latency_receiver()
                 opened.append(push)
+                if push.note:
+                    d.say(push.note)
             self.write(plan, f"{verb} by {who} ({source})")
         except NxrError:
             for sock in opened:

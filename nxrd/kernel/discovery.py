@@ -139,12 +139,6 @@ def meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
             value = int(parts[i + 1])
             out[parts[i][:-1]] = value * 1024 if parts[i + 2 : i + 3] == ["kB"] else value
     return out
-    for line in text.splitlines():
-        parts = line.split()
-        if "MemTotal:" in parts:
-            i = parts.index("MemTotal:")
-            return int(parts[i + 1]) * 1024
-    return 0
 
 
 def cgroup_info(root: Path = Path("/")) -> CgroupInfo:

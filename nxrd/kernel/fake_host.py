@@ -195,6 +195,7 @@ class FakeHost(Host):
         gib = 1 << 30  # /proc/meminfo, in bytes; tests set what the guard reads
         self.memory = {"MemTotal": 8 * gib, "MemAvailable": 6 * gib, "SwapTotal": 0}
         self.accept_queues: dict[int, int] = {}  # port -> connections waiting (tests set)
+        self.dgram_qlen = 10  # net.unix.max_dgram_qlen: the kernel's default, without systemd
 
     def front(self, socket_path: Path) -> FrontAdmin:
         return FakeFrontAdmin(self, socket_path)
@@ -207,6 +208,10 @@ class FakeHost(Host):
 
     def meminfo(self) -> dict[str, int]:
         return dict(self.memory)
+
+    def datagram_queue(self, at_least: int) -> int | None:
+        was, self.dgram_qlen = self.dgram_qlen, max(self.dgram_qlen, at_least)
+        return was if was < at_least else None
 
     def shaper(self) -> Shaper:
         if self.fake_shaper is None:

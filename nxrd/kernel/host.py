@@ -159,6 +159,11 @@ class Host(ABC):
         """Block devices, and whether I/O weights act on them."""
         return Disks()
 
+    def datagram_queue(self, at_least: int) -> int | None:
+        """Let unix datagram sockets made from now on queue at least this many; what the
+        limit was when it was raised (None: nothing changed)."""
+        return None
+
 
 class LinuxHost(Host):
     """The real machine."""
@@ -170,6 +175,11 @@ class LinuxHost(Host):
         from nxrd.kernel.discovery import meminfo
 
         return meminfo()
+
+    def datagram_queue(self, at_least: int) -> int | None:
+        from nxrd.kernel.dgram_queue import raise_to
+
+        return raise_to(at_least)
 
     def discover(self, subtree: str | None) -> Topology:
         from nxrd.kernel.discovery import discover

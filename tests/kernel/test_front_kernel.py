@@ -145,6 +145,27 @@ def test_the_front_caps_each_replica_bounds_its_queue_and_outlives_nxrd(
             raise AssertionError(f"{logged()} logged of {served} served: {front()}") from None
         assert logged("0.25") <= statuses.count(200) - 4  # 4 or more waited for a request
 
+        # nxrd busy (stopped here) while the front logs more lines than the kernel's default
+        # of 10 datagrams queued: none is lost, nxrd raised that limit (as systemd does)
+        assert Path("/proc/sys/net/unix/max_dgram_qlen").read_text().strip() == "512"
+        before, answers[:] = logged(), []
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            threads = [threading.Thread(target=one) for _ in range(24)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        served = [a[0] for a in answers].count(200)
+        assert served >= 8 and len(answers) == 24
+        try:
+            d.wait_for(lambda: logged() == before + served, 30)
+        except AssertionError:
+            raise AssertionError(f"{logged() - before} logged of {served} served") from None
+
         # a replica restarted while requests wait: it leaves the rotation before its stop
         # signal, the queued requests go to the other, and none is lost
         answers.clear()

@@ -102,6 +102,10 @@ def test_nxrd_keeps_waiting_through_reports_and_wakes_for_anything_else(tmp_path
     d.start()
     assert d.push is not None
     path = d.push.path  # beside the API's socket
+    # a host without systemd queued 10 datagrams; nxrd raised it before binding, and said so
+    assert host.dgram_qlen == 512
+    said = [e.cause for e in d.events.since(0, "nxrd")]
+    assert any(c.startswith("raised net.unix.max_dgram_qlen from 10 to 512") for c in said)
     host.spawned(me, d.plan.workload("chat").cgroup)  # this process reports as chat
     got: list[float] = []
     d.controller.push = lambda name, s, now: got.append(s)  # type: ignore[method-assign]
@@ -263,3 +267,36 @@ def test_slo_source_front_keeps_each_replica_to_the_latency_its_front_logged(
         d.close()
         os.close(wake_r)
         os.close(wake_w)
+
+
+def test_the_datagram_queue_is_raised_to_systemds_512_before_the_socket_is_made(
+    tmp_path: Path,
+) -> None:
+    """Without systemd the kernel queues 10 datagrams: a front's burst of log lines while
+    nxrd's loop is busy would lose the rest. nxrd raises the limit, as systemd does at boot,
+    never lowers it, and says so only when it changed it."""
+    from nxrd.controller.push import QUEUE
+    from nxrd.kernel.dgram_queue import raise_to
+
+    qlen = tmp_path / "max_dgram_qlen"
+    qlen.write_text("10\n")
+    assert raise_to(QUEUE, qlen) == 10 and qlen.read_text() == "512\n"
+    assert raise_to(QUEUE, qlen) is None  # already enough: untouched
+    qlen.write_text("4096\n")
+    assert raise_to(QUEUE, qlen) is None and qlen.read_text() == "4096\n"
+    assert raise_to(QUEUE, tmp_path / "missing") is None  # no such setting: nothing to do
+
+    order: list[str] = []
+
+    def deepen(n: int) -> int | None:
+        order.append(f"deepen {n}, socket made: {Path(path).exists()}")
+        return 10
+
+    path = str(tmp_path / "latency.sock")
+    rx = PushReceiver(path, owner_of=lambda pid: None, deepen=deepen)
+    rx.close()
+    assert order == ["deepen 512, socket made: False"]
+    assert rx.note is not None and "from 10 to 512" in rx.note
+    rx = PushReceiver(path, owner_of=lambda pid: None, deepen=lambda n: None)
+    rx.close()
+    assert rx.note is None
