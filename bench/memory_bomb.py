@@ -18,7 +18,10 @@ in turn:
 
 First the server alone under nxrd, without the bomb: the latency it has unloaded.
 BOMB_SETUPS=alone,plain,guard-off,nxr chooses set-ups, BOMB_RUNS=N repeats them (for
-medians), BOMB_SECONDS sets the time each runs.
+medians), BOMB_SECONDS sets the time each runs. Two more, not run unless chosen:
+nxr-early (the guard at `available = BOMB_EARLY`, 20 by default: killing earlier, further
+from the kernel's reclaim) and hog (under nxr, a batch job that only spins on its CPU, in
+the bomb's place: the control for what three emulated vCPUs on two host cores cost).
 
 Printed per set-up: request latency p50, p99 and max over the whole run, each request
 timed from when it was due (a request that fails counts as at least 5 s); the p99 of
@@ -81,6 +84,19 @@ while True:
     held.append(bytearray(b"\x01") * (32 << 20))  # every page written
     time.sleep(0.05)
 """
+
+# The control: a batch job as busy on its CPU as the bomb, without taking memory. Under
+# emulation each vCPU is a host thread, and 3 share the host's 2 cores: what this costs
+# the client is the emulator's share of the bomb's figure, not the memory's.
+HOG = """
+import sys
+with open(sys.argv[1], "a") as f:
+    print("round", file=f, flush=True)
+x = 0
+while True:
+    x = (x * 1103515245 + 12345) & 0xFFFFFFFF
+"""
+EARLY = int(os.environ.get("BOMB_EARLY", "20"))  # the guard's `available` for "nxr-early"
 
 
 def oom_kills() -> int:
@@ -188,8 +204,17 @@ def plain(tmp: Path, rounds: Path) -> dict[str, object]:
         server.wait()
 
 
-def under_nxr(tmp: Path, rounds: Path, guard: bool, bomb: bool = True) -> dict[str, object]:
+def under_nxr(
+    tmp: Path,
+    rounds: Path,
+    guard: bool,
+    bomb: bool = True,
+    job: str = "bomb.py",
+    available: int = 10,
+) -> dict[str, object]:
     guarding = "" if guard else "memory_guard = { enabled = false }\n"
+    if guard and available != 10:
+        guarding = f"memory_guard = {{ available = {available} }}\n"
     text = (
         f'[host]\nreserved_cpus = "{CLIENT_CPU}"\n{guarding}[workloads.chat]\n'
         f'command = ["{PY}", "{tmp}/server.py", "{PORT}"]\n'
@@ -197,7 +222,7 @@ def under_nxr(tmp: Path, rounds: Path, guard: bool, bomb: bool = True) -> dict[s
     )
     if bomb:
         text += (
-            f'[workloads.bomb]\ncommand = ["{PY}", "{tmp}/bomb.py", "{rounds}"]\n'
+            f'[workloads.bomb]\ncommand = ["{PY}", "{tmp}/{job}", "{rounds}"]\n'
             'class = "batch"\n'
             'restart = { policy = "always", delay = "3s", max_delay = "3s", max_restarts = 1000 }\n'
         )
@@ -240,13 +265,19 @@ def main() -> None:
         tmp = Path(d)
         (tmp / "server.py").write_text(SERVER)
         (tmp / "bomb.py").write_text(BOMB)
+        (tmp / "hog.py").write_text(HOG)
         setups = {
             "alone": ("alone (nxr, no bomb)", lambda r: under_nxr(tmp, r, guard=True, bomb=False)),
             "plain": ("plain", lambda r: plain(tmp, r)),
             "guard-off": ("nxr, guard off", lambda r: under_nxr(tmp, r, guard=False)),
             "nxr": ("nxr", lambda r: under_nxr(tmp, r, guard=True)),
+            "nxr-early": (
+                f"nxr, guard at available = {EARLY}",
+                lambda r: under_nxr(tmp, r, guard=True, available=EARLY),
+            ),
+            "hog": ("nxr, a CPU hog for a bomb", lambda r: under_nxr(tmp, r, True, job="hog.py")),
         }
-        chosen = os.environ.get("BOMB_SETUPS", ",".join(setups)).split(",")
+        chosen = os.environ.get("BOMB_SETUPS", "alone,plain,guard-off,nxr").split(",")
         results = {}
         for i in range(RUNS):
             for key in chosen:
