@@ -68,13 +68,18 @@ def front(
     env = {**os.environ, "NXR_LATENCY_SOCKET": str(lines)}
     argv = ["taskset", "-c", str(FRONT_CPU), "haproxy", "-W", "-db", "-f", FRONT_CONFIG]
     proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.DEVNULL)
+    answering(overload.FRONT_PORT, "the front")
+    return proc
+
+
+def answering(port: int, what: str) -> None:
     for _ in range(100):
         try:
-            overload.get(overload.FRONT_PORT)
-            return proc
+            overload.get(port)
+            return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit("the front never answered")
+    raise SystemExit(f"{what} never answered")
 
 
 def main() -> None:
@@ -99,13 +104,12 @@ def main() -> None:
         env=env,
     )
     used = psutil.Process(model.pid)
+
+    def cpu() -> float:
+        return float(sum(used.cpu_times()[:2]))  # user and system, the model's threads' too
+
     try:
-        for _ in range(100):
-            try:
-                overload.get(overload.MODEL_PORT)
-                break
-            except OSError:
-                time.sleep(0.1)
+        answering(overload.MODEL_PORT, "the model")
         service = overload.service_time(overload.MODEL_PORT)
         capacity, slo = 1 / service, overload.SLO_SERVICES * service
         print(
@@ -113,11 +117,9 @@ def main() -> None:
             f" SLO {slo * 1000:.0f} ms; arrivals {overload.LOAD * capacity:.1f}/s"
             f" ({overload.LOAD:.0%}), {overload.SECONDS:.0f} s"
         )
-        rows, cpu = overload.measured(
-            overload.MODEL_PORT, overload.LOAD * capacity, 1, lambda: sum(used.cpu_times()[:2])
-        )
+        rows, spent = overload.measured(overload.MODEL_PORT, overload.LOAD * capacity, 1, cpu)
         overload.report("straight at the model", rows, slo, capacity)
-        overload.during(rows, slo, cpu)
+        overload.during(rows, slo, spent)
         for inflight in (1, 2):
             proc = front(tmp, work, service, inflight, lines)
             try:
@@ -125,11 +127,8 @@ def main() -> None:
                 queue = overload.SLO_SERVICES - 2 - inflight
                 fronted = 1 / overload.service_time(overload.FRONT_PORT, clients=inflight + queue)
                 before = received.count
-                rows, cpu = overload.measured(
-                    overload.FRONT_PORT,
-                    overload.LOAD * capacity,
-                    1,
-                    lambda: sum(used.cpu_times()[:2]),
+                rows, spent = overload.measured(
+                    overload.FRONT_PORT, overload.LOAD * capacity, 1, cpu
                 )
                 time.sleep(0.5)
                 overload.report(f"through the front, {inflight} in flight", rows, slo, capacity)
@@ -138,7 +137,7 @@ def main() -> None:
                     f"  capacity through the front {fronted:.1f}/s; goodput"
                     f" {good / fronted:.2f} of it"
                 )
-                overload.during(rows, slo, cpu)
+                overload.during(rows, slo, spent)
                 print(
                     f"  log lines: {received.count - before} received for {len(rows)} requests;"
                     f" dropped by the front (since it started):"
